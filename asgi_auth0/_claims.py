@@ -1,0 +1,132 @@
+"""The immutable mapping of a verified token's payload."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, NoReturn
+
+__all__ = ["Claims"]
+
+
+class _FrozenDict(dict[str, Any]):
+    """A ``dict`` that refuses mutation.
+
+    Nested objects stay ``dict`` instances so that ``json.dumps`` and FastAPI's
+    encoder handle them as usual, while one request cannot change claims that the
+    verified-token cache shares with later requests.
+    """
+
+    __slots__ = ()
+
+    def _readonly(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError("verified claims are read-only")
+
+    __setitem__ = __delitem__ = _readonly
+    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
+    __ior__ = _readonly  # type: ignore[assignment]
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _FrozenDict({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+class Claims(Mapping[str, Any]):
+    """The verified claims of an access token: a read-only ``Mapping[str, Any]``.
+
+    JSON arrays in the payload are exposed as tuples and nested objects as read-only
+    dicts. Besides the mapping interface it offers ``sub``, ``scopes`` and
+    ``permissions``.
+    """
+
+    __slots__ = ("_data", "_permissions", "_scopes")
+
+    def __init__(self, payload: Mapping[str, Any]) -> None:
+        data = {str(k): _freeze(v) for k, v in payload.items()}
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_scopes", _scopes_of(data))
+        object.__setattr__(self, "_permissions", _strings(data.get("permissions")))
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError("Claims are immutable")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError("Claims are immutable")
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __repr__(self) -> str:
+        # Deliberately not the whole payload: reprs end up in logs and tracebacks.
+        return f"Claims(sub={self.sub!r}, claims={sorted(self._data)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Claims):
+            return self._data == other._data
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def sub(self) -> str | None:
+        """The subject (``sub``) the token was issued for, or ``None`` if absent."""
+        sub = self._data.get("sub")
+        return sub if isinstance(sub, str) else None
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """Scopes from the space-separated ``scope`` claim, or else the ``scp`` array."""
+        return self._scopes  # type: ignore[no-any-return]
+
+    @property
+    def permissions(self) -> frozenset[str]:
+        """Auth0 RBAC permissions from the ``permissions`` array claim."""
+        return self._permissions  # type: ignore[no-any-return]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, mutable deep copy of the payload (for serialisation)."""
+        return _thaw(self._data)  # type: ignore[no-any-return]
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _strings(value: Any) -> frozenset[str]:
+    # Only a JSON array of strings counts; anything else grants nothing rather than
+    # guessing (a bare string "read:all" is not silently split into characters).
+    if isinstance(value, tuple):
+        return frozenset(v for v in value if isinstance(v, str) and v)
+    return frozenset()
+
+
+def _scopes_of(data: Mapping[str, Any]) -> frozenset[str]:
+    scope = data.get("scope")
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    scp = data.get("scp")
+    if isinstance(scp, str):
+        # Entra ID sends ``scp`` as a space-separated string.
+        return frozenset(scp.split())
+    return _strings(scp)

@@ -1,0 +1,318 @@
+"""``Auth0Config``: every setting, validated once at construction."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._errors import ConfigError
+
+__all__ = ["SUPPORTED_ALGORITHMS", "Auth0Config", "is_loopback_host", "validate_url"]
+
+#: Every JWS algorithm the library can verify with a public key.
+SUPPORTED_ALGORITHMS: frozenset[str] = frozenset(
+    {
+        "RS256", "RS384", "RS512",
+        "PS256", "PS384", "PS512",
+        "ES256", "ES384", "ES512",
+        "EdDSA", "Ed25519",
+    }
+)  # fmt: skip
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?$")
+# RFC 6750 §3: the realm is a quoted-string; we keep it to printable ASCII without
+# quotes or backslashes so it never needs escaping.
+_REALM_RE = re.compile(r'^[\x20-\x7e]{1,200}$')
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost``, ``127.0.0.0/8`` and ``::1``: the only hosts allowed over http."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_url(name: str, url: object) -> str:
+    """Check that ``url`` is https (or http on a loopback host) with no fragment or userinfo."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"{name} must be a non-empty URL string")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a valid URL: {url!r}") from exc
+    if parts.scheme == "https":
+        pass
+    elif parts.scheme == "http":
+        if not is_loopback_host(host):
+            raise ConfigError(
+                f"{name} must use https:// (plain http is allowed only on 127.0.0.1, ::1 "
+                f"and localhost, for development): {url!r}"
+            )
+    else:
+        raise ConfigError(f"{name} must be an https:// URL: {url!r}")
+    if not host:
+        raise ConfigError(f"{name} has no host: {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name} must not carry credentials: {url!r}")
+    if parts.fragment:
+        raise ConfigError(f"{name} must not have a #fragment: {url!r}")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
+        raise ConfigError(f"{name} contains whitespace or control characters")
+    return url
+
+
+def _seconds(name: str, value: object, *, minimum: float, maximum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not math.isfinite(value) or not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be between {minimum} and {maximum} seconds, got {value}")
+    return float(value)
+
+
+def _strings(name: str, value: object, *, allow_empty: bool) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items: tuple[object, ...] = (value,)
+    elif isinstance(value, Sequence):
+        items = tuple(value)
+    else:
+        raise ConfigError(f"{name} must be a string or a sequence of strings")
+    for item in items:
+        if not isinstance(item, str) or not item.strip() or item != item.strip():
+            raise ConfigError(f"{name} entries must be non-empty strings without surrounding space")
+    if not items and not allow_empty:
+        raise ConfigError(f"{name} must not be empty")
+    return tuple(dict.fromkeys(items))  # type: ignore[arg-type]
+
+
+def _check_algorithms(name: str, value: object) -> tuple[str, ...]:
+    algs = _strings(name, value, allow_empty=False)
+    for alg in algs:
+        if alg.lower() == "none":
+            raise ConfigError(f"{name}: 'none' is never allowed (unsigned tokens)")
+        if alg.upper().startswith("HS"):
+            raise ConfigError(
+                f"{name}: {alg} is a shared-secret algorithm; a JWKS holds public keys, so "
+                "HS* would let anyone who knows the public key forge tokens"
+            )
+        if alg not in SUPPORTED_ALGORITHMS:
+            raise ConfigError(
+                f"{name}: unsupported algorithm {alg!r}; choose from "
+                f"{', '.join(sorted(SUPPORTED_ALGORITHMS))}"
+            )
+    return algs
+
+
+def _issuer_from_domain(domain: object) -> str:
+    if not isinstance(domain, str) or not domain:
+        raise ConfigError("domain must be a non-empty host name such as 'tenant.eu.auth0.com'")
+    if "://" in domain or "/" in domain or not _HOST_RE.match(domain):
+        raise ConfigError(
+            f"domain must be a bare host name such as 'tenant.eu.auth0.com', got {domain!r}; "
+            "pass a full URL as issuer= instead"
+        )
+    return f"https://{domain.lower()}/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Auth0Config:
+    """How to verify access tokens: issuer, audience, algorithms, clock and key-cache settings.
+
+    Frozen and keyword-only. Every value is validated once, here, and any mistake
+    raises :class:`ConfigError` naming the setting.
+    """
+
+    #: Auth0 tenant host (``"tenant.eu.auth0.com"``); gives issuer and jwks_uri.
+    domain: str | None = None
+    #: The exact ``iss`` string; with no ``jwks_uri`` the keys are found by discovery.
+    issuer: str | None = None
+    #: The API identifier(s); a token must name at least one in ``aud``.
+    audience: str | Sequence[str] = ()
+    #: Allowed JWS algorithms (never ``none`` or ``HS*``).
+    algorithms: Sequence[str] = ("RS256",)
+    #: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
+    leeway: float = 5
+    #: Claims that must be present besides ``exp``, ``iss`` and ``aud``.
+    required_claims: Sequence[str] = ("iat",)
+    #: Require the JOSE ``typ`` to be ``at+jwt`` (RFC 9068).
+    strict_typ: bool = False
+    #: Reject tokens whose ``iat`` is older than this many seconds.
+    max_token_age: float | None = None
+    #: Where the issuer publishes its keys; derived from ``domain`` or discovered.
+    jwks_uri: str | None = None
+    #: Seconds a fetched key set is fresh when the issuer sends no ``Cache-Control``.
+    jwks_cache_ttl: float = 600
+    #: Minimum seconds between two refreshes triggered by unknown ``kid`` values.
+    jwks_refresh_cooldown: float = 30
+    #: Seconds a key fetch may take before it is abandoned.
+    jwks_fetch_timeout: float = 5
+    #: Seconds the last good key set keeps serving past freshness while the issuer fails.
+    jwks_max_stale: float = 6 * 3600
+    #: Further accepted issuers (e.g. an Auth0 custom domain beside the canonical one).
+    additional_issuers: Sequence[str] = ()
+    #: Tokens longer than this many bytes are refused before any parsing.
+    max_token_size: int = 16 * 1024
+    #: How many verified tokens to remember (0 turns the cache off).
+    token_cache_size: int = 4096
+    #: The realm of the ``WWW-Authenticate`` challenge.
+    realm: str = "api"
+    #: An Auth0 application client id, for the Swagger UI login (authorization code + PKCE).
+    client_id: str | None = None
+
+    # Derived once here so the request path never recomputes them.
+    audiences: tuple[str, ...] = field(init=False, repr=False)
+    issuers: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        if self.domain is None and self.issuer is None:
+            raise ConfigError("give either domain= (an Auth0 tenant host) or issuer= (a URL)")
+        if self.domain is not None:
+            put(self, "domain", self.domain.lower() if isinstance(self.domain, str) else None)
+            derived = _issuer_from_domain(self.domain)
+            if self.issuer is None:
+                put(self, "issuer", derived)
+            if self.jwks_uri is None:
+                put(self, "jwks_uri", f"{derived}.well-known/jwks.json")
+        put(self, "issuer", validate_url("issuer", self.issuer))
+        if self.jwks_uri is not None:
+            validate_url("jwks_uri", self.jwks_uri)
+        extra = _strings("additional_issuers", self.additional_issuers, allow_empty=True)
+        for iss in extra:
+            validate_url("additional_issuers", iss)
+        put(self, "additional_issuers", extra)
+        put(self, "issuers", tuple(dict.fromkeys((self.issuer, *extra))))
+
+        if self.audience in ((), "", None):
+            raise ConfigError(
+                "audience is required: set it to your API identifier (e.g. "
+                "'https://api.example.com'); without it any token of the tenant would pass"
+            )
+        audiences = _strings("audience", self.audience, allow_empty=False)
+        put(self, "audience", audiences[0] if len(audiences) == 1 else audiences)
+        put(self, "audiences", audiences)
+        put(self, "algorithms", _check_algorithms("algorithms", self.algorithms))
+        put(self, "leeway", _seconds("leeway", self.leeway, minimum=0, maximum=300))
+        required = _strings("required_claims", self.required_claims, allow_empty=True)
+        put(self, "required_claims", required)
+        if not isinstance(self.strict_typ, bool):
+            raise ConfigError("strict_typ must be True or False")
+        if self.max_token_age is not None:
+            put(
+                self,
+                "max_token_age",
+                _seconds("max_token_age", self.max_token_age, minimum=1, maximum=10 * 365 * 86400),
+            )
+        put(self, "jwks_cache_ttl", _seconds("jwks_cache_ttl", self.jwks_cache_ttl, minimum=1, maximum=7 * 86400))
+        put(
+            self,
+            "jwks_refresh_cooldown",
+            _seconds("jwks_refresh_cooldown", self.jwks_refresh_cooldown, minimum=0, maximum=86400),
+        )
+        put(
+            self,
+            "jwks_fetch_timeout",
+            _seconds("jwks_fetch_timeout", self.jwks_fetch_timeout, minimum=0.05, maximum=120),
+        )
+        put(self, "jwks_max_stale", _seconds("jwks_max_stale", self.jwks_max_stale, minimum=0, maximum=30 * 86400))
+        for name in ("max_token_size", "token_cache_size"):
+            value: Any = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer")
+        if self.max_token_size < 256:
+            raise ConfigError("max_token_size must be at least 256 bytes")
+        if not isinstance(self.realm, str) or not _REALM_RE.match(self.realm) or any(
+            c in self.realm for c in '"\\'
+        ):
+            raise ConfigError("realm must be 1-200 printable ASCII characters without quotes")
+        if self.client_id is not None and (
+            not isinstance(self.client_id, str) or not re.fullmatch(r"[A-Za-z0-9._~-]{1,200}", self.client_id)
+        ):
+            raise ConfigError("client_id must be an Auth0 client id (letters, digits, . _ ~ -)")
+
+    @property
+    def discovery_url(self) -> str:
+        """The OIDC discovery document URL for ``issuer``."""
+        return discovery_url_for(self.issuer or "")
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Auth0Config:
+        """Build a config from ``AUTH0_*`` environment variables.
+
+        Reads ``AUTH0_DOMAIN`` or ``AUTH0_ISSUER_BASE_URL``, ``AUTH0_AUDIENCE``
+        (comma-separated for several), optional ``AUTH0_ALGORITHMS`` (comma-separated)
+        and ``AUTH0_CLIENT_ID``. Keyword ``overrides`` win over the environment. A
+        missing or bad value raises :class:`ConfigError` naming the variable.
+        """
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, Any] = {}
+
+        def read(name: str) -> str | None:
+            value = env.get(name)
+            if value is None or not value.strip():
+                return None
+            return value.strip()
+
+        domain, issuer = read("AUTH0_DOMAIN"), read("AUTH0_ISSUER_BASE_URL")
+        if domain is None and issuer is None and not {"domain", "issuer"} & overrides.keys():
+            raise ConfigError("AUTH0_DOMAIN (or AUTH0_ISSUER_BASE_URL) is not set")
+        audience = read("AUTH0_AUDIENCE")
+        if audience is None and "audience" not in overrides:
+            raise ConfigError("AUTH0_AUDIENCE is not set")
+
+        def attempt(var: str, key: str, value: Any) -> None:
+            try:
+                cls._check_one(key, value)
+            except ConfigError as exc:
+                raise ConfigError(f"{var}: {exc}") from exc
+            kwargs[key] = value
+
+        if domain is not None:
+            attempt("AUTH0_DOMAIN", "domain", domain)
+        if issuer is not None:
+            attempt("AUTH0_ISSUER_BASE_URL", "issuer", issuer)
+        if audience is not None:
+            parts = tuple(a.strip() for a in audience.split(","))
+            attempt("AUTH0_AUDIENCE", "audience", parts)
+        algorithms = read("AUTH0_ALGORITHMS")
+        if algorithms is not None:
+            attempt("AUTH0_ALGORITHMS", "algorithms", tuple(a.strip() for a in algorithms.split(",")))
+        client_id = read("AUTH0_CLIENT_ID")
+        if client_id is not None:
+            attempt("AUTH0_CLIENT_ID", "client_id", client_id)
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    @staticmethod
+    def _check_one(key: str, value: Any) -> None:
+        if key == "domain":
+            _issuer_from_domain(value)
+        elif key == "issuer":
+            validate_url("issuer", value)
+        elif key == "audience":
+            _strings("audience", value, allow_empty=False)
+        elif key == "algorithms":
+            _check_algorithms("algorithms", value)
+        elif key == "client_id" and not re.fullmatch(r"[A-Za-z0-9._~-]{1,200}", value):
+            raise ConfigError("not an Auth0 client id (letters, digits, . _ ~ -)")
+
+
+def discovery_url_for(issuer: str) -> str:
+    """``{issuer}/.well-known/openid-configuration`` without doubling the slash."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"

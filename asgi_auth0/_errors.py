@@ -1,0 +1,275 @@
+"""The exception tree of asgi_auth0.
+
+Every failure is data: each class carries ``status_code``, ``error`` (the RFC 6750
+error code, or ``None``), ``reason`` (a stable snake_case code for logs, metrics and
+clients) and ``description`` (fixed, safe text for ``error_description``). None of
+these ever contains token bytes or exception text.
+
+::
+
+    Auth0Error
+    ├── ConfigError (also ValueError)         construction only
+    ├── KeySetError                            503 temporarily_unavailable
+    └── BearerError
+        ├── MissingTokenError                  401, bare challenge
+        ├── InvalidRequestError                400 invalid_request
+        │   └── MultipleTokensError
+        ├── InvalidTokenError                  401 invalid_token
+        │   ├── MalformedTokenError
+        │   │   └── TokenTooLargeError
+        │   ├── UnsupportedHeaderError
+        │   ├── AlgorithmNotAllowedError
+        │   ├── UnknownKeyError
+        │   ├── InvalidSignatureError
+        │   ├── ExpiredTokenError
+        │   ├── ImmatureTokenError
+        │   └── InvalidClaimError
+        │       ├── InvalidIssuerError
+        │       ├── InvalidAudienceError
+        │       ├── MissingClaimError
+        │       ├── InvalidTypeError
+        │       ├── IssuedInFutureError
+        │       └── TokenTooOldError
+        └── InsufficientScopeError             403 insufficient_scope
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+__all__ = [
+    "AlgorithmNotAllowedError",
+    "Auth0Error",
+    "BearerError",
+    "ConfigError",
+    "ExpiredTokenError",
+    "ImmatureTokenError",
+    "InsufficientScopeError",
+    "InvalidAudienceError",
+    "InvalidClaimError",
+    "InvalidIssuerError",
+    "InvalidRequestError",
+    "InvalidSignatureError",
+    "InvalidTokenError",
+    "InvalidTypeError",
+    "IssuedInFutureError",
+    "KeySetError",
+    "MalformedTokenError",
+    "MissingClaimError",
+    "MissingTokenError",
+    "MultipleTokensError",
+    "TokenTooLargeError",
+    "TokenTooOldError",
+    "UnknownKeyError",
+    "UnsupportedHeaderError",
+]
+
+
+class Auth0Error(Exception):
+    """Base of every error raised by asgi_auth0."""
+
+    status_code: ClassVar[int] = 500
+    error: ClassVar[str | None] = None
+    reason: ClassVar[str] = "auth0_error"
+    description: ClassVar[str] = "Authentication failed."
+
+    def __init__(self, detail: str | None = None) -> None:
+        # ``detail`` is for server logs only (e.g. which claim failed); it is built
+        # from our own words, never from token bytes, and never sent to clients.
+        self.detail = detail
+        super().__init__(detail or self.description)
+
+
+class ConfigError(Auth0Error, ValueError):
+    """A setting is missing or invalid; raised at construction, never per request."""
+
+    reason = "config_error"
+    description = "Invalid asgi_auth0 configuration."
+
+
+class KeySetError(Auth0Error):
+    """No verification key can be obtained because the issuer is unreachable or broken."""
+
+    status_code = 503
+    error = "temporarily_unavailable"
+    reason = "key_set_unavailable"
+    description = "The token issuer's signing keys are temporarily unavailable."
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 30) -> None:
+        super().__init__(detail)
+        #: Seconds a client should wait before retrying (the ``Retry-After`` header).
+        self.retry_after = max(1, int(retry_after))
+
+
+class BearerError(Auth0Error):
+    """Base of every error about the bearer token a client presented (RFC 6750 §3.1)."""
+
+    status_code = 401
+    reason = "bearer_error"
+
+
+class MissingTokenError(BearerError):
+    """A token is required but the request carries none; answered with a bare challenge."""
+
+    status_code = 401
+    error = None
+    reason = "missing_token"
+    description = "Authentication required."
+
+
+class InvalidRequestError(BearerError):
+    """The ``Authorization`` header is malformed (RFC 6750 ``invalid_request``)."""
+
+    status_code = 400
+    error = "invalid_request"
+    reason = "malformed_authorization"
+    description = "The Authorization header is malformed."
+
+
+class MultipleTokensError(InvalidRequestError):
+    """The request carries more than one token or ``Authorization`` header."""
+
+    reason = "multiple_tokens"
+    description = "The request carries more than one access token."
+
+
+class InvalidTokenError(BearerError):
+    """The token is malformed, expired, forged or not meant for this API."""
+
+    status_code = 401
+    error = "invalid_token"
+    reason = "invalid_token"
+    description = "The access token is invalid."
+
+
+class MalformedTokenError(InvalidTokenError):
+    """The token is not a well-formed compact JWS with JSON header and payload."""
+
+    reason = "malformed_token"
+    description = "The access token is malformed."
+
+
+class TokenTooLargeError(MalformedTokenError):
+    """The token exceeds the configured size cap."""
+
+    reason = "token_too_large"
+    description = "The access token is too large."
+
+
+class UnsupportedHeaderError(InvalidTokenError):
+    """The JOSE header uses a feature this library refuses (``crit``, ``b64: false``)."""
+
+    reason = "unsupported_header"
+    description = "The access token header uses an unsupported feature."
+
+
+class AlgorithmNotAllowedError(InvalidTokenError):
+    """The token's ``alg`` is not in the allow-list, or does not fit the key."""
+
+    reason = "alg_not_allowed"
+    description = "The access token is signed with an algorithm that is not allowed."
+
+
+class UnknownKeyError(InvalidTokenError):
+    """No key in the issuer's key set matches the token's ``kid``."""
+
+    reason = "unknown_kid"
+    description = "The access token is signed with an unknown key."
+
+
+class InvalidSignatureError(InvalidTokenError):
+    """The signature does not verify."""
+
+    reason = "bad_signature"
+    description = "The access token signature is invalid."
+
+
+class ExpiredTokenError(InvalidTokenError):
+    """``exp`` is in the past (beyond the leeway)."""
+
+    reason = "token_expired"
+    description = "The access token has expired."
+
+
+class ImmatureTokenError(InvalidTokenError):
+    """``nbf`` is in the future (beyond the leeway)."""
+
+    reason = "token_not_yet_valid"
+    description = "The access token is not yet valid."
+
+
+class InvalidClaimError(InvalidTokenError):
+    """A claim has the wrong type or value."""
+
+    reason = "claim_invalid"
+    description = "The access token has an invalid claim."
+
+
+class InvalidIssuerError(InvalidClaimError):
+    """``iss`` is missing or is not the configured issuer."""
+
+    reason = "invalid_issuer"
+    description = "The access token was not issued by the expected issuer."
+
+
+class InvalidAudienceError(InvalidClaimError):
+    """``aud`` does not name any configured audience."""
+
+    reason = "invalid_audience"
+    description = "The access token is not meant for this API."
+
+
+class MissingClaimError(InvalidClaimError):
+    """A required claim is absent."""
+
+    reason = "missing_claim"
+    description = "The access token lacks a required claim."
+
+
+class InvalidTypeError(InvalidClaimError):
+    """The JOSE ``typ`` header is not ``at+jwt`` while ``strict_typ`` is on (RFC 9068)."""
+
+    reason = "invalid_typ"
+    description = "The token is not an access token."
+
+
+class IssuedInFutureError(InvalidClaimError):
+    """``iat`` lies in the future beyond the leeway."""
+
+    reason = "iat_in_future"
+    description = "The access token was issued in the future."
+
+
+class TokenTooOldError(InvalidClaimError):
+    """``iat`` is older than ``max_token_age``."""
+
+    reason = "token_too_old"
+    description = "The access token is too old."
+
+
+class InsufficientScopeError(BearerError):
+    """The token is valid but lacks a required scope or permission (403)."""
+
+    status_code = 403
+    error = "insufficient_scope"
+    reason = "insufficient_scope"
+    description = "The access token lacks a required scope."
+
+    def __init__(
+        self,
+        required: Iterable[str] = (),
+        detail: str | None = None,
+        *,
+        kind: str = "scope",
+    ) -> None:
+        super().__init__(detail)
+        #: The scopes (or permissions) the resource needs, for the challenge's ``scope=``.
+        self.required: tuple[str, ...] = tuple(required)
+        #: ``"scope"`` or ``"permission"``: which claim fell short.
+        self.kind = kind
+
+    @property
+    def scope(self) -> str:
+        """The space-separated ``scope`` value of the challenge (RFC 6750 §3)."""
+        return " ".join(self.required)

@@ -1,0 +1,365 @@
+"""Public keys from JWKs: parsing, filtering and signature verification.
+
+A JWK becomes a :class:`PublicKey` once, when its key set is loaded; the request path
+only looks keys up and calls :meth:`PublicKey.verify`. Keys that cannot safely verify
+signatures are dropped at load time, one by one, without failing the whole set.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Union, runtime_checkable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ._errors import AlgorithmNotAllowedError, KeySetError, UnknownKeyError
+
+__all__ = [
+    "MAX_JWKS_KEYS",
+    "MAX_KID_LENGTH",
+    "KeyIndex",
+    "KeySource",
+    "PublicKey",
+    "StaticKeySet",
+    "parse_jwk",
+    "parse_jwks",
+]
+
+logger = logging.getLogger("asgi_auth0.keys")
+
+#: A JWKS with more entries than this is refused as a whole (no issuer needs that many).
+MAX_JWKS_KEYS = 100
+#: A ``kid`` longer than this is refused, in tokens and in key sets.
+MAX_KID_LENGTH = 256
+_MIN_RSA_BITS = 2048
+_MAX_RSA_BITS = 16384
+
+VerifyingKey = Union[
+    rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey
+]
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
+_RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+# JWK crv -> (cryptography curve, JWS alg, coordinate length in bytes)
+_EC_CURVES: dict[str, tuple[ec.EllipticCurve, str, int]] = {
+    "P-256": (ec.SECP256R1(), "ES256", 32),
+    "P-384": (ec.SECP384R1(), "ES384", 48),
+    "P-521": (ec.SECP521R1(), "ES512", 66),
+}
+# "EdDSA" (RFC 8037) and the fully specified "Ed25519" name the same algorithm on an
+# Ed25519 key, so either header value verifies with such a key.
+_OKP_ALGS = {"Ed25519": frozenset({"EdDSA", "Ed25519"}), "Ed448": frozenset({"EdDSA", "Ed448"})}
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+
+
+class KeyRejected(ValueError):
+    """A JWK that cannot be used for verification; ``str()`` says why (no key bytes)."""
+
+
+def b64url_decode(data: str) -> bytes:
+    """Strict unpadded base64url (RFC 7515 §2): no padding, no other alphabet, canonical."""
+    if not isinstance(data, str) or "=" in data or len(data) % 4 == 1:
+        raise ValueError("not unpadded base64url")
+    try:
+        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not base64url") from exc
+    # urlsafe_b64decode silently ignores characters outside the alphabet and non-zero
+    # trailing bits; re-encoding catches both, so each value has exactly one spelling.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != data:
+        raise ValueError("non-canonical base64url")
+    return raw
+
+
+def _uint(jwk: Mapping[str, Any], name: str) -> int:
+    value = jwk.get(name)
+    if not isinstance(value, str) or not value:
+        raise KeyRejected(f"member {name!r} is missing or not a string")
+    try:
+        return int.from_bytes(b64url_decode(value), "big")
+    except ValueError as exc:
+        raise KeyRejected(f"member {name!r} is not base64url") from exc
+
+
+def _coordinate(jwk: Mapping[str, Any], name: str, length: int) -> bytes:
+    value = jwk.get(name)
+    if not isinstance(value, str):
+        raise KeyRejected(f"member {name!r} is missing or not a string")
+    try:
+        raw = b64url_decode(value)
+    except ValueError as exc:
+        raise KeyRejected(f"member {name!r} is not base64url") from exc
+    if len(raw) != length:
+        raise KeyRejected(f"member {name!r} has the wrong length for its curve")
+    return raw
+
+
+@dataclass(frozen=True, eq=False)
+class PublicKey:
+    """A verification key parsed from one JWK, with the algorithms it may verify."""
+
+    kid: str | None
+    kty: str
+    crv: str | None
+    #: The algorithms this key may verify: what its type and curve fit, narrowed by
+    #: the JWK's own ``alg`` when it has one.
+    algorithms: frozenset[str]
+    key: VerifyingKey = field(repr=False)
+    #: ECDSA signature coordinate length (0 for other key types).
+    coordinate_length: int = field(default=0, repr=False)
+
+    def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
+        """True if ``signature`` is a valid ``alg`` signature over ``signing_input``.
+
+        ``alg`` must be one of :attr:`algorithms`; the caller checks that first.
+        """
+        key = self.key
+        try:
+            if isinstance(key, rsa.RSAPublicKey):
+                digest = _HASHES[alg[2:]]()
+                if alg[0] == "R":
+                    key.verify(signature, signing_input, padding.PKCS1v15(), digest)
+                else:
+                    pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+                    key.verify(signature, signing_input, pss, digest)
+            elif isinstance(key, ec.EllipticCurvePublicKey):
+                # JWS ECDSA signatures are raw R || S of fixed length (RFC 7518 §3.4);
+                # a DER-encoded signature has another length and is refused here.
+                n = self.coordinate_length
+                if len(signature) != 2 * n:
+                    return False
+                r = int.from_bytes(signature[:n], "big")
+                s = int.from_bytes(signature[n:], "big")
+                der = encode_dss_signature(r, s)
+                key.verify(der, signing_input, ec.ECDSA(_HASHES[alg[2:]]()))
+            else:
+                key.verify(signature, signing_input)
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+def parse_jwk(jwk: object) -> PublicKey:
+    """Turn one JWK into a :class:`PublicKey`, or raise :class:`KeyRejected` saying why."""
+    if not isinstance(jwk, Mapping):
+        raise KeyRejected("not a JSON object")
+    kty = jwk.get("kty")
+    kid = jwk.get("kid")
+    if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
+        raise KeyRejected("kid is not a string of reasonable length")
+    if kty == "oct":
+        raise KeyRejected("symmetric (oct) keys are never used")
+    if _PRIVATE_MEMBERS & jwk.keys():
+        raise KeyRejected("the JWK carries private key material")
+    use = jwk.get("use")
+    if use is not None and use != "sig":
+        raise KeyRejected("use is not 'sig'")
+    key_ops = jwk.get("key_ops")
+    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+        raise KeyRejected("key_ops does not allow 'verify'")
+    declared = jwk.get("alg")
+    if declared is not None and not isinstance(declared, str):
+        raise KeyRejected("alg is not a string")
+
+    coordinate_length = 0
+    crv = jwk.get("crv")
+    key: VerifyingKey
+    if kty == "RSA":
+        n, e = _uint(jwk, "n"), _uint(jwk, "e")
+        bits = n.bit_length()
+        if bits < _MIN_RSA_BITS:
+            raise KeyRejected(f"RSA modulus of {bits} bits is under {_MIN_RSA_BITS}")
+        if bits > _MAX_RSA_BITS:
+            raise KeyRejected("RSA modulus is implausibly large")
+        try:
+            key = rsa.RSAPublicNumbers(e, n).public_key()
+        except ValueError as exc:
+            raise KeyRejected("invalid RSA public key") from exc
+        fits = _RSA_ALGS
+        crv = None
+    elif kty == "EC":
+        if not isinstance(crv, str) or crv not in _EC_CURVES:
+            raise KeyRejected("unsupported EC curve")
+        curve, alg, coordinate_length = _EC_CURVES[crv]
+        x = _coordinate(jwk, "x", coordinate_length)
+        y = _coordinate(jwk, "y", coordinate_length)
+        try:
+            key = ec.EllipticCurvePublicKey.from_encoded_point(curve, b"\x04" + x + y)
+        except ValueError as exc:
+            raise KeyRejected("EC point is not on the curve") from exc
+        fits = frozenset({alg})
+    elif kty == "OKP":
+        if crv == "Ed25519":
+            try:
+                key = ed25519.Ed25519PublicKey.from_public_bytes(_coordinate(jwk, "x", 32))
+            except ValueError as exc:
+                raise KeyRejected("invalid Ed25519 key") from exc
+        elif crv == "Ed448":
+            try:
+                key = ed448.Ed448PublicKey.from_public_bytes(_coordinate(jwk, "x", 57))
+            except ValueError as exc:
+                raise KeyRejected("invalid Ed448 key") from exc
+        else:
+            raise KeyRejected("unsupported OKP curve")
+        fits = _OKP_ALGS[crv]
+    else:
+        raise KeyRejected("unsupported kty")
+
+    if declared is not None:
+        if declared not in fits:
+            raise KeyRejected("the JWK's alg does not fit its key type")
+        # The JWK names one algorithm; on an Ed25519 key EdDSA and Ed25519 are aliases.
+        fits = fits if declared in ("EdDSA", "Ed25519") and kty == "OKP" else frozenset({declared})
+        if kty == "OKP" and crv == "Ed448":
+            fits = frozenset({"EdDSA", "Ed448"})
+    return PublicKey(
+        kid=kid,
+        kty=kty,
+        crv=crv if isinstance(crv, str) else None,
+        algorithms=fits,
+        key=key,
+        coordinate_length=coordinate_length,
+    )
+
+
+class KeyIndex:
+    """The usable keys of one JWKS, indexed by ``kid`` for the request path."""
+
+    __slots__ = ("_by_kid", "keys", "skipped")
+
+    def __init__(self, keys: list[PublicKey], skipped: int = 0) -> None:
+        #: Every usable key, in document order.
+        self.keys: tuple[PublicKey, ...] = tuple(keys)
+        #: How many JWKs were dropped as unusable.
+        self.skipped = skipped
+        by_kid: dict[str | None, list[PublicKey]] = {}
+        for key in keys:
+            by_kid.setdefault(key.kid, []).append(key)
+        self._by_kid = {kid: tuple(found) for kid, found in by_kid.items()}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def kids(self) -> frozenset[str]:
+        """The key ids in this set."""
+        return frozenset(k for k in self._by_kid if k is not None)
+
+    def has_kid(self, kid: str | None) -> bool:
+        """Whether any key answers to ``kid`` (with ``None``: whether the set is non-empty)."""
+        return bool(self.keys) if kid is None else kid in self._by_kid
+
+    def find(self, kid: str | None, alg: str) -> PublicKey:
+        """The key for ``kid`` that may verify ``alg``.
+
+        Raises :class:`UnknownKeyError` when no key has that ``kid`` (a token without
+        ``kid`` is accepted only when exactly one key fits ``alg``) and
+        :class:`AlgorithmNotAllowedError` when keys have it but none fits ``alg``.
+        """
+        if kid is None:
+            fitting = [k for k in self.keys if alg in k.algorithms]
+            if len(fitting) == 1:
+                return fitting[0]
+            raise UnknownKeyError("token has no kid and the key set has no single fitting key")
+        candidates = self._by_kid.get(kid)
+        if candidates is None:
+            raise UnknownKeyError("no key with this kid")
+        for key in candidates:
+            if alg in key.algorithms:
+                return key
+        raise AlgorithmNotAllowedError("the key for this kid does not fit the token's alg")
+
+
+def parse_jwks(document: object) -> KeyIndex:
+    """Parse a JWKS document into a :class:`KeyIndex`.
+
+    Raises :class:`ValueError` when the document is not a JWKS at all (not an object,
+    no ``keys`` array, too many keys); unusable individual keys are skipped and logged.
+    """
+    if not isinstance(document, Mapping):
+        raise ValueError("the JWKS is not a JSON object")
+    entries = document.get("keys")
+    if not isinstance(entries, list):
+        raise ValueError("the JWKS has no 'keys' array")
+    if len(entries) > MAX_JWKS_KEYS:
+        raise ValueError(f"the JWKS has more than {MAX_JWKS_KEYS} keys")
+    keys: list[PublicKey] = []
+    skipped = 0
+    for entry in entries:
+        try:
+            keys.append(parse_jwk(entry))
+        except KeyRejected as exc:
+            skipped += 1
+            kid = entry.get("kid") if isinstance(entry, Mapping) else None
+            logger.info(
+                "skipping unusable JWK",
+                extra={"kid": kid if isinstance(kid, str) else None, "why": str(exc)},
+            )
+    return KeyIndex(keys, skipped)
+
+
+@runtime_checkable
+class KeySource(Protocol):
+    """Anything that finds the verification key for a token's ``kid`` and ``alg``."""
+
+    async def get_key(self, kid: str | None, alg: str) -> Any:
+        """Return a :class:`PublicKey` (or a ``cryptography`` public key) or raise."""
+        ...
+
+
+class StaticKeySet:
+    """A key source over a fixed JWKS document: for tests, air-gapped deployments and
+    keys pinned in configuration. The document is parsed once, here."""
+
+    #: Never changes, so cached verifications stay valid for the life of the set.
+    generation = 0
+
+    def __init__(self, jwks: Mapping[str, Any]) -> None:
+        try:
+            self._index = parse_jwks(jwks)
+        except ValueError as exc:
+            from ._errors import ConfigError
+
+            raise ConfigError(f"StaticKeySet: {exc}") from exc
+
+    @property
+    def index(self) -> KeyIndex:
+        """The parsed keys."""
+        return self._index
+
+    async def get_key(self, kid: str | None, alg: str) -> PublicKey:
+        """The key for ``kid`` and ``alg``; raises ``UnknownKeyError`` or
+        ``AlgorithmNotAllowedError``."""
+        return self._index.find(kid, alg)
+
+    def __repr__(self) -> str:
+        return f"StaticKeySet(kids={sorted(self._index.kids())!r})"
+
+
+def wrap_foreign_key(kid: str | None, alg: str, key: object) -> PublicKey:
+    """Adapt a raw ``cryptography`` public key returned by a user's key source."""
+    if isinstance(key, PublicKey):
+        return key
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < _MIN_RSA_BITS:
+            raise KeySetError("the key source returned an RSA key under 2048 bits")
+        return PublicKey(kid, "RSA", None, _RSA_ALGS, key)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        for crv, (curve, ec_alg, length) in _EC_CURVES.items():
+            if curve.name == key.curve.name:
+                return PublicKey(kid, "EC", crv, frozenset({ec_alg}), key, length)
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return PublicKey(kid, "OKP", "Ed25519", _OKP_ALGS["Ed25519"], key)
+    if isinstance(key, ed448.Ed448PublicKey):
+        return PublicKey(kid, "OKP", "Ed448", _OKP_ALGS["Ed448"], key)
+    raise KeySetError(f"the key source returned an unusable key for alg {alg}")
