@@ -22,8 +22,8 @@ class _FrozenDict(dict[str, Any]):
         raise TypeError("verified claims are read-only")
 
     __setitem__ = __delitem__ = _readonly
-    clear = pop = popitem = setdefault = update = _readonly  # type: ignore[assignment]
-    __ior__ = _readonly  # type: ignore[assignment]
+    clear = pop = popitem = setdefault = update = _readonly
+    __ior__ = _readonly
 
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
@@ -46,6 +46,9 @@ class Claims(Mapping[str, Any]):
     """
 
     __slots__ = ("_data", "_permissions", "_scopes")
+    _data: dict[str, Any]
+    _scopes: frozenset[str]
+    _permissions: frozenset[str]
 
     def __init__(self, payload: Mapping[str, Any]) -> None:
         data = {str(k): _freeze(v) for k, v in payload.items()}
@@ -93,12 +96,12 @@ class Claims(Mapping[str, Any]):
     @property
     def scopes(self) -> frozenset[str]:
         """Scopes from the space-separated ``scope`` claim, or else the ``scp`` array."""
-        return self._scopes  # type: ignore[no-any-return]
+        return self._scopes
 
     @property
     def permissions(self) -> frozenset[str]:
         """Auth0 RBAC permissions from the ``permissions`` array claim."""
-        return self._permissions  # type: ignore[no-any-return]
+        return self._permissions
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, mutable deep copy of the payload (for serialisation)."""

@@ -12,14 +12,14 @@ import binascii
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ._errors import AlgorithmNotAllowedError, KeySetError, UnknownKeyError
+from ._errors import AlgorithmNotAllowedError, ConfigError, KeySetError, UnknownKeyError
 
 __all__ = [
     "MAX_JWKS_KEYS",
@@ -41,9 +41,9 @@ MAX_KID_LENGTH = 256
 _MIN_RSA_BITS = 2048
 _MAX_RSA_BITS = 16384
 
-VerifyingKey = Union[
-    rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey
-]
+VerifyingKey = (
+    rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
+)
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "256": hashes.SHA256,
@@ -328,8 +328,6 @@ class StaticKeySet:
         try:
             self._index = parse_jwks(jwks)
         except ValueError as exc:
-            from ._errors import ConfigError
-
             raise ConfigError(f"StaticKeySet: {exc}") from exc
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Union
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 __all__ = ["PrivateKey", "b64url", "generate_private_key", "public_jwk", "sign", "sign_jws"]
 
-PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "256": hashes.SHA256,
@@ -29,7 +29,13 @@ _CURVES: dict[str, tuple[ec.EllipticCurve, int]] = {
     "P-521": (ec.SECP521R1(), 66),
 }
 #: The default algorithm for each kind of key.
-DEFAULT_ALG = {"RSA": "RS256", "P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "Ed25519": "EdDSA"}
+DEFAULT_ALG = {
+    "RSA": "RS256",
+    "P-256": "ES256",
+    "P-384": "ES384",
+    "P-521": "ES512",
+    "Ed25519": "EdDSA",
+}
 
 
 def b64url(data: bytes) -> str:
@@ -53,7 +59,9 @@ def generate_private_key(kind: str = "RSA", *, rsa_bits: int = 2048) -> PrivateK
     raise ValueError(f"unknown key kind {kind!r}")
 
 
-def public_jwk(key: PrivateKey, *, kid: str | None = None, alg: str | None = None) -> dict[str, Any]:
+def public_jwk(
+    key: PrivateKey, *, kid: str | None = None, alg: str | None = None
+) -> dict[str, Any]:
     """The public JWK of ``key`` with ``use: sig`` (and ``kid``/``alg`` when given)."""
     jwk: dict[str, Any]
     if isinstance(key, rsa.RSAPrivateKey):

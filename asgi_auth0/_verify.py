@@ -1,0 +1,280 @@
+"""``TokenVerifier``: the one place where a bearer token becomes verified ``Claims``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from ._claims import Claims
+from ._config import Auth0Config
+from ._errors import (
+    AlgorithmNotAllowedError,
+    Auth0Error,
+    ExpiredTokenError,
+    ImmatureTokenError,
+    InvalidAudienceError,
+    InvalidClaimError,
+    InvalidIssuerError,
+    InvalidSignatureError,
+    InvalidTypeError,
+    IssuedInFutureError,
+    KeySetError,
+    MissingClaimError,
+    TokenTooOldError,
+)
+from ._jose import ParsedToken, is_number, parse_compact
+from ._keys import PublicKey, wrap_foreign_key
+
+__all__ = ["TokenVerifier"]
+
+logger = logging.getLogger("asgi_auth0.verify")
+
+# Beyond 9999-12-31 a NumericDate is a mistake or an attack, not a real lifetime.
+_MAX_NUMERIC_DATE = 253402300799
+_AT_JWT_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+
+
+class _CacheEntry(NamedTuple):
+    claims: Claims
+    valid_until: float
+    generation: int
+    source: object
+
+
+class TokenVerifier:
+    """Verifies access tokens against an :class:`Auth0Config` and a key source.
+
+    ``key_set`` is a :class:`StaticKeySet`, a :class:`JWKSCache`, or anything with an
+    async ``get_key(kid, alg)``; by default a ``JWKSCache`` per configured issuer is
+    built from ``config`` (and closed by :meth:`aclose`). ``clock`` returns now in
+    seconds since the epoch; tests freeze it.
+
+    :meth:`verify` raises a :class:`BearerError` subclass for every bad token and
+    :class:`KeySetError` when no key can be had because the issuer is unreachable;
+    nothing else, whatever the input.
+    """
+
+    def __init__(
+        self,
+        config: Auth0Config,
+        *,
+        key_set: Any = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(config, Auth0Config):
+            raise TypeError("config must be an Auth0Config")
+        self.config = config
+        self._clock = clock
+        self._owns_key_set = key_set is None
+        if key_set is None:
+            from ._jwks import key_source_for_config  # noqa: PLC0415 (optional cycle guard)
+
+            key_set = key_source_for_config(config)
+        elif not callable(getattr(key_set, "get_key", None)):
+            raise TypeError("key_set must have an async get_key(kid, alg) method")
+        self._key_set: Any = key_set
+        # Precomputed once so the request path only does set lookups.
+        self._algorithms = frozenset(config.algorithms)
+        self._issuers = frozenset(config.issuers)
+        self._audiences = frozenset(config.audiences)
+        self._leeway = float(config.leeway)
+        self._required = tuple(c for c in config.required_claims if c not in ("exp", "iss", "aud"))
+        self._max_age = config.max_token_age
+        self._max_size = config.max_token_size
+        self._strict_typ = config.strict_typ
+        self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
+        self._cache_size = config.token_cache_size
+
+    @property
+    def key_set(self) -> Any:
+        """The key source tokens are verified against."""
+        return self._key_set
+
+    # -- the request path -------------------------------------------------------------
+
+    async def verify(self, token: str) -> Claims:
+        """Verify ``token`` and return its claims; see the class docstring for errors."""
+        entry = self._cache.get(token) if self._cache_size and type(token) is str else None
+        if entry is not None:
+            # A cached verdict is only as good as the key set and the clock allow:
+            # a rotated-out key or a passed exp (plus leeway) sends it back through
+            # the full path, which then rejects it with the precise reason.
+            if (
+                self._clock() < entry.valid_until
+                and getattr(entry.source, "generation", None) == entry.generation
+            ):
+                self._cache.move_to_end(token)
+                return entry.claims
+            del self._cache[token]
+        try:
+            parsed = self.precheck(token)
+            key = await self._get_key(parsed)
+            if not key.verify(parsed.alg, parsed.signing_input, parsed.signature):
+                raise InvalidSignatureError("signature does not verify")
+            claims, valid_until = self._check_claims(parsed)
+        except Auth0Error as exc:
+            self._log_rejection(exc, token)
+            raise
+        if self._cache_size:
+            self._remember(token, claims, valid_until)
+        return claims
+
+    def precheck(self, token: str) -> ParsedToken:
+        """Cheap, synchronous, network-free checks: size, shape, header, ``alg`` in the
+        allow-list, ``crit``/``b64``, and ``iss`` equal to a configured issuer.
+
+        A token that fails here never reaches the key source, so garbage and tokens
+        from other issuers can never make us fetch keys.
+        """
+        parsed = parse_compact(token, max_size=self._max_size, algorithms=self._algorithms)
+        iss = parsed.payload.get("iss")
+        if type(iss) is not str:
+            raise InvalidIssuerError("iss is missing or not a string")
+        if iss not in self._issuers:
+            raise InvalidIssuerError("iss is not a configured issuer")
+        if self._strict_typ:
+            typ = parsed.header.get("typ")
+            if type(typ) is not str or typ.lower() not in _AT_JWT_TYPES:
+                raise InvalidTypeError("typ is not at+jwt")
+        return parsed
+
+    async def _get_key(self, parsed: ParsedToken) -> PublicKey:
+        source = self._key_set
+        get_for = getattr(source, "get_key_for", None)
+        try:
+            if get_for is not None:
+                key = await get_for(parsed.payload["iss"], parsed.kid, parsed.alg)
+            else:
+                key = await source.get_key(parsed.kid, parsed.alg)
+        except Auth0Error:
+            raise
+        except Exception as exc:
+            # A custom key source that breaks is an outage, not a bad token.
+            raise KeySetError("the key source failed unexpectedly") from exc
+        if type(key) is not PublicKey:
+            key = wrap_foreign_key(parsed.kid, parsed.alg, key)
+        if parsed.alg not in key.algorithms:
+            raise AlgorithmNotAllowedError("the key does not fit the token's alg")
+        return key
+
+    def _check_claims(self, parsed: ParsedToken) -> tuple[Claims, float]:
+        payload = parsed.payload
+        now = self._clock()
+        leeway = self._leeway
+
+        exp = payload.get("exp")
+        if exp is None:
+            raise MissingClaimError("exp is required")
+        if not is_number(exp) or abs(exp) > _MAX_NUMERIC_DATE:
+            raise InvalidClaimError("exp is not a NumericDate")
+        if exp <= now - leeway:
+            raise ExpiredTokenError("exp has passed")
+        valid_until = exp + leeway
+
+        nbf = payload.get("nbf")
+        if nbf is not None:
+            if not is_number(nbf) or abs(nbf) > _MAX_NUMERIC_DATE:
+                raise InvalidClaimError("nbf is not a NumericDate")
+            if nbf > now + leeway:
+                raise ImmatureTokenError("nbf is in the future")
+
+        iat = payload.get("iat")
+        if iat is not None:
+            if not is_number(iat) or abs(iat) > _MAX_NUMERIC_DATE:
+                raise InvalidClaimError("iat is not a NumericDate")
+            if iat > now + leeway:
+                raise IssuedInFutureError("iat is in the future")
+            if self._max_age is not None:
+                too_old_at = iat + self._max_age + leeway
+                if now >= too_old_at:
+                    raise TokenTooOldError("iat is older than max_token_age")
+                valid_until = min(valid_until, too_old_at)
+        elif self._max_age is not None:
+            raise MissingClaimError("iat is required when max_token_age is set")
+
+        aud = payload.get("aud")
+        if type(aud) is str:
+            if aud not in self._audiences:
+                raise InvalidAudienceError("aud does not name this API")
+        elif type(aud) is list and aud:
+            if not all(type(a) is str for a in aud):
+                raise InvalidAudienceError("aud array holds a non-string")
+            if self._audiences.isdisjoint(aud):
+                raise InvalidAudienceError("aud does not name this API")
+        elif aud is None:
+            raise MissingClaimError("aud is required")
+        else:
+            raise InvalidAudienceError("aud is neither a string nor a non-empty array")
+
+        for name in self._required:
+            if payload.get(name) is None:
+                raise MissingClaimError(f"required claim {name} is missing")
+        sub = payload.get("sub")
+        if sub is not None and type(sub) is not str:
+            raise InvalidClaimError("sub is not a string")
+        return Claims(payload), valid_until
+
+    def _remember(self, token: str, claims: Claims, valid_until: float) -> None:
+        source = self._key_set
+        get_source = getattr(source, "source_for", None)
+        if get_source is not None:
+            source = get_source(claims["iss"])
+        generation = getattr(source, "generation", None)
+        if not isinstance(generation, int):
+            return  # a key source that cannot tell us when keys change is never cached
+        cache = self._cache
+        cache[token] = _CacheEntry(claims, valid_until, generation, source)
+        if len(cache) > self._cache_size:
+            cache.popitem(last=False)
+
+    def _log_rejection(self, exc: Auth0Error, token: str) -> None:
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        # Only the reason and a few short header fields, repr-escaped; never the token.
+        logger.debug(
+            "token rejected: reason=%s",
+            exc.reason,
+            extra={"reason": exc.reason, "detail": exc.detail},
+        )
+
+    # -- housekeeping -----------------------------------------------------------------
+
+    def clear_cache(self) -> None:
+        """Forget every cached verification."""
+        self._cache.clear()
+
+    def cache_info(self) -> dict[str, int]:
+        """Size and an estimate of the memory of the verified-token cache."""
+        entries = len(self._cache)
+        per_entry = 0
+        if entries:
+            token, entry = next(iter(self._cache.items()))
+            per_entry = (
+                sys.getsizeof(token)
+                + sys.getsizeof(entry)
+                + sys.getsizeof(entry.claims)
+                + sum(sys.getsizeof(v) for v in entry.claims.values())
+                + 100  # the OrderedDict's own link and slot
+            )
+        return {
+            "entries": entries,
+            "max_entries": self._cache_size,
+            "approx_bytes_per_entry": per_entry,
+        }
+
+    async def refresh(self) -> None:
+        """Load the key set now (e.g. at startup); raises ``KeySetError`` on failure."""
+        refresh = getattr(self._key_set, "refresh", None)
+        if refresh is not None:
+            await refresh()
+
+    async def aclose(self) -> None:
+        """Close the key source if this verifier built it."""
+        if self._owns_key_set:
+            close = getattr(self._key_set, "aclose", None)
+            if close is not None:
+                await close()

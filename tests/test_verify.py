@@ -1,0 +1,595 @@
+"""TokenVerifier: every verification rule, each with a token that breaks exactly it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from asgi_auth0 import (
+    AlgorithmNotAllowedError,
+    Auth0Config,
+    ExpiredTokenError,
+    ImmatureTokenError,
+    InvalidAudienceError,
+    InvalidClaimError,
+    InvalidIssuerError,
+    InvalidSignatureError,
+    InvalidTokenError,
+    InvalidTypeError,
+    IssuedInFutureError,
+    KeySetError,
+    MalformedTokenError,
+    MissingClaimError,
+    StaticKeySet,
+    TokenTooLargeError,
+    TokenTooOldError,
+    TokenVerifier,
+    UnknownKeyError,
+    UnsupportedHeaderError,
+)
+from asgi_auth0._signing import PrivateKey, b64url, generate_private_key, public_jwk, sign_jws
+
+pytestmark = pytest.mark.anyio
+
+ISS = "https://tenant.example.auth0.com/"
+AUD = "https://api.example.com"
+NOW = 1_800_000_000.0
+
+_KEYS: dict[str, PrivateKey] = {}
+
+
+def key(kind: str) -> PrivateKey:
+    """One key per kind for the whole module: RSA generation is slow."""
+    if kind not in _KEYS:
+        _KEYS[kind] = generate_private_key(kind)
+    return _KEYS[kind]
+
+
+ALG_KEYS = {
+    "RS256": "RSA",
+    "RS384": "RSA",
+    "RS512": "RSA",
+    "PS256": "RSA",
+    "PS384": "RSA",
+    "PS512": "RSA",
+    "ES256": "P-256",
+    "ES384": "P-384",
+    "ES512": "P-521",
+    "EdDSA": "Ed25519",
+    "Ed25519": "Ed25519",
+}
+ALL_ALGS = tuple(ALG_KEYS)
+
+
+def jwks(*kinds: str, alg: dict[str, str] | None = None) -> dict[str, Any]:
+    alg = alg or {}
+    return {"keys": [public_jwk(key(k), kid=k, alg=alg.get(k)) for k in kinds]}
+
+
+def claims(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "auth0|123",
+        "iat": NOW - 10,
+        "exp": NOW + 3600,
+        "scope": "read:messages write:messages",
+        "permissions": ["read:admin"],
+    }
+    base.update(over)
+    return {k: v for k, v in base.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def make(
+    alg: str = "RS256",
+    *,
+    kind: str | None = None,
+    kid: str | None = None,
+    header: dict[str, Any] | None = None,
+    **over: Any,
+) -> str:
+    kind = kind or ALG_KEYS[alg]
+    hdr: dict[str, Any] = {"alg": alg, "typ": "JWT", "kid": kid or kind}
+    hdr.update(header or {})
+    hdr = {k: v for k, v in hdr.items() if v is not _DROP}
+    return sign_jws(key(kind), hdr, claims(**over))
+
+
+def verifier(
+    *, kinds: tuple[str, ...] = ("RSA",), clock: Callable[[], float] = lambda: NOW, **cfg: Any
+) -> TokenVerifier:
+    cfg.setdefault("issuer", ISS)
+    cfg.setdefault("audience", AUD)
+    return TokenVerifier(Auth0Config(**cfg), key_set=StaticKeySet(jwks(*kinds)), clock=clock)
+
+
+# -- the happy paths ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ALL_ALGS)
+async def test_every_supported_algorithm_verifies(alg: str) -> None:
+    v = verifier(kinds=(ALG_KEYS[alg],), algorithms=(alg,))
+    got = await v.verify(make(alg))
+    assert got.sub == "auth0|123"
+    assert got.scopes == {"read:messages", "write:messages"}
+    assert got.permissions == {"read:admin"}
+
+
+async def test_claims_are_immutable_and_arrays_are_tuples() -> None:
+    got = await verifier().verify(make(extra={"a": [1, 2]}))
+    assert got["extra"]["a"] == (1, 2)
+    with pytest.raises(TypeError):
+        got["extra"]["a"] = 3  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        got.foo = 1  # type: ignore[attr-defined]
+
+
+async def test_scp_array_when_no_scope() -> None:
+    got = await verifier().verify(make(scope=_DROP, scp=["a", "b"]))
+    assert got.scopes == {"a", "b"}
+
+
+async def test_domain_gives_issuer_with_trailing_slash() -> None:
+    cfg = Auth0Config(domain="tenant.example.auth0.com", audience=AUD)
+    assert cfg.issuer == ISS
+    assert cfg.jwks_uri == ISS + ".well-known/jwks.json"
+    v = TokenVerifier(cfg, key_set=StaticKeySet(jwks("RSA")), clock=lambda: NOW)
+    assert (await v.verify(make())).sub == "auth0|123"
+    with pytest.raises(InvalidIssuerError):
+        await v.verify(make(iss=ISS.rstrip("/")))
+
+
+# -- algorithms -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+async def test_alg_none_in_any_casing_is_refused(alg: str) -> None:
+    payload = b64url(json.dumps(claims()).encode())
+    for sig in ("", "AAAA"):
+        header = b64url(json.dumps({"alg": alg, "kid": "RSA"}).encode())
+        with pytest.raises(InvalidTokenError):
+            await verifier().verify(f"{header}.{payload}.{sig}")
+
+
+async def test_hs256_signed_with_the_public_key_is_refused() -> None:
+    import hashlib
+    import hmac
+
+    pem_ish = json.dumps(public_jwk(key("RSA"))).encode()
+    header = b64url(json.dumps({"alg": "HS256", "kid": "RSA"}).encode())
+    payload = b64url(json.dumps(claims()).encode())
+    sig = hmac.new(pem_ish, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    with pytest.raises(AlgorithmNotAllowedError):
+        await verifier().verify(f"{header}.{payload}.{b64url(sig)}")
+
+
+async def test_alg_outside_allow_list_is_refused_even_if_key_fits() -> None:
+    v = verifier(algorithms=("RS256",))
+    with pytest.raises(AlgorithmNotAllowedError):
+        await v.verify(make("RS512"))
+
+
+async def test_es384_header_on_p256_key_fails() -> None:
+    v = verifier(kinds=("P-256",), algorithms=("ES256", "ES384"))
+    token = make("ES384", kind="P-256")  # signed with P-256 + SHA-384, header says ES384
+    with pytest.raises(AlgorithmNotAllowedError):
+        await v.verify(token)
+
+
+async def test_rs256_header_on_ec_key_fails() -> None:
+    v = verifier(kinds=("P-256",), algorithms=("RS256", "ES256"))
+    with pytest.raises(AlgorithmNotAllowedError):
+        await v.verify(make("RS256", kind="RSA", kid="P-256"))
+
+
+async def test_jwk_alg_must_match_header_alg() -> None:
+    ks = StaticKeySet(jwks("RSA", alg={"RSA": "RS512"}))
+    v = TokenVerifier(
+        Auth0Config(issuer=ISS, audience=AUD, algorithms=("RS256", "RS512")),
+        key_set=ks,
+        clock=lambda: NOW,
+    )
+    assert (await v.verify(make("RS512"))).sub
+    with pytest.raises(AlgorithmNotAllowedError):
+        await v.verify(make("RS256"))
+
+
+async def test_ps256_signature_presented_as_rs256_fails() -> None:
+    v = verifier(algorithms=("RS256", "PS256"))
+    ps = make("PS256")
+    header = b64url(json.dumps({"alg": "RS256", "typ": "JWT", "kid": "RSA"}).encode())
+    forged = header + ps[ps.index(".") :]
+    with pytest.raises(InvalidSignatureError):
+        await v.verify(forged)
+
+
+async def test_der_encoded_ecdsa_signature_fails() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    v = verifier(kinds=("P-256",), algorithms=("ES256",))
+    good = make("ES256")
+    signing_input = good.rsplit(".", 1)[0]
+    k = key("P-256")
+    assert isinstance(k, ec.EllipticCurvePrivateKey)
+    der = k.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
+    with pytest.raises(InvalidSignatureError):
+        await v.verify(f"{signing_input}.{b64url(der)}")
+    assert (await v.verify(good)).sub
+
+
+async def test_eddsa_and_ed25519_names_are_aliases_on_ed25519_keys() -> None:
+    v = verifier(kinds=("Ed25519",), algorithms=("Ed25519",))
+    assert (await v.verify(make("Ed25519"))).sub
+    with pytest.raises(AlgorithmNotAllowedError):
+        await v.verify(make("EdDSA"))  # EdDSA is not in this allow-list
+
+
+async def test_unknown_kid_is_unknown_key_error() -> None:
+    with pytest.raises(UnknownKeyError):
+        await verifier().verify(make(kid="nope"))
+
+
+async def test_bad_signature() -> None:
+    token = make()
+    head, payload, sig = token.split(".")
+    flipped = bytearray(base64.urlsafe_b64decode(sig + "=="))
+    flipped[5] ^= 1
+    with pytest.raises(InvalidSignatureError):
+        await verifier().verify(f"{head}.{payload}.{b64url(bytes(flipped))}")
+
+
+async def test_payload_edited_after_signing_fails() -> None:
+    head, _, sig = make().split(".")
+    evil = b64url(json.dumps(claims(sub="admin")).encode())
+    with pytest.raises(InvalidSignatureError):
+        await verifier().verify(f"{head}.{evil}.{sig}")
+
+
+# -- header rules ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("member", ["jwk", "jku", "x5u", "x5c"])
+async def test_embedded_key_headers_are_never_used(member: str) -> None:
+    attacker = generate_private_key("P-256")
+    value: Any = {
+        "jwk": public_jwk(attacker),
+        "jku": "https://evil.example/jwks.json",
+        "x5u": "https://evil.example/cert.pem",
+        "x5c": ["MIIB"],
+    }[member]
+    token = sign_jws(attacker, {"alg": "ES256", "kid": "RSA", member: value}, claims())
+    v = verifier(algorithms=("RS256", "ES256"))
+    with pytest.raises(AlgorithmNotAllowedError):  # kid RSA is an RSA key: never the header's
+        await v.verify(token)
+    # Other unknown header members are ignored (RFC 7515 §4).
+    assert (await v.verify(make(header={member: value, "x-extra": 1}))).sub
+
+
+async def test_crit_and_b64_false_are_refused() -> None:
+    with pytest.raises(UnsupportedHeaderError):
+        await verifier().verify(make(header={"crit": ["exp"], "exp": 1}))
+    with pytest.raises(UnsupportedHeaderError):
+        await verifier().verify(make(header={"b64": False}))
+
+
+async def test_strict_typ() -> None:
+    v = verifier(strict_typ=True)
+    for typ in ("at+jwt", "application/at+jwt", "AT+JWT", "Application/AT+JWT"):
+        assert (await v.verify(make(header={"typ": typ}))).sub
+    for typ in ("JWT", "jwt", _DROP, 1):
+        with pytest.raises(InvalidTypeError):
+            await v.verify(make(header={"typ": typ}))
+    assert (await verifier().verify(make(header={"typ": "JWT"}))).sub
+
+
+# -- claims ---------------------------------------------------------------------------
+
+
+async def test_exp_is_always_required() -> None:
+    with pytest.raises(MissingClaimError):
+        await verifier(required_claims=()).verify(make(exp=_DROP))
+
+
+async def test_exp_boundaries_with_leeway() -> None:
+    v = verifier(leeway=5)
+    assert (await v.verify(make(exp=NOW - 4))).sub
+    with pytest.raises(ExpiredTokenError):
+        await v.verify(make(exp=NOW - 5))
+    v0 = verifier(leeway=0)
+    with pytest.raises(ExpiredTokenError):
+        await v0.verify(make(exp=NOW))
+    assert (await v0.verify(make(exp=NOW + 1))).sub
+
+
+async def test_nbf_boundaries() -> None:
+    v = verifier(leeway=5)
+    assert (await v.verify(make(nbf=NOW + 5))).sub
+    with pytest.raises(ImmatureTokenError):
+        await v.verify(make(nbf=NOW + 6))
+
+
+async def test_iat_in_future_fails_beyond_leeway() -> None:
+    v = verifier(leeway=5)
+    assert (await v.verify(make(iat=NOW + 5))).sub
+    with pytest.raises(IssuedInFutureError):
+        await v.verify(make(iat=NOW + 6))
+
+
+async def test_iat_required_by_default_and_optional_on_request() -> None:
+    with pytest.raises(MissingClaimError):
+        await verifier().verify(make(iat=_DROP))
+    assert (await verifier(required_claims=()).verify(make(iat=_DROP))).sub
+
+
+async def test_max_token_age() -> None:
+    v = verifier(max_token_age=60, leeway=0)
+    assert (await v.verify(make(iat=NOW - 59))).sub
+    with pytest.raises(TokenTooOldError):
+        await v.verify(make(iat=NOW - 61))
+
+
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("bad", ["1800000000", True, False, [1], {"a": 1}, 1e300, -1e300, 10**20])
+async def test_numeric_dates_must_be_json_numbers(name: str, bad: Any) -> None:
+    with pytest.raises(InvalidClaimError):
+        await verifier().verify(make(**{name: bad}))
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
+async def test_nan_and_infinity_are_refused(literal: str) -> None:
+    body = json.dumps(claims(exp=123)).replace("123", literal)
+    token = sign_jws(key("RSA"), {"alg": "RS256", "kid": "RSA"}, body.encode())
+    with pytest.raises(InvalidTokenError):
+        await verifier().verify(token)
+
+
+async def test_null_exp_is_missing() -> None:
+    with pytest.raises(MissingClaimError):
+        await verifier().verify(make(exp=None))
+
+
+@pytest.mark.parametrize(
+    "aud",
+    [AUD, [AUD], ["other", AUD], ["https://other", "https://api.example.com"]],
+)
+async def test_aud_string_or_array(aud: Any) -> None:
+    assert (await verifier().verify(make(aud=aud))).sub
+
+
+@pytest.mark.parametrize(
+    "aud",
+    [
+        "https://api.example.co",
+        "https://api.example.com/",
+        [],
+        ["other"],
+        [[AUD]],
+        {"aud": AUD},
+        [AUD, 1],
+        1,
+    ],
+)
+async def test_aud_tricks_fail(aud: Any) -> None:
+    with pytest.raises(InvalidAudienceError):
+        await verifier().verify(make(aud=aud))
+
+
+async def test_missing_aud_fails() -> None:
+    with pytest.raises(MissingClaimError):
+        await verifier().verify(make(aud=_DROP))
+
+
+async def test_any_configured_audience_matches() -> None:
+    v = verifier(audience=("https://a", "https://b"))
+    assert (await v.verify(make(aud=["https://x", "https://b"]))).sub
+    with pytest.raises(InvalidAudienceError):
+        await v.verify(make(aud="https://c"))
+
+
+@pytest.mark.parametrize(
+    "iss",
+    [
+        ISS.rstrip("/"),
+        ISS.upper(),
+        ISS.replace("https", "http"),
+        ISS + "x",
+        "https://evil.example/",
+        1,
+        [ISS],
+        _DROP,
+    ],
+)
+async def test_issuer_must_match_exactly(iss: Any) -> None:
+    with pytest.raises(InvalidIssuerError):
+        await verifier().verify(make(iss=iss))
+
+
+async def test_wrong_issuer_never_reaches_the_key_source() -> None:
+    calls: list[object] = []
+
+    class Spy:
+        generation = 0
+
+        async def get_key(self, kid: str | None, alg: str) -> Any:
+            calls.append(kid)
+            raise KeySetError("down")
+
+    v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Spy(), clock=lambda: NOW)
+    with pytest.raises(InvalidIssuerError):
+        await v.verify(make(iss="https://evil.example/"))
+    with pytest.raises(AlgorithmNotAllowedError):
+        await v.verify(make("RS512"))
+    assert calls == []
+    with pytest.raises(KeySetError):
+        await v.verify(make())
+    assert calls == ["RSA"]
+
+
+async def test_additional_issuers_are_accepted() -> None:
+    v = verifier(additional_issuers=("https://login.example.com/",))
+    assert (await v.verify(make(iss="https://login.example.com/"))).sub
+
+
+async def test_required_claims() -> None:
+    v = verifier(required_claims=("iat", "azp"))
+    with pytest.raises(MissingClaimError):
+        await v.verify(make())
+    assert (await v.verify(make(azp="client"))).sub
+
+
+async def test_sub_must_be_a_string_when_present() -> None:
+    with pytest.raises(InvalidClaimError):
+        await verifier().verify(make(sub=123))
+
+
+# -- malformed input ------------------------------------------------------------------
+
+
+def _seg(obj: Any) -> str:
+    return b64url(json.dumps(obj).encode())
+
+
+GOOD_HEADER = _seg({"alg": "RS256", "kid": "RSA"})
+GOOD_PAYLOAD = _seg({"iss": ISS})
+BAD_UTF8 = b64url(b"\xff\xfe")
+BOM_PAYLOAD = b64url(b"\xef\xbb\xbf{}")
+UTF16_PAYLOAD = b64url("{}".encode("utf-16"))
+DUP_PAYLOAD = b64url(b'{"a":1,"a":2}')
+DEEP_PAYLOAD = b64url(('{"iss": "%s", "x": %s1%s}' % (ISS, "[" * 20, "]" * 20)).encode())
+
+
+@pytest.mark.parametrize(
+    ("token", "error"),
+    [
+        ("", MalformedTokenError),
+        ("abc", MalformedTokenError),
+        ("a.b", MalformedTokenError),
+        ("a.b.c.d", MalformedTokenError),
+        ("a.b.c.d.e", MalformedTokenError),
+        (f"{GOOD_HEADER}.{GOOD_PAYLOAD}.", MalformedTokenError),
+        (f".{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{GOOD_HEADER}=.{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{GOOD_HEADER}.{GOOD_PAYLOAD}.AA+/", MalformedTokenError),
+        (f"{GOOD_HEADER}.{GOOD_PAYLOAD}.AAB", MalformedTokenError),  # non-canonical bits
+        (f"{_seg([1, 2])}.{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{_seg('str')}.{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{b64url(b'{not json')}.{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{BAD_UTF8}.{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{GOOD_HEADER}.{BOM_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{GOOD_HEADER}.{UTF16_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{GOOD_HEADER}.{DUP_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{GOOD_HEADER}.{b64url(b'{} x')}.AAAA", MalformedTokenError),
+        (f"{GOOD_HEADER}.{DEEP_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{_seg({'kid': 'x'})}.{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{_seg({'alg': 'RS256', 'kid': 5})}.{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        (f"{_seg({'alg': 'RS256', 'kid': 'k' * 300})}.{GOOD_PAYLOAD}.AAAA", MalformedTokenError),
+        ("é.b.c", MalformedTokenError),
+        ("a" * 20000, TokenTooLargeError),
+    ],
+)
+async def test_malformed_tokens_get_specific_errors(token: str, error: type[Exception]) -> None:
+    with pytest.raises(error) as info:
+        await verifier().verify(token)
+    assert info.value.reason  # a stable code for every failure
+
+
+async def test_deep_json_is_malformed_not_recursion_error() -> None:
+    deep = "[" * 5000 + "]" * 5000
+    token = f"{GOOD_HEADER}.{b64url(deep.encode())}.AAAA"
+    with pytest.raises(MalformedTokenError):
+        await verifier(max_token_size=20000).verify(token)
+
+
+async def test_size_cap_is_configurable() -> None:
+    token = make()
+    with pytest.raises(TokenTooLargeError):
+        await verifier(max_token_size=len(token) - 1).verify(token)
+    assert (await verifier(max_token_size=len(token)).verify(token)).sub
+
+
+@pytest.mark.parametrize("junk", [None, 1, b"abc", ["a"], {"a": 1}])
+async def test_non_string_input_is_malformed(junk: Any) -> None:
+    with pytest.raises(MalformedTokenError):
+        await verifier().verify(junk)
+
+
+# -- the verified-token cache -------------------------------------------------------------
+
+
+async def test_cache_honours_exp_on_every_hit() -> None:
+    now = [NOW]
+    v = verifier(clock=lambda: now[0], leeway=0)
+    token = make(exp=NOW + 10)
+    assert (await v.verify(token)).sub
+    assert v.cache_info()["entries"] == 1
+    now[0] = NOW + 10
+    with pytest.raises(ExpiredTokenError):
+        await v.verify(token)
+
+
+async def test_cache_is_dropped_when_the_key_set_changes() -> None:
+    class Rotating:
+        def __init__(self) -> None:
+            self.inner = StaticKeySet(jwks("RSA"))
+            self.generation = 1
+
+        async def get_key(self, kid: str | None, alg: str) -> Any:
+            return await self.inner.get_key(kid, alg)
+
+    ks = Rotating()
+    v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=ks, clock=lambda: NOW)
+    token = make()
+    assert (await v.verify(token)).sub
+    ks.inner = StaticKeySet(jwks("P-256"))  # the RSA key is gone
+    ks.generation = 2
+    with pytest.raises(UnknownKeyError):
+        await v.verify(token)
+
+
+async def test_cache_size_is_bounded_and_configurable() -> None:
+    v = verifier(token_cache_size=3)
+    for i in range(5):
+        await v.verify(make(jti=str(i)))
+    assert v.cache_info()["entries"] == 3
+    assert v.cache_info()["approx_bytes_per_entry"] > 0
+    off = verifier(token_cache_size=0)
+    await off.verify(make())
+    assert off.cache_info()["entries"] == 0
+
+
+async def test_max_token_age_is_honoured_on_cache_hits() -> None:
+    now = [NOW]
+    v = verifier(clock=lambda: now[0], leeway=0, max_token_age=60)
+    token = make(iat=NOW - 30)
+    assert (await v.verify(token)).sub
+    now[0] = NOW + 31
+    with pytest.raises(TokenTooOldError):
+        await v.verify(token)
+
+
+async def test_foreign_key_source_returning_cryptography_keys() -> None:
+    class Raw:
+        async def get_key(self, kid: str | None, alg: str) -> Any:
+            return key("RSA").public_key()
+
+    v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Raw(), clock=lambda: NOW)
+    assert (await v.verify(make())).sub
+    assert v.cache_info()["entries"] == 0  # no generation: never cached
+
+
+async def test_broken_key_source_is_key_set_error() -> None:
+    class Broken:
+        async def get_key(self, kid: str | None, alg: str) -> Any:
+            raise RuntimeError("boom")
+
+    v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Broken(), clock=lambda: NOW)
+    with pytest.raises(KeySetError):
+        await v.verify(make())
