@@ -463,7 +463,7 @@ BAD_UTF8 = b64url(b"\xff\xfe")
 BOM_PAYLOAD = b64url(b"\xef\xbb\xbf{}")
 UTF16_PAYLOAD = b64url("{}".encode("utf-16"))
 DUP_PAYLOAD = b64url(b'{"a":1,"a":2}')
-DEEP_PAYLOAD = b64url(('{"iss": "%s", "x": %s1%s}' % (ISS, "[" * 20, "]" * 20)).encode())
+DEEP_PAYLOAD = b64url(f'{{"iss": "{ISS}", "x": {"[" * 20}1{"]" * 20}}}'.encode())
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,162 @@
+"""Auth0Config: validated once, every mistake a ConfigError naming the setting."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from asgi_auth0 import Auth0Config, ConfigError
+
+AUD = "https://api.example.com"
+
+
+def test_domain_derives_issuer_and_jwks_uri() -> None:
+    cfg = Auth0Config(domain="Tenant.EU.auth0.com", audience=AUD)
+    assert cfg.issuer == "https://tenant.eu.auth0.com/"
+    assert cfg.jwks_uri == "https://tenant.eu.auth0.com/.well-known/jwks.json"
+    assert cfg.audiences == (AUD,)
+    assert cfg.algorithms == ("RS256",)
+    assert cfg.required_claims == ("iat",)
+    assert cfg.leeway == 5
+
+
+def test_issuer_alone_leaves_jwks_uri_to_discovery() -> None:
+    cfg = Auth0Config(issuer="https://idp.example.com/realms/x", audience=AUD)
+    assert cfg.jwks_uri is None
+    assert cfg.discovery_url == "https://idp.example.com/realms/x/.well-known/openid-configuration"
+
+
+def test_config_is_frozen_and_keyword_only() -> None:
+    cfg = Auth0Config(domain="t.auth0.com", audience=AUD)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.leeway = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        Auth0Config("t.auth0.com", AUD)  # type: ignore[misc]
+
+
+def test_config_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="audience"):
+        Auth0Config(domain="t.auth0.com")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({}, "domain"),
+        ({"domain": "https://t.auth0.com"}, "domain"),
+        ({"domain": "t.auth0.com/"}, "domain"),
+        ({"domain": "bad host"}, "domain"),
+        ({"issuer": "http://idp.example.com/"}, "https"),
+        ({"issuer": "ftp://idp.example.com/"}, "https"),
+        ({"issuer": "https://user:pw@idp.example.com/"}, "credentials"),
+        ({"issuer": "https://idp.example.com/#x"}, "fragment"),
+        ({"domain": "t.auth0.com", "jwks_uri": "http://t.auth0.com/jwks"}, "jwks_uri"),
+        ({"domain": "t.auth0.com", "audience": ""}, "audience"),
+        ({"domain": "t.auth0.com", "audience": ()}, "audience"),
+        ({"domain": "t.auth0.com", "audience": [" a"]}, "audience"),
+        ({"domain": "t.auth0.com", "algorithms": ()}, "algorithms"),
+        ({"domain": "t.auth0.com", "algorithms": ("none",)}, "none"),
+        ({"domain": "t.auth0.com", "algorithms": ("NONE",)}, "none"),
+        ({"domain": "t.auth0.com", "algorithms": ("HS256",)}, "HS256"),
+        ({"domain": "t.auth0.com", "algorithms": ("RS256", "hs512")}, "hs512"),
+        ({"domain": "t.auth0.com", "algorithms": ("RS1",)}, "unsupported"),
+        ({"domain": "t.auth0.com", "leeway": -1}, "leeway"),
+        ({"domain": "t.auth0.com", "leeway": float("nan")}, "leeway"),
+        ({"domain": "t.auth0.com", "leeway": True}, "leeway"),
+        ({"domain": "t.auth0.com", "leeway": "5"}, "leeway"),
+        ({"domain": "t.auth0.com", "leeway": 86400}, "leeway"),
+        ({"domain": "t.auth0.com", "max_token_age": 0}, "max_token_age"),
+        ({"domain": "t.auth0.com", "jwks_fetch_timeout": 0}, "jwks_fetch_timeout"),
+        ({"domain": "t.auth0.com", "jwks_cache_ttl": -5}, "jwks_cache_ttl"),
+        ({"domain": "t.auth0.com", "jwks_max_stale": -1}, "jwks_max_stale"),
+        ({"domain": "t.auth0.com", "strict_typ": "yes"}, "strict_typ"),
+        ({"domain": "t.auth0.com", "max_token_size": 10}, "max_token_size"),
+        ({"domain": "t.auth0.com", "token_cache_size": -1}, "token_cache_size"),
+        ({"domain": "t.auth0.com", "realm": 'a"b'}, "realm"),
+        ({"domain": "t.auth0.com", "realm": "a\r\nb"}, "realm"),
+        ({"domain": "t.auth0.com", "client_id": "a b"}, "client_id"),
+        ({"domain": "t.auth0.com", "additional_issuers": ("http://x.example/",)}, "https"),
+    ],
+)
+def test_bad_settings_raise_config_error(kwargs: dict[str, Any], needle: str) -> None:
+    kwargs = dict(kwargs)
+    kwargs.setdefault("audience", AUD)
+    with pytest.raises(ConfigError, match=needle):
+        Auth0Config(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/", "http://localhost:9/", "http://[::1]:8000/", "http://127.2.3.4/"],
+)
+def test_plain_http_is_allowed_only_on_loopback(url: str) -> None:
+    assert Auth0Config(issuer=url, audience=AUD, jwks_uri=url + "jwks").issuer == url
+
+
+def test_several_audiences_and_issuers() -> None:
+    cfg = Auth0Config(
+        domain="t.auth0.com",
+        audience=["https://a", "https://b", "https://a"],
+        additional_issuers=["https://login.example.com/"],
+    )
+    assert cfg.audiences == ("https://a", "https://b")
+    assert cfg.issuers == ("https://t.auth0.com/", "https://login.example.com/")
+
+
+def test_from_env_reads_documented_variables() -> None:
+    env = {
+        "AUTH0_DOMAIN": "t.auth0.com",
+        "AUTH0_AUDIENCE": "https://a, https://b",
+        "AUTH0_ALGORITHMS": "RS256,PS256",
+        "AUTH0_CLIENT_ID": "abc123",
+        "UNRELATED": "x",
+    }
+    cfg = Auth0Config.from_env(env)
+    assert cfg.issuer == "https://t.auth0.com/"
+    assert cfg.audiences == ("https://a", "https://b")
+    assert cfg.algorithms == ("RS256", "PS256")
+    assert cfg.client_id == "abc123"
+
+
+def test_from_env_issuer_base_url_and_overrides() -> None:
+    cfg = Auth0Config.from_env(
+        {"AUTH0_ISSUER_BASE_URL": "https://idp.example.com/", "AUTH0_AUDIENCE": AUD}, leeway=0
+    )
+    assert cfg.issuer == "https://idp.example.com/"
+    assert cfg.leeway == 0
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"AUTH0_AUDIENCE": AUD}, "AUTH0_DOMAIN"),
+        ({"AUTH0_DOMAIN": "t.auth0.com"}, "AUTH0_AUDIENCE"),
+        ({"AUTH0_DOMAIN": "t.auth0.com", "AUTH0_AUDIENCE": "  "}, "AUTH0_AUDIENCE"),
+        ({"AUTH0_DOMAIN": "https://t.auth0.com", "AUTH0_AUDIENCE": AUD}, "AUTH0_DOMAIN"),
+        (
+            {"AUTH0_ISSUER_BASE_URL": "http://x.example", "AUTH0_AUDIENCE": AUD},
+            "AUTH0_ISSUER_BASE_URL",
+        ),
+        ({"AUTH0_DOMAIN": "t.auth0.com", "AUTH0_AUDIENCE": "a,,b"}, "AUTH0_AUDIENCE"),
+        (
+            {"AUTH0_DOMAIN": "t.auth0.com", "AUTH0_AUDIENCE": AUD, "AUTH0_ALGORITHMS": "HS256"},
+            "AUTH0_ALGORITHMS",
+        ),
+        (
+            {"AUTH0_DOMAIN": "t.auth0.com", "AUTH0_AUDIENCE": AUD, "AUTH0_CLIENT_ID": "a b"},
+            "AUTH0_CLIENT_ID",
+        ),
+    ],
+)
+def test_from_env_names_the_bad_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Auth0Config.from_env(env)
+
+
+def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTH0_DOMAIN", "env.auth0.com")
+    monkeypatch.setenv("AUTH0_AUDIENCE", AUD)
+    monkeypatch.delenv("AUTH0_ISSUER_BASE_URL", raising=False)
+    assert Auth0Config.from_env().issuer == "https://env.auth0.com/"

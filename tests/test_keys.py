@@ -1,0 +1,105 @@
+"""JWK parsing and filtering: which keys may ever verify a signature."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from asgi_auth0 import AlgorithmNotAllowedError, ConfigError, StaticKeySet, UnknownKeyError
+from asgi_auth0._keys import MAX_JWKS_KEYS, KeyRejected, parse_jwk, parse_jwks
+from asgi_auth0._signing import b64url, generate_private_key, public_jwk
+
+RSA = generate_private_key("RSA")
+RSA_1024 = generate_private_key("RSA", rsa_bits=1024)
+P256 = generate_private_key("P-256")
+ED = generate_private_key("Ed25519")
+
+
+def rsa_jwk(**extra: Any) -> dict[str, Any]:
+    jwk = public_jwk(RSA, kid="r")
+    jwk.update(extra)
+    return {k: v for k, v in jwk.items() if v is not None}
+
+
+def test_a_plain_rsa_key_fits_rsa_algorithms_only() -> None:
+    key = parse_jwk(rsa_jwk())
+    assert key.algorithms == {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+
+
+@pytest.mark.parametrize(
+    ("jwk", "why"),
+    [
+        (rsa_jwk(use="enc"), "use"),
+        (rsa_jwk(key_ops=["encrypt"]), "key_ops"),
+        (rsa_jwk(key_ops="verify"), "key_ops"),
+        (rsa_jwk(d="AQAB"), "private"),
+        (rsa_jwk(p="AQAB"), "private"),
+        ({"kty": "oct", "k": "c2VjcmV0", "kid": "h"}, "symmetric"),
+        (public_jwk(RSA_1024, kid="small"), "2048"),
+        (rsa_jwk(alg="ES256"), "alg"),
+        (rsa_jwk(alg=5), "alg"),
+        (rsa_jwk(kid="k" * 300), "kid"),
+        (rsa_jwk(kid=7), "kid"),
+        (rsa_jwk(n="not base64!"), "base64url"),
+        (rsa_jwk(n=None), "missing"),
+        (
+            {"kty": "EC", "crv": "P-256", "x": b64url(b"\x00" * 32), "y": b64url(b"\x00" * 32)},
+            "curve",
+        ),
+        ({**public_jwk(P256), "crv": "secp256k1"}, "curve"),
+        ({**public_jwk(P256), "x": b64url(b"\x01" * 31)}, "length"),
+        ({**public_jwk(ED), "crv": "X25519"}, "OKP"),
+        ({"kty": "PQC", "kid": "future"}, "kty"),
+        ("not an object", "object"),
+    ],
+)
+def test_unusable_keys_are_rejected_with_a_reason(jwk: Any, why: str) -> None:
+    with pytest.raises(KeyRejected, match=why):
+        parse_jwk(jwk)
+
+
+def test_key_ops_with_verify_and_use_sig_are_fine() -> None:
+    assert parse_jwk(rsa_jwk(key_ops=["verify"], use="sig")).kid == "r"
+
+
+def test_unusable_keys_are_skipped_without_failing_the_set() -> None:
+    index = parse_jwks(
+        {"keys": [{"kty": "PQC", "kid": "future"}, rsa_jwk(use="enc", kid="e"), rsa_jwk()]}
+    )
+    assert index.kids() == {"r"}
+    assert index.skipped == 2
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [[], "x", {"keys": "x"}, {"nokeys": []}, {"keys": [rsa_jwk()] * (MAX_JWKS_KEYS + 1)}],
+)
+def test_documents_that_are_not_a_jwks(doc: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_jwks(doc)
+    with pytest.raises(ConfigError):
+        StaticKeySet(doc)
+
+
+def test_jwk_alg_narrows_the_algorithms() -> None:
+    assert parse_jwk(rsa_jwk(alg="PS384")).algorithms == {"PS384"}
+
+
+@pytest.mark.anyio
+async def test_find_by_kid_and_alg() -> None:
+    ks = StaticKeySet({"keys": [rsa_jwk(), public_jwk(P256, kid="e")]})
+    assert (await ks.get_key("r", "RS256")).kid == "r"
+    with pytest.raises(AlgorithmNotAllowedError):
+        await ks.get_key("r", "ES256")
+    with pytest.raises(UnknownKeyError):
+        await ks.get_key("zzz", "RS256")
+
+
+@pytest.mark.anyio
+async def test_missing_kid_works_only_with_one_fitting_key() -> None:
+    ks = StaticKeySet({"keys": [rsa_jwk(), public_jwk(P256, kid="e")]})
+    assert (await ks.get_key(None, "ES256")).kid == "e"
+    two = StaticKeySet({"keys": [rsa_jwk(), rsa_jwk(kid="r2")]})
+    with pytest.raises(UnknownKeyError):
+        await two.get_key(None, "RS256")
