@@ -28,7 +28,7 @@ SUPPORTED_ALGORITHMS: frozenset[str] = frozenset(
 _HOST_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?$")
 # RFC 6750 §3: the realm is a quoted-string; we keep it to printable ASCII without
 # quotes or backslashes so it never needs escaping.
-_REALM_RE = re.compile(r'^[\x20-\x7e]{1,200}$')
+_REALM_RE = re.compile(r"^[\x20-\x7e]{1,200}$")
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -217,7 +217,11 @@ class Auth0Config:
                 "max_token_age",
                 _seconds("max_token_age", self.max_token_age, minimum=1, maximum=10 * 365 * 86400),
             )
-        put(self, "jwks_cache_ttl", _seconds("jwks_cache_ttl", self.jwks_cache_ttl, minimum=1, maximum=7 * 86400))
+        put(
+            self,
+            "jwks_cache_ttl",
+            _seconds("jwks_cache_ttl", self.jwks_cache_ttl, minimum=1, maximum=7 * 86400),
+        )
         put(
             self,
             "jwks_refresh_cooldown",
@@ -228,19 +232,26 @@ class Auth0Config:
             "jwks_fetch_timeout",
             _seconds("jwks_fetch_timeout", self.jwks_fetch_timeout, minimum=0.05, maximum=120),
         )
-        put(self, "jwks_max_stale", _seconds("jwks_max_stale", self.jwks_max_stale, minimum=0, maximum=30 * 86400))
+        put(
+            self,
+            "jwks_max_stale",
+            _seconds("jwks_max_stale", self.jwks_max_stale, minimum=0, maximum=30 * 86400),
+        )
         for name in ("max_token_size", "token_cache_size"):
             value: Any = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer")
         if self.max_token_size < 256:
             raise ConfigError("max_token_size must be at least 256 bytes")
-        if not isinstance(self.realm, str) or not _REALM_RE.match(self.realm) or any(
-            c in self.realm for c in '"\\'
+        if (
+            not isinstance(self.realm, str)
+            or not _REALM_RE.match(self.realm)
+            or any(c in self.realm for c in '"\\')
         ):
             raise ConfigError("realm must be 1-200 printable ASCII characters without quotes")
         if self.client_id is not None and (
-            not isinstance(self.client_id, str) or not re.fullmatch(r"[A-Za-z0-9._~-]{1,200}", self.client_id)
+            not isinstance(self.client_id, str)
+            or not re.fullmatch(r"[A-Za-z0-9._~-]{1,200}", self.client_id)
         ):
             raise ConfigError("client_id must be an Auth0 client id (letters, digits, . _ ~ -)")
 
@@ -250,9 +261,7 @@ class Auth0Config:
         return discovery_url_for(self.issuer or "")
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Auth0Config:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Auth0Config:
         """Build a config from ``AUTH0_*`` environment variables.
 
         Reads ``AUTH0_DOMAIN`` or ``AUTH0_ISSUER_BASE_URL``, ``AUTH0_AUDIENCE``
@@ -292,7 +301,9 @@ class Auth0Config:
             attempt("AUTH0_AUDIENCE", "audience", parts)
         algorithms = read("AUTH0_ALGORITHMS")
         if algorithms is not None:
-            attempt("AUTH0_ALGORITHMS", "algorithms", tuple(a.strip() for a in algorithms.split(",")))
+            attempt(
+                "AUTH0_ALGORITHMS", "algorithms", tuple(a.strip() for a in algorithms.split(","))
+            )
         client_id = read("AUTH0_CLIENT_ID")
         if client_id is not None:
             attempt("AUTH0_CLIENT_ID", "client_id", client_id)

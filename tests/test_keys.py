@@ -76,7 +76,7 @@ def test_unusable_keys_are_skipped_without_failing_the_set() -> None:
     [[], "x", {"keys": "x"}, {"nokeys": []}, {"keys": [rsa_jwk()] * (MAX_JWKS_KEYS + 1)}],
 )
 def test_documents_that_are_not_a_jwks(doc: Any) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="JWKS"):
         parse_jwks(doc)
     with pytest.raises(ConfigError):
         StaticKeySet(doc)
