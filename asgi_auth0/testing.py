@@ -1,0 +1,1105 @@
+"""A local token issuer for tests and development: keys, discovery, JWKS and tokens.
+
+:class:`LocalIssuer` plays the part of an Auth0 tenant on your machine. It generates
+real signing keys, publishes them as a JWKS and an OIDC discovery document, and mints
+real tokens signed with them, so the code under test verifies tokens exactly as it
+would in production, with no tenant, no network and no mocking of the library.
+
+It serves its documents two ways:
+
+* as an ASGI app (:attr:`LocalIssuer.asgi_app`), for ``httpx.ASGITransport``;
+* as a real HTTP server on ``127.0.0.1`` (a free port by default), started by using the
+  issuer as a context manager, from sync or async code::
+
+      with LocalIssuer() as issuer:
+          config = issuer.config()
+          token = issuer.token(scope="read:messages")
+
+      async with LocalIssuer(key_type="P-256") as issuer:
+          ...
+
+The HTTP server runs in daemon threads (stdlib :mod:`http.server`; no extra
+dependency), so it works under asyncio and trio alike and never blocks an event loop.
+
+For outage tests the issuer misbehaves on request, at runtime, from any thread:
+:meth:`~LocalIssuer.fail_with`, :meth:`~LocalIssuer.slow`, :meth:`~LocalIssuer.garbage`,
+:meth:`~LocalIssuer.oversized`, :meth:`~LocalIssuer.reset_connections`,
+:meth:`~LocalIssuer.hold` / :meth:`~LocalIssuer.release`, and
+:meth:`~LocalIssuer.stop` / :meth:`~LocalIssuer.start` on the same port;
+:meth:`~LocalIssuer.heal` puts it back to normal. Every request is counted per path
+(:attr:`~LocalIssuer.requests`) so tests can assert exact fetch counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import secrets
+import selectors
+import socket
+import socketserver
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from ._config import Auth0Config, validate_url
+from ._signing import DEFAULT_ALG, PrivateKey, b64url, generate_private_key, public_jwk, sign
+from ._signing import sign_jws as _sign_jws
+
+__all__ = [
+    "ALL_PATHS",
+    "DISCOVERY_PATH",
+    "JWKS_PATH",
+    "OAUTH_METADATA_PATH",
+    "LocalIssuer",
+    "PrivateKey",
+    "generate_private_key",
+]
+
+logger = logging.getLogger("asgi_auth0.testing")
+
+#: Where the issuer serves its JWKS.
+JWKS_PATH = "/.well-known/jwks.json"
+#: Where the issuer serves its OpenID Connect discovery document.
+DISCOVERY_PATH = "/.well-known/openid-configuration"
+#: Where the issuer serves the same metadata per RFC 8414 (OAuth server metadata).
+OAUTH_METADATA_PATH = "/.well-known/oauth-authorization-server"
+#: Pass as ``paths=`` to make a misbehaviour apply to every path the issuer answers.
+ALL_PATHS = "*"
+
+_LOOPBACK = "127.0.0.1"
+_DEFAULT_AUDIENCE = "https://api.example.test"
+_WRONG_ISSUER = "https://wrong-issuer.example.test/"
+_WRONG_AUDIENCE = "https://another-api.example.test"
+# How long close() waits for one server thread to finish before giving up on it.
+_JOIN_TIMEOUT = 5.0
+_KEY_TYPES = frozenset(DEFAULT_ALG)
+_ALGS_BY_KIND: dict[str, frozenset[str]] = {
+    "RSA": frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}),
+    "P-256": frozenset({"ES256"}),
+    "P-384": frozenset({"ES384"}),
+    "P-521": frozenset({"ES512"}),
+    "Ed25519": frozenset({"EdDSA", "Ed25519"}),
+}
+_CURVE_KINDS = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+Paths = str | Iterable[str]
+ASGIScope = MutableMapping[str, Any]
+ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+def _key_kind(key: PrivateKey) -> str:
+    """``"RSA"``, ``"P-256"``, ``"P-384"``, ``"P-521"`` or ``"Ed25519"`` for a private key."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RSA"
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        kind = _CURVE_KINDS.get(key.curve.name)
+        if kind is not None:
+            return kind
+    elif isinstance(key, ed25519.Ed25519PrivateKey):
+        return "Ed25519"
+    raise TypeError(f"unsupported private key type {type(key).__name__}")
+
+
+@dataclass(frozen=True)
+class _SigningKey:
+    """One of the issuer's keys: the private half signs, ``jwk`` is what the JWKS shows."""
+
+    kid: str
+    alg: str
+    kind: str
+    private_key: PrivateKey = field(repr=False)
+    jwk: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class _Fault:
+    """One active misbehaviour: its parameter and the paths it applies to (None: all)."""
+
+    value: Any
+    paths: frozenset[str] | None
+
+    def applies(self, path: str) -> bool:
+        return self.paths is None or path in self.paths
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """What to answer one request with (computed under the lock, sent outside it)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    # False: no Content-Length; the body ends when the connection closes.
+    content_length: bool = True
+
+
+def _normalise_paths(paths: Paths) -> frozenset[str] | None:
+    if paths == ALL_PATHS:
+        return None
+    items = (paths,) if isinstance(paths, str) else tuple(paths)
+    for item in items:
+        if not isinstance(item, str) or not item.startswith("/"):
+            raise ValueError(f"paths must be absolute paths such as {JWKS_PATH!r}, got {item!r}")
+    return frozenset(items)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Hands every request to the owning :class:`LocalIssuer`."""
+
+    # HTTP/1.1 with keep-alive, as a real issuer: clients pool connections, and stop()
+    # must cope with idle kept-alive connections (it shuts their sockets down).
+    protocol_version = "HTTP/1.1"
+    server: _IssuerHTTPServer
+    server_version = "asgi-auth0-LocalIssuer"
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self.server.issuer._serve_http(self, head=False)
+
+    def do_HEAD(self) -> None:
+        self.server.issuer._serve_http(self, head=True)
+
+    def _method_not_allowed(self) -> None:
+        self.server.issuer._serve_http(self, head=False)
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _method_not_allowed
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The stdlib writes access logs to stderr; tests want silence, debugging wants logs.
+        logger.debug("LocalIssuer: " + format, *args)
+
+
+class _IssuerHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that tracks its connections and handler threads, so that
+    stopping it is fast and complete: idle keep-alive connections are shut down, every
+    handler thread is joined, and nothing is left behind to warn about."""
+
+    daemon_threads = True
+    # Restarting on the same port must work right after stop(), despite TIME_WAIT.
+    allow_reuse_address = True
+
+    def __init__(self, port: int, issuer: LocalIssuer) -> None:
+        self.issuer = issuer
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._handler_threads: set[threading.Thread] = set()
+        self._to_reset: set[socket.socket] = set()
+        super().__init__((_LOOPBACK, port), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind does a reverse DNS lookup (socket.getfqdn); skip it.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self._process,
+            args=(request, client_address),
+            name=f"LocalIssuer-conn-{self.server_port}",
+            daemon=True,
+        )
+        with self._lock:
+            self._connections.add(request)
+            self._handler_threads.add(thread)
+        thread.start()
+
+    def _process(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            with self._lock:
+                self._connections.discard(request)
+                self._handler_threads.discard(threading.current_thread())
+
+    def mark_for_reset(self, request: socket.socket) -> None:
+        """Close ``request`` with a TCP RST instead of an orderly shutdown."""
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with self._lock:
+            self._to_reset.add(request)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            reset = request in self._to_reset
+            self._to_reset.discard(request)
+        if reset:
+            # No SHUT_WR first: with SO_LINGER 0, close() sends RST, not FIN.
+            self.close_request(request)
+        else:
+            super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The stdlib prints tracebacks to stderr; clients hanging up mid-answer are normal
+        # in fault tests, so log quietly instead.
+        logger.debug("LocalIssuer: error while answering %s", client_address, exc_info=True)
+
+    def drop_all_connections(self) -> None:
+        """Shut down every open connection so blocked reads and writes return at once."""
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+    def join_handlers(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = list(self._handler_threads)
+            if not threads:
+                return
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            if time.monotonic() >= deadline:
+                logger.warning("LocalIssuer: %d handler threads did not stop", len(threads))
+                return
+
+
+class _Runner:
+    """One run of the HTTP server: the listening socket, its accept thread and a wake-up
+    pipe so :meth:`stop` interrupts the accept loop at once (no polling interval)."""
+
+    def __init__(self, issuer: LocalIssuer, port: int) -> None:
+        self.server = _IssuerHTTPServer(port, issuer)
+        self.port = self.server.server_port
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._accept_loop, name=f"LocalIssuer-accept-{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def _accept_loop(self) -> None:
+        server = self.server
+        # handle_request() waits at most this long; the selector below already knows
+        # a connection is pending, so it never actually waits.
+        server.timeout = 0
+        with selectors.DefaultSelector() as selector:
+            selector.register(server.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake_r or self._stopping:
+                        return
+                    server.handle_request()
+
+    def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        self._thread.join(_JOIN_TIMEOUT)
+        self.server.server_close()
+        self.server.drop_all_connections()
+        self.server.join_handlers(_JOIN_TIMEOUT)
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+class LocalIssuer:
+    """A local Auth0-like token issuer: real keys, a JWKS, discovery and token minting.
+
+    Args:
+        audience: The API identifier put in ``aud`` (and in :meth:`config`).
+        key_type: ``"RSA"`` (default), ``"P-256"``, ``"P-384"``, ``"P-521"`` or
+            ``"Ed25519"``. Ignored when ``private_key`` is given (its type wins).
+        alg: The signing algorithm; by default RS256, ES256, ES384, ES512 or EdDSA to
+            fit the key type. Must fit the key (PS256 on an RSA key is fine).
+        kid: The first key's id; random by default.
+        issuer: The exact ``iss`` string. By default it is the server's base URL with a
+            trailing slash (Auth0 style): ``http://127.0.0.1:PORT/``. Give one to use
+            the issuer as an ASGI app only (no server), or to play a custom domain.
+        private_key: A pre-generated key to use as the first signing key. RSA key
+            generation takes tens of milliseconds; a test suite can generate one key
+            per session and hand it to every issuer.
+        port: The port to listen on; 0 (default) picks a free one. The port is kept
+            across :meth:`stop` / :meth:`start`.
+        clock: Returns "now" in seconds since the epoch for ``iat``/``exp``; replace it
+            (or the :attr:`clock` attribute) to freeze time.
+
+    The HTTP server binds ``127.0.0.1`` only. It starts on ``with`` / ``async with``
+    (or :meth:`start`) and stops, completely, at the end of the block (or
+    :meth:`close`). Nothing is cached globally: two issuers share nothing.
+
+    Misbehaviours (:meth:`fail_with`, :meth:`slow`, :meth:`garbage`, :meth:`oversized`,
+    :meth:`reset_connections`, :meth:`hold`, :meth:`cache_control`) apply to the JWKS
+    path by default; pass ``paths=`` (a path, several, or :data:`ALL_PATHS`) to aim
+    them elsewhere. They can be combined (e.g. slow *and* failing), are thread-safe
+    and take effect for the next request.
+    """
+
+    def __init__(
+        self,
+        *,
+        audience: str = _DEFAULT_AUDIENCE,
+        key_type: str = "RSA",
+        alg: str | None = None,
+        kid: str | None = None,
+        issuer: str | None = None,
+        private_key: PrivateKey | None = None,
+        port: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(audience, str) or not audience:
+            raise ValueError("audience must be a non-empty string")
+        if issuer is not None:
+            validate_url("issuer", issuer)
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+        #: The API identifier put in every token's ``aud``.
+        self.audience = audience
+        #: Returns "now" (seconds since the epoch); tests may replace it to freeze time.
+        self.clock = clock
+        self._issuer_override = issuer
+        self._port = port
+        # One condition (and its lock) guards all mutable state; waiters (hold/slow)
+        # sleep on it and are woken by release(), heal(), stop() and close().
+        self._cond = threading.Condition()
+        self._keys: dict[str, _SigningKey] = {}
+        self._published: list[str] = []
+        self._current = ""
+        self._faults: dict[str, _Fault] = {}
+        self._requests: Counter[str] = Counter()
+        self._waiting = 0
+        # Bumped by stop(): tells waiting handlers their server is going away.
+        self._stop_epoch = 0
+        self._runner: _Runner | None = None
+        self._bad_key: PrivateKey | None = None
+        self.add_key(private_key, key_type=key_type, alg=alg, kid=kid, current=True)
+
+    # -- server lifecycle ---------------------------------------------------------------
+
+    def start(self) -> LocalIssuer:
+        """Start the HTTP server on 127.0.0.1 (again on the same port after a stop).
+
+        Returns the issuer, so ``issuer = LocalIssuer().start()`` works. Starting a
+        running issuer does nothing. Raises :class:`OSError` if the port is taken.
+        """
+        with self._cond:
+            if self._runner is not None:
+                return self
+            runner = _Runner(self, self._port)
+            self._port = runner.port
+            self._runner = runner
+        logger.debug("LocalIssuer listening on %s", self.url)
+        return self
+
+    def stop(self) -> None:
+        """Stop the HTTP server: refuse new connections, drop open ones unanswered.
+
+        Requests blocked by :meth:`hold` or :meth:`slow` are woken and their
+        connections dropped. Returns once every server thread has finished. The port
+        is remembered, so :meth:`start` listens on the same URL again; tokens, keys,
+        counters and misbehaviours are kept.
+        """
+        with self._cond:
+            runner, self._runner = self._runner, None
+            if runner is None:
+                return
+            self._stop_epoch += 1
+            self._cond.notify_all()
+        runner.stop()
+
+    def close(self) -> None:
+        """Stop the server (if running) and release everything; idempotent."""
+        self.stop()
+        with self._cond:
+            # Wake any ASGI-side waiters too; they then answer normally.
+            self._stop_epoch += 1
+            self._cond.notify_all()
+
+    @property
+    def running(self) -> bool:
+        """Whether the HTTP server is listening."""
+        return self._runner is not None
+
+    def __enter__(self) -> LocalIssuer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> LocalIssuer:
+        # Binding a loopback socket and starting a thread does not block the loop.
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Stopping wakes every server thread first, so the joins are short; still,
+        # do it off the event loop so a loop-lag probe never sees it.
+        await anyio.to_thread.run_sync(self.close)
+
+    def __repr__(self) -> str:
+        where = self.url if self._port else "not started"
+        return f"<LocalIssuer {where} kid={self._current!r}>"
+
+    # -- addresses ----------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port (0 until the server first starts, unless given)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:PORT`` (no trailing slash).
+
+        Before the server first starts, an issuer built with ``issuer=`` uses that
+        issuer's URL (for ASGI-only use); otherwise this raises :class:`RuntimeError`.
+        """
+        if self._port:
+            return f"http://{_LOOPBACK}:{self._port}"
+        if self._issuer_override is not None:
+            return self._issuer_override.rstrip("/")
+        raise RuntimeError(
+            "LocalIssuer has no URL yet: start it (`with LocalIssuer() as issuer:`) or "
+            "pass issuer= to use it as an ASGI app only"
+        )
+
+    @property
+    def issuer(self) -> str:
+        """The exact ``iss`` string of the tokens: ``http://127.0.0.1:PORT/`` by default."""
+        if self._issuer_override is not None:
+            return self._issuer_override
+        return self.url + "/"
+
+    @property
+    def jwks_uri(self) -> str:
+        """The JWKS URL."""
+        return self.url + JWKS_PATH
+
+    @property
+    def discovery_url(self) -> str:
+        """The OpenID Connect discovery document URL."""
+        return self.url + DISCOVERY_PATH
+
+    def config(self, **overrides: Any) -> Auth0Config:
+        """An :class:`~asgi_auth0.Auth0Config` bound to this issuer.
+
+        Sets ``issuer``, ``jwks_uri``, ``audience``, ``algorithms`` (those of the
+        published keys) and a short ``jwks_fetch_timeout`` (2 s) so outage tests fail
+        fast; any keyword overrides those or sets other options. Pass
+        ``jwks_uri=None`` to make the config find the JWKS by discovery.
+        """
+        with self._cond:
+            algs = [self._keys[self._current].alg]
+            algs += [self._keys[k].alg for k in self._published]
+        settings: dict[str, Any] = {
+            "issuer": self.issuer,
+            "jwks_uri": self.jwks_uri,
+            "audience": self.audience,
+            "algorithms": tuple(dict.fromkeys(algs)),
+            "jwks_fetch_timeout": 2.0,
+        }
+        settings.update(overrides)
+        return Auth0Config(**settings)
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def add_key(
+        self,
+        private_key: PrivateKey | None = None,
+        *,
+        key_type: str = "RSA",
+        alg: str | None = None,
+        kid: str | None = None,
+        current: bool = False,
+        publish: bool = True,
+    ) -> str:
+        """Add a signing key and return its ``kid``.
+
+        With no ``private_key`` one of ``key_type`` is generated. ``publish=False``
+        keeps it out of the JWKS (to mint tokens no key set knows). ``current=True``
+        makes it the key :meth:`token` signs with.
+        """
+        if private_key is None:
+            if key_type not in _KEY_TYPES:
+                raise ValueError(f"key_type must be one of {sorted(_KEY_TYPES)}, not {key_type!r}")
+            private_key = generate_private_key(key_type)
+        kind = _key_kind(private_key)
+        alg = alg or DEFAULT_ALG[kind]
+        if alg not in _ALGS_BY_KIND[kind]:
+            raise ValueError(f"alg {alg!r} does not fit a {kind} key")
+        if kid is None:
+            kid = f"{kind.lower()}-{secrets.token_hex(6)}"
+        if not isinstance(kid, str) or not kid:
+            raise ValueError("kid must be a non-empty string")
+        jwk = public_jwk(private_key, kid=kid, alg=alg)
+        with self._cond:
+            if kid in self._keys:
+                raise ValueError(f"the issuer already has a key with kid {kid!r}")
+            self._keys[kid] = _SigningKey(kid, alg, kind, private_key, jwk)
+            if publish:
+                self._published.append(kid)
+            if current or not self._current:
+                self._current = kid
+        return kid
+
+    def rotate(
+        self,
+        keep_old: bool = True,
+        *,
+        private_key: PrivateKey | None = None,
+        key_type: str | None = None,
+        alg: str | None = None,
+        kid: str | None = None,
+    ) -> str:
+        """Add a new current key (new ``kid``) as Auth0's key rotation does; return its kid.
+
+        The new key has the current key's type and algorithm unless told otherwise.
+        With ``keep_old=True`` the previous key stays in the JWKS (tokens it signed keep
+        verifying); with ``keep_old=False`` it is removed from the JWKS at once.
+        """
+        with self._cond:
+            old = self._keys[self._current]
+        if private_key is None and key_type is None:
+            # Same kind of key as before, signing with the same algorithm.
+            key_type, alg = old.kind, alg or old.alg
+        new_kid = self.add_key(
+            private_key, key_type=key_type or "RSA", alg=alg, kid=kid, current=True
+        )
+        if not keep_old:
+            self.remove_key(old.kid)
+        return new_kid
+
+    def remove_key(self, kid: str) -> None:
+        """Take ``kid`` out of the JWKS. The issuer can still sign with it
+        (``token(kid=...)``), to test that a removed key stops verifying."""
+        with self._cond:
+            if kid not in self._keys:
+                raise KeyError(kid)
+            if kid in self._published:
+                self._published.remove(kid)
+
+    @property
+    def current_kid(self) -> str:
+        """The ``kid`` that :meth:`token` signs with."""
+        return self._current
+
+    @property
+    def kids(self) -> tuple[str, ...]:
+        """The ``kid`` values in the JWKS, in document order."""
+        with self._cond:
+            return tuple(self._published)
+
+    @property
+    def alg(self) -> str:
+        """The current key's signing algorithm."""
+        with self._cond:
+            return self._keys[self._current].alg
+
+    @property
+    def private_key(self) -> PrivateKey:
+        """The current private key (hand it to another issuer to skip key generation)."""
+        with self._cond:
+            return self._keys[self._current].private_key
+
+    @property
+    def jwks(self) -> dict[str, Any]:
+        """The JWKS document currently served (a fresh copy): ``{"keys": [...]}``."""
+        with self._cond:
+            return {"keys": [dict(self._keys[kid].jwk) for kid in self._published]}
+
+    @property
+    def discovery(self) -> dict[str, Any]:
+        """The OpenID Connect discovery document currently served."""
+        url = self.url
+        with self._cond:
+            algs = list(dict.fromkeys(self._keys[k].alg for k in self._published))
+        return {
+            "issuer": self.issuer,
+            "jwks_uri": url + JWKS_PATH,
+            "authorization_endpoint": url + "/authorize",
+            "token_endpoint": url + "/oauth/token",
+            "userinfo_endpoint": url + "/userinfo",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "grant_types_supported": ["authorization_code", "client_credentials"],
+            "code_challenge_methods_supported": ["S256"],
+            "id_token_signing_alg_values_supported": algs,
+            "token_endpoint_auth_methods_supported": ["client_secret_post", "none"],
+        }
+
+    # -- minting ------------------------------------------------------------------------
+
+    def token(
+        self,
+        sub: str | None = "user-1",
+        scope: str | Iterable[str] | None = None,
+        permissions: Iterable[str] | None = None,
+        expires_in: float = 3600,
+        *,
+        kid: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        now: float | None = None,
+        **claims: Any,
+    ) -> str:
+        """Mint a signed access token, as Auth0 would for this API.
+
+        The payload has ``iss``, ``sub``, ``aud``, ``iat`` (now) and ``exp`` (now +
+        ``expires_in``); ``scope`` (a space-separated string or a list of scopes) and
+        ``permissions`` (Auth0's RBAC array) when given. Keyword ``claims`` are added
+        and override those (``aud=[...]``, ``iss=...``, ``nbf=...``); a claim given as
+        ``None`` is left out, to mint tokens missing a required claim.
+
+        The header is ``{"alg", "typ": "JWT", "kid"}`` for the current key (or the key
+        ``kid``, which may be one removed from the JWKS); ``headers`` adds or overrides
+        members (``None`` removes one). ``now`` overrides :attr:`clock` for this token.
+        """
+        key = self._signing_key(kid)
+        issued = float(self.clock() if now is None else now)
+        payload: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": self.audience,
+            # Whole seconds, as Auth0 sends them.
+            "iat": math.floor(issued),
+            "exp": math.floor(issued + expires_in),
+        }
+        if scope is not None:
+            payload["scope"] = scope if isinstance(scope, str) else " ".join(scope)
+        if permissions is not None:
+            if isinstance(permissions, str):
+                raise TypeError("permissions must be a list of strings, not one string")
+            payload["permissions"] = list(permissions)
+        payload.update(claims)
+        payload = {name: value for name, value in payload.items() if value is not None}
+        header: dict[str, Any] = {"alg": key.alg, "typ": "JWT", "kid": key.kid}
+        header.update(headers or {})
+        header = {name: value for name, value in header.items() if value is not None}
+        return self.sign(header, payload, kid=key.kid)
+
+    def expired_token(self, expired_for: float = 3600, **claims: Any) -> str:
+        """A token whose ``exp`` passed ``expired_for`` seconds ago (well past leeway)."""
+        now = float(self.clock()) if "now" not in claims else float(claims.pop("now"))
+        lifetime = 3600.0
+        return self.token(expires_in=lifetime, now=now - expired_for - lifetime, **claims)
+
+    def wrong_audience_token(self, audience: str = _WRONG_AUDIENCE, **claims: Any) -> str:
+        """A token for another API: ``aud`` is ``audience`` instead of this issuer's."""
+        return self.token(aud=audience, **claims)
+
+    def wrong_issuer_token(self, issuer: str = _WRONG_ISSUER, **claims: Any) -> str:
+        """A token whose ``iss`` is another issuer, signed with this issuer's key."""
+        return self.token(iss=issuer, **claims)
+
+    def unknown_kid_token(self, kid: str | None = None, **claims: Any) -> str:
+        """A token whose header ``kid`` is in no key set (random unless given).
+
+        It is signed with the current key, so only the ``kid`` lookup can reject it.
+        """
+        unknown = kid or f"unknown-{secrets.token_hex(8)}"
+        headers = dict(claims.pop("headers", None) or {})
+        headers["kid"] = unknown
+        return self.token(headers=headers, **claims)
+
+    def bad_signature_token(
+        self, key: PrivateKey | None = None, *, kid: str | None = None, **claims: Any
+    ) -> str:
+        """A token with the right ``kid`` and ``alg`` but signed by another key.
+
+        The header names the current key (or the key ``kid``); the signature comes from
+        ``key``, or from a key of the same type generated on first use and kept by this
+        issuer. ``claims`` are passed to :meth:`token`.
+        """
+        current = self._signing_key(kid)
+        if key is None:
+            with self._cond:
+                key = self._bad_key
+            if key is None or _key_kind(key) != current.kind:
+                key = generate_private_key(current.kind)
+                with self._cond:
+                    self._bad_key = key
+        genuine = self.token(kid=current.kid, **claims)
+        header_b64, payload_b64, _ = genuine.split(".")
+        signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+        return f"{header_b64}.{payload_b64}.{b64url(sign(key, current.alg, signing_input))}"
+
+    def sign(
+        self,
+        header: Mapping[str, Any],
+        payload: Mapping[str, Any] | bytes,
+        *,
+        kid: str | None = None,
+        key: PrivateKey | None = None,
+        signing_alg: str | None = None,
+    ) -> str:
+        """Sign an arbitrary ``header`` and ``payload`` as a compact JWS, for crafting.
+
+        Nothing is added or checked: the header is used as given. The signature is
+        made with ``key``, else the key ``kid``, else the current key, under
+        ``signing_alg``, else the header's ``alg``, else the key's algorithm; so a
+        header can claim one ``alg`` while the signature uses another.
+        """
+        signer = self._signing_key(kid)
+        private = key if key is not None else signer.private_key
+        header_alg = header.get("alg")
+        alg = signing_alg or (header_alg if isinstance(header_alg, str) else None) or signer.alg
+        if header_alg == alg:
+            return _sign_jws(private, dict(header), _payload(payload))
+        raw = json.dumps(dict(header), separators=(",", ":")).encode()
+        signing_input = b64url(raw) + "." + b64url(_payload_bytes(payload))
+        return signing_input + "." + b64url(sign(private, alg, signing_input.encode("ascii")))
+
+    def _signing_key(self, kid: str | None) -> _SigningKey:
+        with self._cond:
+            found = self._keys.get(kid or self._current)
+        if found is None:
+            raise KeyError(f"the issuer has no key with kid {kid!r}")
+        return found
+
+    # -- request accounting -------------------------------------------------------------
+
+    @property
+    def requests(self) -> Counter[str]:
+        """Requests received per path (a snapshot; missing paths count 0).
+
+        Every request is counted when it arrives, before any misbehaviour, so a held,
+        failed or reset fetch still counts as one.
+        """
+        with self._cond:
+            return Counter(self._requests)
+
+    @property
+    def total_requests(self) -> int:
+        """All requests received, on every path."""
+        with self._cond:
+            return sum(self._requests.values())
+
+    @property
+    def jwks_requests(self) -> int:
+        """Requests received for the JWKS."""
+        with self._cond:
+            return self._requests[JWKS_PATH]
+
+    def reset_counts(self) -> None:
+        """Set every request counter back to zero."""
+        with self._cond:
+            self._requests.clear()
+
+    # -- misbehaviour -------------------------------------------------------------------
+
+    def _set_fault(self, kind: str, value: Any, paths: Paths) -> None:
+        fault = _Fault(value, _normalise_paths(paths))
+        with self._cond:
+            self._faults[kind] = fault
+            self._cond.notify_all()
+
+    def fail_with(
+        self,
+        status: int = 500,
+        retry_after: float | str | None = None,
+        *,
+        paths: Paths = JWKS_PATH,
+    ) -> None:
+        """Answer with HTTP ``status`` (and a ``Retry-After`` header when given)."""
+        if not isinstance(status, int) or not 100 <= status <= 599:
+            raise ValueError("status must be an HTTP status code")
+        if isinstance(retry_after, float) and retry_after.is_integer():
+            retry_after = int(retry_after)
+        self._set_fault("status", (status, retry_after), paths)
+
+    def slow(self, seconds: float, *, paths: Paths = JWKS_PATH) -> None:
+        """Delay each response by ``seconds`` (measured from the request's arrival).
+
+        A delayed request counts in :attr:`waiting`. :meth:`heal` ends the delay of
+        requests already waiting; :meth:`stop` and :meth:`close` drop them unanswered.
+        """
+        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("seconds must be a non-negative number")
+        self._set_fault("delay", float(seconds), paths)
+
+    def garbage(
+        self,
+        body: bytes = b"<html>this is not JSON</html>",
+        *,
+        status: int = 200,
+        content_type: str = "application/json",
+        paths: Paths = JWKS_PATH,
+    ) -> None:
+        """Answer ``status`` with ``body`` (invalid JSON by default, or any bytes).
+
+        Give valid JSON that is not a JWKS (``b'{"keys": 1}'``) to test shape checks.
+        """
+        if isinstance(body, str):
+            body = body.encode()
+        self._set_fault("body", (status, content_type, bytes(body), True), paths)
+
+    def oversized(
+        self,
+        n_bytes: int = 2 * 1024 * 1024,
+        *,
+        content_length: bool = True,
+        paths: Paths = JWKS_PATH,
+    ) -> None:
+        """Answer with a ``n_bytes`` body that is otherwise a valid JWKS.
+
+        The document holds the real keys plus a padding member, so only a size limit
+        can reject it. ``content_length=False`` sends no ``Content-Length`` (the body
+        ends when the connection closes), so the client must count while reading.
+        """
+        if not isinstance(n_bytes, int) or n_bytes < 64:
+            raise ValueError("n_bytes must be an integer of at least 64")
+        self._set_fault("oversized", (n_bytes, content_length), paths)
+
+    def reset_connections(self, *, paths: Paths = JWKS_PATH) -> None:
+        """Close the connection without answering (a TCP reset), like a crashed proxy.
+
+        Over the ASGI app this raises :class:`ConnectionResetError` instead.
+        """
+        self._set_fault("reset", True, paths)
+
+    def hold(self, *, paths: Paths = JWKS_PATH) -> None:
+        """Block responses until :meth:`release` (or :meth:`heal`, :meth:`stop`).
+
+        The request is counted at once and then waits, so a test can start many
+        concurrent fetches, wait until :attr:`waiting` shows them all, release and
+        assert how many arrived.
+        """
+        self._set_fault("hold", True, paths)
+
+    def release(self) -> None:
+        """Let every held request (and later ones) through."""
+        with self._cond:
+            self._faults.pop("hold", None)
+            self._cond.notify_all()
+
+    def cache_control(self, value: str | None, *, paths: Paths = JWKS_PATH) -> None:
+        """Send ``Cache-Control: value`` with responses (``None``: send none).
+
+        This is configuration rather than a fault, so :meth:`heal` keeps it.
+        """
+        if value is None:
+            with self._cond:
+                self._faults.pop("cache_control", None)
+            return
+        if not isinstance(value, str) or any(c in value for c in "\r\n"):
+            raise ValueError("cache_control must be a header value on one line")
+        self._set_fault("cache_control", value, paths)
+
+    def heal(self) -> None:
+        """End every misbehaviour (except :meth:`cache_control`) and release held
+        and delayed requests; the next response is normal."""
+        with self._cond:
+            kept = self._faults.get("cache_control")
+            self._faults.clear()
+            if kept is not None:
+                self._faults["cache_control"] = kept
+            self._cond.notify_all()
+
+    @property
+    def waiting(self) -> int:
+        """How many requests are blocked right now by :meth:`hold` or :meth:`slow`."""
+        with self._cond:
+            return self._waiting
+
+    def wait_for_waiting(self, n: int = 1, timeout: float = 5.0) -> None:
+        """Block the calling thread until at least ``n`` requests are :attr:`waiting`.
+
+        Raises :class:`TimeoutError` after ``timeout`` seconds. From async code use
+        :meth:`wait_for_waiting_async`.
+        """
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._waiting >= n, timeout):
+                raise TimeoutError(
+                    f"{self._waiting} requests waiting after {timeout} s, expected {n}"
+                )
+
+    # The wait runs in a worker thread, which cannot be cancelled: the deadline has to
+    # travel with it, hence a timeout parameter rather than the caller's fail_after.
+    async def wait_for_waiting_async(self, n: int = 1, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait (without blocking the event loop) until ``n`` requests are waiting.
+
+        Works under asyncio and trio; raises :class:`TimeoutError` after ``timeout``.
+        """
+        await anyio.to_thread.run_sync(self.wait_for_waiting, n, timeout)
+
+    # -- answering ----------------------------------------------------------------------
+
+    def _arrive(self, path: str) -> tuple[bool, int]:
+        """Count a request; return whether it must wait (hold/slow) and the stop epoch."""
+        with self._cond:
+            self._requests[path] += 1
+            must_wait = any(
+                kind in self._faults and self._faults[kind].applies(path)
+                for kind in ("hold", "delay")
+            )
+            return must_wait, self._stop_epoch
+
+    def _wait(self, path: str, epoch: int) -> bool:
+        """Block while held or delayed; False when stop()/close() interrupted the wait."""
+        arrived = time.monotonic()
+        with self._cond:
+            self._waiting += 1
+            self._cond.notify_all()
+            try:
+                while self._stop_epoch == epoch:
+                    held = self._faults.get("hold")
+                    if held is not None and held.applies(path):
+                        self._cond.wait()
+                        continue
+                    delay = self._faults.get("delay")
+                    if delay is None or not delay.applies(path):
+                        return True
+                    remaining = arrived + delay.value - time.monotonic()
+                    if remaining <= 0:
+                        return True
+                    self._cond.wait(remaining)
+                return False
+            finally:
+                self._waiting -= 1
+                self._cond.notify_all()
+
+    def _reply(self, path: str, method: str) -> _Reply | None:
+        """The answer for one request, or None to reset the connection."""
+        with self._cond:
+            faults = {kind: f.value for kind, f in self._faults.items() if f.applies(path)}
+        headers: list[tuple[str, str]] = []
+        if "cache_control" in faults:
+            headers.append(("Cache-Control", faults["cache_control"]))
+        if "reset" in faults:
+            return None
+        if method not in ("GET", "HEAD"):
+            headers.append(("Allow", "GET, HEAD"))
+            return _json_reply(405, {"error": "method_not_allowed"}, headers)
+        if "status" in faults:
+            status, retry_after = faults["status"]
+            if retry_after is not None:
+                headers.append(("Retry-After", str(retry_after)))
+            return _json_reply(status, {"error": "local_issuer_failure", "status": status}, headers)
+        if "body" in faults:
+            status, content_type, body, _ = faults["body"]
+            headers.append(("Content-Type", content_type))
+            return _Reply(status, tuple(headers), body)
+        if path == JWKS_PATH:
+            document = self.jwks
+        elif path in (DISCOVERY_PATH, OAUTH_METADATA_PATH):
+            document = self.discovery
+        else:
+            return _json_reply(404, {"error": "not_found"}, headers)
+        if "oversized" in faults:
+            n_bytes, content_length = faults["oversized"]
+            return _Reply(200, (*headers, _JSON), _padded(document, n_bytes), content_length)
+        return _json_reply(200, document, headers)
+
+    def _serve_http(self, handler: _Handler, *, head: bool) -> None:
+        """Answer one request on the HTTP server (runs in a handler thread)."""
+        path = urlsplit(handler.path).path
+        if handler.command not in ("GET", "HEAD"):
+            # A request body is never read, so the connection cannot be reused.
+            handler.close_connection = True
+        must_wait, epoch = self._arrive(path)
+        if must_wait and not self._wait(path, epoch):
+            reply = None
+        else:
+            reply = self._reply(path, handler.command)
+        if reply is None:
+            handler.close_connection = True
+            handler.server.mark_for_reset(handler.connection)
+            return
+        try:
+            handler.send_response(reply.status)
+            for name, value in reply.headers:
+                handler.send_header(name, value)
+            if reply.content_length:
+                handler.send_header("Content-Length", str(len(reply.body)))
+            else:
+                handler.send_header("Connection", "close")
+                handler.close_connection = True
+            handler.end_headers()
+            if not head:
+                handler.wfile.write(reply.body)
+            handler.wfile.flush()
+        except OSError:
+            # The client went away (e.g. its timeout fired while we were slow).
+            handler.close_connection = True
+
+    @property
+    def asgi_app(self) -> Callable[[ASGIScope, ASGIReceive, ASGISend], Awaitable[None]]:
+        """The issuer as an ASGI app, e.g. for ``httpx.ASGITransport(app=issuer.asgi_app)``.
+
+        It answers the same paths with the same documents, counters and misbehaviours
+        as the HTTP server (a reset raises :class:`ConnectionResetError`; a hold or a
+        delay waits without blocking the event loop). It also answers ASGI lifespan.
+        """
+        return self._asgi
+
+    async def _asgi(self, scope: ASGIScope, receive: ASGIReceive, send: ASGISend) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            raise RuntimeError(f"LocalIssuer serves HTTP only, not {scope['type']!r}")
+        path = scope["path"]
+        must_wait, epoch = self._arrive(path)
+        if must_wait:
+            # The wait is on a threading condition; wait in a worker thread so the loop
+            # stays free. abandon_on_cancel: a cancelled client must not hang here.
+            await anyio.to_thread.run_sync(self._wait, path, epoch, abandon_on_cancel=True)
+        reply = self._reply(path, scope["method"])
+        if reply is None:
+            raise ConnectionResetError("LocalIssuer: reset_connections() is active")
+        headers = [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in reply.headers]
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        body = b"" if scope["method"] == "HEAD" else reply.body
+        await send({"type": "http.response.body", "body": body})
+
+
+_JSON = ("Content-Type", "application/json")
+
+
+def _json_reply(status: int, document: object, headers: list[tuple[str, str]]) -> _Reply:
+    body = json.dumps(document, separators=(",", ":")).encode()
+    return _Reply(status, (*headers, _JSON), body)
+
+
+def _padded(document: Mapping[str, Any], n_bytes: int) -> bytes:
+    """``document`` as JSON with a padding member making it exactly ``n_bytes`` long."""
+    base = json.dumps({**document, "padding": ""}, separators=(",", ":")).encode()
+    if len(base) >= n_bytes:
+        return base
+    filler = b"x" * (n_bytes - len(base))
+    # The padding value is the last member: insert the filler between its quotes.
+    return base[:-2] + filler + base[-2:]
+
+
+def _payload(payload: Mapping[str, Any] | bytes) -> dict[str, Any] | bytes:
+    return payload if isinstance(payload, bytes) else dict(payload)
+
+
+def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
+    return payload if isinstance(payload, bytes) else json.dumps(dict(payload)).encode()
