@@ -1,0 +1,106 @@
+"""pytest fixtures for testing an app protected by asgi_auth0, with no Auth0 tenant.
+
+Enable it explicitly in your ``conftest.py`` (it is not registered automatically)::
+
+    pytest_plugins = ["asgi_auth0.pytest_plugin"]
+
+Then, in a test::
+
+    def test_messages_need_a_scope(auth0_config, auth0_token):
+        app = create_app(auth0_config)            # your app, bound to the local issuer
+        with TestClient(app) as client:
+            token = auth0_token(scope="read:messages")
+            response = client.get("/messages", headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 200
+
+Fixtures:
+
+``auth0_issuer``
+    A running :class:`~asgi_auth0.testing.LocalIssuer` (a real HTTP server on
+    127.0.0.1), new for every test and stopped after it.
+``auth0_config``
+    An :class:`~asgi_auth0.Auth0Config` bound to that issuer.
+``auth0_token``
+    A token factory: ``auth0_token(sub=..., scope=..., permissions=..., **claims)``
+    returns a signed token string (see :meth:`LocalIssuer.token
+    <asgi_auth0.testing.LocalIssuer.token>`).
+``auth0_issuer_options``
+    Keyword arguments for the issuer; override it in your ``conftest.py`` to change
+    the audience or key type, e.g. ``return {"audience": "https://my-api"}``.
+``auth0_rsa_key``
+    One RSA private key for the whole session, so each test's issuer starts in
+    milliseconds instead of generating a key. Every issuer still gets its own random
+    ``kid``, server, counters and state; only the key material is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import pytest
+
+from ._config import Auth0Config
+from ._signing import PrivateKey, generate_private_key
+from .testing import LocalIssuer
+
+__all__ = [
+    "TokenFactory",
+    "auth0_config",
+    "auth0_issuer",
+    "auth0_issuer_options",
+    "auth0_rsa_key",
+    "auth0_token",
+]
+
+
+class TokenFactory(Protocol):
+    """The type of the ``auth0_token`` fixture: :meth:`LocalIssuer.token`'s signature."""
+
+    def __call__(
+        self,
+        sub: str | None = ...,
+        scope: Any = ...,
+        permissions: Any = ...,
+        expires_in: float = ...,
+        **claims: Any,
+    ) -> str:
+        """Mint a signed access token for the test's issuer."""
+        ...
+
+
+@pytest.fixture(scope="session")
+def auth0_rsa_key() -> PrivateKey:
+    """A 2048-bit RSA key generated once per test session (key generation is slow)."""
+    return generate_private_key("RSA")
+
+
+@pytest.fixture
+def auth0_issuer_options() -> dict[str, Any]:
+    """Keyword arguments for :class:`LocalIssuer`; override to customise the issuer."""
+    return {}
+
+
+@pytest.fixture
+def auth0_issuer(
+    auth0_issuer_options: dict[str, Any], auth0_rsa_key: PrivateKey
+) -> Iterator[LocalIssuer]:
+    """A running :class:`LocalIssuer` on 127.0.0.1, stopped when the test ends."""
+    options = dict(auth0_issuer_options)
+    # Reuse the session key only where an RSA key is wanted and none was given.
+    if options.get("key_type", "RSA") == "RSA" and "private_key" not in options:
+        options["private_key"] = auth0_rsa_key
+    with LocalIssuer(**options) as issuer:
+        yield issuer
+
+
+@pytest.fixture
+def auth0_config(auth0_issuer: LocalIssuer) -> Auth0Config:
+    """An :class:`~asgi_auth0.Auth0Config` bound to ``auth0_issuer``."""
+    return auth0_issuer.config()
+
+
+@pytest.fixture
+def auth0_token(auth0_issuer: LocalIssuer) -> TokenFactory:
+    """A factory minting tokens from ``auth0_issuer``: ``auth0_token(scope="read:x")``."""
+    return auth0_issuer.token

@@ -1,0 +1,515 @@
+"""The testing kit: LocalIssuer (keys, minting, HTTP server, ASGI app, faults) and the
+pytest plugin's fixtures. Everything here talks to a real loopback server through real
+httpx, or to the ASGI app through httpx.ASGITransport."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from asgi_auth0 import (
+    Auth0Config,
+    ExpiredTokenError,
+    InvalidAudienceError,
+    InvalidIssuerError,
+    InvalidSignatureError,
+    MissingClaimError,
+    StaticKeySet,
+    TokenVerifier,
+    UnknownKeyError,
+)
+from asgi_auth0._keys import b64url_decode, parse_jwks
+from asgi_auth0._signing import PrivateKey, generate_private_key
+from asgi_auth0.pytest_plugin import TokenFactory
+from asgi_auth0.testing import (
+    ALL_PATHS,
+    DISCOVERY_PATH,
+    JWKS_PATH,
+    OAUTH_METADATA_PATH,
+    LocalIssuer,
+)
+
+ASGI_ISSUER = "https://tenant.example.test/"
+FROZEN = 1_700_000_000.0
+
+
+def decode_part(token: str, index: int) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(b64url_decode(token.split(".")[index]))
+    return result
+
+
+def signature_verifies(issuer: LocalIssuer, token: str) -> bool:
+    """Verify ``token`` with the issuer's published JWKS, by PublicKey.verify directly."""
+    header = decode_part(token, 0)
+    head, payload, signature = token.split(".")
+    key = parse_jwks(issuer.jwks).find(header.get("kid"), header["alg"])
+    return key.verify(header["alg"], f"{head}.{payload}".encode(), b64url_decode(signature))
+
+
+def verifier_for(issuer: LocalIssuer, **config: Any) -> TokenVerifier:
+    return TokenVerifier(issuer.config(**config), key_set=StaticKeySet(issuer.jwks))
+
+
+def server_threads(port: int) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.endswith(f"-{port}")]
+
+
+@pytest.fixture
+def asgi_issuer(auth0_rsa_key: PrivateKey) -> LocalIssuer:
+    """An issuer used only through its ASGI app (never started)."""
+    return LocalIssuer(issuer=ASGI_ISSUER, private_key=auth0_rsa_key)
+
+
+# -- minting --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key_type", "alg"),
+    [("P-256", "ES256"), ("P-384", "ES384"), ("P-521", "ES512"), ("Ed25519", "EdDSA")],
+)
+def test_each_key_type_mints_tokens_its_jwks_verifies(key_type: str, alg: str) -> None:
+    issuer = LocalIssuer(key_type=key_type, issuer=ASGI_ISSUER)
+    token = issuer.token()
+    assert decode_part(token, 0)["alg"] == alg
+    assert issuer.jwks["keys"][0]["alg"] == alg
+    assert signature_verifies(issuer, token)
+
+
+def test_rsa_issuer_uses_a_given_key_and_rs256(asgi_issuer: LocalIssuer) -> None:
+    token = asgi_issuer.token()
+    assert decode_part(token, 0) == {"alg": "RS256", "typ": "JWT", "kid": asgi_issuer.current_kid}
+    assert asgi_issuer.jwks["keys"][0]["kty"] == "RSA"
+    assert signature_verifies(asgi_issuer, token)
+
+
+def test_alg_must_fit_the_key_type() -> None:
+    with pytest.raises(ValueError, match="does not fit"):
+        LocalIssuer(key_type="P-256", alg="ES384", issuer=ASGI_ISSUER)
+    ps = LocalIssuer(key_type="Ed25519", alg="Ed25519", issuer=ASGI_ISSUER)
+    assert signature_verifies(ps, ps.token())
+
+
+def test_token_carries_auth0_style_claims(asgi_issuer: LocalIssuer) -> None:
+    token = asgi_issuer.token(
+        "auth0|42", scope=["read:messages", "write:messages"], permissions=["admin"], now=FROZEN
+    )
+    assert decode_part(token, 1) == {
+        "iss": ASGI_ISSUER,
+        "sub": "auth0|42",
+        "aud": "https://api.example.test",
+        "iat": int(FROZEN),
+        "exp": int(FROZEN) + 3600,
+        "scope": "read:messages write:messages",
+        "permissions": ["admin"],
+    }
+
+
+def test_claims_override_and_none_removes(asgi_issuer: LocalIssuer) -> None:
+    token = asgi_issuer.token(aud=["a", "b"], iat=None, azp="client", headers={"typ": "at+jwt"})
+    payload = decode_part(token, 1)
+    assert payload["aud"] == ["a", "b"]
+    assert "iat" not in payload
+    assert payload["azp"] == "client"
+    assert decode_part(token, 0)["typ"] == "at+jwt"
+    no_kid = asgi_issuer.token(headers={"kid": None})
+    assert "kid" not in decode_part(no_kid, 0)
+
+
+def test_clock_attribute_freezes_iat_and_exp(asgi_issuer: LocalIssuer) -> None:
+    asgi_issuer.clock = lambda: FROZEN + 0.75
+    payload = decode_part(asgi_issuer.token(expires_in=60), 1)
+    assert (payload["iat"], payload["exp"]) == (int(FROZEN), int(FROZEN) + 60)
+
+
+@pytest.mark.anyio
+async def test_good_and_deliberately_bad_tokens_meet_the_verifier(
+    asgi_issuer: LocalIssuer,
+) -> None:
+    verifier = verifier_for(asgi_issuer)
+    claims = await verifier.verify(asgi_issuer.token("u", scope="read:x", permissions=["p"]))
+    assert (claims.sub, claims.scopes, claims.permissions) == ("u", {"read:x"}, {"p"})
+    bad = [
+        (asgi_issuer.expired_token(), ExpiredTokenError),
+        (asgi_issuer.wrong_audience_token(), InvalidAudienceError),
+        (asgi_issuer.wrong_issuer_token(), InvalidIssuerError),
+        (asgi_issuer.unknown_kid_token(), UnknownKeyError),
+        (asgi_issuer.bad_signature_token(), InvalidSignatureError),
+        (asgi_issuer.token(iat=None), MissingClaimError),
+    ]
+    for token, error in bad:
+        with pytest.raises(error):
+            await verifier.verify(token)
+
+
+def test_bad_tokens_are_bad_for_one_reason_only(asgi_issuer: LocalIssuer) -> None:
+    # Each deliberately bad token differs from a good one in exactly its defect.
+    unknown = asgi_issuer.unknown_kid_token(kid="nope")
+    assert decode_part(unknown, 0)["kid"] == "nope"
+    head, payload, signature = unknown.split(".")
+    key = parse_jwks(asgi_issuer.jwks).find(asgi_issuer.current_kid, "RS256")
+    assert key.verify("RS256", f"{head}.{payload}".encode(), b64url_decode(signature))
+    forged = asgi_issuer.bad_signature_token()
+    assert decode_part(forged, 0)["kid"] == asgi_issuer.current_kid
+    assert not signature_verifies(asgi_issuer, forged)
+    expired = decode_part(asgi_issuer.expired_token(expired_for=100, now=FROZEN), 1)
+    assert expired["exp"] == int(FROZEN) - 100
+    assert expired["iat"] < expired["exp"]
+
+
+def test_sign_crafts_arbitrary_tokens(asgi_issuer: LocalIssuer) -> None:
+    token = asgi_issuer.sign({"alg": "RS256", "kid": asgi_issuer.current_kid}, b"not json")
+    assert b64url_decode(token.split(".")[1]) == b"not json"
+    assert signature_verifies(asgi_issuer, token)
+    # The header can lie about the algorithm while the signature uses another.
+    lying = asgi_issuer.sign({"alg": "PS256", "kid": asgi_issuer.current_kid}, {"a": 1},
+                             signing_alg="RS256")  # fmt: skip
+    head, payload, signature = lying.split(".")
+    key = parse_jwks(asgi_issuer.jwks).find(asgi_issuer.current_kid, "RS256")
+    assert decode_part(lying, 0)["alg"] == "PS256"
+    assert key.verify("RS256", f"{head}.{payload}".encode(), b64url_decode(signature))
+
+
+# -- keys and rotation ----------------------------------------------------------------
+
+
+def test_rotation_keeps_or_drops_the_old_key() -> None:
+    issuer = LocalIssuer(key_type="P-256", issuer=ASGI_ISSUER)
+    first = issuer.current_kid
+    old_token = issuer.token()
+    second = issuer.rotate()
+    assert second != first
+    assert issuer.current_kid == second
+    assert issuer.kids == (first, second)
+    assert decode_part(issuer.token(), 0)["kid"] == second
+    assert signature_verifies(issuer, old_token)
+    third = issuer.rotate(keep_old=False)
+    assert issuer.kids == (first, third)
+    issuer.remove_key(first)
+    assert issuer.kids == (third,)
+    # A removed key can still sign, so tests can show it no longer verifies.
+    with pytest.raises(UnknownKeyError):
+        signature_verifies(issuer, issuer.token(kid=first))
+
+
+def test_add_key_unpublished_and_of_another_type() -> None:
+    issuer = LocalIssuer(key_type="P-256", issuer=ASGI_ISSUER)
+    hidden = issuer.add_key(key_type="Ed25519", publish=False)
+    assert hidden not in issuer.kids
+    shown = issuer.add_key(generate_private_key("P-384"), kid="mine", current=True)
+    assert shown == "mine"
+    assert issuer.current_kid == "mine"
+    assert issuer.alg == "ES384"
+    assert issuer.config().algorithms == ("ES384", "ES256")
+    assert signature_verifies(issuer, issuer.token())
+    with pytest.raises(ValueError, match="already"):
+        issuer.add_key(key_type="P-256", kid="mine")
+
+
+def test_issuers_share_nothing(auth0_rsa_key: PrivateKey) -> None:
+    one = LocalIssuer(private_key=auth0_rsa_key, issuer=ASGI_ISSUER)
+    two = LocalIssuer(private_key=auth0_rsa_key, issuer=ASGI_ISSUER)
+    one.rotate(keep_old=False, key_type="P-256")
+    assert one.current_kid != two.current_kid
+    assert two.jwks["keys"][0]["kty"] == "RSA"
+
+
+# -- the HTTP server ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_server_serves_discovery_and_jwks_over_http(auth0_issuer: LocalIssuer) -> None:
+    assert auth0_issuer.url == f"http://127.0.0.1:{auth0_issuer.port}"
+    assert auth0_issuer.issuer == auth0_issuer.url + "/"
+    async with httpx.AsyncClient() as client:
+        discovery = (await client.get(auth0_issuer.discovery_url)).json()
+        assert discovery["issuer"] == auth0_issuer.issuer
+        assert discovery["jwks_uri"] == auth0_issuer.jwks_uri
+        assert discovery["id_token_signing_alg_values_supported"] == ["RS256"]
+        assert {"authorization_endpoint", "token_endpoint"} <= discovery.keys()
+        assert (await client.get(auth0_issuer.url + OAUTH_METADATA_PATH)).json() == discovery
+        response = await client.get(auth0_issuer.jwks_uri)
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == auth0_issuer.jwks
+        assert "cache-control" not in response.headers
+        assert (await client.get(auth0_issuer.url + "/nope")).status_code == 404
+        assert (await client.post(auth0_issuer.jwks_uri, content=b"x")).status_code == 405
+
+
+def test_counters_count_every_request_per_path(auth0_issuer: LocalIssuer) -> None:
+    with httpx.Client() as client:
+        for _ in range(3):
+            client.get(auth0_issuer.jwks_uri)
+        client.get(auth0_issuer.discovery_url)
+        auth0_issuer.fail_with(500)
+        client.get(auth0_issuer.jwks_uri)  # failures count too
+    assert auth0_issuer.requests[JWKS_PATH] == 4
+    assert auth0_issuer.jwks_requests == 4
+    assert auth0_issuer.requests[DISCOVERY_PATH] == 1
+    assert auth0_issuer.total_requests == 5
+    auth0_issuer.reset_counts()
+    assert auth0_issuer.total_requests == 0
+    assert auth0_issuer.requests[JWKS_PATH] == 0
+
+
+def test_config_is_bound_to_the_issuer(
+    auth0_issuer: LocalIssuer, auth0_config: Auth0Config
+) -> None:
+    assert auth0_config.issuer == auth0_issuer.issuer
+    assert auth0_config.jwks_uri == auth0_issuer.jwks_uri
+    assert auth0_config.audiences == ("https://api.example.test",)
+    assert auth0_config.algorithms == ("RS256",)
+    assert auth0_config.jwks_fetch_timeout <= 2
+    assert auth0_issuer.config(leeway=0, jwks_uri=None).jwks_uri is None
+
+
+def test_fail_with_status_and_retry_after_on_jwks_only(auth0_issuer: LocalIssuer) -> None:
+    auth0_issuer.fail_with(503, retry_after=30)
+    with httpx.Client() as client:
+        failed = client.get(auth0_issuer.jwks_uri)
+        assert (failed.status_code, failed.headers["retry-after"]) == (503, "30")
+        assert client.get(auth0_issuer.discovery_url).status_code == 200
+        auth0_issuer.fail_with(500, paths=ALL_PATHS)
+        assert client.get(auth0_issuer.discovery_url).status_code == 500
+        assert "retry-after" not in client.get(auth0_issuer.jwks_uri).headers
+        auth0_issuer.heal()
+        assert client.get(auth0_issuer.jwks_uri).status_code == 200
+
+
+def test_garbage_bodies(auth0_issuer: LocalIssuer) -> None:
+    auth0_issuer.garbage()
+    with httpx.Client() as client:
+        response = client.get(auth0_issuer.jwks_uri)
+        assert response.status_code == 200
+        with pytest.raises(json.JSONDecodeError):
+            response.json()
+        auth0_issuer.garbage(b'{"keys": 1}')
+        assert client.get(auth0_issuer.jwks_uri).json() == {"keys": 1}
+        auth0_issuer.garbage(b"\xff\x00\x80", content_type="application/octet-stream")
+        assert client.get(auth0_issuer.jwks_uri).content == b"\xff\x00\x80"
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_oversized_body_is_a_valid_jwks_of_the_exact_size(
+    auth0_issuer: LocalIssuer, content_length: bool
+) -> None:
+    size = 1024 * 1024 + 1
+    auth0_issuer.oversized(size, content_length=content_length)
+    with httpx.Client() as client:
+        response = client.get(auth0_issuer.jwks_uri)
+    assert len(response.content) == size
+    assert ("content-length" in response.headers) is content_length
+    assert response.json()["keys"] == auth0_issuer.jwks["keys"]
+
+
+def test_reset_connections_answers_nothing(auth0_issuer: LocalIssuer) -> None:
+    auth0_issuer.reset_connections()
+    with httpx.Client() as client:
+        with pytest.raises(httpx.TransportError):
+            client.get(auth0_issuer.jwks_uri)
+        assert client.get(auth0_issuer.discovery_url).status_code == 200
+        auth0_issuer.heal()
+        assert client.get(auth0_issuer.jwks_uri).status_code == 200
+    assert auth0_issuer.jwks_requests == 2
+
+
+def test_cache_control_header_survives_heal(auth0_issuer: LocalIssuer) -> None:
+    auth0_issuer.cache_control("max-age=300")
+    auth0_issuer.fail_with(500)
+    auth0_issuer.heal()
+    with httpx.Client() as client:
+        assert client.get(auth0_issuer.jwks_uri).headers["cache-control"] == "max-age=300"
+        auth0_issuer.cache_control(None)
+        assert "cache-control" not in client.get(auth0_issuer.jwks_uri).headers
+
+
+@pytest.mark.anyio
+async def test_hold_blocks_jwks_until_release(auth0_issuer: LocalIssuer) -> None:
+    auth0_issuer.hold()
+    statuses: list[int] = []
+    async with httpx.AsyncClient() as client:
+
+        async def fetch() -> None:
+            statuses.append((await client.get(auth0_issuer.jwks_uri)).status_code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(5):
+                tg.start_soon(fetch)
+            await auth0_issuer.wait_for_waiting_async(5)
+            # All five arrived and are counted, none answered.
+            assert auth0_issuer.jwks_requests == 5
+            assert statuses == []
+            # Other paths are not held.
+            assert (await client.get(auth0_issuer.discovery_url)).status_code == 200
+            auth0_issuer.release()
+    assert statuses == [200] * 5
+    assert auth0_issuer.waiting == 0
+
+
+@pytest.mark.anyio
+async def test_slow_delays_responses(auth0_issuer: LocalIssuer) -> None:
+    auth0_issuer.slow(0.3)
+    async with httpx.AsyncClient() as client:
+        started = time.monotonic()
+        assert (await client.get(auth0_issuer.jwks_uri)).status_code == 200
+        assert time.monotonic() - started >= 0.3
+        # The client's own timeout fires first against a long delay.
+        auth0_issuer.slow(60)
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(auth0_issuer.jwks_uri, timeout=0.2)
+
+
+@pytest.mark.anyio
+async def test_heal_ends_a_delay_in_progress(auth0_issuer: LocalIssuer) -> None:
+    auth0_issuer.slow(60)
+    async with httpx.AsyncClient() as client, anyio.create_task_group() as tg:
+        statuses: list[int] = []
+
+        async def fetch() -> None:
+            statuses.append((await client.get(auth0_issuer.jwks_uri)).status_code)
+
+        tg.start_soon(fetch)
+        await auth0_issuer.wait_for_waiting_async(1)
+        with anyio.fail_after(5):
+            auth0_issuer.heal()
+    assert statuses == [200]
+
+
+def test_stop_drops_waiting_requests_at_once(auth0_issuer: LocalIssuer) -> None:
+    auth0_issuer.slow(60)
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            httpx.get(auth0_issuer.jwks_uri, timeout=30)
+        except httpx.TransportError as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    auth0_issuer.wait_for_waiting(1)
+    started = time.monotonic()
+    auth0_issuer.stop()
+    thread.join(10)
+    assert time.monotonic() - started < 2
+    assert len(errors) == 1
+    assert server_threads(auth0_issuer.port) == []
+
+
+def test_stop_and_start_on_the_same_port(auth0_issuer: LocalIssuer) -> None:
+    port, token = auth0_issuer.port, auth0_issuer.token()
+    with httpx.Client() as client:
+        assert client.get(auth0_issuer.jwks_uri).status_code == 200  # a kept-alive connection
+        auth0_issuer.stop()
+        assert not auth0_issuer.running
+        with pytest.raises(httpx.ConnectError):
+            client.get(auth0_issuer.jwks_uri)
+        auth0_issuer.start()
+        assert auth0_issuer.port == port
+        assert client.get(auth0_issuer.jwks_uri).status_code == 200
+    # Same URL, so same issuer: tokens minted before the outage stay valid.
+    assert decode_part(token, 1)["iss"] == auth0_issuer.issuer
+
+
+def test_sync_context_manager_stops_completely_and_fast(auth0_rsa_key: PrivateKey) -> None:
+    with httpx.Client() as client:
+        with LocalIssuer(private_key=auth0_rsa_key) as issuer:
+            assert issuer.running
+            # Leaves an idle keep-alive connection open in the client's pool.
+            assert client.get(issuer.jwks_uri).status_code == 200
+            started = time.monotonic()
+        assert time.monotonic() - started < 1
+        assert not issuer.running
+        assert server_threads(issuer.port) == []
+        with pytest.raises(httpx.TransportError):
+            client.get(issuer.jwks_uri)
+
+
+@pytest.mark.anyio
+async def test_async_context_manager(auth0_rsa_key: PrivateKey) -> None:
+    async with LocalIssuer(private_key=auth0_rsa_key) as issuer, httpx.AsyncClient() as client:
+        assert (await client.get(issuer.jwks_uri)).json() == issuer.jwks
+    assert server_threads(issuer.port) == []
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.get(issuer.jwks_uri)
+
+
+def test_url_needs_a_running_server_or_an_issuer(auth0_rsa_key: PrivateKey) -> None:
+    issuer = LocalIssuer(private_key=auth0_rsa_key)
+    with pytest.raises(RuntimeError, match="start it"):
+        _ = issuer.url
+    assert LocalIssuer(private_key=auth0_rsa_key, issuer=ASGI_ISSUER).jwks_uri == (
+        "https://tenant.example.test/.well-known/jwks.json"
+    )
+
+
+# -- the ASGI app ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_asgi_app_serves_counts_and_misbehaves(asgi_issuer: LocalIssuer) -> None:
+    transport = httpx.ASGITransport(app=asgi_issuer.asgi_app)
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get(asgi_issuer.jwks_uri)).json() == asgi_issuer.jwks
+        discovery = (await client.get(asgi_issuer.discovery_url)).json()
+        assert discovery["issuer"] == ASGI_ISSUER
+        asgi_issuer.fail_with(502, retry_after=5)
+        failed = await client.get(asgi_issuer.jwks_uri)
+        assert (failed.status_code, failed.headers["retry-after"]) == (502, "5")
+        asgi_issuer.heal()
+        asgi_issuer.hold()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.get, asgi_issuer.jwks_uri)
+            await asgi_issuer.wait_for_waiting_async(1)
+            asgi_issuer.release()
+        asgi_issuer.reset_connections()
+        with pytest.raises(ConnectionResetError):
+            await client.get(asgi_issuer.jwks_uri)
+    assert asgi_issuer.requests[JWKS_PATH] == 4
+
+
+# -- the pytest plugin ----------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_plugin_fixtures_work_together(
+    auth0_issuer: LocalIssuer,
+    auth0_config: Auth0Config,
+    auth0_token: TokenFactory,
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    assert auth0_issuer.running
+    assert auth0_issuer.private_key is auth0_rsa_key
+    verifier = TokenVerifier(auth0_config, key_set=StaticKeySet(auth0_issuer.jwks))
+    claims = await verifier.verify(auth0_token(scope="read:messages"))
+    assert claims.scopes == {"read:messages"}
+
+
+class TestIssuerOptionsOverride:
+    @pytest.fixture
+    def auth0_issuer_options(self) -> dict[str, Any]:
+        return {"audience": "https://my-api.test", "key_type": "P-256"}
+
+    def test_options_reach_the_issuer(
+        self, auth0_issuer: LocalIssuer, auth0_config: Auth0Config, auth0_token: TokenFactory
+    ) -> None:
+        assert auth0_issuer.alg == "ES256"
+        assert auth0_config.audiences == ("https://my-api.test",)
+        assert decode_part(auth0_token(), 1)["aud"] == "https://my-api.test"
+
+
+@pytest.mark.anyio
+async def test_async_exit_cleans_up_even_when_cancelled(auth0_rsa_key: PrivateKey) -> None:
+    with anyio.CancelScope() as scope:
+        async with LocalIssuer(private_key=auth0_rsa_key) as issuer:
+            scope.cancel()
+            await anyio.sleep(1)  # a checkpoint: cancelled here, then __aexit__ runs
+    assert scope.cancelled_caught
+    assert not issuer.running
+    assert server_threads(issuer.port) == []
