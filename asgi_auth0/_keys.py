@@ -7,10 +7,9 @@ signatures are dropped at load time, one by one, without failing the whole set.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,19 +66,42 @@ class KeyRejected(ValueError):
     """A JWK that cannot be used for verification; ``str()`` says why (no key bytes)."""
 
 
+_B64URL_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# bytes.translate deletes every byte outside the alphabet (so a length change reveals
+# one: '=', '+', '/', whitespace, anything) and maps the URL-safe letters to the
+# standard ones that binascii decodes, in a single pass in C.
+_NOT_B64URL = bytes(sorted(set(range(256)) - set(_B64URL_ALPHABET)))
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+# By length mod 4: the padding binascii wants, and which final characters leave the
+# unused low bits zero (4 spare bits after 2 chars, 2 after 3). Only those spellings
+# are canonical; any other final character is a second spelling of the same bytes.
+_PADDING = (b"", b"", b"==", b"=")
+_CANONICAL_LAST = (b"", b"", b"AQgw", b"AEIMQUYcgkosw048")
+
+
+def b64url_decode_bytes(data: bytes) -> bytes:
+    """Strict unpadded base64url of ASCII ``data`` (see :func:`b64url_decode`)."""
+    size = len(data)
+    rest = size & 3
+    if rest == 1:
+        raise ValueError("not unpadded base64url")
+    std = data.translate(_URL_TO_STD, _NOT_B64URL)
+    if len(std) != size:
+        raise ValueError("not unpadded base64url")
+    if rest:
+        if data[-1] not in _CANONICAL_LAST[rest]:
+            raise ValueError("non-canonical base64url")
+        std += _PADDING[rest]
+    # Only alphabet characters remain and the padding is exact, so this cannot
+    # skip or guess anything.
+    return binascii.a2b_base64(std)
+
+
 def b64url_decode(data: str) -> bytes:
     """Strict unpadded base64url (RFC 7515 §2): no padding, no other alphabet, canonical."""
-    if not isinstance(data, str) or "=" in data or len(data) % 4 == 1:
+    if not isinstance(data, str) or not data.isascii():
         raise ValueError("not unpadded base64url")
-    try:
-        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("not base64url") from exc
-    # urlsafe_b64decode silently ignores characters outside the alphabet and non-zero
-    # trailing bits; re-encoding catches both, so each value has exactly one spelling.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != data:
-        raise ValueError("non-canonical base64url")
-    return raw
+    return b64url_decode_bytes(data.encode("ascii"))
 
 
 def _uint(jwk: Mapping[str, Any], name: str) -> int:
@@ -119,35 +141,63 @@ class PublicKey:
     #: ECDSA signature coordinate length (0 for other key types).
     coordinate_length: int = field(default=0, repr=False)
 
+    def __post_init__(self) -> None:
+        # alg -> a ready-made check, filled on first use so a key that only ever sees
+        # RS256 never builds the others (and wrapping a foreign key stays cheap).
+        object.__setattr__(self, "_checks", {})
+
     def verify(self, alg: str, signing_input: bytes, signature: bytes) -> bool:
         """True if ``signature`` is a valid ``alg`` signature over ``signing_input``.
 
-        ``alg`` must be one of :attr:`algorithms`; the caller checks that first.
+        ``alg`` must be one of :attr:`algorithms`; any other ``alg`` never verifies.
         """
-        key = self.key
+        checks: dict[str, Callable[[bytes, bytes], None]] = self._checks  # type: ignore[attr-defined]
+        check = checks.get(alg)
+        if check is None:
+            if alg not in self.algorithms:
+                return False
+            check = checks[alg] = _make_check(self.key, alg, self.coordinate_length)
         try:
-            if isinstance(key, rsa.RSAPublicKey):
-                digest = _HASHES[alg[2:]]()
-                if alg[0] == "R":
-                    key.verify(signature, signing_input, padding.PKCS1v15(), digest)
-                else:
-                    pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-                    key.verify(signature, signing_input, pss, digest)
-            elif isinstance(key, ec.EllipticCurvePublicKey):
-                # JWS ECDSA signatures are raw R || S of fixed length (RFC 7518 §3.4);
-                # a DER-encoded signature has another length and is refused here.
-                n = self.coordinate_length
-                if len(signature) != 2 * n:
-                    return False
-                r = int.from_bytes(signature[:n], "big")
-                s = int.from_bytes(signature[n:], "big")
-                der = encode_dss_signature(r, s)
-                key.verify(der, signing_input, ec.ECDSA(_HASHES[alg[2:]]()))
-            else:
-                key.verify(signature, signing_input)
+            check(signature, signing_input)
         except (InvalidSignature, ValueError):
             return False
         return True
+
+
+def _make_check(
+    key: VerifyingKey, alg: str, coordinate_length: int
+) -> Callable[[bytes, bytes], None]:
+    """A function ``(signature, signing_input)`` that raises unless the ``alg`` signature
+    verifies, with the padding and hash objects built once instead of per token."""
+    if isinstance(key, rsa.RSAPublicKey):
+        rsa_verify = key.verify
+        digest = _HASHES[alg[2:]]()
+        pad: padding.AsymmetricPadding
+        if alg[0] == "R":
+            pad = padding.PKCS1v15()
+        else:
+            pad = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+
+        def rsa_check(signature: bytes, signing_input: bytes) -> None:
+            rsa_verify(signature, signing_input, pad, digest)
+
+        return rsa_check
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        ec_verify = key.verify
+        ecdsa = ec.ECDSA(_HASHES[alg[2:]]())
+        n = coordinate_length
+
+        def ec_check(signature: bytes, signing_input: bytes) -> None:
+            # JWS ECDSA signatures are raw R || S of fixed length (RFC 7518 §3.4);
+            # a DER-encoded signature has another length and is refused here.
+            if len(signature) != 2 * n:
+                raise InvalidSignature
+            r = int.from_bytes(signature[:n], "big")
+            s = int.from_bytes(signature[n:], "big")
+            ec_verify(encode_dss_signature(r, s), signing_input, ecdsa)
+
+        return ec_check
+    return key.verify
 
 
 def parse_jwk(jwk: object) -> PublicKey:
