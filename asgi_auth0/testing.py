@@ -195,6 +195,9 @@ class _IssuerHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     # Restarting on the same port must work right after stop(), despite TIME_WAIT.
     allow_reuse_address = True
+    # The stdlib default backlog of 5 makes bursts of concurrent clients (flood and
+    # rotation scenarios) wait for SYN retransmits, which take a second or more.
+    request_queue_size = 1024
 
     def __init__(self, port: int, issuer: LocalIssuer) -> None:
         self.issuer = issuer

@@ -513,3 +513,21 @@ async def test_async_exit_cleans_up_even_when_cancelled(auth0_rsa_key: PrivateKe
     assert scope.cancelled_caught
     assert not issuer.running
     assert server_threads(issuer.port) == []
+
+
+@pytest.mark.anyio
+async def test_a_burst_of_concurrent_clients_is_served(auth0_issuer: LocalIssuer) -> None:
+    # The stdlib's listen backlog of 5 would leave some of these hanging on SYN retries.
+    limits = httpx.Limits(max_connections=100)
+    statuses: list[int] = []
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
+        async def fetch() -> None:
+            statuses.append((await client.get(auth0_issuer.jwks_uri)).status_code)
+
+        with anyio.fail_after(8):
+            async with anyio.create_task_group() as tg:
+                for _ in range(100):
+                    tg.start_soon(fetch)
+    assert statuses == [200] * 100
+    assert auth0_issuer.jwks_requests == 100
