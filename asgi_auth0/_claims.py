@@ -53,8 +53,21 @@ class Claims(Mapping[str, Any]):
     def __init__(self, payload: Mapping[str, Any]) -> None:
         data = {str(k): _freeze(v) for k, v in payload.items()}
         object.__setattr__(self, "_data", data)
-        object.__setattr__(self, "_scopes", _scopes_of(data))
-        object.__setattr__(self, "_permissions", _strings(data.get("permissions")))
+
+    @classmethod
+    def _adopt(cls, payload: dict[str, Any]) -> Claims:
+        """Wrap a JSON object the verifier has just decoded, without copying it.
+
+        The keys are JSON strings already and nobody else holds ``payload``, so only
+        its array and object values need freezing (in place). ``scopes`` and
+        ``permissions`` are worked out on first use; many routes never ask.
+        """
+        for name, value in payload.items():
+            if type(value) is list or type(value) is dict:
+                payload[name] = _freeze(value)  # replacing a value keeps the size
+        self = object.__new__(cls)
+        object.__setattr__(self, "_data", payload)
+        return self
 
     def __setattr__(self, name: str, value: object) -> NoReturn:
         raise AttributeError("Claims are immutable")
@@ -96,12 +109,22 @@ class Claims(Mapping[str, Any]):
     @property
     def scopes(self) -> frozenset[str]:
         """Scopes from the space-separated ``scope`` claim, or else the ``scp`` array."""
-        return self._scopes
+        try:
+            return self._scopes
+        except AttributeError:  # first use; the claims never change, so keep it
+            scopes = _scopes_of(self._data)
+            object.__setattr__(self, "_scopes", scopes)
+            return scopes
 
     @property
     def permissions(self) -> frozenset[str]:
         """Auth0 RBAC permissions from the ``permissions`` array claim."""
-        return self._permissions
+        try:
+            return self._permissions
+        except AttributeError:
+            permissions = _strings(self._data.get("permissions"))
+            object.__setattr__(self, "_permissions", permissions)
+            return permissions
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, mutable deep copy of the payload (for serialisation)."""

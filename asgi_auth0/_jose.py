@@ -8,17 +8,26 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from ._claims import _freeze
 from ._errors import (
     AlgorithmNotAllowedError,
     MalformedTokenError,
     TokenTooLargeError,
     UnsupportedHeaderError,
 )
-from ._keys import MAX_KID_LENGTH, b64url_decode
+from ._keys import MAX_KID_LENGTH, b64url_decode_bytes
 
-__all__ = ["MAX_JSON_DEPTH", "ParsedToken", "loads_strict", "parse_compact"]
+__all__ = [
+    "HEADER_CACHE_SIZE",
+    "MAX_JSON_DEPTH",
+    "JWSParser",
+    "ParsedToken",
+    "loads_strict",
+    "parse_compact",
+]
 
 #: Nesting deeper than this in a header or payload is refused as malformed.
 MAX_JSON_DEPTH = 16
@@ -69,62 +78,54 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
+# The C scanner behind JSONDecoder.raw_decode (not in the type stubs).
+_scan_once: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
+
+
 def loads_strict(raw: bytes) -> Any:
     """Decode JSON the strict way: UTF-8 only (no BOM, no UTF-16), no duplicate member
     names, no NaN/Infinity, no overflowing numbers, bounded nesting. Raises ``ValueError``."""
     try:
         text = raw.decode("utf-8")
-        value, end = _decoder.raw_decode(text)
+        # What raw_decode does, minus a Python frame: parse one value starting at
+        # index 0 (leading whitespace and a BOM are not values, so they fail here).
+        value, end = _scan_once(text, 0)
+    except StopIteration as exc:
+        raise ValueError("not JSON") from exc
     except (UnicodeDecodeError, RecursionError) as exc:
         raise ValueError("not UTF-8 JSON") from exc
-    # raw_decode stops at the end of the first value; only whitespace may follow it.
-    if text[end:].strip(" \t\n\r"):
+    # Only whitespace may follow the value.
+    if end != len(text) and text[end:].strip(" \t\n\r"):
         raise ValueError("trailing data after JSON")
     if text[:1] == "\ufeff":
         raise ValueError("byte order mark")
     return value
 
 
-def _json_object(segment: str, what: str) -> dict[str, Any]:
+def _json_object(segment: bytes, what: str) -> dict[str, Any]:
     try:
-        value = loads_strict(b64url_decode(segment))
+        raw = b64url_decode_bytes(segment)
+        value = loads_strict(raw)
     except ValueError as exc:
         raise MalformedTokenError(f"{what} is not base64url-encoded UTF-8 JSON") from exc
-    if not isinstance(value, dict):
+    if type(value) is not dict:
         raise MalformedTokenError(f"{what} is not a JSON object")
-    # A flat object is the common case; only walk it if it holds containers at all.
-    if any(isinstance(v, (dict, list)) for v in value.values()) and _too_deep(
-        value, MAX_JSON_DEPTH
-    ):
+    # Nesting can only exceed the limit if the text holds more brackets than that
+    # (brackets inside strings just make the count err on the safe side), so the
+    # walk runs for unusual documents only.
+    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _too_deep(value, MAX_JSON_DEPTH):
         raise MalformedTokenError(f"{what} nests JSON too deeply")
     return value
 
 
-def parse_compact(token: object, *, max_size: int, algorithms: frozenset[str]) -> ParsedToken:
-    """Split and decode a compact JWS and check its header.
+class _Header(NamedTuple):
+    header: dict[str, Any]
+    alg: str
+    kid: str | None
 
-    Checks, in order: type and size, three non-empty segments, header JSON, ``alg`` in
-    ``algorithms`` (never ``none``), ``crit`` and ``b64``, ``kid`` shape, payload JSON,
-    signature encoding. Raises an :class:`InvalidTokenError` subclass on any failure.
-    """
-    if not isinstance(token, str):
-        raise MalformedTokenError("the token is not a string")
-    if len(token) > max_size:
-        raise TokenTooLargeError(f"the token is longer than {max_size} bytes")
-    if not token.isascii():
-        raise MalformedTokenError("the token has non-ASCII characters")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise MalformedTokenError(
-            "encrypted (JWE) tokens are not supported"
-            if len(parts) == 5
-            else "the token does not have three segments"
-        )
-    header_b64, payload_b64, signature_b64 = parts
-    if not header_b64 or not payload_b64 or not signature_b64:
-        raise MalformedTokenError("the token has an empty segment (unsigned tokens are refused)")
 
-    header = _json_object(header_b64, "header")
+def _check_header(segment: bytes, algorithms: frozenset[str]) -> _Header:
+    header = _json_object(segment, "header")
     alg = header.get("alg")
     if not isinstance(alg, str):
         raise MalformedTokenError("the header has no alg")
@@ -139,14 +140,96 @@ def parse_compact(token: object, *, max_size: int, algorithms: frozenset[str]) -
     kid = header.get("kid")
     if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
         raise MalformedTokenError("kid is not a string of reasonable length")
+    # Read-only all the way down: a cached header is shared by every token that has it.
+    return _Header(_freeze(header), alg, kid)
 
-    payload = _json_object(payload_b64, "payload")
-    try:
-        signature = b64url_decode(signature_b64)
-    except ValueError as exc:
-        raise MalformedTokenError("the signature is not canonical base64url") from exc
-    signing_input = token[: len(header_b64) + 1 + len(payload_b64)].encode("ascii")
-    return ParsedToken(header, payload, signing_input, signature, alg, kid)
+
+#: How many distinct accepted header segments a :class:`JWSParser` remembers.
+HEADER_CACHE_SIZE = 32
+
+
+class JWSParser:
+    """:func:`parse_compact` for one allow-list and size limit, with a small cache of
+    checked headers.
+
+    An issuer signs with few keys, so its tokens share a handful of header segments.
+    The checked header is a pure function of the segment's text and of the allow-list
+    fixed here, so a later token with the same segment can skip decoding it. Only
+    headers that pass every check are cached; at most ``header_cache_size`` of them
+    (oldest out first, ``0`` disables it); the cached header is read-only.
+    """
+
+    __slots__ = ("_algorithms", "_cache_size", "_headers", "_max_size")
+
+    def __init__(
+        self,
+        *,
+        max_size: int,
+        algorithms: frozenset[str],
+        header_cache_size: int = HEADER_CACHE_SIZE,
+    ) -> None:
+        self._max_size = max_size
+        self._algorithms = frozenset(algorithms)
+        self._cache_size = header_cache_size
+        self._headers: dict[bytes, _Header] = {}
+
+    @property
+    def cached_headers(self) -> int:
+        """How many header segments are cached now."""
+        return len(self._headers)
+
+    def parse(self, token: object) -> ParsedToken:
+        """See :func:`parse_compact`."""
+        if not isinstance(token, str):
+            raise MalformedTokenError("the token is not a string")
+        if len(token) > self._max_size:
+            raise TokenTooLargeError(f"the token is longer than {self._max_size} bytes")
+        if not token.isascii():
+            raise MalformedTokenError("the token has non-ASCII characters")
+        raw = token.encode("ascii")
+        parts = raw.split(b".")
+        if len(parts) != 3:
+            raise MalformedTokenError(
+                "encrypted (JWE) tokens are not supported"
+                if len(parts) == 5
+                else "the token does not have three segments"
+            )
+        header_b64, payload_b64, signature_b64 = parts
+        if not header_b64 or not payload_b64 or not signature_b64:
+            raise MalformedTokenError(
+                "the token has an empty segment (unsigned tokens are refused)"
+            )
+
+        headers = self._headers
+        checked = headers.get(header_b64)
+        if checked is None:
+            checked = _check_header(header_b64, self._algorithms)
+            if self._cache_size > 0:
+                if len(headers) >= self._cache_size:
+                    headers.pop(next(iter(headers)), None)
+                headers[header_b64] = checked
+
+        payload = _json_object(payload_b64, "payload")
+        try:
+            signature = b64url_decode_bytes(signature_b64)
+        except ValueError as exc:
+            raise MalformedTokenError("the signature is not canonical base64url") from exc
+        signing_input = raw[: len(header_b64) + 1 + len(payload_b64)]
+        return ParsedToken(
+            checked.header, payload, signing_input, signature, checked.alg, checked.kid
+        )
+
+
+def parse_compact(token: object, *, max_size: int, algorithms: frozenset[str]) -> ParsedToken:
+    """Split and decode a compact JWS and check its header.
+
+    Checks, in order: type and size, three non-empty segments, header JSON, ``alg`` in
+    ``algorithms`` (never ``none``), ``crit`` and ``b64``, ``kid`` shape, payload JSON,
+    signature encoding. Raises an :class:`InvalidTokenError` subclass on any failure.
+    The header comes back read-only. This one-off form caches nothing; a verifier
+    keeps a :class:`JWSParser`.
+    """
+    return JWSParser(max_size=max_size, algorithms=algorithms, header_cache_size=0).parse(token)
 
 
 def is_number(value: object) -> bool:

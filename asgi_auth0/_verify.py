@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections import OrderedDict
@@ -26,7 +27,7 @@ from ._errors import (
     MissingClaimError,
     TokenTooOldError,
 )
-from ._jose import ParsedToken, is_number, parse_compact
+from ._jose import JWSParser, ParsedToken
 from ._keys import PublicKey, wrap_foreign_key
 
 __all__ = ["TokenVerifier"]
@@ -36,6 +37,14 @@ logger = logging.getLogger("asgi_auth0.verify")
 # Beyond 9999-12-31 a NumericDate is a mistake or an attack, not a real lifetime.
 _MAX_NUMERIC_DATE = 253402300799
 _AT_JWT_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+
+
+def _is_date(value: object) -> bool:
+    """A JSON number usable as a NumericDate: int or finite float, not bool, in range."""
+    kind = type(value)
+    if kind is int:
+        return -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE  # type: ignore[operator]
+    return kind is float and math.isfinite(value) and abs(value) <= _MAX_NUMERIC_DATE  # type: ignore[arg-type]
 
 
 class _CacheEntry(NamedTuple):
@@ -77,6 +86,10 @@ class TokenVerifier:
         elif not callable(getattr(key_set, "get_key", None)):
             raise TypeError("key_set must have an async get_key(kid, alg) method")
         self._key_set: Any = key_set
+        # Looked up once: the request path should not search attributes per token.
+        self._get_key_for = getattr(key_set, "get_key_for", None)
+        self._get_key_plain = key_set.get_key
+        self._source_for = getattr(key_set, "source_for", None)
         # Precomputed once so the request path only does set lookups.
         self._algorithms = frozenset(config.algorithms)
         self._issuers = frozenset(config.issuers)
@@ -86,6 +99,7 @@ class TokenVerifier:
         self._max_age = config.max_token_age
         self._max_size = config.max_token_size
         self._strict_typ = config.strict_typ
+        self._parser = JWSParser(max_size=self._max_size, algorithms=self._algorithms)
         self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._cache_size = config.token_cache_size
 
@@ -130,7 +144,7 @@ class TokenVerifier:
         A token that fails here never reaches the key source, so garbage and tokens
         from other issuers can never make us fetch keys.
         """
-        parsed = parse_compact(token, max_size=self._max_size, algorithms=self._algorithms)
+        parsed = self._parser.parse(token)
         iss = parsed.payload.get("iss")
         if type(iss) is not str:
             raise InvalidIssuerError("iss is missing or not a string")
@@ -143,13 +157,12 @@ class TokenVerifier:
         return parsed
 
     async def _get_key(self, parsed: ParsedToken) -> PublicKey:
-        source = self._key_set
-        get_for = getattr(source, "get_key_for", None)
+        get_for = self._get_key_for
         try:
             if get_for is not None:
                 key = await get_for(parsed.payload["iss"], parsed.kid, parsed.alg)
             else:
-                key = await source.get_key(parsed.kid, parsed.alg)
+                key = await self._get_key_plain(parsed.kid, parsed.alg)
         except Auth0Error:
             raise
         except Exception as exc:
@@ -169,7 +182,7 @@ class TokenVerifier:
         exp = payload.get("exp")
         if exp is None:
             raise MissingClaimError("exp is required")
-        if not is_number(exp) or abs(exp) > _MAX_NUMERIC_DATE:
+        if not _is_date(exp):
             raise InvalidClaimError("exp is not a NumericDate")
         if exp <= now - leeway:
             raise ExpiredTokenError("exp has passed")
@@ -177,14 +190,14 @@ class TokenVerifier:
 
         nbf = payload.get("nbf")
         if nbf is not None:
-            if not is_number(nbf) or abs(nbf) > _MAX_NUMERIC_DATE:
+            if not _is_date(nbf):
                 raise InvalidClaimError("nbf is not a NumericDate")
             if nbf > now + leeway:
                 raise ImmatureTokenError("nbf is in the future")
 
         iat = payload.get("iat")
         if iat is not None:
-            if not is_number(iat) or abs(iat) > _MAX_NUMERIC_DATE:
+            if not _is_date(iat):
                 raise InvalidClaimError("iat is not a NumericDate")
             if iat > now + leeway:
                 raise IssuedInFutureError("iat is in the future")
@@ -216,11 +229,11 @@ class TokenVerifier:
         sub = payload.get("sub")
         if sub is not None and type(sub) is not str:
             raise InvalidClaimError("sub is not a string")
-        return Claims(payload), valid_until
+        return Claims._adopt(payload), valid_until
 
     def _remember(self, token: str, claims: Claims, valid_until: float) -> None:
         source = self._key_set
-        get_source = getattr(source, "source_for", None)
+        get_source = self._source_for
         if get_source is not None:
             source = get_source(claims["iss"])
         generation = getattr(source, "generation", None)
