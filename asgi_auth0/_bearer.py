@@ -1,0 +1,120 @@
+"""Finding the bearer token of a request (RFC 6750 §2.1, and the opt-in §2.3 query form).
+
+Parsing works on the raw header bytes: ASGI hands headers over as bytes that HTTP
+defines as ISO-8859-1 (latin-1), and comparing bytes keeps case-folding to ASCII, so
+no exotic character can fold into ``bearer``. Nothing parsed here is ever echoed back:
+the errors raised carry fixed text only.
+
+The rules:
+
+- no ``Authorization`` header, or one with another scheme (``Basic``, ``Digest``, ...):
+  there is no bearer token and the request is anonymous;
+- more than one ``Authorization`` header, or a token both in the header and in the
+  query: :class:`MultipleTokensError` (400 ``invalid_request``);
+- scheme ``Bearer`` (any case) not followed by exactly one ``token68`` credential:
+  :class:`InvalidRequestError` (400 ``invalid_request``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ._errors import InvalidRequestError, MultipleTokensError
+
+__all__ = ["bearer_token", "parse_authorization", "query_token", "token_from_scope"]
+
+# RFC 6750 §2.1 b64token (the same character set as RFC 9110 token68).
+_TOKEN68 = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+_TOKEN68_STR = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+_AUTHORIZATION = b"authorization"
+_BEARER = b"bearer"
+# Optional whitespace around a field value (RFC 9110 §5.6.3) and the separator that
+# RFC 9110 §11.3 allows between scheme and credentials.
+_OWS = b" \t"
+
+
+def parse_authorization(value: bytes) -> str | None:
+    """The bearer token in one ``Authorization`` field value, or ``None``.
+
+    ``None`` means the value uses another scheme (or none at all); a ``Bearer`` value
+    that is not exactly one token68 raises :class:`InvalidRequestError`.
+    """
+    value = value.strip(_OWS)
+    # Split at the first space or tab; the scheme is everything before it.
+    end = len(value)
+    for i, byte in enumerate(value):
+        if byte in _OWS:
+            end = i
+            break
+    scheme, rest = value[:end], value[end:]
+    if scheme.lower() != _BEARER:
+        return None
+    if rest[:1] == b"\t" or not rest:
+        # RFC 6750 §2.1 asks for 1*SP; a bare "Bearer" or a tab is a malformed request.
+        raise InvalidRequestError("Bearer scheme without a well-formed token")
+    credentials = rest.lstrip(b" ")
+    if not _TOKEN68.fullmatch(credentials):
+        raise InvalidRequestError("Bearer credentials are not a single token68")
+    return credentials.decode("ascii")
+
+
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The bearer token in ASGI ``headers``, or ``None`` when there is none.
+
+    Raises :class:`MultipleTokensError` for several ``Authorization`` headers (whatever
+    their schemes) and :class:`InvalidRequestError` for a malformed Bearer value.
+    """
+    found: bytes | None = None
+    for name, value in headers:
+        # ASGI servers lowercase header names; lower() again so that a lenient server
+        # or test client cannot smuggle a second, differently cased header past us.
+        if len(name) == 13 and name.lower() == _AUTHORIZATION:
+            if found is not None:
+                raise MultipleTokensError("more than one Authorization header")
+            found = value
+    if found is None:
+        return None
+    return parse_authorization(found)
+
+
+def query_token(query_string: bytes, param: str) -> str | None:
+    """The token in query parameter ``param`` (RFC 6750 §2.3), or ``None`` if absent.
+
+    Several occurrences raise :class:`MultipleTokensError`; an empty or non-token68
+    value raises :class:`InvalidRequestError`.
+    """
+    if not query_string:
+        return None
+    values = [
+        v
+        for k, v in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+        if k == param
+    ]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise MultipleTokensError("the access token query parameter appears more than once")
+    token = values[0]
+    if not _TOKEN68_STR.fullmatch(token):
+        raise InvalidRequestError("the access token query parameter is not a token68")
+    return token
+
+
+def token_from_scope(scope: Mapping[str, Any], *, query_param: str | None = None) -> str | None:
+    """The bearer token of an ASGI ``http`` or ``websocket`` scope, or ``None``.
+
+    ``query_param`` names the query parameter that may also carry the token (the
+    middleware passes it for WebSocket handshakes only, when the user opted in). A
+    request must not use both ways at once (RFC 6750 §2).
+    """
+    token = bearer_token(scope.get("headers") or ())
+    if query_param is not None:
+        from_query = query_token(scope.get("query_string") or b"", query_param)
+        if from_query is not None:
+            if token is not None:
+                raise MultipleTokensError("a token in both the Authorization header and the query")
+            token = from_query
+    return token

@@ -1,0 +1,188 @@
+"""From an error to the HTTP answer: status, ``WWW-Authenticate`` (RFC 6750 §3), body.
+
+:func:`challenge_for` turns an :class:`Auth0Error` into a :class:`Challenge`, a plain
+value holding everything a response needs. A *response hook* turns a challenge into a
+Starlette ``Response``; :func:`json_response` is the default and
+:func:`problem_json_response` the RFC 9457 alternative. Whatever the hook returns, the
+challenge's headers (``WWW-Authenticate``, ``Retry-After``) are set on it, so a custom
+body format can never lose the challenge.
+
+Header values are built only from the configured realm, the error class's fixed
+``error``/``description`` and the scopes a developer declared, and each is filtered to
+the characters RFC 6750 allows inside a quoted string: nothing can add quotes, a
+backslash or a control character (CR/LF) to a header.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from starlette.requests import HTTPConnection
+from starlette.responses import JSONResponse, Response
+
+from ._errors import Auth0Error, BearerError, InsufficientScopeError, KeySetError
+
+__all__ = [
+    "Challenge",
+    "Responder",
+    "ResponseHook",
+    "challenge_for",
+    "json_response",
+    "problem_json_response",
+    "scope_token_ok",
+    "www_authenticate",
+]
+
+#: A response hook: builds the response for a rejected request. It gets the
+#: connection (``Request`` or ``WebSocket`` scope view) and the :class:`Challenge`.
+ResponseHook = Callable[[HTTPConnection, "Challenge"], Response]
+
+# RFC 6750 §3: error and error_description values are NQSCHAR = %x20-21 / %x23-5B /
+# %x5D-7E (printable ASCII without '"' and '\'). The same set keeps realm safe.
+_NOT_NQSCHAR = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+# RFC 6749 §3.3 scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+
+
+def _quotable(value: str) -> str:
+    return _NOT_NQSCHAR.sub("", value)
+
+
+def scope_token_ok(value: object) -> bool:
+    """True if ``value`` is a valid OAuth scope token (RFC 6749 §3.3)."""
+    return isinstance(value, str) and _SCOPE_TOKEN.fullmatch(value) is not None
+
+
+def www_authenticate(
+    realm: str,
+    error: str | None = None,
+    description: str | None = None,
+    scope: Iterable[str] = (),
+) -> str:
+    """A ``WWW-Authenticate: Bearer ...`` value; every part is filtered to safe characters.
+
+    With no ``error`` it is the bare challenge RFC 6750 §3.1 asks for when the request
+    carried no credentials. Scopes that are not valid scope tokens are left out.
+    """
+    parts = [f'realm="{_quotable(realm)}"']
+    if error:
+        parts.append(f'error="{_quotable(error)}"')
+        if description:
+            parts.append(f'error_description="{_quotable(description)}"')
+        scopes = [s for s in scope if scope_token_ok(s)]
+        if scopes:
+            parts.append(f'scope="{" ".join(scopes)}"')
+    return "Bearer " + ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """Everything the answer to a rejected request needs, independent of body format."""
+
+    #: HTTP status: 400, 401, 403 or 503.
+    status_code: int
+    #: RFC 6750 error code (``invalid_token``, ...), ``temporarily_unavailable`` for
+    #: 503, or ``None`` when no credentials were sent.
+    error: str | None
+    #: Fixed, human-readable text of the error class.
+    error_description: str
+    #: Stable snake_case machine code (``token_expired``, ``missing_token``, ...).
+    reason: str
+    #: Headers the response must carry (``WWW-Authenticate`` or ``Retry-After``).
+    headers: Mapping[str, str]
+    #: The scopes (or permissions) that were required, on a 403.
+    required: tuple[str, ...] = ()
+    #: The error being answered; for logging and custom hooks, never for echoing.
+    exception: Auth0Error | None = field(default=None, compare=False, repr=False)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body: ``{"error", "error_description", "reason"}``."""
+        return {
+            "error": self.error,
+            "error_description": self.error_description,
+            "reason": self.reason,
+        }
+
+
+def challenge_for(exc: Auth0Error, *, realm: str) -> Challenge:
+    """The :class:`Challenge` answering ``exc``.
+
+    ``BearerError``: its status with a ``WWW-Authenticate`` challenge (bare for a
+    missing token, with ``scope=`` for insufficient scope). ``KeySetError``: 503 with
+    ``Retry-After``. The description always comes from the class, never the instance.
+    """
+    cls = type(exc)
+    error = cls.error
+    description = _quotable(cls.description)
+    headers: dict[str, str] = {}
+    required: tuple[str, ...] = ()
+    if isinstance(exc, InsufficientScopeError):
+        required = tuple(s for s in exc.required if scope_token_ok(s))
+    if isinstance(exc, BearerError):
+        headers["WWW-Authenticate"] = www_authenticate(realm, error, description, required)
+    elif isinstance(exc, KeySetError):
+        headers["Retry-After"] = str(int(exc.retry_after))
+    return Challenge(
+        status_code=cls.status_code,
+        error=error,
+        error_description=description,
+        reason=cls.reason,
+        headers=headers,
+        required=required,
+        exception=exc,
+    )
+
+
+def json_response(conn: HTTPConnection, challenge: Challenge) -> Response:
+    """The default hook: ``application/json`` ``{"error", "error_description", "reason"}``."""
+    return JSONResponse(challenge.body(), status_code=challenge.status_code)
+
+
+def problem_json_response(conn: HTTPConnection, challenge: Challenge) -> Response:
+    """An RFC 9457 ``application/problem+json`` hook.
+
+    ``type`` is ``about:blank`` with the status phrase as ``title``; ``detail`` is
+    the error description, and ``error`` and ``reason`` are extension members.
+    """
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": HTTPStatus(challenge.status_code).phrase,
+        "status": challenge.status_code,
+        "detail": challenge.error_description,
+        "error": challenge.error,
+        "reason": challenge.reason,
+    }
+    if challenge.required:
+        body["required_scopes"] = list(challenge.required)
+    return JSONResponse(
+        body, status_code=challenge.status_code, media_type="application/problem+json"
+    )
+
+
+class Responder:
+    """Builds the response for a rejected request: one realm, one response hook.
+
+    The middleware makes one and stores it in the request state, so that rejections
+    raised by the FastAPI dependencies are answered exactly like its own.
+    """
+
+    __slots__ = ("hook", "realm")
+
+    def __init__(self, *, realm: str, hook: ResponseHook | None = None) -> None:
+        self.realm = realm
+        self.hook: ResponseHook = hook if hook is not None else json_response
+
+    def challenge(self, exc: Auth0Error) -> Challenge:
+        """The challenge for ``exc`` under this realm."""
+        return challenge_for(exc, realm=self.realm)
+
+    def response(self, conn: HTTPConnection, challenge: Challenge) -> Response:
+        """Run the hook and make sure the challenge's headers are on its response."""
+        response = self.hook(conn, challenge)
+        for name, value in challenge.headers.items():
+            response.headers[name] = value
+        return response

@@ -1,0 +1,306 @@
+"""``Auth0Middleware``: pure ASGI bearer-token authentication for HTTP and WebSocket.
+
+Per connection it does one thing: find the bearer token, verify it, and either store
+the claims in the scope for the application or answer with the RFC 6750 rejection.
+It never reads the body, never wraps ``send`` and never starts a task, so streaming
+responses, background tasks and context variables behave exactly as without it. The
+``try`` covers authentication only; the application is called outside it, so an error
+raised by the application is never turned into an authentication error.
+
+The one exception it catches from downstream is :class:`AuthenticationRejected`, which
+only the FastAPI dependencies raise (before any response is started) to have their
+rejection answered here, exactly like the middleware's own.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._bearer import token_from_scope
+from ._challenge import Challenge, Responder, ResponseHook
+from ._claims import Claims
+from ._config import Auth0Config
+from ._errors import Auth0Error, ConfigError, KeySetError
+from ._verify import TokenVerifier
+
+__all__ = [
+    "Auth0Middleware",
+    "Auth0User",
+    "AuthenticationRejected",
+    "MiddlewareNotInstalledError",
+    "auth_state",
+]
+
+logger = logging.getLogger("asgi_auth0.middleware")
+
+# Keys in the ASGI scope's "state" dict (what ``request.state`` reads). "claims" is
+# the public contract; the responder lets dependencies answer like the middleware.
+_CLAIMS_KEY = "claims"
+_RESPONDER_KEY = "asgi_auth0"
+_DENIAL_EXTENSION = "websocket.http.response"
+# RFC 6455 close codes, used only where the server lacks the denial extension (ASGI
+# servers then answer the handshake with a plain 403).
+_WS_POLICY_VIOLATION = 1008
+_WS_TRY_AGAIN_LATER = 1013
+
+
+class Auth0User(BaseUser):
+    """The ``request.user`` of a request with a valid token (Starlette's ``BaseUser``)."""
+
+    __slots__ = ("claims",)
+
+    def __init__(self, claims: Claims) -> None:
+        #: The verified claims of the token.
+        self.claims = claims
+
+    @property
+    def is_authenticated(self) -> bool:
+        """Always true: only a verified token makes an ``Auth0User``."""
+        return True
+
+    @property
+    def display_name(self) -> str:
+        """The token's ``sub`` (Auth0 tokens carry no display name)."""
+        return self.claims.sub or ""
+
+    @property
+    def identity(self) -> str:
+        """The token's ``sub``."""
+        return self.claims.sub or ""
+
+    def __repr__(self) -> str:
+        return f"Auth0User(sub={self.claims.sub!r})"
+
+
+class MiddlewareNotInstalledError(RuntimeError):
+    """An asgi_auth0 dependency ran on a request that ``Auth0Middleware`` never saw."""
+
+
+class AuthenticationRejected(Exception):
+    """Raised by the FastAPI dependencies to have ``Auth0Middleware`` answer a request.
+
+    It carries the :class:`Auth0Error` to answer. The middleware around the
+    application catches it and sends the same RFC 6750 response it sends for its own
+    rejections, so no exception handler needs registering. Applications whose other
+    middleware swallows exceptions can register
+    :func:`asgi_auth0.fastapi.rejection_handler` for it instead.
+    """
+
+    def __init__(self, error: Auth0Error, *, websocket_connect_received: bool = False) -> None:
+        super().__init__(error.reason)
+        #: What to answer.
+        self.error = error
+        #: For a WebSocket: whether the application already consumed ``websocket.connect``.
+        self.websocket_connect_received = websocket_connect_received
+
+
+def _store(scope: Scope, claims: Claims | None, responder: Responder) -> None:
+    """Write the authentication result into the scope: the one place that does."""
+    state = scope.setdefault("state", {})
+    state[_CLAIMS_KEY] = claims
+    state[_RESPONDER_KEY] = responder
+    if claims is None:
+        scope["auth"] = AuthCredentials()
+        scope["user"] = UnauthenticatedUser()
+    else:
+        # Like Starlette's AuthenticationMiddleware: "authenticated" plus the token's
+        # OAuth scopes. Permissions stay out: they are another claim with another
+        # meaning, checked with require_permissions().
+        scope["auth"] = AuthCredentials(["authenticated", *sorted(claims.scopes)])
+        scope["user"] = Auth0User(claims)
+
+
+def auth_state(scope: Scope) -> tuple[Claims | None, Responder]:
+    """The claims and responder the middleware stored, read back in one place.
+
+    Raises :class:`MiddlewareNotInstalledError` when the middleware did not run.
+    """
+    state = scope.get("state")
+    responder = state.get(_RESPONDER_KEY) if isinstance(state, dict) else None
+    if not isinstance(responder, Responder):
+        raise MiddlewareNotInstalledError(
+            "Auth0Middleware is not installed: asgi_auth0 dependencies read the claims it "
+            "stores. Add it with app.add_middleware(Auth0Middleware, config=...)."
+        )
+    claims = state.get(_CLAIMS_KEY) if isinstance(state, dict) else None
+    return (claims if isinstance(claims, Claims) else None), responder
+
+
+class Auth0Middleware:
+    """Authenticate ``http`` and ``websocket`` connections with an Auth0 access token.
+
+    Give exactly one of ``config`` (the middleware builds, warms and closes its own
+    :class:`TokenVerifier`) or ``verifier`` (yours; it is warmed, never closed here).
+
+    - ``websocket_query_param``: name of a query parameter (e.g. ``"access_token"``)
+      that may carry the token on WebSocket handshakes, for browsers, which cannot set
+      headers there. Off by default: URLs end up in access logs.
+    - ``on_error``: a response hook ``(conn, challenge) -> Response`` that replaces the
+      JSON body format (see :func:`problem_json_response`); the FastAPI dependencies
+      use it too. The challenge headers are always kept.
+    - ``warm_keys_on_startup``: fetch the key set on lifespan startup (failures are
+      logged, never fatal; keys then load on the first request).
+
+    Anonymous requests (no token, or another scheme) continue with
+    ``request.state.claims = None``; valid tokens set it to the :class:`Claims` and set
+    ``request.user``/``request.auth``; invalid tokens are answered here (400/401), and
+    an unreachable issuer with 503 and ``Retry-After``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        config: Auth0Config | None = None,
+        verifier: TokenVerifier | None = None,
+        websocket_query_param: str | None = None,
+        on_error: ResponseHook | None = None,
+        warm_keys_on_startup: bool = True,
+    ) -> None:
+        if websocket_query_param is not None and (
+            not isinstance(websocket_query_param, str)
+            or not websocket_query_param
+            or not websocket_query_param.isascii()
+        ):
+            raise ConfigError("websocket_query_param must be a non-empty ASCII string or None")
+        if on_error is not None and not callable(on_error):
+            raise ConfigError("on_error must be a callable (conn, challenge) -> Response")
+        # Validate everything else first: a verifier built here owns network clients.
+        if config is not None and verifier is None:
+            verifier = TokenVerifier(config)
+        elif config is not None or verifier is None:
+            raise ConfigError("Auth0Middleware needs exactly one of config= or verifier=")
+        self.app = app
+        # Only a verifier built here is closed here.
+        self._owns_verifier = config is not None
+        #: The verifier every token goes through.
+        self.verifier = verifier
+        #: The verifier's configuration.
+        self.config: Auth0Config = verifier.config
+        self._query_param = websocket_query_param
+        self._warm = bool(warm_keys_on_startup)
+        self._responder = Responder(realm=self.config.realm, hook=on_error)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope_type = scope["type"]
+        if scope_type not in ("http", "websocket"):
+            if scope_type == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+
+        try:
+            claims = await self._authenticate(scope)
+        except Auth0Error as exc:
+            await self._reject(exc, scope, receive, send)
+            return
+        _store(scope, claims, self._responder)
+
+        try:
+            await self.app(scope, receive, send)
+        except AuthenticationRejected as rejected:
+            # Raised by our own dependencies, before the endpoint ran; any other
+            # exception from the application propagates untouched.
+            await self._reject(
+                rejected.error,
+                scope,
+                receive,
+                send,
+                connect_received=rejected.websocket_connect_received,
+            )
+
+    async def _authenticate(self, scope: Scope) -> Claims | None:
+        query_param = self._query_param if scope["type"] == "websocket" else None
+        token = token_from_scope(scope, query_param=query_param)
+        if token is None:
+            return None
+        return await self.verifier.verify(token)
+
+    async def _reject(
+        self,
+        exc: Auth0Error,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        connect_received: bool = False,
+    ) -> None:
+        challenge = self._responder.challenge(exc)
+        _log_rejection(scope, challenge)
+        if scope["type"] == "websocket":
+            if not connect_received:
+                # The ASGI spec has the application answer websocket.connect with
+                # accept, close or a denial response; a client that already left
+                # needs no answer.
+                message = await receive()
+                if message["type"] != "websocket.connect":
+                    return
+            if _DENIAL_EXTENSION not in (scope.get("extensions") or {}):
+                code = _WS_TRY_AGAIN_LATER if isinstance(exc, KeySetError) else _WS_POLICY_VIOLATION
+                await send({"type": "websocket.close", "code": code})
+                return
+        response = self._responder.response(HTTPConnection(scope), challenge)
+        # A Starlette Response sends websocket.http.response.* on a websocket scope.
+        await response(scope, receive, send)
+
+    # -- lifespan ---------------------------------------------------------------------
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Only observe: every message passes through unchanged, in order.
+        async def observed_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._on_startup()
+            return message
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] in _LIFESPAN_END:
+                await self._on_shutdown()
+            await send(message)
+
+        await self.app(scope, observed_receive, observed_send)
+
+    async def _on_startup(self) -> None:
+        """Startup work: the single place for it (warming the key set; a background
+        refresher of the key set would be started here too)."""
+        if not self._warm:
+            return
+        try:
+            await self.verifier.refresh()
+        except Exception as exc:  # warming is an optimisation, never a reason to fail
+            logger.warning(
+                "could not load the issuer's keys at startup; they load on the first request",
+                extra={"reason": getattr(exc, "reason", type(exc).__name__)},
+            )
+
+    async def _on_shutdown(self) -> None:
+        """Shutdown work: close what this middleware built, nothing else."""
+        if not self._owns_verifier:
+            return
+        try:
+            await self.verifier.aclose()
+        except Exception:
+            logger.warning("closing the token verifier failed", exc_info=True)
+
+
+_LIFESPAN_END = frozenset(
+    {"lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"}
+)
+
+
+def _log_rejection(scope: Scope, challenge: Challenge) -> None:
+    # reason and status only: never the token, the header or the claims.
+    level = logging.WARNING if challenge.status_code >= 500 else logging.INFO
+    if logger.isEnabledFor(level):
+        logger.log(
+            level,
+            "request rejected: status=%s reason=%s",
+            challenge.status_code,
+            challenge.reason,
+            extra={"reason": challenge.reason, "scope_type": scope["type"]},
+        )

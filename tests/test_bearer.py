@@ -1,0 +1,196 @@
+"""Authorization header parsing (RFC 6750 §2.1) and the opt-in query form (§2.3)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asgi_auth0._bearer import bearer_token, parse_authorization, query_token, token_from_scope
+from asgi_auth0._errors import InvalidRequestError, MultipleTokensError
+
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
+
+
+def headers(*values: bytes, name: bytes = b"authorization") -> list[tuple[bytes, bytes]]:
+    return [(b"host", b"example.test"), *((name, v) for v in values)]
+
+
+@pytest.mark.parametrize("scheme", [b"Bearer", b"bearer", b"BEARER", b"bEaReR"])
+def test_scheme_is_case_insensitive(scheme: bytes) -> None:
+    assert parse_authorization(scheme + b" " + JWT.encode()) == JWT
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "abc",
+        "a-b.c_d~e+f/g",
+        "abc=",
+        "abc==",
+        JWT,
+        "A" * 5000,
+    ],
+)
+def test_accepts_every_token68_shape(token: str) -> None:
+    assert parse_authorization(b"Bearer " + token.encode()) == token
+
+
+def test_several_spaces_after_the_scheme_and_surrounding_whitespace_are_allowed() -> None:
+    assert parse_authorization(b"  Bearer   " + JWT.encode() + b" \t") == JWT
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Bearer",
+        b"Bearer ",
+        b"Bearer    ",
+        b"Bearer\tabc",
+        b"Bearer \tabc",
+        b"Bearer abc def",
+        b"Bearer abc,def",
+        b"Bearer abc, Basic xyz",
+        b"Bearer =abc",
+        b"Bearer ab=c",
+        b'Bearer "abc"',
+        b"Bearer abc\r\nX-Injected: 1",
+        b"Bearer \xe9abc",
+        b"Bearer abc\x00",
+        b"Bearer token=abc",
+    ],
+)
+def test_a_malformed_bearer_value_is_invalid_request(value: bytes) -> None:
+    with pytest.raises(InvalidRequestError) as info:
+        parse_authorization(value)
+    assert info.value.status_code == 400
+    assert info.value.error == "invalid_request"
+    # Nothing of the request ends up in the error's text.
+    assert b"abc" not in str(info.value).encode()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Basic dXNlcjpwYXNz",
+        b"Digest username=x",
+        b"Bearertoken",
+        b"Bearer-ish abc",
+        b"Token abc",
+        b"",
+        b"   ",
+        b"\xe9Bearer abc",
+    ],
+)
+def test_another_scheme_is_no_bearer_token(value: bytes) -> None:
+    assert parse_authorization(value) is None
+
+
+def test_no_authorization_header_is_no_token() -> None:
+    assert bearer_token(headers()) is None
+
+
+def test_finds_the_header_among_others() -> None:
+    assert bearer_token(headers(b"Bearer " + JWT.encode())) == JWT
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (b"Bearer a", b"Bearer b"),
+        (b"Bearer a", b"Bearer a"),
+        (b"Basic x", b"Bearer a"),
+        (b"Basic x", b"Basic y"),
+    ],
+)
+def test_several_authorization_headers_are_rejected(values: tuple[bytes, ...]) -> None:
+    with pytest.raises(MultipleTokensError) as info:
+        bearer_token(headers(*values))
+    assert info.value.status_code == 400
+    assert info.value.error == "invalid_request"
+    assert info.value.reason == "multiple_tokens"
+
+
+def test_a_differently_cased_second_header_still_counts() -> None:
+    # ASGI servers lowercase names, but a lenient one must not let a second header by.
+    with pytest.raises(MultipleTokensError):
+        bearer_token([(b"authorization", b"Bearer a"), (b"Authorization", b"Bearer b")])
+
+
+def test_query_token_is_read_only_under_its_name() -> None:
+    assert query_token(b"x=1&access_token=" + JWT.encode() + b"&y=2", "access_token") == JWT
+    assert query_token(b"token=" + JWT.encode(), "access_token") is None
+    assert query_token(b"", "access_token") is None
+
+
+def test_query_token_is_percent_decoded() -> None:
+    assert query_token(b"access%5Ftoken=ab%2Fc%3D", "access_token") == "ab/c="
+
+
+@pytest.mark.parametrize(
+    "query",
+    [b"access_token=", b"access_token=a%20b", b"access_token=a%22b", b"access_token=%E9t%C3%A9"],
+)
+def test_a_malformed_query_token_is_invalid_request(query: bytes) -> None:
+    with pytest.raises(InvalidRequestError):
+        query_token(query, "access_token")
+
+
+def test_a_repeated_query_token_is_rejected() -> None:
+    with pytest.raises(MultipleTokensError):
+        query_token(b"access_token=a&access_token=b", "access_token")
+
+
+def scope(header: bytes | None = None, query: bytes = b"") -> dict[str, object]:
+    return {
+        "type": "websocket",
+        "headers": headers(header) if header is not None else headers(),
+        "query_string": query,
+    }
+
+
+def test_the_query_is_ignored_unless_opted_in() -> None:
+    assert token_from_scope(scope(query=b"access_token=" + JWT.encode())) is None
+
+
+def test_the_query_token_is_used_when_opted_in() -> None:
+    found = token_from_scope(scope(query=b"access_token=abc"), query_param="access_token")
+    assert found == "abc"
+
+
+def test_header_and_query_token_together_are_rejected() -> None:
+    with pytest.raises(MultipleTokensError):
+        token_from_scope(
+            scope(b"Bearer abc", b"access_token=abc"),
+            query_param="access_token",
+        )
+
+
+def test_another_scheme_in_the_header_does_not_block_a_query_token() -> None:
+    found = token_from_scope(scope(b"Basic eDp5", b"access_token=abc"), query_param="access_token")
+    assert found == "abc"
+
+
+def test_a_scope_without_headers_or_query_is_anonymous() -> None:
+    assert token_from_scope({"type": "http"}, query_param="access_token") is None
+
+
+@given(st.binary(max_size=300))
+def test_any_header_bytes_give_a_token68_none_or_invalid_request(value: bytes) -> None:
+    try:
+        token = parse_authorization(value)
+    except InvalidRequestError:
+        return
+    if token is not None:
+        assert token.isascii()
+        assert " " not in token
+        assert parse_authorization(b"Bearer " + token.encode()) == token
+
+
+@given(st.binary(max_size=300))
+def test_any_query_bytes_give_a_token_none_or_invalid_request(value: bytes) -> None:
+    try:
+        token = query_token(value, "access_token")
+    except InvalidRequestError:
+        return
+    assert token is None or parse_authorization(b"Bearer " + token.encode()) == token

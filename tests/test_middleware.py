@@ -1,0 +1,856 @@
+"""Auth0Middleware at the ASGI level: tokens, rejections, state, lifespan, WebSocket
+handshakes, and the promise to stay out of the way (no body reads, no wrapped send).
+
+Tokens are real: minted by a LocalIssuer (used without its server here) and verified
+against its JWKS through a StaticKeySet.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.background import BackgroundTask
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from asgi_auth0._challenge import Challenge, problem_json_response
+from asgi_auth0._errors import ConfigError, InvalidTokenError, KeySetError
+from asgi_auth0._keys import StaticKeySet
+from asgi_auth0._middleware import Auth0Middleware, Auth0User, auth_state
+from asgi_auth0._signing import PrivateKey
+from asgi_auth0._verify import TokenVerifier
+from asgi_auth0.testing import LocalIssuer
+
+pytestmark = pytest.mark.anyio
+
+ISS = "https://tenant.example.test/"
+AUD = "https://api.example.test"
+Message = dict[str, Any]
+
+
+@pytest.fixture
+def issuer(auth0_rsa_key: PrivateKey) -> LocalIssuer:
+    # Used for minting only: no server, the verifier gets the JWKS directly.
+    return LocalIssuer(issuer=ISS, audience=AUD, private_key=auth0_rsa_key)
+
+
+class CountingKeySet:
+    """A StaticKeySet that counts what the middleware and verifier do with it."""
+
+    generation = 0
+
+    def __init__(self, jwks: dict[str, Any], *, refresh_fails: bool = False) -> None:
+        self.inner = StaticKeySet(jwks)
+        self.refresh_fails = refresh_fails
+        self.gets = 0
+        self.refreshes = 0
+        self.closes = 0
+
+    async def get_key(self, kid: str | None, alg: str) -> Any:
+        self.gets += 1
+        return await self.inner.get_key(kid, alg)
+
+    async def refresh(self) -> None:
+        self.refreshes += 1
+        if self.refresh_fails:
+            raise KeySetError("issuer down")
+
+    async def aclose(self) -> None:
+        self.closes += 1
+
+
+class DownKeySet:
+    """A key source whose issuer is unreachable."""
+
+    generation = 0
+
+    async def get_key(self, kid: str | None, alg: str) -> Any:
+        raise KeySetError("issuer unreachable", retry_after=42)
+
+
+@pytest.fixture
+def keys(issuer: LocalIssuer) -> CountingKeySet:
+    return CountingKeySet(issuer.jwks)
+
+
+@pytest.fixture
+def verifier(issuer: LocalIssuer, keys: CountingKeySet) -> TokenVerifier:
+    return TokenVerifier(issuer.config(), key_set=keys)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# -- a Starlette app that reports what the middleware gave it ---------------------------
+
+
+async def whoami(request: Request) -> JSONResponse:
+    claims = request.state.claims
+    return JSONResponse(
+        {
+            "sub": None if claims is None else claims.sub,
+            "authenticated": request.user.is_authenticated,
+            "display_name": request.user.display_name,
+            "identity": request.user.identity,
+            "scopes": request.auth.scopes,
+        }
+    )
+
+
+@requires("read:messages")
+async def messages(request: Request) -> JSONResponse:
+    return JSONResponse(["hello"])
+
+
+def starlette_app(verifier: TokenVerifier | None = None, **options: Any) -> Starlette:
+    routes = [Route("/", whoami), Route("/messages", messages)]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(Auth0Middleware, verifier=verifier, **options)],
+    )
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    # ASGITransport sends no lifespan: every test here also shows the middleware
+    # works without one.
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+# -- a bare ASGI driver for what httpx cannot show -------------------------------------
+
+
+async def drive(
+    app: Callable[..., Awaitable[None]],
+    scope: dict[str, Any],
+    incoming: list[Message],
+) -> list[Message]:
+    """Run ``app`` on ``scope``; ``receive`` hands out ``incoming`` then waits forever."""
+    sent: list[Message] = []
+    queue = list(incoming)
+
+    async def receive() -> Message:
+        if queue:
+            return queue.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(5):
+        await app(scope, receive, send)
+    return sent
+
+
+def http_scope(headers: list[tuple[bytes, bytes]] | None = None, path: str = "/") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), *(headers or [])],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+def ws_scope(
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    query: bytes = b"",
+    denial: bool = True,
+    path: str = "/ws",
+) -> dict[str, Any]:
+    scope = http_scope(headers, path)
+    scope.update(type="websocket", scheme="ws", query_string=query, subprotocols=[])
+    del scope["method"]
+    if denial:
+        scope["extensions"] = {"websocket.http.response": {}}
+    return scope
+
+
+def start_of(sent: list[Message]) -> tuple[int, dict[str, str], Any]:
+    start = sent[0]
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    hdrs = {k.decode("latin-1"): v.decode("latin-1") for k, v in start["headers"]}
+    return start["status"], hdrs, json.loads(body) if body else None
+
+
+# -- anonymous and authenticated requests ----------------------------------------------
+
+
+async def test_no_token_continues_anonymously(
+    verifier: TokenVerifier, keys: CountingKeySet
+) -> None:
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get("/")
+    assert r.status_code == 200
+    assert r.json() == {
+        "sub": None,
+        "authenticated": False,
+        "display_name": "",
+        "identity": "",
+        "scopes": [],
+    }
+    assert keys.gets == 0  # no token, no key lookup
+
+
+@pytest.mark.parametrize("value", ["Basic dXNlcjpwYXNz", "Digest username=x", "Token abc"])
+async def test_another_scheme_counts_as_no_token(verifier: TokenVerifier, value: str) -> None:
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get("/", headers={"Authorization": value})
+    assert r.status_code == 200
+    assert r.json()["authenticated"] is False
+
+
+async def test_a_valid_token_sets_claims_user_and_auth(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    token = issuer.token(
+        sub="auth0|alice",
+        scope="write:messages read:messages",
+        permissions=["delete:messages"],
+    )
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get("/", headers=bearer(token))
+    assert r.status_code == 200
+    assert r.json() == {
+        "sub": "auth0|alice",
+        "authenticated": True,
+        "display_name": "auth0|alice",
+        "identity": "auth0|alice",
+        # "authenticated" plus the token's scopes; never its permissions.
+        "scopes": ["authenticated", "read:messages", "write:messages"],
+    }
+
+
+async def test_starlette_requires_works_with_token_scopes(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    async with client(starlette_app(verifier)) as c:
+        ok = await c.get("/messages", headers=bearer(issuer.token(scope="read:messages")))
+        short = await c.get("/messages", headers=bearer(issuer.token(scope="other")))
+        perm = await c.get(
+            "/messages",
+            headers=bearer(issuer.token(permissions=["read:messages"])),
+        )
+        anon = await c.get("/messages")
+    assert ok.status_code == 200
+    assert short.status_code == 403
+    assert perm.status_code == 403  # a permission is not a scope
+    assert anon.status_code == 403
+
+
+async def test_state_written_into_an_existing_state_dict_keeps_other_entries(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.update(scope["state"])
+        seen["user"] = scope["user"]
+        await Response("ok")(scope, receive, send)
+
+    scope = http_scope([(b"authorization", f"Bearer {issuer.token()}".encode())])
+    scope["state"] = {"db": "pool"}  # what a server copies in from lifespan state
+    await drive(Auth0Middleware(app, verifier=verifier), scope, [{"type": "http.request"}])
+    assert seen["db"] == "pool"
+    assert seen["claims"]["sub"] == "user-1"
+    assert isinstance(seen["user"], Auth0User)
+    claims, _ = auth_state(scope)
+    assert claims is not None
+    assert claims.sub == "user-1"
+
+
+# -- rejections --------------------------------------------------------------------------
+
+
+def invalid_tokens(issuer: LocalIssuer) -> dict[str, str]:
+    return {
+        "token_expired": issuer.expired_token(),
+        "invalid_audience": issuer.wrong_audience_token(),
+        "invalid_issuer": issuer.wrong_issuer_token(),
+        "unknown_kid": issuer.unknown_kid_token(),
+        "bad_signature": issuer.bad_signature_token(),
+        "malformed_token": "not.a.jwt",
+    }
+
+
+async def test_invalid_tokens_are_401_and_never_anonymous(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    called = False
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal called
+        called = True
+        await Response("should not run")(scope, receive, send)
+
+    mw = Auth0Middleware(app, verifier=verifier)
+    async with client(mw) as c:
+        for reason, token in invalid_tokens(issuer).items():
+            r = await c.get("/", headers=bearer(token))
+            assert r.status_code == 401, reason
+            assert r.json()["reason"] == reason
+            assert r.json()["error"] == "invalid_token"
+            assert r.headers["www-authenticate"] == (
+                'Bearer realm="api", error="invalid_token", '
+                f'error_description="{r.json()["error_description"]}"'
+            )
+            assert token not in r.text
+            assert token not in r.headers["www-authenticate"]
+    assert not called
+
+
+async def test_malformed_authorization_is_400(verifier: TokenVerifier) -> None:
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get("/", headers={"Authorization": "Bearer two tokens"})
+    assert r.status_code == 400
+    assert r.json() == {
+        "error": "invalid_request",
+        "error_description": "The Authorization header is malformed.",
+        "reason": "malformed_authorization",
+    }
+    assert r.headers["www-authenticate"].startswith('Bearer realm="api", error="invalid_request"')
+
+
+async def test_several_authorization_headers_are_400(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    token = issuer.token()
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get(
+            "/",
+            headers=[("Authorization", f"Bearer {token}"), ("Authorization", "Basic eDp5")],
+        )
+    assert r.status_code == 400
+    assert r.json()["reason"] == "multiple_tokens"
+
+
+async def test_an_unreachable_issuer_is_503_with_retry_after(issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier(issuer.config(), key_set=DownKeySet())
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get("/", headers=bearer(issuer.token()))
+        anon = await c.get("/")
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "42"
+    assert "www-authenticate" not in r.headers
+    assert r.json()["error"] == "temporarily_unavailable"
+    assert anon.status_code == 200  # anonymous requests do not need the keys
+
+
+async def test_the_realm_comes_from_the_config(issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier(issuer.config(realm="messages api"), key_set=StaticKeySet(issuer.jwks))
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get("/", headers=bearer("x.y.z"))
+    assert r.headers["www-authenticate"].startswith('Bearer realm="messages api", ')
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'Bearer a"b',
+        b"Bearer abc\r\nSet-Cookie: session=evil",
+        b"Bearer abc\nX-Injected: yes",
+        b'Bearer x", error="none',
+        b"Bearer \xff\xfe",
+        b"Bearer " + b"a" * 20_000,
+    ],
+)
+async def test_request_bytes_never_reach_the_response_headers(
+    verifier: TokenVerifier, value: bytes
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("must be rejected before the app")
+
+    sent = await drive(
+        Auth0Middleware(app, verifier=verifier),
+        http_scope([(b"authorization", value)]),
+        [{"type": "http.request"}],
+    )
+    status, hdrs, body = start_of(sent)
+    assert status in (400, 401)
+    assert set(hdrs) == {"www-authenticate", "content-length", "content-type"}
+    for header_value in hdrs.values():
+        assert "evil" not in header_value
+        assert "Injected" not in header_value
+        assert "\r" not in header_value
+        assert "\n" not in header_value
+        assert not any(ord(c) > 0x7E for c in header_value)
+    assert "evil" not in json.dumps(body)
+
+
+async def test_rejections_are_logged_with_reason_never_the_token(
+    verifier: TokenVerifier, issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = issuer.expired_token()
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0")
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get("/", headers=bearer(token))
+    assert r.status_code == 401
+    records = [r for r in caplog.records if r.name == "asgi_auth0.middleware"]
+    assert [getattr(r, "reason", None) for r in records] == ["token_expired"]
+    for record in caplog.records:
+        assert token not in record.getMessage()
+        assert token.split(".")[2] not in str(record.__dict__)
+
+
+async def test_the_response_hook_replaces_the_body_format(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    app = starlette_app(verifier, on_error=problem_json_response)
+    async with client(app) as c:
+        r = await c.get("/", headers=bearer(issuer.expired_token()))
+    assert r.status_code == 401
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["www-authenticate"].startswith('Bearer realm="api", error="invalid_token"')
+    assert r.json()["title"] == "Unauthorized"
+    assert r.json()["reason"] == "token_expired"
+
+
+async def test_the_hook_gets_the_connection_and_challenge(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    seen: list[tuple[str, str]] = []
+
+    def hook(conn: HTTPConnection, challenge: Challenge) -> Response:
+        seen.append((conn.url.path, challenge.reason))
+        return Response(status_code=challenge.status_code)
+
+    async with client(starlette_app(verifier, on_error=hook)) as c:
+        r = await c.get("/some/path", headers=bearer(issuer.expired_token()))
+    assert r.status_code == 401
+    assert seen == [("/some/path", "token_expired")]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"websocket_query_param": ""},
+        {"websocket_query_param": "t\u00f6ken"},
+        {"on_error": "not callable"},
+    ],
+)
+def test_bad_options_are_refused_at_construction(
+    verifier: TokenVerifier, kwargs: dict[str, Any]
+) -> None:
+    if kwargs:
+        kwargs["verifier"] = verifier
+    with pytest.raises(ConfigError):
+        Auth0Middleware(Response("x"), **kwargs)
+
+
+def test_config_and_verifier_together_are_refused(verifier: TokenVerifier) -> None:
+    with pytest.raises(ConfigError, match="exactly one"):
+        Auth0Middleware(Response("x"), config=verifier.config, verifier=verifier)
+
+
+# -- staying out of the way ---------------------------------------------------------------
+
+
+async def test_the_app_gets_the_servers_own_receive_and_send(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    passed: dict[str, Any] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        passed.update(receive=receive, send=send)
+
+    async def receive() -> Message:
+        raise AssertionError("the middleware must not read the body")
+
+    async def send(message: Message) -> None:
+        raise AssertionError("nothing to send")
+
+    mw = Auth0Middleware(app, verifier=verifier)
+    for headers in ([], [(b"authorization", f"Bearer {issuer.token()}".encode())]):
+        passed.clear()
+        await mw(http_scope(headers), receive, send)
+        assert passed["receive"] is receive
+        assert passed["send"] is send
+
+
+async def test_a_rejection_does_not_read_the_body(verifier: TokenVerifier) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("unreachable")
+
+    async def receive() -> Message:
+        raise AssertionError("the middleware must not read the body")
+
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = http_scope([(b"authorization", b"Bearer x.y.z")])
+    scope["method"] = "POST"
+    await Auth0Middleware(app, verifier=verifier)(scope, receive, send)
+    assert sent[0]["status"] == 401
+
+
+async def test_other_scope_types_pass_through_untouched(verifier: TokenVerifier) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    scope = {"type": "custom.protocol", "headers": [(b"authorization", b"Bearer x.y.z")]}
+    await Auth0Middleware(app, verifier=verifier)(scope, None, None)  # type: ignore[arg-type]
+    assert seen == [{"type": "custom.protocol", "headers": [(b"authorization", b"Bearer x.y.z")]}]
+
+
+async def test_streaming_responses_are_not_buffered(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    first_chunk_sent = anyio.Event()
+    chunks: list[bytes] = []
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield b"one,"
+        # Only continue once the first chunk has reached the server: a middleware
+        # that buffered the body would deadlock here (and fail the deadline).
+        await first_chunk_sent.wait()
+        yield b"two"
+
+    async def endpoint(request: Request) -> StreamingResponse:
+        assert request.state.claims is not None
+        return StreamingResponse(stream())
+
+    app = Starlette(
+        routes=[Route("/", endpoint)],
+        middleware=[Middleware(Auth0Middleware, verifier=verifier)],
+    )
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            chunks.append(message["body"])
+            first_chunk_sent.set()
+
+    scope = http_scope([(b"authorization", f"Bearer {issuer.token()}".encode())])
+    with anyio.fail_after(5):
+        await app(scope, receive, send)
+    assert chunks == [b"one,", b"two"]
+
+
+async def test_background_tasks_run_after_the_response_with_the_claims(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    events: list[str] = []
+
+    async def endpoint(request: Request) -> Response:
+        async def later(sub: str) -> None:
+            events.append(f"background:{sub}")
+
+        return Response("ok", background=BackgroundTask(later, request.state.claims.sub))
+
+    app = Starlette(
+        routes=[Route("/", endpoint)],
+        middleware=[Middleware(Auth0Middleware, verifier=verifier)],
+    )
+
+    async def receive() -> Message:
+        return {"type": "http.request"}
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            events.append("response complete")
+
+    scope = http_scope([(b"authorization", f"Bearer {issuer.token(sub='bob')}".encode())])
+    with anyio.fail_after(5):
+        await app(scope, receive, send)
+    assert events == ["response complete", "background:bob"]
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+async def test_context_variables_flow_both_ways(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    seen: dict[str, str] = {}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen["inside"] = REQUEST_ID.get()
+        REQUEST_ID.set("set-by-app")
+        await Response("ok")(scope, receive, send)
+
+    mw = Auth0Middleware(app, verifier=verifier)
+
+    async def outer(scope: Any, receive: Any, send: Any) -> None:
+        REQUEST_ID.set("set-outside")
+        await mw(scope, receive, send)
+        # Same task, same context: what the app set is visible here. A middleware
+        # that ran the app in another task (as BaseHTTPMiddleware does) would lose it.
+        seen["after"] = REQUEST_ID.get()
+
+    scope = http_scope([(b"authorization", f"Bearer {issuer.token()}".encode())])
+    await drive(outer, scope, [{"type": "http.request"}])
+    assert seen == {"inside": "set-outside", "after": "set-by-app"}
+
+
+async def test_application_errors_are_never_auth_errors(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    class Boom(Exception):
+        pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise Boom
+
+    async def token_error_app(scope: Any, receive: Any, send: Any) -> None:
+        # The app's own use of the verifier's errors is the app's business.
+        raise InvalidTokenError("app-level check")
+
+    scope = http_scope([(b"authorization", f"Bearer {issuer.token()}".encode())])
+    with pytest.raises(Boom):
+        await drive(Auth0Middleware(app, verifier=verifier), scope, [{"type": "http.request"}])
+    with pytest.raises(InvalidTokenError):
+        await drive(
+            Auth0Middleware(token_error_app, verifier=verifier),
+            http_scope(),
+            [{"type": "http.request"}],
+        )
+
+
+async def test_app_errors_become_500_not_401_in_a_starlette_app(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    async def endpoint(request: Request) -> Response:
+        raise RuntimeError("database down")
+
+    app = Starlette(
+        routes=[Route("/", endpoint)],
+        middleware=[Middleware(Auth0Middleware, verifier=verifier)],
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/", headers=bearer(issuer.token()))
+    assert r.status_code == 500
+    assert "www-authenticate" not in r.headers
+
+
+# -- lifespan ------------------------------------------------------------------------------
+
+
+def lifespan_app(log: list[str]) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.append("app startup")
+        yield
+        log.append("app shutdown")
+
+    return Starlette(lifespan=lifespan)
+
+
+async def run_lifespan(app: Any) -> list[Message]:
+    return await drive(
+        app,
+        {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+        [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}],
+    )
+
+
+async def test_lifespan_passes_through_and_warms_the_keys(
+    verifier: TokenVerifier, keys: CountingKeySet
+) -> None:
+    log: list[str] = []
+    sent = await run_lifespan(Auth0Middleware(lifespan_app(log), verifier=verifier))
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert log == ["app startup", "app shutdown"]
+    assert keys.refreshes == 1
+    # A verifier that was handed in belongs to the caller: never closed here.
+    assert keys.closes == 0
+
+
+async def test_warming_can_be_turned_off(verifier: TokenVerifier, keys: CountingKeySet) -> None:
+    await run_lifespan(
+        Auth0Middleware(lifespan_app([]), verifier=verifier, warm_keys_on_startup=False)
+    )
+    assert keys.refreshes == 0
+
+
+async def test_a_failed_warm_up_is_logged_not_fatal(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = CountingKeySet(issuer.jwks, refresh_fails=True)
+    verifier = TokenVerifier(issuer.config(), key_set=keys)
+    log: list[str] = []
+    sent = await run_lifespan(Auth0Middleware(lifespan_app(log), verifier=verifier))
+    assert sent[0]["type"] == "lifespan.startup.complete"
+    assert log == ["app startup", "app shutdown"]
+    warnings = [r for r in caplog.records if r.name == "asgi_auth0.middleware"]
+    assert [getattr(r, "reason", None) for r in warnings] == ["key_set_unavailable"]
+
+
+async def test_without_any_lifespan_keys_load_on_first_use(
+    verifier: TokenVerifier, keys: CountingKeySet, issuer: LocalIssuer
+) -> None:
+    async with client(starlette_app(verifier)) as c:
+        r = await c.get("/", headers=bearer(issuer.token()))
+    assert r.status_code == 200
+    assert (keys.refreshes, keys.gets) == (0, 1)
+
+
+async def test_a_middleware_built_from_config_closes_its_verifier_on_shutdown(
+    auth0_issuer: LocalIssuer,
+) -> None:
+    mw = Auth0Middleware(lifespan_app([]), config=auth0_issuer.config())
+    key_set = mw.verifier.key_set
+    await run_lifespan(mw)
+    # Warmed at startup over real HTTP, then the cache's own client was closed.
+    assert auth0_issuer.jwks_requests == 1
+    assert key_set._client is None
+
+
+# -- WebSocket handshakes -----------------------------------------------------------------
+
+
+async def ws_endpoint(websocket: WebSocket) -> None:
+    await websocket.accept()
+    claims = websocket.state.claims
+    await websocket.send_json({"sub": None if claims is None else claims.sub})
+    await websocket.close()
+
+
+def ws_app(verifier: TokenVerifier, **options: Any) -> Starlette:
+    return Starlette(
+        routes=[WebSocketRoute("/ws", ws_endpoint)],
+        middleware=[Middleware(Auth0Middleware, verifier=verifier, **options)],
+    )
+
+
+CONNECT = {"type": "websocket.connect"}
+
+
+async def test_websocket_with_a_valid_token_is_accepted(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    scope = ws_scope([(b"authorization", f"Bearer {issuer.token(sub='carol')}".encode())])
+    sent = await drive(ws_app(verifier), scope, [CONNECT])
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert json.loads(sent[1]["text"]) == {"sub": "carol"}
+
+
+async def test_anonymous_websocket_continues(verifier: TokenVerifier) -> None:
+    sent = await drive(ws_app(verifier), ws_scope(), [CONNECT])
+    assert json.loads(sent[1]["text"]) == {"sub": None}
+
+
+async def test_websocket_with_a_bad_token_gets_an_http_denial(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    scope = ws_scope([(b"authorization", f"Bearer {issuer.expired_token()}".encode())])
+    sent = await drive(ws_app(verifier), scope, [CONNECT])
+    assert [m["type"] for m in sent] == [
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    ]
+    status, hdrs, body = start_of(sent)
+    assert status == 401
+    assert hdrs["www-authenticate"].startswith('Bearer realm="api", error="invalid_token"')
+    assert body["reason"] == "token_expired"
+
+
+async def test_websocket_denial_answers_the_connect_message_first(
+    verifier: TokenVerifier,
+) -> None:
+    order: list[str] = []
+
+    async def receive() -> Message:
+        order.append("receive")
+        return CONNECT
+
+    async def send(message: Message) -> None:
+        order.append(message["type"])
+
+    scope = ws_scope([(b"authorization", b"Bearer x.y.z")])
+    await ws_app(verifier)(scope, receive, send)
+    assert order == ["receive", "websocket.http.response.start", "websocket.http.response.body"]
+
+
+async def test_websocket_without_the_denial_extension_is_closed_with_1008(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    scope = ws_scope(
+        [(b"authorization", f"Bearer {issuer.expired_token()}".encode())], denial=False
+    )
+    sent = await drive(ws_app(verifier), scope, [CONNECT])
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+async def test_websocket_outage_is_503_denial_or_1013(issuer: LocalIssuer) -> None:
+    verifier = TokenVerifier(issuer.config(), key_set=DownKeySet())
+    header = [(b"authorization", f"Bearer {issuer.token()}".encode())]
+    sent = await drive(ws_app(verifier), ws_scope(header), [CONNECT])
+    status, hdrs, body = start_of(sent)
+    assert (status, hdrs["retry-after"], body["error"]) == (503, "42", "temporarily_unavailable")
+    sent = await drive(ws_app(verifier), ws_scope(header, denial=False), [CONNECT])
+    assert sent == [{"type": "websocket.close", "code": 1013}]
+
+
+async def test_websocket_client_gone_before_connect_gets_nothing(verifier: TokenVerifier) -> None:
+    scope = ws_scope([(b"authorization", b"Bearer x.y.z")])
+    sent = await drive(ws_app(verifier), scope, [{"type": "websocket.disconnect", "code": 1006}])
+    assert sent == []
+
+
+async def test_websocket_query_token_is_ignored_by_default(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    scope = ws_scope(query=f"access_token={issuer.token(sub='dave')}".encode())
+    sent = await drive(ws_app(verifier), scope, [CONNECT])
+    assert json.loads(sent[1]["text"]) == {"sub": None}
+
+
+async def test_websocket_query_token_when_opted_in(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    app = ws_app(verifier, websocket_query_param="access_token")
+    scope = ws_scope(query=f"x=1&access_token={issuer.token(sub='dave')}".encode())
+    sent = await drive(app, scope, [CONNECT])
+    assert json.loads(sent[1]["text"]) == {"sub": "dave"}
+
+    bad = ws_scope(query=f"access_token={issuer.expired_token()}".encode())
+    status, _, body = start_of(await drive(app, bad, [CONNECT]))
+    assert (status, body["reason"]) == (401, "token_expired")
+
+    token = issuer.token()
+    both = ws_scope(
+        [(b"authorization", f"Bearer {token}".encode())],
+        query=f"access_token={token}".encode(),
+    )
+    status, _, body = start_of(await drive(app, both, [CONNECT]))
+    assert (status, body["reason"]) == (400, "multiple_tokens")
+
+
+async def test_the_query_param_never_applies_to_http(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    app = starlette_app(verifier, websocket_query_param="access_token")
+    async with client(app) as c:
+        r = await c.get("/", params={"access_token": issuer.token()})
+    assert r.json()["authenticated"] is False
