@@ -1,0 +1,325 @@
+"""FastAPI dependencies and the OpenAPI security scheme.
+
+The dependencies do no verification of their own: they read what
+:class:`Auth0Middleware` stored for the request, so a token is verified once however
+many dependencies a route uses, and scope and permission checks only ever look at
+verified claims.
+
+How a dependency rejects a request
+----------------------------------
+A FastAPI dependency cannot return a response, and raising ``HTTPException`` would be
+rendered by FastAPI's own handler as ``{"detail": ...}``. So the dependencies raise
+:class:`AuthenticationRejected`, which no FastAPI or Starlette handler knows; it
+travels out of the application to the ``Auth0Middleware`` around it, which answers
+with exactly the response it gives for its own rejections (same status, challenge,
+body and response hook). Nothing needs registering. If some middleware between the
+two swallows exceptions, register :func:`rejection_handler` for
+``AuthenticationRejected`` instead; it produces the same answer.
+
+OpenAPI
+-------
+Every dependency declares the ``Auth0`` security scheme through FastAPI's
+``Security``, so protected operations carry ``security: [{"Auth0": [scopes...]}]``
+and Swagger UI offers "Authorize" (paste a token). :func:`configure_openapi` adds the
+rest: documented 401/403 responses and, when the config has a ``client_id``, an OAuth2
+authorization-code scheme with Auth0's ``/authorize`` and ``/oauth/token`` URLs and
+PKCE in Swagger UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, NoReturn
+
+from fastapi import FastAPI, Security
+from fastapi.encoders import jsonable_encoder
+from fastapi.security import HTTPBearer, OAuth2AuthorizationCodeBearer
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketState
+
+from ._challenge import scope_token_ok
+from ._claims import Claims
+from ._config import Auth0Config
+from ._errors import Auth0Error, ConfigError, InsufficientScopeError, MissingTokenError
+from ._middleware import AuthenticationRejected, auth_state
+
+__all__ = [
+    "SCHEME_NAME",
+    "AuthenticationRejected",
+    "bearer_scheme",
+    "configure_openapi",
+    "optional_token",
+    "rejection_handler",
+    "require_permissions",
+    "require_scopes",
+    "require_token",
+    "swagger_ui_init_oauth",
+]
+
+#: The name of the security scheme in ``components.securitySchemes``.
+SCHEME_NAME = "Auth0"
+_ERROR_SCHEMA_NAME = "Auth0ErrorResponse"
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+class _Auth0Bearer(HTTPBearer):
+    """The bearer scheme as FastAPI sees it: it declares the scheme for OpenAPI and
+    does nothing at request time (the middleware already authenticated, and FastAPI's
+    own 401/403 answers must never replace the RFC 6750 ones)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            bearerFormat="JWT",
+            scheme_name=SCHEME_NAME,
+            description="An Auth0 access token (JWT) in the Authorization header.",
+            auto_error=False,
+        )
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
+#: The ``Security`` dependency every asgi_auth0 dependency declares.
+bearer_scheme = _Auth0Bearer()
+
+
+def _reject(conn: HTTPConnection, error: Auth0Error) -> NoReturn:
+    received = isinstance(conn, WebSocket) and conn.client_state is not WebSocketState.CONNECTING
+    raise AuthenticationRejected(error, websocket_connect_received=received)
+
+
+def _claims_or_reject(conn: HTTPConnection) -> Claims:
+    claims, _ = auth_state(conn.scope)
+    if claims is None:
+        _reject(conn, MissingTokenError())
+    return claims
+
+
+async def require_token(conn: HTTPConnection, _scheme: None = Security(bearer_scheme)) -> Claims:
+    """The verified :class:`Claims`; a request without a token gets 401."""
+    return _claims_or_reject(conn)
+
+
+async def optional_token(
+    conn: HTTPConnection, _scheme: None = Security(bearer_scheme)
+) -> Claims | None:
+    """The verified :class:`Claims`, or ``None`` for an anonymous request.
+
+    (An invalid token never gets here: the middleware has already answered it.)
+    """
+    claims, _ = auth_state(conn.scope)
+    return claims
+
+
+def _checked_names(what: str, names: Iterable[str]) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(names))
+    if not names:
+        raise ConfigError(f"{what}() needs at least one name")
+    for name in names:
+        if not scope_token_ok(name):
+            raise ConfigError(
+                f"{what}(): {name!r} is not a valid scope token (printable ASCII without "
+                "spaces, quotes or backslashes)"
+            )
+    return names
+
+
+def _requirement(
+    what: str,
+    names: tuple[str, ...],
+    any_of: bool,
+    granted_of: Callable[[Claims], frozenset[str]],
+    kind: str,
+) -> Callable[..., Awaitable[Claims]]:
+    required = frozenset(names)
+
+    async def dependency(
+        conn: HTTPConnection, _scheme: None = Security(bearer_scheme, scopes=list(names))
+    ) -> Claims:
+        claims = _claims_or_reject(conn)
+        granted = granted_of(claims)
+        ok = not required.isdisjoint(granted) if any_of else required <= granted
+        if not ok:
+            _reject(conn, InsufficientScopeError(names, f"{kind} shortfall", kind=kind))
+        return claims
+
+    mode = "any_of" if any_of else "all_of"
+    dependency.__name__ = dependency.__qualname__ = f"{what}_{mode}"
+    dependency.__doc__ = f"Claims whose {kind}s include {mode.replace('_', ' ')} {list(names)}."
+    return dependency
+
+
+def require_scopes(*scopes: str, any_of: bool = False) -> Callable[..., Awaitable[Claims]]:
+    """A dependency returning the :class:`Claims` when the token has the OAuth scopes.
+
+    All of ``scopes`` are required, or at least one with ``any_of=True``. No token:
+    401; a valid token without them: 403 ``insufficient_scope`` with ``scope="..."``.
+    The scopes also appear in the operation's OpenAPI security requirement.
+    """
+    names = _checked_names("require_scopes", scopes)
+    return _requirement("require_scopes", names, any_of, _scopes_of, "scope")
+
+
+def require_permissions(
+    *permissions: str, any_of: bool = False
+) -> Callable[..., Awaitable[Claims]]:
+    """Like :func:`require_scopes`, for Auth0 RBAC ``permissions`` in the token."""
+    names = _checked_names("require_permissions", permissions)
+    return _requirement("require_permissions", names, any_of, _permissions_of, "permission")
+
+
+def _scopes_of(claims: Claims) -> frozenset[str]:
+    return claims.scopes
+
+
+def _permissions_of(claims: Claims) -> frozenset[str]:
+    return claims.permissions
+
+
+async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response | None:
+    """An exception handler for :class:`AuthenticationRejected`, for applications in
+    which something between ``Auth0Middleware`` and the routes swallows exceptions::
+
+        app.add_exception_handler(AuthenticationRejected, rejection_handler)
+
+    It answers exactly as the middleware would. Not needed otherwise.
+    """
+    if not isinstance(exc, AuthenticationRejected):
+        raise exc
+    _, responder = auth_state(conn.scope)
+    challenge = responder.challenge(exc.error)
+    if isinstance(conn, WebSocket) and "websocket.http.response" not in (
+        conn.scope.get("extensions") or {}
+    ):
+        await conn.close(code=1013 if challenge.status_code >= 500 else 1008)
+        return None
+    return responder.response(conn, challenge)
+
+
+# -- OpenAPI and Swagger UI -------------------------------------------------------------
+
+
+def _base_url(config: Auth0Config) -> str:
+    if config.domain:
+        return f"https://{config.domain}"
+    return (config.issuer or "").rstrip("/")
+
+
+def swagger_ui_init_oauth(config: Auth0Config) -> dict[str, Any]:
+    """Swagger UI's OAuth settings for ``FastAPI(swagger_ui_init_oauth=...)``.
+
+    Authorization code with PKCE (no client secret in the browser) for
+    ``config.client_id``, and the API ``audience`` Auth0 needs to issue a JWT access
+    token rather than an opaque one.
+    """
+    if not config.client_id:
+        raise ConfigError("swagger_ui_init_oauth() needs a config with client_id")
+    return {
+        "clientId": config.client_id,
+        "usePkceWithAuthorizationCodeGrant": True,
+        "additionalQueryStringParams": {"audience": config.audiences[0]},
+    }
+
+
+def _oauth2_scheme(config: Auth0Config, scopes: Iterable[str]) -> dict[str, Any]:
+    base = _base_url(config)
+    scheme = OAuth2AuthorizationCodeBearer(
+        authorizationUrl=f"{base}/authorize",
+        tokenUrl=f"{base}/oauth/token",
+        scopes={s: s for s in sorted(set(scopes))},
+        scheme_name=SCHEME_NAME,
+        description="Log in with Auth0 (authorization code with PKCE).",
+        auto_error=False,
+    )
+    encoded: dict[str, Any] = jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
+    return encoded
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {
+            "WWW-Authenticate": {
+                "description": "The RFC 6750 Bearer challenge.",
+                "schema": {"type": "string"},
+            }
+        },
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{_ERROR_SCHEMA_NAME}"}}
+        },
+    }
+
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "title": _ERROR_SCHEMA_NAME,
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": ["string", "null"],
+            "description": "RFC 6750 error code; null when no token was sent.",
+        },
+        "error_description": {"type": "string"},
+        "reason": {"type": "string", "description": "Stable machine-readable reason."},
+    },
+    "required": ["error", "error_description", "reason"],
+}
+
+
+def _decorate(schema: dict[str, Any], config: Auth0Config | None) -> dict[str, Any]:
+    """Add the 401/403 responses and (with a client id) the OAuth2 scheme; idempotent."""
+    all_scopes: set[str] = set()
+    protected = False
+    for path_item in (schema.get("paths") or {}).values():
+        for method, operation in path_item.items():
+            if method not in _HTTP_METHODS or not isinstance(operation, dict):
+                continue
+            requirements = [r for r in operation.get("security") or () if SCHEME_NAME in r]
+            if not requirements:
+                continue
+            protected = True
+            scopes = {s for r in requirements for s in r[SCHEME_NAME]}
+            all_scopes |= scopes
+            responses = operation.setdefault("responses", {})
+            responses.setdefault(
+                "401", _error_response("Missing, invalid or expired access token.")
+            )
+            if scopes:
+                responses.setdefault(
+                    "403", _error_response("The access token lacks a required scope or permission.")
+                )
+    if not protected:
+        return schema
+    components = schema.setdefault("components", {})
+    components.setdefault("schemas", {}).setdefault(_ERROR_SCHEMA_NAME, _ERROR_SCHEMA)
+    if config is not None and config.client_id:
+        components.setdefault("securitySchemes", {})[SCHEME_NAME] = _oauth2_scheme(
+            config, all_scopes
+        )
+    return schema
+
+
+def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
+    """Complete ``app``'s OpenAPI document and Swagger UI for asgi_auth0.
+
+    - Operations protected by an asgi_auth0 dependency document their 401 and (when
+      they need scopes or permissions) 403 responses, with the error body schema.
+    - With ``config.client_id`` set: the ``Auth0`` scheme becomes OAuth2
+      authorization code with ``https://{domain}/authorize`` and ``/oauth/token``,
+      and Swagger UI is set up for PKCE (unless ``swagger_ui_init_oauth`` was given to
+      ``FastAPI()`` already). Register ``{your app}/docs/oauth2-redirect`` as an
+      allowed callback URL of that Auth0 application.
+
+    Responses a route declares itself are left alone. Uses FastAPI's documented
+    ``app.openapi`` override, wrapping whatever ``app.openapi`` was before.
+    """
+    if not isinstance(app, FastAPI):
+        raise TypeError("configure_openapi() needs a FastAPI application")
+    previous = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return _decorate(previous(), config)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    if config is not None and config.client_id and app.swagger_ui_init_oauth is None:
+        app.swagger_ui_init_oauth = swagger_ui_init_oauth(config)
