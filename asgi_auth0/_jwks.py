@@ -1,0 +1,1247 @@
+"""``JWKSCache``: the issuer's signing keys, fetched over HTTPS and cached.
+
+The request path asks :meth:`JWKSCache.get_key` for the key of a token's ``kid``. When
+the cached key set is fresh and knows that ``kid``, that is one clock read and one dict
+lookup: no lock, no await that suspends, no network.
+
+Everything else follows the policy below (times are seconds on the injected ``clock``).
+
+Freshness
+    A fetched set is fresh for the issuer's ``Cache-Control: max-age`` (minus ``Age``),
+    clamped to ``[min(min_ttl, ttl), max_ttl]`` (5 min .. 24 h by default);
+    ``no-store``/``no-cache`` give the lower bound (never a fetch per request); with no
+    ``max-age`` the configured ``ttl`` applies as is.
+
+Refresh ahead and stale-while-revalidate
+    With a background runner (``async with cache.running():`` or
+    ``await task_group.start(cache.run)``, normally owned by the app's lifespan), the
+    runner loads the set at startup and refreshes it at ``refresh_ahead`` (80%) of its
+    freshness. Requests never wait for those refreshes: a request whose ``kid`` is in
+    the cached set is answered from it at once, even when the set is past freshness
+    (within ``max_stale``), and merely wakes the runner.
+
+    Without a runner the cache refreshes on demand. In the last 20% of freshness
+    nothing happens early. Once the set is past freshness, the *first* request that
+    finds it so refreshes inline (bounded by ``fetch_timeout``), so that a key removed
+    from the JWKS stops validating; every request arriving meanwhile is served from the
+    stale set without waiting, and so is that first request if the fetch fails. So,
+    without a runner, at most one request per freshness period (or per backoff step
+    while the issuer fails) waits on the network, and never longer than
+    ``fetch_timeout``. Use a runner to remove even that.
+
+Stale-if-error
+    A failed refresh never discards the last good set: it keeps serving for
+    ``max_stale`` past freshness, logged once per stale period. After that, or when no
+    set was ever loaded, :class:`KeySetError` (503 with ``Retry-After``) is raised.
+
+Failures and backoff
+    A fetch is a failure unless it is a ``200`` (redirects are never followed), with a
+    body of at most 1 MiB (counted while streaming), holding strict JSON (no NaN or
+    Infinity) that is an object with a ``keys`` array and at least one usable key. The
+    whole fetch (discovery, retry and body included) has one deadline,
+    ``fetch_timeout``. A connection error gets one immediate retry inside the same
+    deadline. After a failure the next fetch waits an exponential backoff with jitter
+    (``backoff_min`` 5 s doubling to ``backoff_max`` 5 min), or the issuer's
+    ``Retry-After`` when longer (capped at ``backoff_max``). Failures are logged and
+    reported to hooks; they never escape as foreign exceptions.
+
+Unknown ``kid``
+    A ``kid`` not in the set triggers one awaited refresh, at most once per
+    ``refresh_cooldown`` after the previous fetch started (any number of callers share
+    one fetch). Within the cooldown the answer is :class:`UnknownKeyError` at once, or
+    :class:`KeySetError` if the last fetch failed (the ``kid`` might be a rotated key
+    we cannot see). A ``kid`` still absent after a fetch it waited for enters a bounded
+    LRU negative cache (``negative_cache_size``, ``negative_ttl``; cleared when the key
+    set changes) and is refused thereafter without any fetch.
+
+Single flight, generations, cancellation
+    One fetch at a time: every caller that needs one joins the fetch under way. Each
+    fetch has a sequence number and only a newer one may install its result, so an
+    older response can never overwrite a newer key set. :attr:`JWKSCache.generation`
+    moves whenever the usable keys change (the verifier drops cached verdicts then).
+    Callers wait on an event, each under its own cancel scope, so a caller that goes
+    away (a client disconnect) does not cancel the fetch: the runner performs it when
+    there is one, else the first caller performs it shielded, bounded by
+    ``fetch_timeout``.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import random
+import re
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from types import TracebackType
+from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import anyio.abc
+import httpx
+from cryptography.hazmat.primitives import serialization
+
+from ._config import Auth0Config, discovery_url_for, validate_url
+from ._errors import (
+    AlgorithmNotAllowedError,
+    ConfigError,
+    InvalidIssuerError,
+    KeySetError,
+    UnknownKeyError,
+)
+from ._keys import MAX_KID_LENGTH, KeyIndex, PublicKey, parse_jwks
+
+__all__ = [
+    "MAX_JWKS_BYTES",
+    "EventHook",
+    "IssuerKeySets",
+    "JWKSCache",
+    "JWKSStatus",
+    "freshness_lifetime",
+    "key_source_for_config",
+    "parse_retry_after",
+]
+
+logger = logging.getLogger("asgi_auth0.jwks")
+
+#: A JWKS (or discovery document) body larger than this many bytes is a fetch failure.
+MAX_JWKS_BYTES = 1024 * 1024
+
+#: ``on_event(name, info)``: called synchronously with ``"refresh"``, ``"refresh_error"``,
+#: ``"stale_served"`` or ``"unknown_kid"`` and a small mapping (reason, kid, alg, iss,
+#: counts; never a token). It must not block; exceptions it raises are logged and ignored.
+EventHook = Callable[[str, Mapping[str, Any]], None]
+
+State = Literal["fresh", "stale", "empty", "failing"]
+
+_RFC8414_PATH = "/.well-known/oauth-authorization-server"
+_USER_AGENT = "asgi_auth0 (JWKS fetcher)"
+# Waiters give up this long after fetch_timeout; the fetch itself is bounded by
+# fetch_timeout, so this only guards against a bug leaving a flight unfinished.
+_WAIT_SLACK = 1.0
+# Backoff delays are drawn from [(1 - _JITTER) * d, d] so that many processes that
+# failed together do not retry together.
+_JITTER = 0.25
+_DIGITS = re.compile(r"[0-9]{1,15}")
+# Errors where the connection itself failed, so one immediate retry may succeed (a
+# pooled keep-alive connection the server had closed, a refused connect during a
+# restart). Timeouts and HTTP statuses are not retried.
+_RETRYABLE = (httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+@dataclass(frozen=True)
+class JWKSStatus:
+    """A snapshot of a :class:`JWKSCache` for health endpoints and diagnostics.
+
+    ``state`` is ``"fresh"`` (usable, within freshness), ``"stale"`` (usable, past
+    freshness but within ``max_stale``, because refreshes fail or are pending),
+    ``"empty"`` (no usable set yet, nothing failed) or ``"failing"`` (no usable set and
+    the last fetch failed). Ages and delays are seconds on the cache's clock.
+    """
+
+    state: State
+    #: The issuer the cache serves, when known.
+    issuer: str | None
+    #: The configured or discovered JWKS URL (``None`` before discovery).
+    jwks_uri: str | None
+    #: Usable keys in the current set.
+    key_count: int
+    kids: tuple[str, ...]
+    #: Moves whenever the usable keys change; 0 until a set is loaded.
+    generation: int
+    #: Fetches attempted, and how many of them failed.
+    fetch_count: int
+    failed_fetch_count: int
+    #: Failures since the last success (0 when the last fetch succeeded).
+    consecutive_failures: int
+    #: Seconds since the last successful fetch (``None``: never).
+    last_success_age: float | None
+    #: The stable reason code of the last failure since the last success, if any.
+    last_error: str | None
+    #: Seconds until the next fetch is due: a refresh, or a retry after backoff
+    #: (``0``: on the next request, or now if a runner is active).
+    next_refresh_in: float
+    #: Whether a background runner is active.
+    background: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The status as plain JSON-ready data."""
+        data = asdict(self)
+        data["kids"] = list(self.kids)
+        return data
+
+
+class _FetchFailure(Exception):
+    """A fetch that did not produce a usable key set; internal, never escapes."""
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+        self.status = status
+
+
+@dataclass(eq=False)
+class _Flight:
+    """One fetch, shared by everyone who needs it."""
+
+    seq: int
+    trigger: str
+    done: anyio.Event = field(default_factory=anyio.Event)
+    ok: bool = False
+    failure: _FetchFailure | None = None
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    index: KeyIndex
+    fingerprint: tuple[tuple[str | None, tuple[str, ...], bytes], ...]
+    lifetime: float
+
+
+def freshness_lifetime(
+    cache_control: Iterable[str],
+    age: str | None,
+    *,
+    default: float,
+    minimum: float,
+    maximum: float,
+) -> float:
+    """Seconds a response stays fresh, from its ``Cache-Control`` directives.
+
+    ``no-store``/``no-cache`` give ``minimum``; ``max-age`` (minus a valid ``Age``) is
+    clamped to ``[minimum, maximum]``; without either, ``default`` applies unclamped.
+    Malformed directives are ignored. ``cache_control`` is the list of directives.
+    """
+    max_age: int | None = None
+    for directive in cache_control:
+        name, _, value = directive.strip().partition("=")
+        name = name.strip().lower()
+        if name in ("no-store", "no-cache"):
+            return minimum
+        if name == "max-age":
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            if _DIGITS.fullmatch(value):
+                seconds = int(value)
+                # Conflicting max-age directives: the shorter one is the safe reading.
+                max_age = seconds if max_age is None else min(max_age, seconds)
+    if max_age is None:
+        return default
+    elapsed = int(age.strip()) if age is not None and _DIGITS.fullmatch(age.strip()) else 0
+    return float(min(maximum, max(minimum, max_age - elapsed)))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), or ``None``.
+
+    ``now`` is the wall-clock time for HTTP-dates (default ``time.time()``).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if _DIGITS.fullmatch(value):
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _rfc8414_url(issuer: str) -> str:
+    """RFC 8414 §3: the well-known segment goes between the host and the issuer's path."""
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    return urlunsplit((parts.scheme, parts.netloc, _RFC8414_PATH + path, parts.query, ""))
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(body: bytes, what: str) -> object:
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise _FetchFailure("invalid_json", f"the {what} is not valid JSON") from exc
+
+
+def _fingerprint(index: KeyIndex) -> tuple[tuple[str | None, tuple[str, ...], bytes], ...]:
+    """What makes two key sets verify the same tokens: kid, algorithms, public key."""
+    return tuple(
+        (
+            key.kid,
+            tuple(sorted(key.algorithms)),
+            key.key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+        )
+        for key in index.keys
+    )
+
+
+def _key_index(document: object) -> KeyIndex:
+    """Parse a fetched JWKS once; a document that is not one, or has no usable key, fails."""
+    try:
+        index = parse_jwks(document)
+    except ValueError as exc:
+        raise _FetchFailure("not_a_jwks", str(exc)) from exc
+    if not len(index):
+        raise _FetchFailure("no_usable_keys", "the JWKS holds no usable signing key")
+    return index
+
+
+def _seconds(name: str, value: object, *, minimum: float, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number of seconds")
+    if not math.isfinite(value) or value < minimum or (positive and value <= 0):
+        raise ConfigError(f"{name} must be a finite number of seconds >= {minimum}, got {value}")
+    return float(value)
+
+
+def _short(kid: object) -> str:
+    """A ``kid`` fit for a log line: repr-escaped and truncated (it is attacker input)."""
+    text = repr(kid)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class _Running:
+    """``async with``: run a ``run(task_status=...)`` method in a task group it owns.
+
+    Unlike a generator-based context manager around a task group, an exception from
+    the body propagates as itself, not wrapped in an exception group.
+    """
+
+    def __init__(self, target: Callable[..., Any], owner: object) -> None:
+        self._target = target
+        self._owner = owner
+        self._group: anyio.abc.TaskGroup | None = None
+
+    async def __aenter__(self) -> Any:
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        try:
+            await group.start(self._target)
+        except BaseException:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+            raise
+        self._group = group
+        return self._owner
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            # The runner only ever ends by cancellation; stop it and wait for it. The
+            # body's own exception (if any) then propagates unchanged.
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+
+
+class JWKSCache:
+    """The issuer's public keys, fetched from ``jwks_uri`` (or found by OIDC discovery
+    from ``issuer``), cached and refreshed as the module docstring describes.
+
+    Args:
+        jwks_uri: The JWKS URL; ``https://`` except on loopback hosts. ``None`` to
+            discover it from ``issuer``.
+        issuer: The exact issuer; required when ``jwks_uri`` is ``None``. Discovery
+            reads ``{issuer}/.well-known/openid-configuration`` (falling back to RFC
+            8414 ``/.well-known/oauth-authorization-server`` on a 4xx); the document's
+            ``issuer`` must equal this exactly.
+        http_client: An ``httpx.AsyncClient`` to use (never closed by the cache); by
+            default the cache creates one on first fetch and closes it in
+            :meth:`aclose`. Redirects are never followed either way.
+        ttl: Freshness in seconds when the issuer sends no ``Cache-Control: max-age``.
+        refresh_cooldown: Minimum seconds after a fetch began before an unknown ``kid``
+            may trigger another.
+        fetch_timeout: Deadline in seconds for a whole fetch (body and retry included).
+        max_stale: Seconds past freshness the last good set keeps serving while
+            refreshes fail.
+        clock: Monotonic seconds; tests inject one to move time.
+        algorithms: Optional allow-list; any other ``alg`` is refused before any lookup.
+        min_ttl, max_ttl: Bounds for ``Cache-Control`` freshness (5 min, 24 h).
+        refresh_ahead: Fraction of freshness after which the runner refreshes (0.8).
+        backoff_min, backoff_max: Exponential backoff bounds after failed fetches.
+        negative_cache_size, negative_ttl: The LRU of ``kid`` values known to be absent.
+        on_event: Optional :data:`EventHook` for metrics.
+        logger: Where to log (default ``asgi_auth0.jwks``).
+        jitter: Returns a float in ``[0, 1)`` for backoff jitter (tests fix it).
+
+    Raises :class:`ConfigError` for any invalid argument. Construction does no I/O.
+    """
+
+    def __init__(
+        self,
+        jwks_uri: str | None = None,
+        *,
+        issuer: str | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        ttl: float = 600,
+        refresh_cooldown: float = 30,
+        fetch_timeout: float = 5,
+        max_stale: float = 6 * 3600,
+        clock: Callable[[], float] = time.monotonic,
+        algorithms: Iterable[str] | None = None,
+        min_ttl: float = 300,
+        max_ttl: float = 86400,
+        refresh_ahead: float = 0.8,
+        backoff_min: float = 5,
+        backoff_max: float = 300,
+        negative_cache_size: int = 1024,
+        negative_ttl: float = 300,
+        on_event: EventHook | None = None,
+        logger: logging.Logger | None = None,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        if jwks_uri is None and issuer is None:
+            raise ConfigError("JWKSCache needs jwks_uri, or issuer to find it by discovery")
+        self._jwks_uri = None if jwks_uri is None else validate_url("jwks_uri", jwks_uri)
+        self._issuer = None if issuer is None else validate_url("issuer", issuer)
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise ConfigError("http_client must be an httpx.AsyncClient")
+        self._ttl = _seconds("ttl", ttl, minimum=0, positive=True)
+        self._cooldown = _seconds("refresh_cooldown", refresh_cooldown, minimum=0)
+        self._fetch_timeout = _seconds("fetch_timeout", fetch_timeout, minimum=0, positive=True)
+        self._max_stale = _seconds("max_stale", max_stale, minimum=0)
+        self._min_ttl = _seconds("min_ttl", min_ttl, minimum=0, positive=True)
+        self._max_ttl = _seconds("max_ttl", max_ttl, minimum=self._min_ttl)
+        self._backoff_min = _seconds("backoff_min", backoff_min, minimum=0, positive=True)
+        self._backoff_max = _seconds("backoff_max", backoff_max, minimum=self._backoff_min)
+        self._negative_ttl = _seconds("negative_ttl", negative_ttl, minimum=0)
+        if isinstance(refresh_ahead, bool) or not isinstance(refresh_ahead, (int, float)):
+            raise ConfigError("refresh_ahead must be a fraction between 0 and 1")
+        if not 0 < refresh_ahead <= 1:
+            raise ConfigError("refresh_ahead must be a fraction between 0 and 1")
+        self._refresh_ahead = float(refresh_ahead)
+        if (
+            isinstance(negative_cache_size, bool)
+            or not isinstance(negative_cache_size, int)
+            or negative_cache_size < 0
+        ):
+            raise ConfigError("negative_cache_size must be a non-negative integer")
+        self._negative_size = negative_cache_size
+        if not callable(clock) or not callable(jitter):
+            raise ConfigError("clock and jitter must be callables")
+        if on_event is not None and not callable(on_event):
+            raise ConfigError("on_event must be a callable")
+        self._algorithms = None if algorithms is None else frozenset(algorithms)
+        self._clock = clock
+        self._jitter = jitter
+        self._on_event = on_event
+        self._logger = logger if logger is not None else logging.getLogger("asgi_auth0.jwks")
+        self._client = http_client
+        self._owns_client = http_client is None
+
+        # -- the key set and its clock (written only by _install) --
+        self._index: KeyIndex | None = None
+        self._fingerprint: object = None
+        #: Moves whenever the usable keys change; 0 until a set is loaded.
+        self.generation = 0
+        self._installed_seq = 0
+        self._refresh_at = -math.inf  # fast path while clock() < this
+        self._fresh_until = -math.inf
+        self._stale_until = -math.inf
+        self._last_success_at: float | None = None
+        # -- fetch bookkeeping --
+        self._seq = 0
+        self._inflight: _Flight | None = None
+        self._pending: _Flight | None = None  # handed to the runner, not started yet
+        self._last_fetch_started = -math.inf
+        self._next_attempt_at = -math.inf  # backoff: no fetch before this (except refresh())
+        self._failures = 0
+        self._fetch_count = 0
+        self._failed_fetch_count = 0
+        self._last_error: str | None = None
+        self._discovered: str | None = None
+        self._stale_noted = False
+        self._expired_noted = False
+        self._negative: OrderedDict[str | None, float] = OrderedDict()
+        # -- background runner --
+        self._runner_active = False
+        self._wake: anyio.Event | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: Auth0Config, *, issuer: str | None = None, **options: Any
+    ) -> JWKSCache:
+        """A cache for ``config.issuer`` (or another of ``config.issuers``) with the
+        config's JWKS settings and algorithm allow-list; ``options`` are passed on
+        (``http_client``, ``clock``, ``on_event``, ...).
+
+        The configured ``jwks_uri`` serves the main issuer; any other issuer's keys are
+        found by discovery.
+        """
+        if not isinstance(config, Auth0Config):
+            raise ConfigError("config must be an Auth0Config")
+        iss = config.issuer if issuer is None else issuer
+        if iss not in config.issuers:
+            raise ConfigError(f"issuer {iss!r} is not one of the configured issuers")
+        settings: dict[str, Any] = {
+            "issuer": iss,
+            "ttl": config.jwks_cache_ttl,
+            "refresh_cooldown": config.jwks_refresh_cooldown,
+            "fetch_timeout": config.jwks_fetch_timeout,
+            "max_stale": config.jwks_max_stale,
+            "algorithms": config.algorithms,
+        }
+        settings.update(options)
+        return cls(config.jwks_uri if iss == config.issuer else None, **settings)
+
+    # -- the request path ---------------------------------------------------------------
+
+    async def get_key(self, kid: str | None, alg: str) -> PublicKey:
+        """The key for a token's ``kid`` and ``alg``.
+
+        Raises :class:`UnknownKeyError` (no such ``kid`` in the issuer's set),
+        :class:`AlgorithmNotAllowedError` (``alg`` not allowed or not fitting the key)
+        or :class:`KeySetError` (no usable key set: the issuer is unreachable or broken).
+        """
+        if self._algorithms is not None and alg not in self._algorithms:
+            raise AlgorithmNotAllowedError("alg is not in the allow-list")
+        index = self._index
+        if index is not None and self._clock() < self._refresh_at:
+            # The fast path: a fresh set, not yet due for refresh. A dict lookup.
+            try:
+                return index.find(kid, alg)
+            except UnknownKeyError:
+                pass
+        return await self._get_key_slow(kid, alg)
+
+    async def _get_key_slow(self, kid: str | None, alg: str) -> PublicKey:
+        if kid is not None and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):
+            # No key set can hold such a kid (parse_jwk refuses them): never fetch for it.
+            self._emit("unknown_kid", kid=None, alg=alg, action="invalid_kid")
+            raise UnknownKeyError("kid is not a string of reasonable length")
+        now = self._clock()
+        index = self._usable(now)
+        if index is None:
+            return await self._get_key_without_set(kid, alg, now)
+        try:
+            key = index.find(kid, alg)
+        except UnknownKeyError:
+            return await self._get_unknown_kid(kid, alg, now)
+        if now < self._fresh_until:
+            # Refresh-ahead window: still fresh; only a runner refreshes this early.
+            self._kick(now)
+            return key
+        # Past freshness, within max_stale: the known kid is served from the stale set.
+        self._note_stale(now)
+        if self._runner_active or self._inflight is not None or now < self._next_attempt_at:
+            # A runner (or a fetch under way, or backoff) takes care of freshness;
+            # this request does not wait.
+            self._kick(now)
+            return key
+        # No runner: this request refreshes inline (see the module docstring), so that
+        # keys removed from the JWKS stop validating.
+        flight = await self._refresh_now("stale")
+        if not flight.ok:
+            return key
+        return self._find_after_fetch(kid, alg)
+
+    async def _get_key_without_set(self, kid: str | None, alg: str, now: float) -> PublicKey:
+        if self._index is not None and not self._expired_noted:
+            self._expired_noted = True
+            self._logger.error(
+                "JWKS of %s is older than max_stale and cannot be refreshed; refusing tokens",
+                self._issuer or self._jwks_uri,
+                extra={"reason": "key_set_expired", "iss": self._issuer},
+            )
+        if self._inflight is None and now < self._next_attempt_at:
+            raise self._unavailable(now, "the issuer's key set is unavailable (backing off)")
+        flight = await self._refresh_now("load")
+        if not flight.ok:
+            raise self._unavailable(self._clock(), "the issuer's key set could not be fetched")
+        if self._usable(self._clock()) is None:
+            raise self._unavailable(self._clock(), "no usable key set")
+        return self._find_after_fetch(kid, alg)
+
+    async def _get_unknown_kid(self, kid: str | None, alg: str, now: float) -> PublicKey:
+        expires = self._negative.get(kid)
+        if expires is not None:
+            if now < expires:
+                self._negative.move_to_end(kid)
+                self._emit("unknown_kid", kid=kid, alg=alg, action="negative_cache")
+                raise UnknownKeyError("no key with this kid (known to be absent)")
+            del self._negative[kid]
+        if self._inflight is None and (
+            now - self._last_fetch_started < self._cooldown or now < self._next_attempt_at
+        ):
+            if self._failures:
+                # The issuer is failing: the kid may be a new key we cannot see, so this
+                # is an outage (503), not a bad token (401).
+                self._emit("unknown_kid", kid=kid, alg=alg, action="issuer_unavailable")
+                raise self._unavailable(now, "cannot look up an unknown kid: issuer failing")
+            self._emit("unknown_kid", kid=kid, alg=alg, action="cooldown")
+            self._logger.debug(
+                "unknown kid %s within the refresh cooldown",
+                _short(kid),
+                extra={"reason": "unknown_kid", "kid": kid, "alg": alg, "iss": self._issuer},
+            )
+            raise UnknownKeyError("no key with this kid (refresh cooldown)")
+        flight = await self._refresh_now("unknown_kid")
+        if not flight.ok:
+            self._emit("unknown_kid", kid=kid, alg=alg, action="issuer_unavailable")
+            raise self._unavailable(self._clock(), "cannot look up an unknown kid: fetch failed")
+        return self._find_after_fetch(kid, alg)
+
+    def _find_after_fetch(self, kid: str | None, alg: str) -> PublicKey:
+        """Look ``kid`` up in the set a fetch just produced; an absent kid is remembered."""
+        index = self._usable(self._clock())
+        if index is None:
+            raise self._unavailable(self._clock(), "no usable key set")
+        try:
+            return index.find(kid, alg)
+        except UnknownKeyError:
+            self._remember_absent(kid)
+            self._emit("unknown_kid", kid=kid, alg=alg, action="refreshed")
+            self._logger.info(
+                "unknown kid %s: not in the issuer's key set",
+                _short(kid),
+                extra={"reason": "unknown_kid", "kid": kid, "alg": alg, "iss": self._issuer},
+            )
+            raise
+
+    def _usable(self, now: float) -> KeyIndex | None:
+        index = self._index
+        return index if index is not None and now < self._stale_until else None
+
+    def _remember_absent(self, kid: str | None) -> None:
+        if not self._negative_size or not self._negative_ttl:
+            return
+        negative = self._negative
+        negative[kid] = self._clock() + self._negative_ttl
+        negative.move_to_end(kid)
+        while len(negative) > self._negative_size:
+            negative.popitem(last=False)
+
+    def _note_stale(self, now: float) -> None:
+        if self._stale_noted:
+            return
+        self._stale_noted = True
+        past = now - self._fresh_until
+        self._logger.warning(
+            "serving the stale JWKS of %s (%.0f s past freshness, last error: %s)",
+            self._issuer or self._jwks_uri,
+            past,
+            self._last_error or "none yet",
+            extra={"reason": "stale_served", "iss": self._issuer},
+        )
+        self._emit("stale_served", stale_for=past, last_error=self._last_error)
+
+    def _unavailable(self, now: float, detail: str) -> KeySetError:
+        wait = self._next_attempt_at - now
+        if not math.isfinite(wait) or wait < 1:
+            wait = self._backoff_min
+        return KeySetError(detail, retry_after=math.ceil(wait))
+
+    # -- fetching -------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Fetch the key set now (e.g. at startup), joining a fetch already under way.
+
+        Ignores cooldown and backoff. Raises :class:`KeySetError` if the fetch fails;
+        the last good key set is kept either way.
+        """
+        flight = await self._refresh_now("manual")
+        if not flight.ok:
+            error = self._unavailable(self._clock(), "refreshing the key set failed")
+            raise error from flight.failure
+
+    async def _refresh_now(self, trigger: str) -> _Flight:
+        """Join the fetch under way or start one; wait for it (never cancelling it)."""
+        flight = self._inflight
+        if flight is None:
+            flight = self._new_flight(trigger)
+            if not self._runner_active:
+                # Shielded so that this caller's cancellation cannot abort a fetch other
+                # callers wait for; _perform bounds it by fetch_timeout.
+                with anyio.CancelScope(shield=True):
+                    await self._perform(flight)
+                return flight
+            self._pending = flight
+            self._wake_runner()
+        with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
+            await flight.done.wait()
+        return flight
+
+    def _new_flight(self, trigger: str) -> _Flight:
+        self._seq += 1
+        flight = _Flight(self._seq, trigger)
+        self._inflight = flight
+        self._last_fetch_started = self._clock()
+        return flight
+
+    async def _perform(self, flight: _Flight) -> None:
+        self._fetch_count += 1
+        try:
+            try:
+                with anyio.fail_after(self._fetch_timeout):
+                    fetched = await self._fetch()
+            except TimeoutError as exc:
+                raise _FetchFailure(
+                    "timeout", f"no complete answer within {self._fetch_timeout:g} s"
+                ) from exc
+        except _FetchFailure as failure:
+            self._record_failure(flight, failure)
+        except Exception as exc:
+            # A bug or an exotic client error: still only a failed fetch for callers.
+            self._logger.error(
+                "unexpected error while fetching the JWKS of %s",
+                self._issuer or self._jwks_uri,
+                exc_info=True,
+                extra={"reason": "unexpected", "iss": self._issuer},
+            )
+            unexpected = _FetchFailure("unexpected", type(exc).__name__)
+            unexpected.__cause__ = exc
+            self._record_failure(flight, unexpected)
+        else:
+            self._install(flight, fetched)
+        finally:
+            if self._inflight is flight:
+                self._inflight = None
+            flight.done.set()
+
+    async def _fetch(self) -> _Fetched:
+        client = self._http_client()
+        jwks_uri = self._jwks_uri or self._discovered
+        if jwks_uri is None:
+            jwks_uri = await self._discover(client)
+        try:
+            document, headers = await self._get_json(client, jwks_uri, "JWKS")
+            index = _key_index(document)
+        except _FetchFailure:
+            if self._jwks_uri is None:
+                self._discovered = None  # the issuer may have moved its keys: rediscover
+            raise
+        lifetime = freshness_lifetime(
+            headers.get_list("cache-control", split_commas=True),
+            headers.get("age"),
+            default=self._ttl,
+            minimum=min(self._min_ttl, self._ttl),
+            maximum=self._max_ttl,
+        )
+        return _Fetched(index, _fingerprint(index), lifetime)
+
+    async def _discover(self, client: httpx.AsyncClient) -> str:
+        issuer = self._issuer
+        if issuer is None:  # construction rules this out; keeps the types honest
+            raise _FetchFailure("bad_config", "no jwks_uri and no issuer to discover it from")
+        try:
+            document, _ = await self._get_json(client, discovery_url_for(issuer), "discovery")
+        except _FetchFailure as failure:
+            # Not an OIDC provider? Try OAuth server metadata (RFC 8414), but only when
+            # the server answered "no such document", not when it is failing.
+            status = failure.status
+            if status is None or not 400 <= status < 500 or status == 429:
+                raise
+            document, _ = await self._get_json(client, _rfc8414_url(issuer), "discovery")
+        if not isinstance(document, Mapping):
+            raise _FetchFailure("bad_discovery", "the discovery document is not a JSON object")
+        if document.get("issuer") != issuer:
+            raise _FetchFailure("issuer_mismatch", "the discovery document names another issuer")
+        try:
+            jwks_uri = validate_url("jwks_uri", document.get("jwks_uri"))
+        except ConfigError as exc:
+            raise _FetchFailure("bad_discovery", f"discovery jwks_uri refused: {exc}") from exc
+        self._discovered = jwks_uri
+        return jwks_uri
+
+    async def _get_json(
+        self, client: httpx.AsyncClient, url: str, what: str
+    ) -> tuple[object, httpx.Headers]:
+        try:
+            try:
+                return await self._get_json_once(client, url, what)
+            except _RETRYABLE as exc:
+                self._logger.debug(
+                    "retrying the %s fetch after %s",
+                    what,
+                    type(exc).__name__,
+                    extra={"reason": "connection_error", "iss": self._issuer},
+                )
+            return await self._get_json_once(client, url, what)
+        except httpx.TimeoutException as exc:
+            raise _FetchFailure("timeout", f"the {what} request timed out") from exc
+        except _RETRYABLE as exc:
+            raise _FetchFailure(
+                "connection_error", f"the {what} request failed: {type(exc).__name__}"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise _FetchFailure(
+                "http_error", f"the {what} request failed: {type(exc).__name__}"
+            ) from exc
+
+    async def _get_json_once(
+        self, client: httpx.AsyncClient, url: str, what: str
+    ) -> tuple[object, httpx.Headers]:
+        async with client.stream(
+            "GET",
+            url,
+            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
+            follow_redirects=False,
+            timeout=self._fetch_timeout,
+        ) as response:
+            status = response.status_code
+            if status != 200:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                reason = "redirect" if 300 <= status < 400 else "http_status"
+                raise _FetchFailure(
+                    reason,
+                    f"the {what} answered HTTP {status}",
+                    retry_after=retry_after,
+                    status=status,
+                )
+            body = await _read_capped(response, MAX_JWKS_BYTES, what)
+            headers = response.headers
+        return _parse_json(body, what), headers
+
+    def _http_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # Created on first use (not at construction: no I/O, no event loop needed
+            # then). trust_env=False: nothing but Auth0Config.from_env reads the
+            # environment; inject a client to use a proxy.
+            self._client = httpx.AsyncClient(
+                follow_redirects=False,
+                timeout=self._fetch_timeout,
+                trust_env=False,
+                headers={"User-Agent": _USER_AGENT},
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+            )
+        return self._client
+
+    # -- installing results -------------------------------------------------------------
+
+    def _install(self, flight: _Flight, fetched: _Fetched) -> None:
+        if flight.seq <= self._installed_seq:
+            # Only one fetch runs at a time, so this cannot happen today; it keeps an
+            # older response from ever replacing a newer key set if that changes.
+            flight.ok = True
+            return
+        now = self._clock()
+        self._installed_seq = flight.seq
+        changed = fetched.fingerprint != self._fingerprint
+        if changed:
+            self._index = fetched.index
+            self._fingerprint = fetched.fingerprint
+            self.generation += 1
+            # Kids found absent from the old set may be in the new one.
+            self._negative.clear()
+        lifetime = fetched.lifetime
+        self._fresh_until = now + lifetime
+        self._refresh_at = now + lifetime * self._refresh_ahead
+        self._stale_until = self._fresh_until + self._max_stale
+        self._last_success_at = now
+        self._failures = 0
+        self._next_attempt_at = -math.inf
+        self._last_error = None
+        self._stale_noted = False
+        self._expired_noted = False
+        flight.ok = True
+        index = fetched.index
+        self._logger.log(
+            logging.INFO if changed else logging.DEBUG,
+            "JWKS of %s %s: %d keys, fresh for %.0f s, generation %d",
+            self._issuer or self._jwks_uri,
+            "loaded" if changed else "unchanged",
+            len(index),
+            lifetime,
+            self.generation,
+            extra={"reason": "refresh", "iss": self._issuer},
+        )
+        self._emit(
+            "refresh",
+            changed=changed,
+            generation=self.generation,
+            key_count=len(index),
+            skipped=index.skipped,
+            lifetime=lifetime,
+            trigger=flight.trigger,
+        )
+
+    def _record_failure(self, flight: _Flight, failure: _FetchFailure) -> None:
+        now = self._clock()
+        self._failures += 1
+        self._failed_fetch_count += 1
+        self._last_error = failure.reason
+        delay = self._backoff(self._failures, failure.retry_after)
+        self._next_attempt_at = now + delay
+        flight.failure = failure
+        self._logger.warning(
+            "fetching the JWKS of %s failed (%s: %s); next attempt in %.0f s",
+            self._issuer or self._jwks_uri,
+            failure.reason,
+            failure.detail,
+            delay,
+            extra={"reason": failure.reason, "iss": self._issuer},
+        )
+        self._emit(
+            "refresh_error",
+            reason=failure.reason,
+            status=failure.status,
+            consecutive_failures=self._failures,
+            retry_in=delay,
+            trigger=flight.trigger,
+        )
+
+    def _backoff(self, failures: int, retry_after: float | None) -> float:
+        base = min(self._backoff_max, self._backoff_min * 2.0 ** min(failures - 1, 40))
+        delay = base * (1.0 - _JITTER * min(max(self._jitter(), 0.0), 1.0))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self._backoff_max))
+        return delay
+
+    def _emit(self, name: str, **info: Any) -> None:
+        hook = self._on_event
+        if hook is None:
+            return
+        info["iss"] = self._issuer
+        try:
+            hook(name, info)
+        except Exception:
+            self._logger.warning("the JWKSCache on_event hook raised", exc_info=True)
+
+    # -- background refresh -------------------------------------------------------------
+
+    def running(self) -> _Running:
+        """``async with cache.running():`` keeps a background refresher alive for the
+        block (load at startup, refresh ahead, retry with backoff)."""
+        return _Running(self.run, self)
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start the background refresher in ``task_group`` (its owner stops it)."""
+        await task_group.start(self.run)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The background refresher; runs until cancelled. For ``task_group.start``."""
+        if self._runner_active:
+            raise RuntimeError("this JWKSCache already has a background refresher")
+        self._runner_active = True
+        self._wake = anyio.Event()
+        try:
+            task_status.started()
+            while True:
+                pending = self._pending
+                if pending is not None:
+                    self._pending = None
+                    await self._perform(pending)
+                    continue
+                inflight = self._inflight
+                if inflight is not None:
+                    # A fetch a request started inline before the runner began.
+                    await inflight.done.wait()
+                    continue
+                now = self._clock()
+                due = self._background_due()
+                if due <= now:
+                    await self._perform(self._new_flight("background"))
+                    continue
+                # Sleeps on the event loop's clock; requests wake it early when the
+                # cache's own clock says a refresh is due (they differ only in tests).
+                with anyio.move_on_after(due - now):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+        finally:
+            self._runner_active = False
+            self._wake = None
+            pending, self._pending = self._pending, None
+            if pending is not None:
+                # Handed over but never started: release its waiters (as a failure).
+                if self._inflight is pending:
+                    self._inflight = None
+                pending.done.set()
+
+    def _background_due(self) -> float:
+        if self._index is None:
+            return self._next_attempt_at
+        return max(self._refresh_at, self._next_attempt_at)
+
+    def _kick(self, now: float) -> None:
+        if (
+            self._runner_active
+            and self._inflight is None
+            and now >= self._next_attempt_at
+            and now >= self._refresh_at
+        ):
+            self._wake_runner()
+
+    def _wake_runner(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    # -- introspection and lifecycle ------------------------------------------------------
+
+    def status(self) -> JWKSStatus:
+        """A snapshot for health endpoints; see :class:`JWKSStatus`."""
+        now = self._clock()
+        index = self._index
+        state: State
+        if self._usable(now) is None:
+            state = "failing" if self._failures else "empty"
+        elif now < self._fresh_until:
+            state = "fresh"
+        else:
+            state = "stale"
+        if self._runner_active:
+            due = self._background_due()
+        elif index is None or self._usable(now) is None:
+            due = self._next_attempt_at
+        else:
+            due = max(self._fresh_until, self._next_attempt_at)
+        return JWKSStatus(
+            state=state,
+            issuer=self._issuer,
+            jwks_uri=self._jwks_uri or self._discovered,
+            key_count=0 if index is None else len(index),
+            kids=() if index is None else tuple(sorted(index.kids())),
+            generation=self.generation,
+            fetch_count=self._fetch_count,
+            failed_fetch_count=self._failed_fetch_count,
+            consecutive_failures=self._failures,
+            last_success_age=None
+            if self._last_success_at is None
+            else max(0.0, now - self._last_success_at),
+            last_error=self._last_error,
+            next_refresh_in=max(0.0, due - now) if math.isfinite(due) else 0.0,
+            background=self._runner_active,
+        )
+
+    @property
+    def issuer(self) -> str | None:
+        """The issuer this cache serves, when given."""
+        return self._issuer
+
+    @property
+    def jwks_uri(self) -> str | None:
+        """The configured JWKS URL, or the discovered one (``None`` until discovered)."""
+        return self._jwks_uri or self._discovered
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if the cache created it (an injected one is left open).
+
+        The cache stays usable: a later fetch creates a new client.
+        """
+        client = self._client
+        if self._owns_client and client is not None:
+            self._client = None
+            await client.aclose()
+
+    async def __aenter__(self) -> JWKSCache:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        where = self._jwks_uri or f"discovery of {self._issuer}"
+        return f"<JWKSCache {where} generation={self.generation}>"
+
+
+async def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
+    """The body, read while counting: more than ``cap`` bytes (decoded) is a failure.
+
+    We ask for ``identity``; should a server compress anyway, gzip/deflate are decoded
+    here with the output bounded, so a small compressed body cannot expand unchecked.
+    """
+    declared = response.headers.get("content-length")
+    if declared is not None and _DIGITS.fullmatch(declared.strip()) and int(declared) > cap:
+        raise _FetchFailure("too_large", f"the {what} is larger than {cap} bytes")
+    if response.is_stream_consumed:
+        # A response built in memory (httpx.MockTransport and the like) has its body
+        # read, and decoded, already: nothing to stream, but the cap still applies.
+        content = response.content
+        if len(content) > cap:
+            raise _FetchFailure("too_large", f"the {what} is larger than {cap} bytes")
+        return content
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        decoder = None
+    elif encoding in ("gzip", "x-gzip", "deflate"):
+        decoder = zlib.decompressobj(wbits=47)  # 32 + 15: zlib or gzip header
+    else:
+        raise _FetchFailure("bad_encoding", f"the {what} uses content-encoding {encoding!r}")
+    body = bytearray()
+    too_large = False
+    after_close = 0
+    try:
+        async for raw in response.aiter_raw():
+            if too_large:
+                # Only a transport whose stream ignores close() gets here; stop anyway.
+                after_close += len(raw)
+                if after_close > cap:
+                    break
+                continue
+            data = raw
+            if decoder is not None:
+                data = decoder.decompress(raw, cap + 1 - len(body))
+                if decoder.unconsumed_tail:
+                    data += b"?"  # more output is pending: over the cap
+            body += data
+            if len(body) > cap:
+                # Stop reading by closing the connection rather than leaving the loop:
+                # the next read then fails at the bottom of httpx's stack of async
+                # generators, which ends them all at once (leaving the loop would
+                # abandon them to the garbage collector, which trio warns about:
+                # encode/httpx#3686).
+                too_large = True
+                await response.aclose()
+        if decoder is not None and not too_large:
+            body += decoder.flush()
+            too_large = len(body) > cap
+    except zlib.error as exc:
+        raise _FetchFailure("bad_encoding", f"the {what} is not valid {encoding}") from exc
+    except (httpx.HTTPError, httpx.StreamError):
+        if not too_large:
+            raise
+    if too_large:
+        raise _FetchFailure("too_large", f"the {what} is larger than {cap} bytes")
+    return bytes(body)
+
+
+class IssuerKeySets:
+    """One :class:`JWKSCache` per accepted issuer (e.g. an Auth0 custom domain beside
+    the canonical domain), for :class:`TokenVerifier`.
+
+    The verifier calls :meth:`get_key_for` with a token's *unverified* ``iss`` only
+    after checking that it is a configured issuer; an ``iss`` outside the mapping is
+    refused here too, before any network access.
+    """
+
+    def __init__(self, caches: Mapping[str, JWKSCache], *, primary: str | None = None) -> None:
+        if not caches:
+            raise ConfigError("IssuerKeySets needs at least one issuer")
+        for iss, cache in caches.items():
+            if not isinstance(iss, str) or not isinstance(cache, JWKSCache):
+                raise ConfigError("IssuerKeySets maps issuer strings to JWKSCache objects")
+        self._caches = dict(caches)
+        self._primary = next(iter(self._caches)) if primary is None else primary
+        if self._primary not in self._caches:
+            raise ConfigError("the primary issuer must be one of the issuers")
+
+    @classmethod
+    def from_config(cls, config: Auth0Config, **options: Any) -> IssuerKeySets:
+        """A cache per ``config.issuers`` (see :meth:`JWKSCache.from_config`)."""
+        caches = {
+            iss: JWKSCache.from_config(config, issuer=iss, **options) for iss in config.issuers
+        }
+        return cls(caches, primary=config.issuer)
+
+    @property
+    def issuers(self) -> tuple[str, ...]:
+        """The accepted issuers, the primary one first."""
+        return (self._primary, *(iss for iss in self._caches if iss != self._primary))
+
+    def source_for(self, iss: object) -> JWKSCache | None:
+        """The cache serving ``iss``, or ``None`` if it is not a configured issuer."""
+        return self._caches.get(iss) if type(iss) is str else None
+
+    async def get_key_for(self, iss: object, kid: str | None, alg: str) -> PublicKey:
+        """The key for a token of issuer ``iss``; raises :class:`InvalidIssuerError` for
+        an issuer not configured, else as :meth:`JWKSCache.get_key`."""
+        cache = self._caches.get(iss) if type(iss) is str else None
+        if cache is None:
+            raise InvalidIssuerError("iss is not a configured issuer")
+        return await cache.get_key(kid, alg)
+
+    async def get_key(self, kid: str | None, alg: str) -> PublicKey:
+        """The key from the primary issuer's set (the plain key-source protocol)."""
+        return await self._caches[self._primary].get_key(kid, alg)
+
+    @property
+    def generation(self) -> int:
+        """Moves whenever any issuer's keys change (each cache's generation only grows)."""
+        return sum(cache.generation for cache in self._caches.values())
+
+    async def refresh(self) -> None:
+        """Refresh every issuer's set concurrently; raise :class:`KeySetError` if any failed."""
+        errors: list[KeySetError] = []
+
+        async def one(cache: JWKSCache) -> None:
+            try:
+                await cache.refresh()
+            except KeySetError as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for cache in self._caches.values():
+                group.start_soon(one, cache)
+        if errors:
+            raise errors[0]
+
+    def running(self) -> _Running:
+        """``async with key_sets.running():`` runs every cache's background refresher."""
+        return _Running(self.run, self)
+
+    async def start(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Start every cache's background refresher in ``task_group``."""
+        await task_group.start(self.run)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run every cache's refresher until cancelled; for ``task_group.start``."""
+        async with anyio.create_task_group() as group:
+            for cache in self._caches.values():
+                await group.start(cache.run)
+            task_status.started()
+
+    def status(self) -> dict[str, JWKSStatus]:
+        """Each issuer's :class:`JWKSStatus`."""
+        return {iss: cache.status() for iss, cache in self._caches.items()}
+
+    async def aclose(self) -> None:
+        """Close every cache's own HTTP client."""
+        for cache in self._caches.values():
+            await cache.aclose()
+
+    async def __aenter__(self) -> IssuerKeySets:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"<IssuerKeySets {list(self.issuers)!r}>"
+
+
+def key_source_for_config(config: Auth0Config, **options: Any) -> JWKSCache | IssuerKeySets:
+    """The default key source of a :class:`TokenVerifier`: a :class:`JWKSCache` for a
+    single issuer, an :class:`IssuerKeySets` when ``config.issuers`` has several."""
+    if len(config.issuers) == 1:
+        return JWKSCache.from_config(config, **options)
+    return IssuerKeySets.from_config(config, **options)

@@ -1,0 +1,1284 @@
+"""JWKSCache unit tests: caching policy, fault handling, single flight, hooks, status.
+
+The issuer is :class:`LocalIssuer` served in-process through ``httpx.ASGITransport``
+(real documents, counters and misbehaviours, no sockets); ``MockTransport`` appears
+only for fault shapes no real server produces cheaply (a connect error on the first
+attempt only, a redirect, an endless or compressed body). Time is an injected clock;
+races are driven with events and ``wait_all_tasks_blocked``, never sleeps.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asgi_auth0 import (
+    AlgorithmNotAllowedError,
+    Auth0Config,
+    ConfigError,
+    InvalidIssuerError,
+    InvalidTokenError,
+    KeySetError,
+    UnknownKeyError,
+)
+from asgi_auth0._jwks import (
+    MAX_JWKS_BYTES,
+    IssuerKeySets,
+    JWKSCache,
+    _rfc8414_url,
+    freshness_lifetime,
+    key_source_for_config,
+    parse_retry_after,
+)
+from asgi_auth0._signing import generate_private_key, public_jwk
+from asgi_auth0.testing import DISCOVERY_PATH, OAUTH_METADATA_PATH, LocalIssuer
+
+pytestmark = pytest.mark.anyio
+
+ISSUER = "https://issuer.test/"
+JWKS_URI = "https://issuer.test/.well-known/jwks.json"
+P256 = generate_private_key("P-256")
+
+
+class Clock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    issuer = LocalIssuer(issuer=ISSUER, private_key=P256)
+    yield issuer
+    issuer.close()  # wakes any request a test left held
+
+
+@pytest.fixture
+async def client(issuer: LocalIssuer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.asgi_app)) as c:
+        yield c
+
+
+Factory = Callable[..., JWKSCache]
+
+
+@pytest.fixture
+def make(client: httpx.AsyncClient, clock: Clock) -> Factory:
+    def make(jwks_uri: str | None = JWKS_URI, **options: Any) -> JWKSCache:
+        options.setdefault("http_client", client)
+        options.setdefault("clock", clock)
+        options.setdefault("jitter", lambda: 0.0)  # backoff delays exactly 5, 10, 20 ...
+        return JWKSCache(jwks_uri, **options)
+
+    return make
+
+
+def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+class Chunked(httpx.AsyncByteStream):
+    """A body delivered in chunks, as from a socket (not preloaded like ``content=``)."""
+
+    def __init__(self, data: bytes, size: int = 65536) -> None:
+        self._data = data
+        self._size = size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._data), self._size):
+            yield self._data[start : start + self._size]
+
+
+def jwks_body(*jwks: dict[str, Any], **extra: Any) -> bytes:
+    return json.dumps({"keys": list(jwks), **extra}).encode()
+
+
+# -- construction -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://issuer.example.com/.well-known/jwks.json",
+        "ftp://issuer.example.com/jwks",
+        "https://user:pw@issuer.example.com/jwks",
+        "not a url",
+        "",
+    ],
+)
+def test_refuses_a_jwks_uri_that_is_not_https_at_construction(uri: str) -> None:
+    with pytest.raises(ConfigError):
+        JWKSCache(uri)
+
+
+def test_refuses_an_http_issuer_for_discovery_off_loopback() -> None:
+    with pytest.raises(ConfigError):
+        JWKSCache(None, issuer="http://issuer.example.com/")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://127.0.0.1:8080/.well-known/jwks.json",
+        "http://localhost/jwks",
+        "http://[::1]:9000/jwks",
+        "https://issuer.example.com/.well-known/jwks.json",
+    ],
+)
+def test_accepts_https_and_plain_http_on_loopback(uri: str) -> None:
+    assert JWKSCache(uri).jwks_uri == uri
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"ttl": 0},
+        {"ttl": math.nan},
+        {"fetch_timeout": 0},
+        {"fetch_timeout": "5"},
+        {"refresh_cooldown": -1},
+        {"max_stale": math.inf},
+        {"min_ttl": 600, "max_ttl": 300},
+        {"backoff_min": 10, "backoff_max": 5},
+        {"refresh_ahead": 0},
+        {"refresh_ahead": 1.5},
+        {"negative_cache_size": -1},
+        {"negative_cache_size": True},
+        {"http_client": object()},
+    ],
+)
+def test_invalid_settings_raise_config_error(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        JWKSCache(JWKS_URI, **options)
+
+
+def test_needs_a_jwks_uri_or_an_issuer() -> None:
+    with pytest.raises(ConfigError):
+        JWKSCache(None)
+
+
+async def test_construction_does_no_network_io(issuer: LocalIssuer, make: Factory) -> None:
+    cache = make()
+    assert issuer.total_requests == 0
+    status = cache.status()
+    assert (status.state, status.fetch_count, status.generation) == ("empty", 0, 0)
+
+
+# -- freshness rules (pure) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("directives", "age", "expected"),
+    [
+        ([], None, 600),  # no Cache-Control: the configured ttl, unclamped
+        (["public"], None, 600),
+        (["max-age=3600"], None, 3600),
+        (["public", "max-age=3600"], "600", 3000),  # Age counts against max-age
+        (["max-age=15", "stale-while-revalidate=15"], None, 300),  # Auth0-like: clamped up
+        (["max-age=9999999"], None, 86400),  # clamped down
+        (['max-age="7200"'], None, 7200),
+        (["MAX-AGE=7200"], None, 7200),
+        (["max-age=7200", "max-age=4000"], None, 4000),  # conflicting: the shorter
+        (["no-store"], None, 300),
+        (["max-age=7200", "no-cache"], None, 300),
+        (['no-cache="set-cookie"'], None, 300),
+        (["max-age=-5"], None, 600),  # malformed directives are ignored
+        (["max-age=abc"], None, 600),
+        (["max-age=१२३"], None, 600),  # non-ASCII digits are not digits here
+    ],
+)
+def test_freshness_follows_cache_control_within_bounds(
+    directives: list[str], age: str | None, expected: float
+) -> None:
+    assert freshness_lifetime(directives, age, default=600, minimum=300, maximum=86400) == expected
+
+
+@given(st.lists(st.text(max_size=30), max_size=5), st.one_of(st.none(), st.text(max_size=12)))
+def test_freshness_never_fails_and_stays_in_bounds(directives: list[str], age: str | None) -> None:
+    result = freshness_lifetime(directives, age, default=600, minimum=300, maximum=86400)
+    assert 300 <= result <= 86400
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after(" 7 ") == 7
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 - 60) == 60
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480 + 60) == 0
+    for bad in (None, "", "soon", "-5", "1e9", "Wed, 99 Foo 2015"):
+        assert parse_retry_after(bad) is None
+
+
+def test_rfc8414_metadata_url_puts_the_well_known_segment_before_the_path() -> None:
+    assert (
+        _rfc8414_url("https://a.test/") == "https://a.test/.well-known/oauth-authorization-server"
+    )
+    assert (
+        _rfc8414_url("https://a.test/tenant/x")
+        == "https://a.test/.well-known/oauth-authorization-server/tenant/x"
+    )
+
+
+# -- fetching and the fast path ---------------------------------------------------------------
+
+
+async def test_fetches_once_then_serves_known_kids_from_memory(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    cache = make()
+    key = await cache.get_key(issuer.current_kid, "ES256")
+    again = await cache.get_key(issuer.current_kid, "ES256")
+    assert key is again
+    assert key.kid == issuer.current_kid
+    assert issuer.jwks_requests == 1
+    assert cache.generation == 1
+
+
+async def test_keys_are_filtered_through_jwk_parsing(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    good = public_jwk(P256, kid="good", alg="ES256")
+    unusable = [
+        {**public_jwk(P256, kid="enc"), "use": "enc"},
+        {**public_jwk(P256, kid="wrap"), "key_ops": ["wrapKey"]},
+        {**public_jwk(P256, kid="private"), "d": "AAAA"},
+        {"kty": "oct", "kid": "secret", "k": "c2VjcmV0"},
+        public_jwk(generate_private_key("RSA", rsa_bits=1024), kid="small"),
+        {"kty": "XYZ", "kid": "alien"},
+    ]
+    issuer.garbage(jwks_body(good, *unusable))
+    cache = make(refresh_cooldown=0, negative_ttl=0)
+    assert (await cache.get_key("good", "ES256")).kid == "good"
+    for jwk in unusable:
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key(jwk["kid"], "ES256")
+    assert cache.status().kids == ("good",)
+
+
+async def test_a_key_refuses_an_algorithm_that_does_not_fit_it(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    cache = make()
+    with pytest.raises(AlgorithmNotAllowedError):
+        await cache.get_key(issuer.current_kid, "ES384")  # P-256 key
+    with pytest.raises(AlgorithmNotAllowedError):
+        await cache.get_key(issuer.current_kid, "RS256")
+
+
+async def test_an_algorithm_outside_the_allow_list_is_refused_before_any_fetch(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    cache = make(algorithms=["RS256"])
+    with pytest.raises(AlgorithmNotAllowedError):
+        await cache.get_key(issuer.current_kid, "ES256")
+    assert issuer.total_requests == 0
+
+
+async def test_a_kid_no_key_set_could_hold_never_causes_a_fetch(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(refresh_cooldown=0)
+    await cache.refresh()
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("k" * 300, "ES256")
+    assert issuer.jwks_requests == 1
+
+
+# -- what counts as a failed fetch -------------------------------------------------------------
+
+
+def valid_jwks_with(**extra: str) -> bytes:
+    """The issuer's real JWKS text with raw members appended (to inject non-JSON)."""
+    text = json.dumps({"keys": [public_jwk(P256, kid="k1", alg="ES256")]})
+    return (text[:-1] + "".join(f', "{k}": {v}' for k, v in extra.items()) + "}").encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"<html>maintenance</html>", "invalid_json"),
+        (b"", "invalid_json"),
+        (valid_jwks_with(x="NaN"), "invalid_json"),
+        (valid_jwks_with(x="Infinity"), "invalid_json"),
+        (valid_jwks_with(x="-Infinity"), "invalid_json"),
+        (valid_jwks_with(x='"\xff"').replace(b"\xc3\xbf", b"\xff"), "invalid_json"),
+        (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),  # too deep for the parser
+        (b"[]", "not_a_jwks"),
+        (b'{"keys": 1}', "not_a_jwks"),
+        (b'{"kids": []}', "not_a_jwks"),
+        (b'{"keys": []}', "no_usable_keys"),
+        (jwks_body({"kty": "oct", "k": "c2VjcmV0"}), "no_usable_keys"),
+    ],
+)
+async def test_a_body_that_is_not_a_usable_jwks_is_a_fetch_failure(
+    issuer: LocalIssuer, make: Factory, body: bytes, reason: str
+) -> None:
+    issuer.garbage(body)
+    cache = make()
+    with pytest.raises(KeySetError) as caught:
+        await cache.get_key("k1", "ES256")
+    assert not isinstance(caught.value, InvalidTokenError)
+    status = cache.status()
+    assert (status.state, status.last_error) == ("failing", reason)
+
+
+def test_the_strict_json_bodies_above_are_otherwise_valid() -> None:
+    # Guards the NaN/Infinity cases: without strict parsing they would load.
+    assert "keys" in json.loads(valid_jwks_with(x="NaN"))
+
+
+@pytest.mark.parametrize("status", [201, 204, 304, 400, 401, 403, 404, 429, 500, 502, 503])
+async def test_any_status_but_200_is_a_fetch_failure(
+    issuer: LocalIssuer, make: Factory, status: int
+) -> None:
+    issuer.fail_with(status)
+    cache = make()
+    with pytest.raises(KeySetError):
+        await cache.get_key(issuer.current_kid, "ES256")
+    assert issuer.jwks_requests == 1  # an HTTP status is an answer: not retried
+
+
+async def test_a_non_200_with_a_valid_jwks_body_is_still_refused(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    issuer.garbage(json.dumps(issuer.jwks).encode(), status=203)
+    with pytest.raises(KeySetError):
+        await make().get_key(issuer.current_kid, "ES256")
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_redirects_are_never_followed(status: int, clock: Clock) -> None:
+    seen: list[str] = []
+    good = jwks_body(public_jwk(P256, kid="k1", alg="ES256"))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path == "/elsewhere":
+            return httpx.Response(200, content=good)
+        return httpx.Response(status, headers={"Location": "https://issuer.test/elsewhere"})
+
+    # Even a client configured to follow redirects must not follow them for keys.
+    async with httpx.AsyncClient(
+        transport=httpx.MockTransport(handler), follow_redirects=True
+    ) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.get_key("k1", "ES256")
+    assert seen == ["/.well-known/jwks.json"]
+    assert cache.status().last_error == "redirect"
+
+
+async def test_a_body_of_exactly_one_mebibyte_is_accepted(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    issuer.oversized(MAX_JWKS_BYTES)
+    assert (await make().get_key(issuer.current_kid, "ES256")).kid == issuer.current_kid
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+async def test_a_body_over_one_mebibyte_is_a_fetch_failure(
+    issuer: LocalIssuer, make: Factory, content_length: bool
+) -> None:
+    issuer.oversized(MAX_JWKS_BYTES + 1, content_length=content_length)
+    cache = make()
+    with pytest.raises(KeySetError):
+        await cache.get_key(issuer.current_kid, "ES256")
+    assert cache.status().last_error == "too_large"
+
+
+async def test_an_endless_body_is_abandoned_after_the_cap(clock: Clock) -> None:
+    sent = 0
+    chunk = b" " * 65536
+
+    class Endless(httpx.AsyncByteStream):
+        """A body that never ends until the client closes the connection."""
+
+        closed = False
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            nonlocal sent
+            while not self.closed:
+                sent += len(chunk)
+                yield chunk
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Endless())  # no Content-Length
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.get_key("k1", "ES256")
+    assert cache.status().last_error == "too_large"
+    assert sent <= MAX_JWKS_BYTES + 2 * len(chunk)
+
+
+async def test_a_compressed_body_is_capped_after_decompression(clock: Clock) -> None:
+    bomb = gzip.compress(b"[" + b" " * (20 * MAX_JWKS_BYTES) + b"]")
+    good = gzip.compress(jwks_body(public_jwk(P256, kid="k1", alg="ES256")))
+    bodies = [bomb, good]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = Chunked(bodies.pop(0))
+        return httpx.Response(200, stream=body, headers={"Content-Encoding": "gzip"})
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        assert len(bomb) < MAX_JWKS_BYTES
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+        assert cache.status().last_error == "too_large"
+        await cache.refresh()  # a small gzip body is fine
+        assert (await cache.get_key("k1", "ES256")).kid == "k1"
+
+
+async def test_an_unknown_content_encoding_is_a_fetch_failure(clock: Clock) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Chunked(b"\x00\x01"), headers={"Content-Encoding": "br"})
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    assert cache.status().last_error == "bad_encoding"
+
+
+# -- retries and deadlines ---------------------------------------------------------------------
+
+
+async def test_one_quick_retry_after_a_connection_error(clock: Clock) -> None:
+    calls = 0
+    good = jwks_body(public_jwk(P256, kid="k1", alg="ES256"))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(200, content=good)
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        assert (await cache.get_key("k1", "ES256")).kid == "k1"
+    assert calls == 2
+    assert cache.status().failed_fetch_count == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "calls_expected"),
+    [
+        (httpx.ConnectError, 2),  # retried once, then a failure
+        (httpx.RemoteProtocolError, 2),
+        (httpx.ReadTimeout, 1),  # timeouts are not retried
+        (httpx.UnsupportedProtocol, 1),
+    ],
+)
+async def test_transport_errors_are_fetch_failures(
+    clock: Clock, error: type[httpx.RequestError], calls_expected: int
+) -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        raise error("boom", request=request)
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.get_key("k1", "ES256")
+    assert calls == calls_expected
+
+
+async def test_an_unexpected_exception_never_escapes(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug in someone's transport")
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with caplog.at_level(logging.ERROR, "asgi_auth0.jwks"), pytest.raises(KeySetError):
+            await cache.get_key("k1", "ES256")
+    assert cache.status().last_error == "unexpected"
+
+
+async def test_fetch_timeout_bounds_the_whole_fetch_including_the_body(clock: Clock) -> None:
+    class Stalls(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b'{"keys": ['
+            await anyio.sleep_forever()
+            yield b""  # pragma: no cover
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Stalls())
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock, fetch_timeout=0.2)
+        with anyio.fail_after(5):  # a regression hangs: make it fail instead
+            with pytest.raises(KeySetError):
+                await cache.get_key("k1", "ES256")
+    assert cache.status().last_error == "timeout"
+
+
+# -- TTL and Cache-Control ---------------------------------------------------------------------
+
+
+async def test_a_fresh_set_is_not_refetched_and_a_stale_one_is(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(ttl=600)
+    kid = issuer.current_kid
+    await cache.get_key(kid, "ES256")
+    clock.advance(599)
+    await cache.get_key(kid, "ES256")
+    assert issuer.jwks_requests == 1
+    clock.advance(2)
+    await cache.get_key(kid, "ES256")
+    assert issuer.jwks_requests == 2
+    await cache.get_key(kid, "ES256")
+    assert issuer.jwks_requests == 2
+
+
+@pytest.mark.parametrize(
+    ("header", "fresh_for"),
+    [
+        ("public, max-age=3600", 3600),
+        ("max-age=15, stale-while-revalidate=15", 300),  # clamped up to 5 min
+        ("max-age=31536000", 86400),  # clamped down to 24 h
+        ("no-store", 300),
+        ("no-cache", 300),
+    ],
+)
+async def test_cache_control_sets_freshness_within_bounds(
+    issuer: LocalIssuer, make: Factory, clock: Clock, header: str, fresh_for: float
+) -> None:
+    issuer.cache_control(header)
+    cache = make(ttl=600)
+    kid = issuer.current_kid
+    await cache.get_key(kid, "ES256")
+    assert cache.status().next_refresh_in == fresh_for
+    clock.advance(fresh_for - 1)
+    await cache.get_key(kid, "ES256")
+    assert issuer.jwks_requests == 1
+    clock.advance(2)
+    await cache.get_key(kid, "ES256")
+    assert issuer.jwks_requests == 2
+
+
+async def test_no_cache_never_means_a_fetch_per_request(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    issuer.cache_control("no-cache, no-store")
+    cache = make()
+    for _ in range(50):
+        await cache.get_key(issuer.current_kid, "ES256")
+        clock.advance(1)
+    assert issuer.jwks_requests == 1
+
+
+async def test_without_a_runner_nothing_is_fetched_early(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(ttl=600)
+    await cache.get_key(issuer.current_kid, "ES256")
+    clock.advance(590)  # past the 80% refresh-ahead point, still fresh
+    await cache.get_key(issuer.current_kid, "ES256")
+    assert issuer.jwks_requests == 1
+
+
+# -- unknown kids: cooldown and negative cache -------------------------------------------------
+
+
+async def test_an_unknown_kid_refreshes_at_most_once_per_cooldown(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(refresh_cooldown=30)
+    await cache.refresh()
+    clock.advance(31)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("new-1", "ES256")  # refreshes, still unknown
+    assert issuer.jwks_requests == 2
+    clock.advance(29)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("new-2", "ES256")  # within the cooldown: no fetch
+    assert issuer.jwks_requests == 2
+    clock.advance(2)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("new-3", "ES256")
+    assert issuer.jwks_requests == 3
+
+
+async def test_a_rotated_in_key_is_found_by_one_refresh(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make()
+    old = issuer.current_kid
+    await cache.get_key(old, "ES256")
+    new = issuer.rotate()
+    clock.advance(31)
+    assert (await cache.get_key(new, "ES256")).kid == new
+    assert (await cache.get_key(old, "ES256")).kid == old  # kept in the JWKS
+    assert issuer.jwks_requests == 2
+    assert cache.generation == 2
+
+
+async def test_a_random_kid_flood_costs_one_fetch_per_cooldown(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(refresh_cooldown=30)
+    await cache.refresh()
+    clock.advance(31)
+    for i in range(1000):  # 1000 requests over 10 s
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key(f"random-{i}", "ES256")
+        clock.advance(0.01)
+    assert issuer.jwks_requests == 2
+    clock.advance(21)  # a new cooldown window
+    for i in range(100):
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key(f"more-{i}", "ES256")
+    assert issuer.jwks_requests == 3
+    assert (await cache.get_key(issuer.current_kid, "ES256")).kid == issuer.current_kid
+
+
+async def test_a_kid_found_absent_is_not_fetched_for_again(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(refresh_cooldown=30, negative_ttl=300)
+    await cache.refresh()
+    clock.advance(31)
+    for _ in range(10):
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key("garbage", "ES256")
+        clock.advance(31)  # every time past the cooldown
+    assert issuer.jwks_requests == 2
+    clock.advance(300)  # the negative entry expires
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("garbage", "ES256")
+    assert issuer.jwks_requests == 3
+
+
+async def test_a_kid_refused_within_the_cooldown_is_not_remembered_as_absent(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(refresh_cooldown=30)
+    await cache.refresh()
+    kid = issuer.rotate()  # published right after our fetch
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key(kid, "ES256")  # cooldown: refused without a look
+    clock.advance(31)
+    assert (await cache.get_key(kid, "ES256")).kid == kid
+
+
+async def test_the_negative_cache_is_a_bounded_lru(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(refresh_cooldown=0, negative_cache_size=2)
+    await cache.refresh()
+    for kid in ("a", "b", "a", "c"):  # "a" is used again, so "b" is the one evicted
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key(kid, "ES256")
+    assert issuer.jwks_requests == 4  # load, a, b, c
+    for kid in ("a", "c"):
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key(kid, "ES256")
+    assert issuer.jwks_requests == 4
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("b", "ES256")
+    assert issuer.jwks_requests == 5
+
+
+async def test_a_new_key_set_clears_the_negative_cache(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(refresh_cooldown=0, ttl=600, negative_ttl=3600)
+    await cache.refresh()
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("late", "ES256")
+    issuer.add_key(P256, kid="late")
+    clock.advance(601)
+    await cache.get_key(issuer.current_kid, "ES256")  # the TTL refresh sees "late"
+    assert (await cache.get_key("late", "ES256")).kid == "late"
+
+
+# -- generations and removal -------------------------------------------------------------------
+
+
+async def test_generation_moves_only_when_the_keys_change(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    cache = make()
+    await cache.refresh()
+    await cache.refresh()
+    assert (cache.generation, issuer.jwks_requests) == (1, 2)
+    issuer.rotate()
+    await cache.refresh()
+    assert cache.generation == 2
+
+
+async def test_a_removed_key_stops_validating_after_the_next_refresh(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(ttl=600)
+    old = issuer.current_kid
+    await cache.get_key(old, "ES256")
+    issuer.rotate(keep_old=False)
+    assert (await cache.get_key(old, "ES256")).kid == old  # still fresh
+    clock.advance(601)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key(old, "ES256")
+    assert cache.generation == 2
+
+
+async def test_concurrent_refreshes_share_one_fetch(issuer: LocalIssuer, make: Factory) -> None:
+    # One fetch at a time is what guarantees no older response lands after a newer one.
+    cache = make()
+    issuer.hold()
+    async with anyio.create_task_group() as tg:
+        for _ in range(3):
+            tg.start_soon(cache.refresh)
+        await issuer.wait_for_waiting_async(1)
+        await anyio.wait_all_tasks_blocked()
+        issuer.release()
+    assert issuer.jwks_requests == 1
+    assert cache.generation == 1
+
+
+# -- single flight and cancellation ------------------------------------------------------------
+
+
+async def test_concurrent_callers_cause_exactly_one_fetch(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    cache = make()
+    kid = issuer.current_kid
+    found: list[str | None] = []
+
+    async def call() -> None:
+        found.append((await cache.get_key(kid, "ES256")).kid)
+
+    issuer.hold()
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(call)
+        await issuer.wait_for_waiting_async(1)
+        await anyio.wait_all_tasks_blocked()
+        assert issuer.jwks_requests == 1
+        issuer.release()
+    assert found == [kid] * 50
+    assert issuer.jwks_requests == 1
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    cache = make()
+    kid = issuer.current_kid
+    found: list[str | None] = []
+    first, waiter = anyio.CancelScope(), anyio.CancelScope()
+
+    async def call(scope: anyio.CancelScope | None) -> None:
+        if scope is None:
+            found.append((await cache.get_key(kid, "ES256")).kid)
+            return
+        with scope:
+            await cache.get_key(kid, "ES256")
+
+    issuer.hold()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, first)  # starts (and performs) the fetch
+        await issuer.wait_for_waiting_async(1)
+        tg.start_soon(call, waiter)
+        tg.start_soon(call, None)
+        tg.start_soon(call, None)
+        await anyio.wait_all_tasks_blocked()
+        first.cancel()  # the client that started the fetch disconnects ...
+        waiter.cancel()  # ... and so does one that was waiting
+        await anyio.wait_all_tasks_blocked()
+        issuer.release()
+    assert found == [kid, kid]
+    assert issuer.jwks_requests == 1
+    assert cache.status().state == "fresh"
+
+
+# -- backoff -----------------------------------------------------------------------------------
+
+
+async def test_failed_fetches_back_off_exponentially_up_to_five_minutes(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    issuer.fail_with(500)
+    cache = make()
+    expected = [5, 10, 20, 40, 80, 160, 300, 300]
+    with pytest.raises(KeySetError):
+        await cache.get_key("k", "ES256")
+    for requests, delay in enumerate(expected, start=1):
+        assert issuer.jwks_requests == requests
+        with pytest.raises(KeySetError) as caught:
+            await cache.get_key("k", "ES256")  # backing off: no fetch
+        assert caught.value.retry_after == delay
+        clock.advance(delay - 0.5)
+        with pytest.raises(KeySetError):
+            await cache.get_key("k", "ES256")
+        assert issuer.jwks_requests == requests
+        clock.advance(0.5)
+        with pytest.raises(KeySetError):
+            await cache.get_key("k", "ES256")  # due again: one more fetch
+    assert cache.status().consecutive_failures == len(expected) + 1
+
+
+async def test_backoff_is_jittered_downwards(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    issuer.fail_with(500)
+    cache = make(jitter=lambda: 0.999)
+    with pytest.raises(KeySetError):
+        await cache.get_key("k", "ES256")
+    assert 3.7 < cache.status().next_refresh_in < 3.8  # 5 s * (1 - 0.25 * 0.999)
+
+
+async def test_the_issuers_retry_after_is_honoured_up_to_the_backoff_cap(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    issuer.fail_with(429, retry_after=60)
+    cache = make()
+    with pytest.raises(KeySetError) as caught:
+        await cache.get_key("k", "ES256")
+    assert caught.value.retry_after == 60
+    clock.advance(59)
+    with pytest.raises(KeySetError):
+        await cache.get_key("k", "ES256")
+    assert issuer.jwks_requests == 1
+    issuer.fail_with(503, retry_after=86400)
+    clock.advance(1)
+    with pytest.raises(KeySetError) as caught:
+        await cache.get_key("k", "ES256")
+    assert issuer.jwks_requests == 2
+    assert caught.value.retry_after == 300
+
+
+async def test_a_success_resets_the_backoff(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(ttl=600, refresh_cooldown=0)
+    issuer.fail_with(500)
+    for _ in range(3):
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    issuer.heal()
+    await cache.refresh()
+    assert cache.status().consecutive_failures == 0
+    issuer.fail_with(500)
+    clock.advance(601)
+    await cache.get_key(issuer.current_kid, "ES256")  # stale; inline refresh fails
+    assert cache.status().next_refresh_in == 5
+
+
+# -- stale-if-error ----------------------------------------------------------------------------
+
+
+async def test_known_kids_keep_working_for_max_stale_while_the_issuer_fails(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = make(ttl=600, max_stale=3600)
+    kid = issuer.current_kid
+    await cache.get_key(kid, "ES256")
+    issuer.fail_with(500)
+    clock.advance(601)
+    with caplog.at_level(logging.WARNING, "asgi_auth0.jwks"):
+        for _ in range(20):
+            assert (await cache.get_key(kid, "ES256")).kid == kid
+            assert cache.status().state == "stale"
+            clock.advance(3598 / 20)
+    stale_logs = [r for r in caplog.records if "stale" in r.getMessage()]
+    assert len(stale_logs) == 1  # once per stale period
+    clock.advance(3)  # now past freshness + max_stale
+    with pytest.raises(KeySetError):
+        await cache.get_key(kid, "ES256")
+    assert cache.status().state == "failing"
+    assert cache.generation == 1
+
+
+async def test_a_failed_refresh_never_wipes_good_keys(issuer: LocalIssuer, make: Factory) -> None:
+    cache = make()
+    kid = issuer.current_kid
+    await cache.refresh()
+    for fault in (b'{"keys": []}', b"nonsense", b'{"keys": [{"kty": "oct", "k": "AA"}]}'):
+        issuer.garbage(fault)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+        assert (await cache.get_key(kid, "ES256")).kid == kid
+    assert cache.generation == 1
+    assert cache.status().kids == (kid,)
+
+
+async def test_with_no_set_ever_loaded_the_answer_is_key_set_error(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    issuer.fail_with(500)
+    with pytest.raises(KeySetError) as caught:
+        await make().get_key(issuer.current_kid, "ES256")
+    assert not isinstance(caught.value, InvalidTokenError)
+    assert caught.value.status_code == 503
+
+
+async def test_an_unknown_kid_during_an_outage_is_503_not_401(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(refresh_cooldown=30)
+    await cache.refresh()
+    issuer.fail_with(500)
+    clock.advance(31)
+    with pytest.raises(KeySetError):
+        await cache.get_key("rotated-in", "ES256")  # one fetch, failed
+    with pytest.raises(KeySetError):
+        await cache.get_key("rotated-in", "ES256")  # cooldown + failing: no fetch
+    assert issuer.jwks_requests == 2
+    assert (await cache.get_key(issuer.current_kid, "ES256")).kid == issuer.current_kid
+
+
+# -- background runner -------------------------------------------------------------------------
+
+
+async def test_the_runner_loads_the_set_at_startup(issuer: LocalIssuer, make: Factory) -> None:
+    cache = make()
+    async with cache.running():
+        await anyio.wait_all_tasks_blocked()
+        assert issuer.jwks_requests == 1
+        status = cache.status()
+        assert (status.state, status.background) == ("fresh", True)
+    assert not cache.status().background
+
+
+async def test_with_a_runner_known_kids_never_wait_for_a_refresh(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(ttl=600)
+    kid = issuer.current_kid
+    async with cache.running():
+        await anyio.wait_all_tasks_blocked()  # the startup load is done
+        assert issuer.jwks_requests == 1
+        issuer.hold()
+        clock.advance(500)  # refresh-ahead window
+        with anyio.fail_after(5):  # would hang on the held issuer if it waited
+            assert (await cache.get_key(kid, "ES256")).kid == kid
+        await issuer.wait_for_waiting_async(1)  # the runner's refresh is under way
+        clock.advance(200)  # now past freshness too
+        with anyio.fail_after(5):
+            for _ in range(10):
+                assert (await cache.get_key(kid, "ES256")).kid == kid
+        assert issuer.jwks_requests == 2
+        issuer.release()
+        await cache.refresh()  # joins the runner's fetch
+        assert issuer.jwks_requests == 2
+        assert cache.status().state == "fresh"
+
+
+async def test_the_runner_refreshes_ahead_of_expiry(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(ttl=600)
+    async with cache.running():
+        await anyio.wait_all_tasks_blocked()
+        new = issuer.rotate()
+        clock.advance(481)  # 80% of 600
+        await cache.get_key(issuer.current_kid, "ES256")  # wakes the runner
+        await anyio.wait_all_tasks_blocked()
+        assert issuer.jwks_requests == 2
+        assert cache.generation == 2
+        assert new in cache.status().kids
+
+
+async def test_callers_waiting_on_the_runner_are_released_when_it_stops(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    cache = make()
+    errors: list[Exception] = []
+
+    async def call() -> None:
+        try:
+            await cache.get_key(issuer.current_kid, "ES256")
+        except KeySetError as exc:
+            errors.append(exc)
+
+    issuer.hold()
+    # The runner block ends first (cancelling the runner mid-fetch), then the task
+    # group waits for the caller, which must not hang.
+    async with anyio.create_task_group() as tg, cache.running():
+        await issuer.wait_for_waiting_async(1)  # the startup load is held
+        tg.start_soon(call)
+        await anyio.wait_all_tasks_blocked()
+    assert len(errors) == 1
+
+
+async def test_the_runner_is_single(make: Factory) -> None:
+    cache = make()
+    async with cache.running():
+        with pytest.raises(RuntimeError):
+            async with cache.running():
+                pass  # pragma: no cover
+
+
+async def test_an_error_in_the_running_block_propagates_unwrapped(make: Factory) -> None:
+    with pytest.raises(LookupError):
+        async with make().running():
+            raise LookupError("the app's own error")
+
+
+# -- hooks and status --------------------------------------------------------------------------
+
+
+async def test_hooks_see_refreshes_errors_stale_serving_and_unknown_kids(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    cache = make(issuer=ISSUER, on_event=lambda name, info: events.append((name, dict(info))))
+    kid = issuer.current_kid
+    await cache.get_key(kid, "ES256")
+    clock.advance(31)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("nope", "ES256")
+    issuer.fail_with(500)
+    clock.advance(600)
+    await cache.get_key(kid, "ES256")
+    names = [name for name, _ in events]
+    assert names == ["refresh", "refresh", "unknown_kid", "stale_served", "refresh_error"]
+    assert events[0][1]["changed"] is True
+    assert events[1][1]["changed"] is False
+    assert events[2][1] | {"iss": ISSUER} == {
+        "kid": "nope", "alg": "ES256", "action": "refreshed", "iss": ISSUER
+    }  # fmt: skip
+    assert events[4][1]["reason"] == "http_status"
+
+
+async def test_a_failing_hook_never_breaks_a_request(issuer: LocalIssuer, make: Factory) -> None:
+    def hook(name: str, info: Any) -> None:
+        raise ValueError("metrics backend down")
+
+    cache = make(on_event=hook)
+    assert (await cache.get_key(issuer.current_kid, "ES256")).kid == issuer.current_kid
+
+
+async def test_status_reports_for_health_endpoints(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(ttl=600, issuer=ISSUER)
+    await cache.refresh()
+    clock.advance(100)
+    data = cache.status().as_dict()
+    json.dumps(data)  # ready for a JSON health endpoint
+    assert data == {
+        "state": "fresh",
+        "issuer": ISSUER,
+        "jwks_uri": JWKS_URI,
+        "key_count": 1,
+        "kids": [issuer.current_kid],
+        "generation": 1,
+        "fetch_count": 1,
+        "failed_fetch_count": 0,
+        "consecutive_failures": 0,
+        "last_success_age": 100.0,
+        "last_error": None,
+        "next_refresh_in": 500.0,
+        "background": False,
+    }
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+
+async def test_discovery_finds_the_jwks_once(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(None, issuer=ISSUER, ttl=600)
+    await cache.get_key(issuer.current_kid, "ES256")
+    clock.advance(601)
+    await cache.get_key(issuer.current_kid, "ES256")
+    assert issuer.requests[DISCOVERY_PATH] == 1
+    assert issuer.jwks_requests == 2
+    assert cache.jwks_uri == JWKS_URI
+
+
+async def test_discovery_requires_the_exact_issuer(issuer: LocalIssuer, make: Factory) -> None:
+    cache = make(None, issuer=ISSUER.rstrip("/"))  # the document says ".../"
+    with pytest.raises(KeySetError):
+        await cache.get_key(issuer.current_kid, "ES256")
+    assert cache.status().last_error == "issuer_mismatch"
+    assert issuer.jwks_requests == 0
+
+
+@pytest.mark.parametrize(
+    "jwks_uri", ["http://evil.example/jwks", "https://user:pw@issuer.test/jwks", 42, None]
+)
+async def test_a_discovered_jwks_uri_must_be_https(
+    issuer: LocalIssuer, make: Factory, jwks_uri: object
+) -> None:
+    issuer.garbage(
+        json.dumps({"issuer": ISSUER, "jwks_uri": jwks_uri}).encode(), paths=DISCOVERY_PATH
+    )
+    cache = make(None, issuer=ISSUER)
+    with pytest.raises(KeySetError):
+        await cache.refresh()
+    assert cache.status().last_error == "bad_discovery"
+
+
+async def test_discovery_falls_back_to_rfc8414_when_oidc_metadata_is_missing(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    issuer.fail_with(404, paths=DISCOVERY_PATH)
+    cache = make(None, issuer=ISSUER)
+    assert (await cache.get_key(issuer.current_kid, "ES256")).kid == issuer.current_kid
+    assert issuer.requests[OAUTH_METADATA_PATH] == 1
+
+
+async def test_discovery_does_not_fall_back_when_the_issuer_is_failing(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    issuer.fail_with(503, paths=DISCOVERY_PATH)
+    cache = make(None, issuer=ISSUER)
+    with pytest.raises(KeySetError):
+        await cache.refresh()
+    assert issuer.requests[OAUTH_METADATA_PATH] == 0
+
+
+# -- configuration, several issuers, lifecycle -------------------------------------------------
+
+
+def test_from_config_uses_the_configs_jwks_settings() -> None:
+    config = Auth0Config(
+        domain="tenant.eu.auth0.com",
+        audience="https://api.example.com",
+        additional_issuers=["https://login.example.com/"],
+    )
+    main = JWKSCache.from_config(config)
+    assert main.jwks_uri == "https://tenant.eu.auth0.com/.well-known/jwks.json"
+    assert main.issuer == "https://tenant.eu.auth0.com/"
+    other = JWKSCache.from_config(config, issuer="https://login.example.com/")
+    assert other.jwks_uri is None  # found by discovery of that issuer
+    with pytest.raises(ConfigError):
+        JWKSCache.from_config(config, issuer="https://evil.example.com/")
+    assert isinstance(key_source_for_config(config), IssuerKeySets)
+    single = Auth0Config(domain="tenant.eu.auth0.com", audience="https://api.example.com")
+    assert isinstance(key_source_for_config(single), JWKSCache)
+
+
+async def test_from_config_enforces_the_algorithm_allow_list(
+    issuer: LocalIssuer, client: httpx.AsyncClient
+) -> None:
+    config = Auth0Config(issuer=ISSUER, jwks_uri=JWKS_URI, audience="a", algorithms=["RS256"])
+    cache = JWKSCache.from_config(config, http_client=client)
+    with pytest.raises(AlgorithmNotAllowedError):
+        await cache.get_key(issuer.current_kid, "ES256")
+    assert issuer.total_requests == 0
+
+
+async def test_each_issuer_has_its_own_key_set(clock: Clock) -> None:
+    main = LocalIssuer(issuer="https://main.test/", private_key=P256)
+    custom = LocalIssuer(issuer="https://custom.test/", key_type="P-256")
+    mounts = {
+        "all://main.test": httpx.ASGITransport(app=main.asgi_app),
+        "all://custom.test": httpx.ASGITransport(app=custom.asgi_app),
+    }
+    config = Auth0Config(
+        issuer="https://main.test/",
+        jwks_uri=main.jwks_uri,
+        additional_issuers=["https://custom.test/"],
+        audience="a",
+        algorithms=["ES256"],
+    )
+    async with httpx.AsyncClient(mounts=mounts) as client:
+        sets = IssuerKeySets.from_config(config, http_client=client, clock=clock)
+        assert sets.issuers == ("https://main.test/", "https://custom.test/")
+        key = await sets.get_key_for("https://main.test/", main.current_kid, "ES256")
+        assert key.kid == main.current_kid
+        key = await sets.get_key_for("https://custom.test/", custom.current_kid, "ES256")
+        assert key.kid == custom.current_kid
+        assert custom.requests[DISCOVERY_PATH] == 1
+        with pytest.raises(UnknownKeyError):  # keys never cross issuers
+            await sets.get_key_for("https://main.test/", custom.current_kid, "ES256")
+        before = main.total_requests + custom.total_requests
+        for iss in ("https://evil.test/", "https://main.test", None, 7):
+            with pytest.raises(InvalidIssuerError):
+                await sets.get_key_for(iss, main.current_kid, "ES256")
+        assert main.total_requests + custom.total_requests == before
+        assert (await sets.get_key(main.current_kid, "ES256")).kid == main.current_kid
+        assert sets.generation == 2
+        assert sets.source_for("https://custom.test/") is not None
+        assert sets.source_for("https://evil.test/") is None
+        assert {iss: s.state for iss, s in sets.status().items()} == {
+            "https://main.test/": "fresh",
+            "https://custom.test/": "fresh",
+        }
+        custom.rotate()
+        await sets.refresh()
+        assert sets.generation == 3
+
+
+async def test_several_issuers_run_and_stop_together(clock: Clock) -> None:
+    a = LocalIssuer(issuer="https://a.test/", private_key=P256)
+    b = LocalIssuer(issuer="https://b.test/", private_key=P256)
+    mounts = {
+        "all://a.test": httpx.ASGITransport(app=a.asgi_app),
+        "all://b.test": httpx.ASGITransport(app=b.asgi_app),
+    }
+    async with httpx.AsyncClient(mounts=mounts) as client:
+        sets = IssuerKeySets(
+            {
+                "https://a.test/": JWKSCache(a.jwks_uri, http_client=client, clock=clock),
+                "https://b.test/": JWKSCache(b.jwks_uri, http_client=client, clock=clock),
+            }
+        )
+        async with sets.running():
+            await anyio.wait_all_tasks_blocked()
+            assert all(s.background and s.state == "fresh" for s in sets.status().values())
+        assert not any(s.background for s in sets.status().values())
+
+
+async def test_aclose_leaves_an_injected_client_open(issuer: LocalIssuer, make: Factory) -> None:
+    cache = make()
+    client = cache._client
+    await cache.refresh()
+    await cache.aclose()
+    assert client is not None
+    assert not client.is_closed
+    await cache.refresh()  # still usable
+
+
+async def test_a_body_already_in_memory_is_capped_too(clock: Clock) -> None:
+    # httpx.Response(content=...) arrives preloaded (MockTransport in users' tests).
+    bodies = [b" " * (MAX_JWKS_BYTES + 1), jwks_body(public_jwk(P256, kid="k1", alg="ES256"))]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bodies.pop(0))
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+        assert cache.status().last_error == "too_large"
+        await cache.refresh()
+        assert (await cache.get_key("k1", "ES256")).kid == "k1"
