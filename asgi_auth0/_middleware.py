@@ -90,12 +90,21 @@ class AuthenticationRejected(Exception):
     :func:`asgi_auth0.fastapi.rejection_handler` for it instead.
     """
 
-    def __init__(self, error: Auth0Error, *, websocket_connect_received: bool = False) -> None:
+    def __init__(
+        self,
+        error: Auth0Error,
+        *,
+        websocket_connect_received: bool = False,
+        websocket_accepted: bool = False,
+    ) -> None:
         super().__init__(error.reason)
         #: What to answer.
         self.error = error
         #: For a WebSocket: whether the application already consumed ``websocket.connect``.
         self.websocket_connect_received = websocket_connect_received
+        #: For a WebSocket: whether the application already accepted it (then only a
+        #: close is possible, no denial response).
+        self.websocket_accepted = websocket_accepted
 
 
 def _store(scope: Scope, claims: Claims | None, responder: Responder) -> None:
@@ -212,6 +221,7 @@ class Auth0Middleware:
                 receive,
                 send,
                 connect_received=rejected.websocket_connect_received,
+                accepted=rejected.websocket_accepted,
             )
 
     async def _authenticate(self, scope: Scope) -> Claims | None:
@@ -229,10 +239,14 @@ class Auth0Middleware:
         send: Send,
         *,
         connect_received: bool = False,
+        accepted: bool = False,
     ) -> None:
         challenge = self._responder.challenge(exc)
         _log_rejection(scope, challenge)
         if scope["type"] == "websocket":
+            if accepted:
+                await send({"type": "websocket.close", "code": _close_code(exc)})
+                return
             if not connect_received:
                 # The ASGI spec has the application answer websocket.connect with
                 # accept, close or a denial response; a client that already left
@@ -241,8 +255,7 @@ class Auth0Middleware:
                 if message["type"] != "websocket.connect":
                     return
             if _DENIAL_EXTENSION not in (scope.get("extensions") or {}):
-                code = _WS_TRY_AGAIN_LATER if isinstance(exc, KeySetError) else _WS_POLICY_VIOLATION
-                await send({"type": "websocket.close", "code": code})
+                await send({"type": "websocket.close", "code": _close_code(exc)})
                 return
         response = self._responder.response(HTTPConnection(scope), challenge)
         # A Starlette Response sends websocket.http.response.* on a websocket scope.
@@ -291,6 +304,11 @@ class Auth0Middleware:
 _LIFESPAN_END = frozenset(
     {"lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"}
 )
+
+
+def _close_code(exc: Auth0Error) -> int:
+    """The WebSocket close code for a rejection sent as a close frame."""
+    return _WS_TRY_AGAIN_LATER if isinstance(exc, KeySetError) else _WS_POLICY_VIOLATION
 
 
 def _log_rejection(scope: Scope, challenge: Challenge) -> None:

@@ -85,8 +85,15 @@ bearer_scheme = _Auth0Bearer()
 
 
 def _reject(conn: HTTPConnection, error: Auth0Error) -> NoReturn:
-    received = isinstance(conn, WebSocket) and conn.client_state is not WebSocketState.CONNECTING
-    raise AuthenticationRejected(error, websocket_connect_received=received)
+    if isinstance(conn, WebSocket):
+        # Dependencies normally run before the endpoint accepts; these flags cover a
+        # dependency called by hand later, so the middleware sends what still fits.
+        raise AuthenticationRejected(
+            error,
+            websocket_connect_received=conn.client_state is not WebSocketState.CONNECTING,
+            websocket_accepted=conn.application_state is WebSocketState.CONNECTED,
+        )
+    raise AuthenticationRejected(error)
 
 
 def _claims_or_reject(conn: HTTPConnection) -> Claims:
@@ -189,11 +196,19 @@ async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response | 
         raise exc
     _, responder = auth_state(conn.scope)
     challenge = responder.challenge(exc.error)
-    if isinstance(conn, WebSocket) and "websocket.http.response" not in (
-        conn.scope.get("extensions") or {}
-    ):
-        await conn.close(code=1013 if challenge.status_code >= 500 else 1008)
-        return None
+    if isinstance(conn, WebSocket):
+        close_code = 1013 if challenge.status_code >= 500 else 1008
+        if conn.application_state is WebSocketState.CONNECTED:
+            await conn.close(code=close_code)
+            return None
+        if conn.client_state is WebSocketState.CONNECTING:
+            # Answer the client's websocket.connect, as the middleware does.
+            message = await conn.receive()
+            if message["type"] != "websocket.connect":
+                return None
+        if "websocket.http.response" not in (conn.scope.get("extensions") or {}):
+            await conn.close(code=close_code)
+            return None
     return responder.response(conn, challenge)
 
 

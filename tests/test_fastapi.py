@@ -438,6 +438,72 @@ async def test_websocket_route_with_too_few_scopes_gets_403(
     assert hdrs[b"www-authenticate"].endswith(b'scope="chat:join"')
 
 
+async def token_after_connect(websocket: WebSocket) -> Claims:
+    # A dependency that reads websocket.connect itself before requiring the token.
+    await websocket.receive()
+    return await require_token(websocket)
+
+
+def late_app(verifier: TokenVerifier, *, handler: bool = False) -> FastAPI:
+    app = FastAPI()
+
+    @app.websocket("/ws-received")
+    async def received(
+        websocket: WebSocket, claims: Annotated[Claims, Depends(token_after_connect)]
+    ) -> None:
+        await websocket.accept()
+
+    @app.websocket("/ws-late")
+    async def late(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await require_token(websocket)  # called by hand, after accept
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket, claims: ClaimsDep) -> None:
+        await websocket.accept()
+
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    if handler:
+        app.add_exception_handler(AuthenticationRejected, rejection_handler)
+    return app
+
+
+@pytest.mark.anyio
+async def test_websocket_rejection_after_the_app_read_connect(verifier: TokenVerifier) -> None:
+    # drive_ws hands out one websocket.connect; reading a second would hang (and fail).
+    sent = await drive_ws(late_app(verifier), [], path="/ws-received")
+    assert [m["type"] for m in sent] == [
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    ]
+    assert sent[0]["status"] == 401
+
+
+@pytest.mark.anyio
+async def test_websocket_rejection_after_accept_is_a_close(verifier: TokenVerifier) -> None:
+    sent = await drive_ws(late_app(verifier), [], path="/ws-late")
+    assert sent == [
+        {"type": "websocket.accept", "subprotocol": None, "headers": []},
+        {"type": "websocket.close", "code": 1008},
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/ws", "/ws-received", "/ws-late"])
+async def test_rejection_handler_on_websockets(verifier: TokenVerifier, path: str) -> None:
+    app = late_app(verifier, handler=True)
+    sent = await drive_ws(app, [], path=path)
+    if path == "/ws-late":
+        assert sent[-1] == {"type": "websocket.close", "code": 1008, "reason": ""}
+    else:
+        assert sent[0]["type"] == "websocket.http.response.start"
+        assert sent[0]["status"] == 401
+        assert (b"www-authenticate", b'Bearer realm="api"') in sent[0]["headers"]
+    if path == "/ws":
+        sent = await drive_ws(app, [], path=path, denial=False)
+        assert sent == [{"type": "websocket.close", "code": 1008, "reason": ""}]
+
+
 # -- OpenAPI and Swagger UI ----------------------------------------------------------------
 
 

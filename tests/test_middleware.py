@@ -17,6 +17,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.background import BackgroundTask
@@ -854,3 +856,54 @@ async def test_the_query_param_never_applies_to_http(
     async with client(app) as c:
         r = await c.get("/", params={"access_token": issuer.token()})
     assert r.json()["authenticated"] is False
+
+
+# -- no input becomes a 500 ------------------------------------------------------------------
+
+_FUZZ: dict[str, Any] = {}
+
+
+def _fuzz_middleware() -> Auth0Middleware:
+    # Built once: hypothesis runs many examples and fixtures are per test.
+    if not _FUZZ:
+        from asgi_auth0._signing import generate_private_key
+
+        issuer = LocalIssuer(issuer=ISS, audience=AUD, private_key=generate_private_key("P-256"))
+        verifier = TokenVerifier(issuer.config(), key_set=StaticKeySet(issuer.jwks))
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await Response("ok")(scope, receive, send)
+
+        _FUZZ["mw"] = Auth0Middleware(app, verifier=verifier, websocket_query_param="t")
+        _FUZZ["token"] = issuer.token()
+    mw: Auth0Middleware = _FUZZ["mw"]
+    return mw
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(
+            st.binary(max_size=200),
+            st.builds(lambda b: b"Bearer " + b, st.binary(max_size=200)),
+            st.sampled_from([b"Bearer", b"bearer  x", b"Bearer a.b.c", b"Bearer eyJ.eyJ.x"]),
+        ),
+        max_size=3,
+    ),
+    query=st.binary(max_size=100),
+)
+def test_any_authorization_input_is_answered_200_400_or_401(
+    values: list[bytes], query: bytes
+) -> None:
+    mw = _fuzz_middleware()
+    headers = [(b"authorization", v) for v in values]
+
+    async def main() -> list[Message]:
+        scope = http_scope(headers)
+        scope["query_string"] = query
+        return await drive(mw, scope, [{"type": "http.request"}])
+
+    sent = anyio.run(main)
+    assert sent[0]["status"] in (200, 400, 401)
+    for _, value in sent[0]["headers"]:
+        assert all(0x20 <= b <= 0x7E for b in value)
