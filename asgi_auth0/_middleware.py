@@ -14,7 +14,9 @@ rejection answered here, exactly like the middleware's own.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.requests import HTTPConnection
@@ -276,11 +278,18 @@ class Auth0Middleware:
                 await self._on_shutdown()
             await send(message)
 
-        await self.app(scope, observed_receive, observed_send)
+        async with self._app_lifetime():
+            await self.app(scope, observed_receive, observed_send)
+
+    @contextlib.asynccontextmanager
+    async def _app_lifetime(self) -> AsyncIterator[None]:
+        """What lives exactly as long as the application's lifespan: the single place
+        for it. A background refresher of the key set belongs here (entered around the
+        whole lifespan, so its task group nests properly); nothing yet."""
+        yield
 
     async def _on_startup(self) -> None:
-        """Startup work: the single place for it (warming the key set; a background
-        refresher of the key set would be started here too)."""
+        """Startup work, run when ``lifespan.startup`` arrives: warm the key set."""
         if not self._warm:
             return
         try:
