@@ -340,6 +340,18 @@ async def test_malformed_and_multiple_authorization_headers_are_400(
     assert bad.headers["www-authenticate"].startswith('Bearer realm="api", error="invalid_request"')
 
 
+async def test_a_rejected_upload_leaves_the_connection_usable(
+    server: Server, http: httpx.AsyncClient
+) -> None:
+    # The middleware answers without reading the body; the server deals with the
+    # unread bytes, and the next request on the same connection still works.
+    body = b"x" * 300_000
+    rejected = await http.post("/public", content=body, headers=bearer("a.b.c"))
+    assert rejected.status_code == 401
+    follow_up = await http.get("/public")
+    assert follow_up.json() == {"hello": "world"}
+
+
 async def raw_request(port: int, head: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send raw request bytes (clients refuse to send some of these) and parse the answer."""
     with anyio.fail_after(10):
