@@ -33,7 +33,10 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, dict):
         return _FrozenDict({k: _freeze(v) for k, v in value.items()})
     if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
+        for item in value:
+            if isinstance(item, (dict, list)):
+                return tuple(_freeze(v) for v in value)
+        return tuple(value)  # the usual array of strings: no per-item calls
     return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 from ._claims import _freeze
@@ -18,7 +19,7 @@ from ._errors import (
     TokenTooLargeError,
     UnsupportedHeaderError,
 )
-from ._keys import MAX_KID_LENGTH, b64url_decode_bytes
+from ._keys import MAX_KID_LENGTH, b64url_decode_bytes, decode_translated
 
 __all__ = [
     "HEADER_CACHE_SIZE",
@@ -78,6 +79,19 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
+#: Decodes one token segment to bytes or raises ``ValueError``.
+_Decode = Callable[[bytes], bytes]
+
+# base64url maps to the standard alphabet that binascii decodes; every other byte
+# but the segment separator is deleted, so a length change means the token holds one.
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_NOT_TOKEN_BYTES = bytes(
+    sorted(
+        set(range(256)) - set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.")
+    )
+)
+# Builds a ParsedToken without the Python-level __new__ a NamedTuple gets.
+_new_parsed: Callable[[tuple[Any, ...]], ParsedToken] = partial(tuple.__new__, ParsedToken)
 # The C scanner behind JSONDecoder.raw_decode (not in the type stubs).
 _scan_once: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 
@@ -102,9 +116,9 @@ def loads_strict(raw: bytes) -> Any:
     return value
 
 
-def _json_object(segment: bytes, what: str) -> dict[str, Any]:
+def _json_object(segment: bytes, what: str, decode: _Decode) -> dict[str, Any]:
     try:
-        raw = b64url_decode_bytes(segment)
+        raw = decode(segment)
         value = loads_strict(raw)
     except ValueError as exc:
         raise MalformedTokenError(f"{what} is not base64url-encoded UTF-8 JSON") from exc
@@ -124,8 +138,8 @@ class _Header(NamedTuple):
     kid: str | None
 
 
-def _check_header(segment: bytes, algorithms: frozenset[str]) -> _Header:
-    header = _json_object(segment, "header")
+def _check_header(segment: bytes, algorithms: frozenset[str], decode: _Decode) -> _Header:
+    header = _json_object(segment, "header", decode)
     alg = header.get("alg")
     if not isinstance(alg, str):
         raise MalformedTokenError("the header has no alg")
@@ -187,7 +201,22 @@ class JWSParser:
         if not token.isascii():
             raise MalformedTokenError("the token has non-ASCII characters")
         raw = token.encode("ascii")
-        parts = raw.split(b".")
+        # One pass over the whole token checks every segment's alphabet and maps it
+        # for binascii. A token with any other byte (it will fail) is parsed again
+        # segment by segment, so its error is the first in the documented order.
+        std = raw.translate(_URL_TO_STD, _NOT_TOKEN_BYTES)
+        if len(std) == len(raw):
+            return self._parse(raw, std, decode_translated, self._headers)
+        return self._parse(raw, raw, b64url_decode_bytes, None)
+
+    def _parse(
+        self,
+        raw: bytes,
+        segments: bytes,
+        decode: _Decode,
+        headers: dict[bytes, _Header] | None,
+    ) -> ParsedToken:
+        parts = segments.split(b".")
         if len(parts) != 3:
             raise MalformedTokenError(
                 "encrypted (JWE) tokens are not supported"
@@ -200,23 +229,23 @@ class JWSParser:
                 "the token has an empty segment (unsigned tokens are refused)"
             )
 
-        headers = self._headers
-        checked = headers.get(header_b64)
+        checked = headers.get(header_b64) if headers is not None else None
         if checked is None:
-            checked = _check_header(header_b64, self._algorithms)
-            if self._cache_size > 0:
+            checked = _check_header(header_b64, self._algorithms, decode)
+            if headers is not None and self._cache_size > 0:
                 if len(headers) >= self._cache_size:
                     headers.pop(next(iter(headers)), None)
                 headers[header_b64] = checked
 
-        payload = _json_object(payload_b64, "payload")
+        payload = _json_object(payload_b64, "payload", decode)
         try:
-            signature = b64url_decode_bytes(signature_b64)
+            signature = decode(signature_b64)
         except ValueError as exc:
             raise MalformedTokenError("the signature is not canonical base64url") from exc
+        # The signature covers the token's own bytes, not the translated ones.
         signing_input = raw[: len(header_b64) + 1 + len(payload_b64)]
-        return ParsedToken(
-            checked.header, payload, signing_input, signature, checked.alg, checked.kid
+        return _new_parsed(
+            (checked.header, payload, signing_input, signature, checked.alg, checked.kid)
         )
 
 

@@ -81,15 +81,24 @@ _CANONICAL_LAST = (b"", b"", b"AQgw", b"AEIMQUYcgkosw048")
 
 def b64url_decode_bytes(data: bytes) -> bytes:
     """Strict unpadded base64url of ASCII ``data`` (see :func:`b64url_decode`)."""
-    size = len(data)
-    rest = size & 3
-    if rest == 1:
-        raise ValueError("not unpadded base64url")
     std = data.translate(_URL_TO_STD, _NOT_B64URL)
-    if len(std) != size:
+    if len(std) != len(data):
         raise ValueError("not unpadded base64url")
+    return decode_translated(std)
+
+
+def decode_translated(std: bytes) -> bytes:
+    """Decode unpadded base64url that has already been checked to hold only alphabet
+    characters and mapped to the standard alphabet (``-_`` to ``+/``).
+
+    Refuses a length that no encoding has and a final character whose unused bits
+    are set (each value has exactly one spelling); raises ``ValueError``.
+    """
+    rest = len(std) & 3
     if rest:
-        if data[-1] not in _CANONICAL_LAST[rest]:
+        if rest == 1:
+            raise ValueError("not unpadded base64url")
+        if std[-1] not in _CANONICAL_LAST[rest]:
             raise ValueError("non-canonical base64url")
         std += _PADDING[rest]
     # Only alphabet characters remain and the padding is exact, so this cannot
