@@ -3,8 +3,7 @@
 Pure ASGI middleware, an async JWKS cache and FastAPI dependencies. See the README.
 """
 
-from __future__ import annotations
-
+from ._challenge import Challenge, json_response, problem_json_response
 from ._claims import Claims
 from ._config import Auth0Config
 from ._errors import (
@@ -33,8 +32,24 @@ from ._errors import (
     UnknownKeyError,
     UnsupportedHeaderError,
 )
-from ._keys import StaticKeySet
+from ._jwks import IssuerKeySets, JWKSCache, JWKSStatus
+from ._keys import PublicKey, StaticKeySet
+from ._middleware import (
+    Auth0Middleware,
+    Auth0User,
+    AuthenticationRejected,
+    MiddlewareNotInstalledError,
+)
 from ._verify import TokenVerifier
+from .fastapi import (
+    configure_openapi,
+    optional_token,
+    rejection_handler,
+    require_permissions,
+    require_scopes,
+    require_token,
+    swagger_ui_init_oauth,
+)
 
 __version__ = "0.1.0"
 
@@ -42,7 +57,11 @@ __all__ = [
     "AlgorithmNotAllowedError",
     "Auth0Config",
     "Auth0Error",
+    "Auth0Middleware",
+    "Auth0User",
+    "AuthenticationRejected",
     "BearerError",
+    "Challenge",
     "Claims",
     "ConfigError",
     "ExpiredTokenError",
@@ -56,15 +75,29 @@ __all__ = [
     "InvalidTokenError",
     "InvalidTypeError",
     "IssuedInFutureError",
+    "IssuerKeySets",
+    "JWKSCache",
+    "JWKSStatus",
     "KeySetError",
     "MalformedTokenError",
+    "MiddlewareNotInstalledError",
     "MissingClaimError",
     "MissingTokenError",
     "MultipleTokensError",
+    "PublicKey",
     "StaticKeySet",
     "TokenTooLargeError",
     "TokenTooOldError",
     "TokenVerifier",
     "UnknownKeyError",
     "UnsupportedHeaderError",
+    "configure_openapi",
+    "json_response",
+    "optional_token",
+    "problem_json_response",
+    "rejection_handler",
+    "require_permissions",
+    "require_scopes",
+    "require_token",
+    "swagger_ui_init_oauth",
 ]

@@ -1,0 +1,141 @@
+"""Claims mapping and the error tree: the data every other part hands around."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import asgi_auth0
+from asgi_auth0 import (
+    Auth0Error,
+    BearerError,
+    Claims,
+    ConfigError,
+    InsufficientScopeError,
+    InvalidRequestError,
+    InvalidTokenError,
+    KeySetError,
+    MissingTokenError,
+)
+from asgi_auth0 import _errors
+
+
+def test_scope_string_wins_over_scp() -> None:
+    c = Claims({"scope": "a b  c", "scp": ["x"]})
+    assert c.scopes == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "scopes"),
+    [
+        ({"scp": ["a", "b"]}, {"a", "b"}),
+        ({"scp": "a b"}, {"a", "b"}),
+        ({"scp": ["a", 1, None, ""]}, {"a"}),
+        ({"scope": 5}, set()),
+        ({}, set()),
+    ],
+)
+def test_scopes_from_scp(payload: dict[str, Any], scopes: set[str]) -> None:
+    assert Claims(payload).scopes == scopes
+
+
+@pytest.mark.parametrize(
+    ("value", "perms"),
+    [
+        (["read:a", "write:a"], {"read:a", "write:a"}),
+        ("read:a", set()),  # a bare string is not an array: grants nothing
+        ([1, "x"], {"x"}),
+        (None, set()),
+    ],
+)
+def test_permissions_only_from_an_array_of_strings(value: Any, perms: set[str]) -> None:
+    assert Claims({"permissions": value}).permissions == perms
+
+
+def test_claims_are_a_read_only_mapping() -> None:
+    c = Claims({"sub": "u", "nested": {"k": [1, {"z": 2}]}})
+    assert c["sub"] == "u"
+    assert dict(c) == {"sub": "u", "nested": {"k": (1, {"z": 2})}}
+    assert len(c) == 2
+    assert "sub" in c
+    with pytest.raises(TypeError):
+        c["sub"] = "x"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        c["nested"]["k"] = 1
+    with pytest.raises(TypeError):
+        c["nested"].update({"a": 1})
+    with pytest.raises(AttributeError):
+        c.sub = "x"  # type: ignore[misc]
+    assert json.loads(json.dumps(c.to_dict())) == {"sub": "u", "nested": {"k": [1, {"z": 2}]}}
+
+
+def test_claims_repr_does_not_dump_the_payload() -> None:
+    c = Claims({"sub": "u", "email": "secret@example.com"})
+    assert "secret@example.com" not in repr(c)
+    assert "email" in repr(c)
+
+
+def test_sub_must_be_a_string() -> None:
+    assert Claims({"sub": 5}).sub is None
+    assert Claims({}).sub is None
+
+
+def test_error_tree_and_class_attributes() -> None:
+    assert issubclass(ConfigError, ValueError)
+    assert KeySetError.status_code == 503
+    assert KeySetError.error == "temporarily_unavailable"
+    assert MissingTokenError.status_code == 401
+    assert MissingTokenError.error is None
+    assert InvalidRequestError.status_code == 400
+    assert InvalidRequestError.error == "invalid_request"
+    assert InvalidTokenError.error == "invalid_token"
+    assert InsufficientScopeError.status_code == 403
+    assert InsufficientScopeError.error == "insufficient_scope"
+    assert InsufficientScopeError(["a", "b"]).scope == "a b"
+    assert KeySetError(retry_after=0).retry_after == 1
+
+
+def test_every_error_has_a_unique_reason_and_a_fixed_description() -> None:
+    classes = [
+        obj
+        for obj in vars(_errors).values()
+        if isinstance(obj, type) and issubclass(obj, Auth0Error)
+    ]
+    reasons = [c.reason for c in classes]
+    assert len(reasons) == len(set(reasons)), "reasons must be unique"
+    for cls in classes:
+        assert cls.reason.replace("_", "").isalnum() and cls.reason.islower()
+        assert cls.description and '"' not in cls.description and "\\" not in cls.description
+        assert cls.__doc__, f"{cls.__name__} needs a one-line docstring"
+        if issubclass(cls, BearerError) and cls is not BearerError:
+            assert cls.status_code in (400, 401, 403)
+
+
+def test_detail_never_replaces_the_public_description() -> None:
+    exc = InvalidTokenError("internal detail")
+    assert exc.description == InvalidTokenError.description
+    assert exc.detail == "internal detail"
+
+
+def test_public_surface_is_exactly_all() -> None:
+    public = {name for name in dir(asgi_auth0) if not name.startswith("_")}
+    modules = {"fastapi", "testing", "pytest_plugin"}  # importable submodules, not names
+    assert public - modules == set(asgi_auth0.__all__)
+    assert list(asgi_auth0.__all__) == sorted(asgi_auth0.__all__)
+    for name in (
+        "Auth0Config",
+        "Auth0Middleware",
+        "Claims",
+        "ConfigError",
+        "JWKSCache",
+        "KeySetError",
+        "StaticKeySet",
+        "TokenVerifier",
+        "require_permissions",
+        "require_scopes",
+        "require_token",
+        "optional_token",
+    ):
+        assert name in asgi_auth0.__all__, name
