@@ -79,6 +79,25 @@ def _too_deep(value: Any, limit: int) -> bool:
     return False
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    # Valid UTF-8 cannot carry surrogates, and the decoder joins escaped pairs into one
+    # character, so any surrogate left in a string came from a lone "\\uD8xx" escape.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 #: Decodes one token segment to bytes or raises ``ValueError``.
 _Decode = Callable[[bytes], bytes]
 
@@ -98,7 +117,8 @@ _scan_once: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: 
 
 def loads_strict(raw: bytes) -> Any:
     """Decode JSON the strict way: UTF-8 only (no BOM, no UTF-16), no duplicate member
-    names, no NaN/Infinity, no overflowing numbers, bounded nesting. Raises ``ValueError``."""
+    names, no NaN/Infinity, no lone surrogate escapes (I-JSON, RFC 7493 §2.1), bounded
+    nesting. Raises ``ValueError``."""
     try:
         text = raw.decode("utf-8")
         # What raw_decode does, minus a Python frame: parse one value starting at
@@ -113,6 +133,11 @@ def loads_strict(raw: bytes) -> Any:
         raise ValueError("trailing data after JSON")
     if text[:1] == "\ufeff":
         raise ValueError("byte order mark")
+    # RFC 8259 §8.2 leaves lone surrogates "unpredictable"; we refuse them so a claim is
+    # always a string that can be encoded again (logs, headers, responses). Only a "\\u"
+    # escape can produce one, so the walk is skipped for almost every token.
+    if "\\u" in text and _has_lone_surrogate(value):
+        raise ValueError("lone surrogate escape")
     return value
 
 
@@ -152,7 +177,8 @@ def _check_header(segment: bytes, algorithms: frozenset[str], decode: _Decode) -
     if header.get("b64", True) is not True:
         raise UnsupportedHeaderError("unencoded payloads (b64: false) are not supported")
     kid = header.get("kid")
-    if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
+    # A present kid must be a string: "kid": null is not quietly read as "no kid".
+    if "kid" in header and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
         raise MalformedTokenError("kid is not a string of reasonable length")
     # Read-only all the way down: a cached header is shared by every token that has it.
     return _Header(_freeze(header), alg, kid)

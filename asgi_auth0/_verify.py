@@ -191,15 +191,16 @@ class TokenVerifier:
             raise ExpiredTokenError("exp has passed")
         valid_until = exp + leeway
 
-        nbf = payload.get("nbf")
-        if nbf is not None:
+        # A present nbf/iat must be a NumericDate: null is a wrong type, not "absent".
+        if "nbf" in payload:
+            nbf = payload["nbf"]
             if not _is_date(nbf):
                 raise InvalidClaimError("nbf is not a NumericDate")
             if nbf > now + leeway:
                 raise ImmatureTokenError("nbf is in the future")
 
-        iat = payload.get("iat")
-        if iat is not None:
+        if "iat" in payload:
+            iat = payload["iat"]
             if not _is_date(iat):
                 raise InvalidClaimError("iat is not a NumericDate")
             if iat > now + leeway:

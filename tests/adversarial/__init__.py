@@ -1,0 +1,1 @@
+"""The adversarial token corpus (see ``generate.py``)."""
