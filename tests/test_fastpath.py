@@ -1,0 +1,325 @@
+"""The verifier's fast path: every shortcut gives the same verdicts as the plain way.
+
+Covers the one-pass base64url decoder, the whole-token alphabet pass and its
+segment-by-segment fallback, the checked-header cache, the cheap JSON depth pre-check,
+the lazily built ``Claims`` and the per-key signature checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from asgi_auth0 import (
+    AlgorithmNotAllowedError,
+    Auth0Config,
+    Claims,
+    MalformedTokenError,
+    StaticKeySet,
+    TokenVerifier,
+    UnsupportedHeaderError,
+)
+from asgi_auth0._jose import HEADER_CACHE_SIZE, MAX_JSON_DEPTH, JWSParser, parse_compact
+from asgi_auth0._keys import b64url_decode, parse_jwk
+from asgi_auth0._signing import b64url, generate_private_key, public_jwk, sign_jws
+
+ISS = "https://tenant.example.auth0.com/"
+AUD = "https://api.example.com"
+NOW = 1_800_000_000
+RSA = generate_private_key("RSA")
+ED = generate_private_key("Ed25519")
+ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def reference_decode(data: str) -> bytes:
+    """The obviously-correct strict decoder: decode, then insist that re-encoding
+    gives back exactly the input."""
+    if "=" in data or len(data) % 4 == 1:
+        raise ValueError("not unpadded")
+    try:
+        raw = base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+    except binascii.Error as exc:
+        raise ValueError("not base64") from exc
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != data:
+        raise ValueError("not canonical")
+    return raw
+
+
+def lenient(data: str) -> bytes:
+    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+
+
+def outcome(fn: Any, data: str) -> bytes | str:
+    try:
+        return fn(data)  # type: ignore[no-any-return]
+    except ValueError:
+        return "refused"
+
+
+# -- base64url ----------------------------------------------------------------------
+
+
+@given(st.text(alphabet=ALPHABET + "+/=. \n\t\x00é", max_size=24))
+def test_decoder_agrees_with_the_reencoding_reference(data: str) -> None:
+    assert outcome(b64url_decode, data) == outcome(reference_decode, data)
+
+
+@given(st.binary(max_size=64))
+def test_decoder_round_trips_every_byte_string(raw: bytes) -> None:
+    assert b64url_decode(b64url(raw)) == raw
+
+
+@pytest.mark.parametrize(
+    ("spelling", "why"),
+    [
+        ("QR", "unused bits set after 2 characters (canonical: QQ)"),
+        ("QUF", "unused bits set after 3 characters (canonical: QUE)"),
+        ("QQ==", "padding"),
+        ("QQ=", "partial padding"),
+        ("a+8", "standard alphabet '+'"),
+        ("a/8", "standard alphabet '/'"),
+        ("QUJD\n", "whitespace"),
+        ("Q", "a length no encoding has"),
+        ("QU\u00e9", "non-ASCII"),
+    ],
+)
+def test_decoder_refuses_every_second_spelling(spelling: str, why: str) -> None:
+    with pytest.raises(ValueError):
+        b64url_decode(spelling)
+
+
+# -- whole-token parsing ------------------------------------------------------------
+
+
+def _segments(token: str) -> list[str]:
+    return token.split(".")
+
+
+def _token(payload: dict[str, Any] | None = None, **header: Any) -> str:
+    body = {"iss": ISS, "aud": AUD, "sub": "auth0|1", "iat": NOW - 1, "exp": NOW + 60}
+    body.update(payload or {})
+    return sign_jws(RSA, {"alg": "RS256", "kid": "k", **header}, body)
+
+
+def _respell_last_char(segment: str) -> str:
+    """The same bytes with the unused low bits of the final character set."""
+    assert len(segment) % 4 in (2, 3), "pick a segment with spare bits"
+    value = ALPHABET.index(segment[-1]) | (0b1111 if len(segment) % 4 == 2 else 0b11)
+    return segment[:-1] + ALPHABET[value]
+
+
+def _with_spare_bits(make: Any) -> str:
+    # Segment lengths vary with the content; find one where the segment has spare bits.
+    for n in range(8):
+        token = make(n)
+        if all(len(s) % 4 in (2, 3) for s in _segments(token)):
+            return token  # type: ignore[no-any-return]
+    raise AssertionError("no token with spare bits in every segment")
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+def test_a_non_canonical_final_character_is_refused_in_every_segment(index: int) -> None:
+    token = _with_spare_bits(lambda n: _token({"pad": "x" * n}, typ="J" * n))
+    parts = _segments(token)
+    parts[index] = _respell_last_char(parts[index])
+    bad = ".".join(parts)
+    # A lenient decoder reads the respelling as the very same bytes; we must not.
+    assert lenient(parts[index]) == lenient(_segments(token)[index])
+    parser = JWSParser(max_size=16384, algorithms=frozenset({"RS256"}))
+    parser.parse(token)  # the header is now cached: the fast path must still refuse
+    with pytest.raises(MalformedTokenError):
+        parser.parse(bad)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2])
+@pytest.mark.parametrize("intruder", ["=", "+", "/", " ", "\\"])
+def test_a_foreign_byte_is_refused_in_every_segment(index: int, intruder: str) -> None:
+    parts = _segments(_token())
+    parts[index] = parts[index][:4] + intruder + parts[index][4:]
+    parser = JWSParser(max_size=16384, algorithms=frozenset({"RS256"}))
+    parser.parse(_token())
+    with pytest.raises(MalformedTokenError):
+        parser.parse(".".join(parts))
+
+
+def test_a_padded_signature_is_refused() -> None:
+    token = _token()
+    with pytest.raises(MalformedTokenError):
+        parse_compact(token + "==", max_size=16384, algorithms=frozenset({"RS256"}))
+
+
+def test_the_fallback_keeps_the_documented_error_order() -> None:
+    # A bad alg in the header and a foreign byte in the signature: the header is
+    # checked first, so the answer is the alg, exactly as before the one-pass check.
+    header = b64url(json.dumps({"alg": "HS256"}).encode())
+    payload = b64url(b'{"iss":"x"}')
+    with pytest.raises(AlgorithmNotAllowedError):
+        parse_compact(f"{header}.{payload}.ab+c", max_size=16384, algorithms=frozenset({"RS256"}))
+    # The same token with a clean signature reaches the same verdict.
+    with pytest.raises(AlgorithmNotAllowedError):
+        parse_compact(f"{header}.{payload}.abcd", max_size=16384, algorithms=frozenset({"RS256"}))
+
+
+def test_the_signing_input_is_the_tokens_own_bytes() -> None:
+    token = _with_spare_bits(lambda n: _token({"sub": "a-_?>" * (n + 1)}))
+    parsed = parse_compact(token, max_size=16384, algorithms=frozenset({"RS256"}))
+    assert parsed.signing_input == token.rsplit(".", 1)[0].encode("ascii")
+
+
+# -- the checked-header cache -------------------------------------------------------
+
+
+def test_header_cache_is_bounded() -> None:
+    parser = JWSParser(max_size=16384, algorithms=frozenset({"RS256"}))
+    for i in range(HEADER_CACHE_SIZE * 3):
+        parser.parse(_token(kid=f"key-{i}"))
+        assert parser.cached_headers <= HEADER_CACHE_SIZE
+    assert parser.cached_headers == HEADER_CACHE_SIZE
+
+
+def test_header_cache_keeps_only_headers_that_passed() -> None:
+    parser = JWSParser(max_size=16384, algorithms=frozenset({"RS256"}))
+    refused = [
+        sign_jws(ED, {"alg": "EdDSA", "kid": "k"}, {"iss": ISS}),
+        _token(crit=["exp"]),
+        _token(b64=False),
+        _token(kid=7),
+    ]
+    for token in refused:
+        for _ in range(2):  # a second sight must not be waved through by a cache
+            with pytest.raises(
+                (AlgorithmNotAllowedError, UnsupportedHeaderError, MalformedTokenError)
+            ):
+                parser.parse(token)
+    assert parser.cached_headers == 0
+
+
+def test_a_cached_header_is_still_checked_against_this_parsers_allow_list() -> None:
+    token = _token()
+    JWSParser(max_size=16384, algorithms=frozenset({"RS256"})).parse(token)
+    with pytest.raises(AlgorithmNotAllowedError):
+        JWSParser(max_size=16384, algorithms=frozenset({"ES256"})).parse(token)
+
+
+def test_header_cache_can_be_turned_off() -> None:
+    parser = JWSParser(max_size=16384, algorithms=frozenset({"RS256"}), header_cache_size=0)
+    parser.parse(_token())
+    assert parser.cached_headers == 0
+
+
+def test_a_cached_header_is_read_only_all_the_way_down() -> None:
+    parser = JWSParser(max_size=16384, algorithms=frozenset({"RS256"}))
+    first = parser.parse(_token(x5c=["a"], ext={"n": [1]}))
+    second = parser.parse(_token(x5c=["a"], ext={"n": [1]}))
+    assert first.header is second.header  # served from the cache
+    with pytest.raises(TypeError):
+        first.header["alg"] = "none"
+    with pytest.raises(TypeError):
+        first.header["ext"]["n"] = 2
+    assert first.header["x5c"] == ("a",)
+    assert first.header["ext"]["n"] == (1,)
+
+
+# -- JSON depth pre-check -----------------------------------------------------------
+
+
+def test_nesting_beyond_the_limit_is_refused_and_at_the_limit_accepted() -> None:
+    def nested(depth: int) -> dict[str, Any]:
+        value: Any = 1
+        for _ in range(depth - 1):  # the payload object itself is one level
+            value = [value]
+        return {"iss": ISS, "deep": value}
+
+    algorithms = frozenset({"RS256"})
+    parse_compact(_token(nested(MAX_JSON_DEPTH)), max_size=16384, algorithms=algorithms)
+    with pytest.raises(MalformedTokenError):
+        parse_compact(_token(nested(MAX_JSON_DEPTH + 1)), max_size=16384, algorithms=algorithms)
+
+
+def test_brackets_inside_strings_do_not_refuse_a_flat_payload() -> None:
+    payload = {"note": "[" * 40 + "{" * 40}
+    parsed = parse_compact(_token(payload), max_size=16384, algorithms=frozenset({"RS256"}))
+    assert parsed.payload["note"] == payload["note"]
+
+
+# -- the verifier end to end --------------------------------------------------------
+
+
+def _verifier(**cfg: Any) -> TokenVerifier:
+    return TokenVerifier(
+        Auth0Config(issuer=ISS, audience=AUD, **cfg),
+        key_set=StaticKeySet({"keys": [public_jwk(RSA, kid="k")]}),
+        clock=lambda: NOW,
+    )
+
+
+@pytest.mark.anyio
+async def test_tokens_sharing_a_header_each_get_their_own_payload_and_signature() -> None:
+    v = _verifier(token_cache_size=0)
+    a = await v.verify(_token({"sub": "a"}))
+    b = await v.verify(_token({"sub": "b"}))
+    assert (a.sub, b.sub) == ("a", "b")
+    forged = _segments(_token({"sub": "a"}))
+    forged[1] = _segments(_token({"sub": "b"}))[1]  # b's payload under a's signature
+    with pytest.raises(Exception, match="signature"):
+        await v.verify(".".join(forged))
+
+
+@pytest.mark.anyio
+async def test_verified_claims_are_frozen_and_scopes_computed_on_demand() -> None:
+    v = _verifier()
+    claims = await v.verify(
+        _token({"scope": "a b", "permissions": ["p", "q", 3], "nested": {"l": [1, {"m": []}]}})
+    )
+    assert claims.scopes == {"a", "b"}
+    assert claims.permissions == {"p", "q"}
+    assert claims["permissions"] == ("p", "q", 3)
+    assert claims["nested"]["l"] == (1, {"m": ()})
+    with pytest.raises(TypeError):
+        claims["nested"]["l2"] = 1
+    with pytest.raises(TypeError):
+        claims["nested"]["l"][1]["m"] = 1
+    with pytest.raises(AttributeError):
+        claims._scopes = frozenset()  # type: ignore[misc]
+    assert claims.to_dict()["nested"] == {"l": [1, {"m": []}]}
+
+
+def test_adopted_and_constructed_claims_are_equal() -> None:
+    payload = {"sub": "x", "scp": ["r"], "permissions": ["w"], "o": {"a": [1]}}
+    built = Claims(payload)
+    adopted = Claims._adopt(json.loads(json.dumps(payload)))
+    assert built == adopted
+    assert (built.scopes, built.permissions) == (adopted.scopes, adopted.permissions)
+
+
+# -- per-key signature checks -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "alg"),
+    [("RSA", "RS256"), ("RSA", "PS384"), ("P-256", "ES256"), ("Ed25519", "EdDSA")],
+)
+def test_a_key_checks_many_signatures_with_its_reused_objects(kind: str, alg: str) -> None:
+    private = RSA if kind == "RSA" else ED if kind == "Ed25519" else generate_private_key(kind)
+    key = parse_jwk(public_jwk(private))
+    for i in range(3):
+        token = sign_jws(private, {"alg": alg}, {"i": i})
+        signing_input, _, sig = token.rpartition(".")
+        signature = b64url_decode(sig)
+        assert key.verify(alg, signing_input.encode(), signature)
+        assert not key.verify(alg, signing_input.encode() + b"x", signature)
+
+
+def test_a_key_never_verifies_an_alg_it_does_not_fit() -> None:
+    key = parse_jwk(public_jwk(RSA, alg="RS256"))
+    token = sign_jws(RSA, {"alg": "PS256"}, {})
+    signing_input, _, sig = token.rpartition(".")
+    # PS256 is a valid signature by this RSA key, but the JWK pins RS256.
+    assert not key.verify("PS256", signing_input.encode(), b64url_decode(sig))
+    assert not key.verify("ES256", signing_input.encode(), b64url_decode(sig))
