@@ -79,7 +79,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from types import TracebackType
-from typing import Any, Literal, NoReturn
+from typing import Any, Generic, Literal, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -323,19 +323,22 @@ def _short(kid: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-class _Running:
+_T = TypeVar("_T")
+
+
+class _Running(Generic[_T]):
     """``async with``: run a ``run(task_status=...)`` method in a task group it owns.
 
     Unlike a generator-based context manager around a task group, an exception from
     the body propagates as itself, not wrapped in an exception group.
     """
 
-    def __init__(self, target: Callable[..., Any], owner: object) -> None:
+    def __init__(self, target: Callable[..., Any], owner: _T) -> None:
         self._target = target
         self._owner = owner
         self._group: anyio.abc.TaskGroup | None = None
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> _T:
         group = anyio.create_task_group()
         await group.__aenter__()
         try:
@@ -520,10 +523,10 @@ class JWKSCache:
         :class:`AlgorithmNotAllowedError` (``alg`` not allowed or not fitting the key)
         or :class:`KeySetError` (no usable key set: the issuer is unreachable or broken).
         """
-        if self._algorithms is not None and alg not in self._algorithms:
+        if type(alg) is not str or (self._algorithms is not None and alg not in self._algorithms):
             raise AlgorithmNotAllowedError("alg is not in the allow-list")
         index = self._index
-        if index is not None and self._clock() < self._refresh_at:
+        if index is not None and type(kid) is str and self._clock() < self._refresh_at:
             # The fast path: a fresh set, not yet due for refresh. A dict lookup.
             try:
                 return index.find(kid, alg)
@@ -926,7 +929,7 @@ class JWKSCache:
 
     # -- background refresh -------------------------------------------------------------
 
-    def running(self) -> _Running:
+    def running(self) -> _Running[JWKSCache]:
         """``async with cache.running():`` keeps a background refresher alive for the
         block (load at startup, refresh ahead, retry with backoff)."""
         return _Running(self.run, self)
@@ -1092,10 +1095,11 @@ async def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
         raise _FetchFailure("bad_encoding", f"the {what} uses content-encoding {encoding!r}")
     body = bytearray()
     too_large = False
+    bad_encoding = False
     after_close = 0
     try:
         async for raw in response.aiter_raw():
-            if too_large:
+            if too_large or bad_encoding:
                 # Only a transport whose stream ignores close() gets here; stop anyway.
                 after_close += len(raw)
                 if after_close > cap:
@@ -1103,7 +1107,14 @@ async def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
                 continue
             data = raw
             if decoder is not None:
-                data = decoder.decompress(raw, cap + 1 - len(body))
+                try:
+                    data = decoder.decompress(raw, cap + 1 - len(body))
+                except zlib.error:
+                    # Stop the way an oversized body stops (below), not by letting the
+                    # error leave the loop, which abandons httpx's async generators.
+                    bad_encoding = True
+                    await response.aclose()
+                    continue
                 if decoder.unconsumed_tail:
                     data += b"?"  # more output is pending: over the cap
             body += data
@@ -1115,14 +1126,16 @@ async def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
                 # encode/httpx#3686).
                 too_large = True
                 await response.aclose()
-        if decoder is not None and not too_large:
+        if decoder is not None and not too_large and not bad_encoding:
             body += decoder.flush()
             too_large = len(body) > cap
     except zlib.error as exc:
         raise _FetchFailure("bad_encoding", f"the {what} is not valid {encoding}") from exc
     except (httpx.HTTPError, httpx.StreamError):
-        if not too_large:
+        if not too_large and not bad_encoding:
             raise
+    if bad_encoding:
+        raise _FetchFailure("bad_encoding", f"the {what} is not valid {encoding}")
     if too_large:
         raise _FetchFailure("too_large", f"the {what} is larger than {cap} bytes")
     return bytes(body)
@@ -1198,7 +1211,7 @@ class IssuerKeySets:
         if errors:
             raise errors[0]
 
-    def running(self) -> _Running:
+    def running(self) -> _Running[IssuerKeySets]:
         """``async with key_sets.running():`` runs every cache's background refresher."""
         return _Running(self.run, self)
 

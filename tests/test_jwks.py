@@ -13,6 +13,7 @@ import gzip
 import json
 import logging
 import math
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -32,7 +33,6 @@ from asgi_auth0 import (
     UnknownKeyError,
 )
 from asgi_auth0._jwks import (
-    MAX_JWKS_BYTES,
     IssuerKeySets,
     JWKSCache,
     _rfc8414_url,
@@ -48,6 +48,8 @@ pytestmark = pytest.mark.anyio
 ISSUER = "https://issuer.test/"
 JWKS_URI = "https://issuer.test/.well-known/jwks.json"
 P256 = generate_private_key("P-256")
+# The contract's size cap, spelled out here rather than imported from the module.
+ONE_MIB = 1024 * 1024
 
 
 class Clock:
@@ -392,7 +394,7 @@ async def test_redirects_are_never_followed(status: int, clock: Clock) -> None:
 async def test_a_body_of_exactly_one_mebibyte_is_accepted(
     issuer: LocalIssuer, make: Factory
 ) -> None:
-    issuer.oversized(MAX_JWKS_BYTES)
+    issuer.oversized(ONE_MIB)
     assert (await make().get_key(issuer.current_kid, "ES256")).kid == issuer.current_kid
 
 
@@ -400,7 +402,7 @@ async def test_a_body_of_exactly_one_mebibyte_is_accepted(
 async def test_a_body_over_one_mebibyte_is_a_fetch_failure(
     issuer: LocalIssuer, make: Factory, content_length: bool
 ) -> None:
-    issuer.oversized(MAX_JWKS_BYTES + 1, content_length=content_length)
+    issuer.oversized(ONE_MIB + 1, content_length=content_length)
     cache = make()
     with pytest.raises(KeySetError):
         await cache.get_key(issuer.current_kid, "ES256")
@@ -433,11 +435,11 @@ async def test_an_endless_body_is_abandoned_after_the_cap(clock: Clock) -> None:
         with pytest.raises(KeySetError):
             await cache.get_key("k1", "ES256")
     assert cache.status().last_error == "too_large"
-    assert sent <= MAX_JWKS_BYTES + 2 * len(chunk)
+    assert sent <= ONE_MIB + 2 * len(chunk)
 
 
 async def test_a_compressed_body_is_capped_after_decompression(clock: Clock) -> None:
-    bomb = gzip.compress(b"[" + b" " * (20 * MAX_JWKS_BYTES) + b"]")
+    bomb = gzip.compress(b"[" + b" " * (20 * ONE_MIB) + b"]")
     good = gzip.compress(jwks_body(public_jwk(P256, kid="k1", alg="ES256")))
     bodies = [bomb, good]
 
@@ -447,10 +449,18 @@ async def test_a_compressed_body_is_capped_after_decompression(clock: Clock) -> 
 
     async with mock_client(handler) as client:
         cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
-        assert len(bomb) < MAX_JWKS_BYTES
-        with pytest.raises(KeySetError):
-            await cache.refresh()
+        assert len(bomb) < ONE_MIB
+        tracemalloc.start()
+        try:
+            with pytest.raises(KeySetError):
+                await cache.refresh()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
         assert cache.status().last_error == "too_large"
+        # Decompression output is bounded as it is produced, not only checked after:
+        # the 20 MiB expansion never sits in memory.
+        assert peak < 8 * ONE_MIB
         await cache.refresh()  # a small gzip body is fine
         assert (await cache.get_key("k1", "ES256")).kid == "k1"
 
@@ -1270,7 +1280,7 @@ async def test_aclose_leaves_an_injected_client_open(issuer: LocalIssuer, make: 
 
 async def test_a_body_already_in_memory_is_capped_too(clock: Clock) -> None:
     # httpx.Response(content=...) arrives preloaded (MockTransport in users' tests).
-    bodies = [b" " * (MAX_JWKS_BYTES + 1), jwks_body(public_jwk(P256, kid="k1", alg="ES256"))]
+    bodies = [b" " * (ONE_MIB + 1), jwks_body(public_jwk(P256, kid="k1", alg="ES256"))]
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=bodies.pop(0))
@@ -1282,3 +1292,22 @@ async def test_a_body_already_in_memory_is_capped_too(clock: Clock) -> None:
         assert cache.status().last_error == "too_large"
         await cache.refresh()
         assert (await cache.get_key("k1", "ES256")).kid == "k1"
+
+
+def test_the_body_cap_is_one_mebibyte() -> None:
+    from asgi_auth0._jwks import MAX_JWKS_BYTES
+
+    assert MAX_JWKS_BYTES == ONE_MIB
+
+
+@pytest.mark.parametrize(
+    ("kid", "alg"), [(["a"], "ES256"), ({}, "ES256"), (7, "ES256"), ("k", ["ES256"])]
+)
+async def test_values_of_the_wrong_type_are_refused_like_any_bad_token(
+    issuer: LocalIssuer, make: Factory, kid: Any, alg: Any
+) -> None:
+    cache = make(refresh_cooldown=0)
+    await cache.refresh()
+    with pytest.raises(InvalidTokenError):
+        await cache.get_key(kid, alg)
+    assert issuer.jwks_requests == 1
