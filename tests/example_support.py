@@ -1,6 +1,7 @@
-"""Run ``python -m example_app`` as a real process, as ``make demo`` does, for tests.
+"""Helpers for the tests of the example app and the README.
 
-The demo binds its port before printing its banner, so once the banner is read the
+:func:`run_demo` runs ``python -m example_app`` as a real process, as ``make demo``
+does. The demo binds its port before printing its banner, so once the banner is read the
 URLs in it accept connections (they wait in the listen backlog until uvicorn's loop
 is up). ``PORT=0`` makes it pick a free port; the banner says which.
 """
@@ -16,10 +17,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 BANNER_END = "Press Ctrl+C to stop."
@@ -155,3 +160,23 @@ def run_demo(tmp_path: Path, env: Mapping[str, str] | None = None) -> Iterator[D
                 process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+@asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``app``'s lifespan as a server does (startup before the first request,
+    shutdown after the last) and yield an httpx client calling it in-process."""
+    to_app, app_inbox = anyio.create_memory_object_stream[dict[str, Any]](4)
+    app_outbox, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    async with to_app, app_inbox, app_outbox, from_app, anyio.create_task_group() as group:
+        group.start_soon(app, scope, app_inbox.receive, app_outbox.send)
+        await to_app.send({"type": "lifespan.startup"})
+        assert (await from_app.receive())["type"] == "lifespan.startup.complete"
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                yield client
+        finally:
+            await to_app.send({"type": "lifespan.shutdown"})
+            assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from demo_server import Demo, run_demo
+from example_support import Demo, run_demo
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 

@@ -15,16 +15,13 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 import uvicorn
-from demo_server import Demo, demo_env, run_demo
-from fastapi import FastAPI
+from example_support import Demo, demo_env, run_demo, serving
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
@@ -40,26 +37,6 @@ BARE_CHALLENGE = 'Bearer realm="api"'
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-@asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """Run ``app``'s lifespan as a server does (startup before the first request,
-    shutdown after the last) and yield a client for it."""
-    to_app, app_inbox = anyio.create_memory_object_stream[dict[str, Any]](4)
-    app_outbox, from_app = anyio.create_memory_object_stream[dict[str, Any]](4)
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    async with to_app, app_inbox, app_outbox, from_app, anyio.create_task_group() as group:
-        group.start_soon(app, scope, app_inbox.receive, app_outbox.send)
-        await to_app.send({"type": "lifespan.startup"})
-        assert (await from_app.receive())["type"] == "lifespan.startup.complete"
-        transport = httpx.ASGITransport(app=app)
-        try:
-            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
-                yield client
-        finally:
-            await to_app.send({"type": "lifespan.shutdown"})
-            assert (await from_app.receive())["type"] == "lifespan.shutdown.complete"
 
 
 @pytest.fixture

@@ -1,0 +1,248 @@
+"""The README stays true: its code runs, its tables and example responses are exact.
+
+Every ``python runnable`` block starts with ``# <file>.py``. The app samples are
+executed and then driven with real tokens from a ``LocalIssuer``; the testing sample
+is run by pytest in a subprocess, next to the sample app it imports, as a user would.
+The example HTTP responses are compared with real responses of the sample app, and
+the configuration and error tables with the code.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from example_support import REPO, serving
+
+import asgi_auth0
+from asgi_auth0 import Auth0Config, Auth0Error, BearerError, KeySetError
+from asgi_auth0.pytest_plugin import TokenFactory
+from asgi_auth0.testing import LocalIssuer
+
+README = (REPO / "README.md").read_text()
+_FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
+_FILE_HEADER = re.compile(r"# (?P<name>[a-z_]+\.py)\n")
+
+
+def fenced(info: str) -> list[str]:
+    return [m["body"] for m in _FENCE.finditer(README) if m["info"].strip() == info]
+
+
+def runnable_files() -> dict[str, str]:
+    files: dict[str, str] = {}
+    for body in fenced("python runnable"):
+        header = _FILE_HEADER.match(body)
+        assert header, f"a runnable block must start with '# name.py':\n{body[:80]}"
+        assert header["name"] not in files, f"two blocks are {header['name']}"
+        files[header["name"]] = body
+    return files
+
+
+def load(name: str) -> dict[str, Any]:
+    """Execute a runnable README block as a module; return its namespace."""
+    namespace: dict[str, Any] = {"__name__": f"readme_{name.removesuffix('.py')}"}
+    exec(compile(runnable_files()[name], f"README.md:{name}", "exec"), namespace)
+    return namespace
+
+
+def section(title: str) -> str:
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else None]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_runnable_blocks_are_the_expected_files() -> None:
+    assert set(runnable_files()) == {"myapp.py", "starlette_app.py", "conftest.py", "test_myapp.py"}
+
+
+def test_quickstart_is_exactly_the_two_make_commands() -> None:
+    [commands] = [b for b in fenced("sh") if "make demo" in b]
+    lines = [line.split("#")[0].strip() for line in commands.splitlines() if line.strip()]
+    assert lines == ["make demo", "make test"]
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^demo:.*\n\t\$\(PY\) -m example_app$", makefile, re.MULTILINE)
+    assert re.search(r"^test: lint typecheck unit$", makefile, re.MULTILINE)
+    assert (REPO / ".ci" / "run").read_text().rstrip().endswith("make test")
+
+
+@pytest.mark.anyio
+async def test_fastapi_sample(
+    auth0_config: Auth0Config, auth0_token: TokenFactory, auth0_issuer: LocalIssuer
+) -> None:
+    sample = load("myapp.py")
+    # The module-level app (for a real tenant) serves anonymous requests with no network.
+    transport = httpx.ASGITransport(app=sample["app"])
+    async with httpx.AsyncClient(transport=transport, base_url="http://tenant") as client:
+        response = await client.get("/me")
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == 'Bearer realm="api"'
+
+    async with serving(sample["create_app"](auth0_config)) as client:
+        assert (await client.get("/me")).status_code == 401
+        me = await client.get("/me", headers=bearer(auth0_token(sub="alice")))
+        assert me.json() == {"sub": "alice"}
+        no_scope = await client.get("/messages", headers=bearer(auth0_token(sub="alice")))
+        assert no_scope.status_code == 403
+        token = auth0_token(sub="alice", scope="read:messages")
+        messages = await client.get("/messages", headers=bearer(token))
+        assert messages.json() == [{"to": "alice", "text": "hello"}]
+        forged = await client.get("/me", headers=bearer(auth0_issuer.bad_signature_token()))
+        assert forged.status_code == 401
+
+
+@pytest.mark.anyio
+async def test_starlette_sample(
+    auth0_config: Auth0Config, auth0_token: TokenFactory, auth0_issuer: LocalIssuer
+) -> None:
+    sample = load("starlette_app.py")
+    async with serving(sample["create_app"](auth0_config)) as client:
+        assert (await client.get("/whoami")).json() == {"sub": None}
+        whoami = await client.get("/whoami", headers=bearer(auth0_token(sub="bob")))
+        assert whoami.json() == {"sub": "bob"}
+        # An invalid token never reaches the endpoint.
+        expired = await client.get("/whoami", headers=bearer(auth0_issuer.expired_token()))
+        assert expired.status_code == 401
+        assert expired.json()["reason"] == "token_expired"
+
+        # AuthenticationRejected(MissingTokenError()) gets the middleware's RFC 6750 answer.
+        private = await client.get("/private")
+        assert private.status_code == 401
+        assert private.headers["www-authenticate"] == 'Bearer realm="api"'
+        assert private.json()["reason"] == "missing_token"
+        ok = await client.get("/private", headers=bearer(auth0_token(sub="bob")))
+        assert ok.json() == {"sub": "bob"}
+
+        # Starlette's @requires: its own plain 403, as the README says.
+        denied = await client.get("/messages", headers=bearer(auth0_token()))
+        assert denied.status_code == 403
+        assert "www-authenticate" not in denied.headers
+        token = auth0_token(scope="read:messages", permissions=["read:admin"])
+        scoped = await client.get("/messages", headers=bearer(token))
+        # request.auth.scopes: "authenticated" and the scopes, not the permissions.
+        assert scoped.json() == {"scopes": ["authenticated", "read:messages"]}
+
+
+@pytest.mark.e2e
+def test_testing_sample_passes_under_pytest(tmp_path: Path) -> None:
+    for name in ("myapp.py", "conftest.py", "test_myapp.py"):
+        (tmp_path / name).write_text(runnable_files()[name])
+    # Isolate the run from this project's pytest configuration; warnings are errors.
+    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def _parse_http(block: str) -> tuple[int, str, dict[str, str], str]:
+    head, _, body = block.partition("\n\n")
+    status_line, *header_lines = head.splitlines()
+    _, status, phrase = status_line.split(" ", 2)
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(": ")
+        headers[name.lower()] = value
+    return int(status), phrase, headers, body.strip()
+
+
+Request = Callable[[httpx.AsyncClient, LocalIssuer], Any]
+
+
+@pytest.mark.anyio
+async def test_example_responses_are_real(
+    auth0_config: Auth0Config, auth0_issuer: LocalIssuer
+) -> None:
+    examples = [_parse_http(block) for block in fenced("http")]
+    assert len(examples) == 4
+    create_app = load("myapp.py")["create_app"]
+    actual: list[httpx.Response] = []
+    async with serving(create_app(auth0_config)) as client:
+        actual.append(await client.get("/me"))
+        actual.append(await client.get("/me", headers=bearer(auth0_issuer.expired_token())))
+        actual.append(await client.get("/messages", headers=bearer(auth0_issuer.token())))
+    token = auth0_issuer.token()
+    auth0_issuer.stop()
+    async with serving(create_app(auth0_config)) as client:
+        actual.append(await client.get("/me", headers=bearer(token)))
+
+    for (status, phrase, headers, body), response in zip(examples, actual, strict=True):
+        assert response.status_code == status
+        assert response.reason_phrase == phrase
+        assert response.text == body
+        assert json.loads(body)  # the body shown is the exact JSON
+        for name, value in headers.items():
+            if name == "retry-after":
+                # The value depends on the backoff; the header is always a delay in seconds.
+                assert int(response.headers[name]) >= 1
+            else:
+                assert response.headers[name] == value, name
+        assert ("www-authenticate" in headers) == ("www-authenticate" in response.headers)
+
+
+def test_configuration_table_lists_every_option() -> None:
+    rows = re.findall(
+        r"^\| `(\w+)` \| ([^|]+) \| [^|]+ \| ([^|]+) \|$", section("Configuration"), re.M
+    )
+    documented = {name: (default.strip(), env.strip()) for name, default, env in rows}
+    fields = {f.name: f for f in dataclasses.fields(Auth0Config) if f.init}
+    assert set(documented) == set(fields)
+
+    for name, (default, _env) in documented.items():
+        literal = re.fullmatch(r"`(.+)`(?: \(.*\))?", default)
+        if literal:
+            assert ast.literal_eval(literal[1]) == fields[name].default, name
+
+    from_env = inspect.getsource(Auth0Config.from_env)
+    variables = {re.match(r"`(\w+)`", env)[1] for _, env in documented.values() if env != "—"}  # type: ignore[index]
+    assert variables == set(re.findall(r'"(AUTH0_\w+)"', from_env))
+
+
+def _subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= _subclasses(sub)
+    return found
+
+
+def test_error_table_covers_every_reason() -> None:
+    text = section("What a client sees")
+    documented = set(re.findall(r"`([a-z_]+)`", text))
+    raised = {
+        cls.reason
+        for cls in _subclasses(BearerError) | {KeySetError}
+        if cls.__module__.startswith("asgi_auth0")
+    }
+    assert raised <= documented, raised - documented
+    # And every status/error pair in the table is what the classes say.
+    rows = re.findall(r"^\| [^|]+ \| (\d{3}) \| `?([a-z_]+)`?[^|]* \| `([a-z_]+)` \|$", text, re.M)
+    assert len(rows) == 11
+    for status, error, reason in rows:
+        [cls] = [c for c in _subclasses(Auth0Error) if c.reason == reason]
+        assert cls.status_code == int(status), reason
+        assert (cls.error or "null") == error, reason
+
+
+def test_public_names_used_in_the_readme_exist() -> None:
+    for name in re.findall(r"from asgi_auth0 import ([\w, ]+)", README):
+        for item in name.split(","):
+            assert hasattr(asgi_auth0, item.strip()), item
