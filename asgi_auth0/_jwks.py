@@ -50,9 +50,11 @@ Unknown ``kid``
     ``refresh_cooldown`` after the previous fetch started (any number of callers share
     one fetch). Within the cooldown the answer is :class:`UnknownKeyError` at once, or
     :class:`KeySetError` if the last fetch failed (the ``kid`` might be a rotated key
-    we cannot see). A ``kid`` still absent after a fetch it waited for enters a bounded
-    LRU negative cache (``negative_cache_size``, ``negative_ttl``; cleared when the key
-    set changes) and is refused thereafter without any fetch.
+    we cannot see). A ``kid`` still absent after a fetch that began once it had arrived
+    enters a bounded LRU negative cache (``negative_cache_size``, ``negative_ttl``;
+    cleared when the key set changes) and is refused thereafter without any fetch, so
+    repeating a garbage ``kid`` costs nothing and a flood of random ones costs one
+    fetch per cooldown. A ``kid`` over 256 characters is refused without any fetch.
 
 Single flight, generations, cancellation
     One fetch at a time: every caller that needs one joins the fetch under way. Each
@@ -201,6 +203,8 @@ class _Flight:
 
     seq: int
     trigger: str
+    #: Clock time the fetch began: a kid that arrived later may postdate it.
+    started: float
     done: anyio.Event = field(default_factory=anyio.Event)
     ok: bool = False
     failure: _FetchFailure | None = None
@@ -563,7 +567,7 @@ class JWKSCache:
         flight = await self._refresh_now("stale")
         if not flight.ok:
             return key
-        return self._find_after_fetch(kid, alg)
+        return self._find_after_fetch(kid, alg, flight, now)
 
     async def _get_key_without_set(self, kid: str | None, alg: str, now: float) -> PublicKey:
         if self._index is not None and not self._expired_noted:
@@ -578,9 +582,7 @@ class JWKSCache:
         flight = await self._refresh_now("load")
         if not flight.ok:
             raise self._unavailable(self._clock(), "the issuer's key set could not be fetched")
-        if self._usable(self._clock()) is None:
-            raise self._unavailable(self._clock(), "no usable key set")
-        return self._find_after_fetch(kid, alg)
+        return self._find_after_fetch(kid, alg, flight, now)
 
     async def _get_unknown_kid(self, kid: str | None, alg: str, now: float) -> PublicKey:
         expires = self._negative.get(kid)
@@ -609,17 +611,24 @@ class JWKSCache:
         if not flight.ok:
             self._emit("unknown_kid", kid=kid, alg=alg, action="issuer_unavailable")
             raise self._unavailable(self._clock(), "cannot look up an unknown kid: fetch failed")
-        return self._find_after_fetch(kid, alg)
+        return self._find_after_fetch(kid, alg, flight, now)
 
-    def _find_after_fetch(self, kid: str | None, alg: str) -> PublicKey:
-        """Look ``kid`` up in the set a fetch just produced; an absent kid is remembered."""
+    def _find_after_fetch(
+        self, kid: str | None, alg: str, flight: _Flight, arrived: float
+    ) -> PublicKey:
+        """Look ``kid`` up in the set ``flight`` just produced.
+
+        An absent kid is remembered (negative cache) only if that fetch began after the
+        request arrived: a fetch already under way may predate the key's publication.
+        """
         index = self._usable(self._clock())
         if index is None:
             raise self._unavailable(self._clock(), "no usable key set")
         try:
             return index.find(kid, alg)
         except UnknownKeyError:
-            self._remember_absent(kid)
+            if flight.started >= arrived:
+                self._remember_absent(kid)
             self._emit("unknown_kid", kid=kid, alg=alg, action="refreshed")
             self._logger.info(
                 "unknown kid %s: not in the issuer's key set",
@@ -693,9 +702,10 @@ class JWKSCache:
 
     def _new_flight(self, trigger: str) -> _Flight:
         self._seq += 1
-        flight = _Flight(self._seq, trigger)
+        now = self._clock()
+        flight = _Flight(self._seq, trigger, now)
         self._inflight = flight
-        self._last_fetch_started = self._clock()
+        self._last_fetch_started = now
         return flight
 
     async def _perform(self, flight: _Flight) -> None:

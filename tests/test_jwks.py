@@ -1311,3 +1311,30 @@ async def test_values_of_the_wrong_type_are_refused_like_any_bad_token(
     with pytest.raises(InvalidTokenError):
         await cache.get_key(kid, alg)
     assert issuer.jwks_requests == 1
+
+
+async def test_a_kid_that_joined_an_earlier_fetch_is_not_remembered_as_absent(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # The fetch under way may predate the key's publication, so its answer says nothing
+    # definite about a kid that arrived later; the kid that started it is remembered.
+    cache = make(refresh_cooldown=0)
+    await cache.refresh()
+
+    async def unknown(kid: str) -> None:
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key(kid, "ES256")
+
+    issuer.hold()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(unknown, "first")  # starts the fetch
+        await issuer.wait_for_waiting_async(1)
+        clock.advance(1)
+        tg.start_soon(unknown, "later")  # joins it
+        await anyio.wait_all_tasks_blocked()
+        issuer.release()
+    assert issuer.jwks_requests == 2
+    await unknown("first")
+    assert issuer.jwks_requests == 2  # remembered: no fetch
+    await unknown("later")
+    assert issuer.jwks_requests == 3  # not remembered: looked up again
