@@ -33,8 +33,9 @@ unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## Property-based fuzzing with many more examples than CI runs.
+## ASGI_AUTH0_FUZZ=long gives the tests marked fuzz 20x their CI examples, randomized.
 fuzz: $(STAMP)
-	ASGI_AUTH0_FUZZ=long $(PY) -m pytest tests -p no:randomly $(PYTEST_ARGS)
+	ASGI_AUTH0_FUZZ=long $(PY) -m pytest tests -m fuzz -p no:randomly $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m bench
