@@ -18,8 +18,8 @@ from asgi_auth0 import (
     InvalidTokenError,
     KeySetError,
     MissingTokenError,
+    _errors,
 )
-from asgi_auth0 import _errors
 
 
 def test_scope_string_wins_over_scp() -> None:
@@ -106,8 +106,11 @@ def test_every_error_has_a_unique_reason_and_a_fixed_description() -> None:
     reasons = [c.reason for c in classes]
     assert len(reasons) == len(set(reasons)), "reasons must be unique"
     for cls in classes:
-        assert cls.reason.replace("_", "").isalnum() and cls.reason.islower()
-        assert cls.description and '"' not in cls.description and "\\" not in cls.description
+        assert cls.reason.replace("_", "").isalnum()
+        assert cls.reason.islower()
+        assert cls.description
+        assert '"' not in cls.description
+        assert "\\" not in cls.description
         assert cls.__doc__, f"{cls.__name__} needs a one-line docstring"
         if issubclass(cls, BearerError) and cls is not BearerError:
             assert cls.status_code in (400, 401, 403)
