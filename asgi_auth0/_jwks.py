@@ -604,7 +604,12 @@ class JWKSCache:
             self._logger.debug(
                 "unknown kid %s within the refresh cooldown",
                 _short(kid),
-                extra={"reason": "unknown_kid", "kid": kid, "alg": alg, "iss": self._issuer},
+                extra={
+                    "reason": "unknown_kid",
+                    "kid": _short(kid),
+                    "alg": alg,
+                    "iss": self._issuer,
+                },
             )
             raise UnknownKeyError("no key with this kid (refresh cooldown)")
         flight = await self._refresh_now("unknown_kid")
@@ -630,10 +635,17 @@ class JWKSCache:
             if flight.started >= arrived:
                 self._remember_absent(kid)
             self._emit("unknown_kid", kid=kid, alg=alg, action="refreshed")
+            # The kid is attacker input: escaped in the extra field too, since a
+            # %(kid)s formatter would otherwise print its newlines raw.
             self._logger.info(
                 "unknown kid %s: not in the issuer's key set",
                 _short(kid),
-                extra={"reason": "unknown_kid", "kid": kid, "alg": alg, "iss": self._issuer},
+                extra={
+                    "reason": "unknown_kid",
+                    "kid": _short(kid),
+                    "alg": alg,
+                    "iss": self._issuer,
+                },
             )
             raise
 

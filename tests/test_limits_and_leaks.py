@@ -1,0 +1,468 @@
+"""Limits and leaks.
+
+Limits: the token size cap, JSON nesting depth, the number of keys in a JWKS, the
+nesting of a JWKS body and the length of ``kid`` each have an exact boundary, tested
+on both sides, and each is enforced before the expensive work it protects. (The JWKS
+body-size cap of 1 MiB, with and without ``Content-Length``, endless and compressed
+bodies, is tested at its boundary in ``tests/test_jwks.py``.)
+
+Leaks: with every ``asgi_auth0`` logger at DEBUG, the whole adversarial corpus, tokens
+carrying log-injection canaries and a run of issuer outages go through the verifier
+(with a real JWKS cache on a loopback issuer) and through the middleware. No log
+record (message, formatted traceback or extra field), error description, exception
+text or response header/body may contain token bytes (any 24-character window of a
+token) or attacker-controlled text with its control characters intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import anyio
+import httpx
+import pytest
+from adversarial import generate
+from adversarial.generate import AUD, ISS, LONG_KID, NOW
+from fastapi import Depends, FastAPI
+from starlette.types import Message
+
+from asgi_auth0 import (
+    Auth0Config,
+    Auth0Error,
+    Auth0Middleware,
+    Claims,
+    ConfigError,
+    JWKSCache,
+    KeySetError,
+    MalformedTokenError,
+    StaticKeySet,
+    TokenTooLargeError,
+    TokenVerifier,
+    UnknownKeyError,
+    require_scopes,
+    require_token,
+)
+from asgi_auth0._jose import MAX_JSON_DEPTH
+from asgi_auth0._keys import MAX_JWKS_KEYS, MAX_KID_LENGTH, parse_jwks
+from asgi_auth0._signing import DEFAULT_ALG, public_jwk
+from asgi_auth0.testing import LocalIssuer
+
+pytestmark = pytest.mark.anyio
+
+ALL_ALGS = generate.ALL_ALGS
+KEYS = generate.keys()
+
+
+class RecordingKeys:
+    """The corpus key set, counting lookups."""
+
+    generation = 0
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.inner = StaticKeySet(generate.jwks())
+
+    async def get_key(self, kid: str | None, alg: str) -> Any:
+        self.calls += 1
+        return await self.inner.get_key(kid, alg)
+
+
+def _verifier(**cfg: Any) -> tuple[TokenVerifier, RecordingKeys]:
+    keys = RecordingKeys()
+    settings: dict[str, Any] = {"issuer": ISS, "audience": AUD, "algorithms": ALL_ALGS, **cfg}
+    return TokenVerifier(Auth0Config(**settings), key_set=keys, clock=lambda: NOW), keys
+
+
+# -- the token size cap ------------------------------------------------------------------
+
+
+async def test_the_size_cap_is_exact_and_checked_first() -> None:
+    verifier, keys = _verifier()
+    cap = verifier.config.max_token_size
+    assert cap == 16 * 1024
+    exact = next(c.token for c in generate.corpus() if c.id == "size/exactly-default-cap")
+    assert len(exact) == cap
+    assert (await verifier.verify(exact)).sub
+    # One over, then absurdly over, then absurd and non-ASCII: all refused by length
+    # alone, before any decoding and without asking for a key.
+    calls = keys.calls
+    for token in (exact + "A", "A" * (8 << 20), "\u00e9" * (8 << 20)):
+        with pytest.raises(TokenTooLargeError):
+            await verifier.verify(token)
+    assert keys.calls == calls
+    with pytest.raises(ConfigError):
+        Auth0Config(issuer=ISS, audience=AUD, max_token_size=255)
+
+
+async def test_a_huge_authorization_header_is_a_401_not_a_500() -> None:
+    verifier, _ = _verifier()
+    app = _app(verifier)
+    sent = await _drive(app, _scope([(b"authorization", b"Bearer " + b"A" * (4 << 20))], "/me"))
+    assert sent[0]["status"] == 401
+    body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert body["reason"] == "token_too_large"
+
+
+# -- JSON nesting depth ----------------------------------------------------------------------
+
+
+def _nested(depth: int, kind: str) -> Any:
+    """``depth`` containers in total once placed as a member value of the payload."""
+    value: Any = "leaf"
+    for _ in range(depth - 1):
+        value = [value] if kind == "array" else {"n": value}
+    return value
+
+
+@pytest.mark.parametrize("kind", ["array", "object"])
+async def test_json_nesting_is_allowed_up_to_the_limit_and_not_beyond(kind: str) -> None:
+    verifier, _ = _verifier()
+    at_limit = generate.good("ES256", deep=_nested(MAX_JSON_DEPTH, kind))
+    claims = await verifier.verify(at_limit)
+    assert "deep" in claims
+    with pytest.raises(MalformedTokenError):
+        await verifier.verify(generate.good("ES256", deep=_nested(MAX_JSON_DEPTH + 1, kind)))
+    header = generate.header("ES256", ext=_nested(MAX_JSON_DEPTH, kind))
+    assert await verifier.verify(generate.jws(header, generate.claims()))
+    header = generate.header("ES256", ext=_nested(MAX_JSON_DEPTH + 1, kind))
+    with pytest.raises(MalformedTokenError):
+        await verifier.verify(generate.jws(header, generate.claims()))
+
+
+async def test_pathological_nesting_is_malformed_not_a_recursion_error() -> None:
+    verifier, keys = _verifier(max_token_size=1 << 20)
+    for raw in (b"[" * 300_000, b'{"a":' * 150_000, b"[" * 150_000 + b"]" * 150_000):
+        token = generate.jws(generate.header("ES256"), raw)
+        with pytest.raises(MalformedTokenError):
+            await verifier.verify(token)
+    assert keys.calls == 0
+
+
+# -- the JWKS: number of keys, nesting, kid length --------------------------------------------
+
+
+def _jwk(i: int) -> dict[str, Any]:
+    return public_jwk(KEYS["p256"], kid=f"k{i}", alg="ES256")
+
+
+def test_a_jwks_holds_at_most_max_jwks_keys() -> None:
+    assert MAX_JWKS_KEYS == 100
+    assert len(parse_jwks({"keys": [_jwk(i) for i in range(MAX_JWKS_KEYS)]})) == MAX_JWKS_KEYS
+    too_many = {"keys": [_jwk(i) for i in range(MAX_JWKS_KEYS + 1)]}
+    with pytest.raises(ValueError, match="more than"):
+        parse_jwks(too_many)
+    with pytest.raises(ConfigError):
+        StaticKeySet(too_many)
+
+
+def test_a_kid_is_at_most_max_kid_length_in_a_jwks() -> None:
+    assert MAX_KID_LENGTH == 256
+    index = parse_jwks(
+        {"keys": [public_jwk(KEYS["p256"], kid="k" * 256), public_jwk(KEYS["p384"], kid="k" * 257)]}
+    )
+    assert index.kids() == {"k" * 256}
+    assert index.skipped == 1
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    with LocalIssuer(
+        issuer=ISS, audience=AUD, private_key=KEYS["p256"], kid="p256", alg="ES256"
+    ) as running:
+        yield running
+
+
+async def test_a_fetched_jwks_over_the_key_limit_or_too_deep_is_a_failed_fetch(
+    issuer: LocalIssuer,
+) -> None:
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=2)
+    try:
+        await cache.refresh()
+        good = await cache.get_key("p256", "ES256")
+        bad_bodies = {
+            "not_a_jwks": json.dumps({"keys": [_jwk(i) for i in range(MAX_JWKS_KEYS + 1)]}),
+            "invalid_json": '{"keys": [' + "[" * 200_000 + "]" * 200_000 + "]}",
+        }
+        for reason, body in bad_bodies.items():
+            issuer.garbage(body.encode())
+            with pytest.raises(KeySetError):
+                await cache.refresh()
+            assert cache.status().last_error == reason
+            assert await cache.get_key("p256", "ES256") is good  # the last good set stays
+    finally:
+        await cache.aclose()
+
+
+async def test_an_over_long_kid_never_causes_a_fetch(issuer: LocalIssuer) -> None:
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=2)
+    try:
+        await cache.refresh()
+        fetches = issuer.jwks_requests
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key("k" * (MAX_KID_LENGTH + 1), "ES256")
+        assert issuer.jwks_requests == fetches
+    finally:
+        await cache.aclose()
+    # And in a token it is malformed before any lookup at all.
+    verifier, keys = _verifier()
+    with pytest.raises(MalformedTokenError):
+        await verifier.verify(
+            generate.jws(generate.header("RS256", LONG_KID + "k"), generate.claims())
+        )
+    assert keys.calls == 0
+
+
+async def test_garbage_labelled_gzip_fails_cleanly() -> None:
+    # Regression: a zlib error used to leave the read loop and abandon httpx's async
+    # generators, which trio reports as a ResourceWarning (an error under our pytest
+    # settings). The body is streamed, as from a socket.
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, headers={"content-encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip")
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        cache = JWKSCache("https://issuer.example/jwks.json", http_client=client)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+        assert cache.status().last_error == "bad_encoding"
+
+
+# -- leaks ------------------------------------------------------------------------------
+
+WINDOW = 24
+_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 1, "x", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+# Attacker text with the control characters a log injection needs. Whatever carries
+# it into a log line or a header must escape it.
+CANARIES = (
+    "CANARY\nFORGED reason=ok",
+    "CANARY\r\nX-Forged: 1",
+    "CANARY\x1b[31mFORGED",
+    "CANARY\x00FORGED",
+)
+_RAW_MARKERS = ("\nFORGED", "\r\nX-Forged", "\x1b[31m", "\x00FORGED")
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def capture_logs() -> Iterator[list[logging.LogRecord]]:
+    """Every record of every ``asgi_auth0`` logger, at DEBUG."""
+    root = logging.getLogger("asgi_auth0")
+    handler = _Capture()
+    level = root.level
+    root.setLevel(logging.DEBUG)
+    root.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def record_texts(record: logging.LogRecord) -> list[str]:
+    """Everything a log pipeline could print: the message, the formatted record with
+    any traceback, and every extra field as a %-style formatter would render it."""
+    texts = [record.getMessage(), logging.Formatter().format(record)]
+    for name, value in vars(record).items():
+        if name not in _STANDARD_ATTRS:
+            texts.append(value if isinstance(value, str) else str(value))
+    return texts
+
+
+class LeakDetector:
+    """Knows every token sent; finds any 24-character window of one in a text."""
+
+    def __init__(self) -> None:
+        self._windows: set[str] = set()
+
+    def add(self, token: str) -> None:
+        step = 1 if len(token) < 20_000 else 997  # sample huge tokens
+        for i in range(0, max(0, len(token) - WINDOW + 1), step):
+            window = token[i : i + WINDOW]
+            if not window.strip("A=. "):  # padding-like runs say nothing about a token
+                continue
+            self._windows.add(window)
+
+    def leaks(self, text: str) -> list[str]:
+        found = [
+            text[i : i + WINDOW]
+            for i in range(len(text) - WINDOW + 1)
+            if text[i : i + WINDOW] in self._windows
+        ]
+        found += [marker for marker in _RAW_MARKERS if marker in text]
+        return found
+
+
+def canary_tokens() -> list[str]:
+    """Tokens that pass the precheck and carry attacker text where logs might look."""
+    tokens = []
+    for canary in CANARIES:
+        tokens.append(generate.jws(generate.header("ES256", canary), generate.claims()))
+        tokens.append(generate.jws(generate.header("ES256", canary + "-" * 300), generate.claims()))
+        tokens.append(generate.good("ES256", sub=canary, aud=canary, scope=canary))
+        tokens.append(generate.good("ES256", iss="https://evil.example/" + canary))
+        tokens.append(
+            generate.jws(generate.header("ES256", typ=canary, x5u=canary), generate.claims())
+        )
+        tokens.append(generate.jws({"alg": canary, "kid": "p256"}, generate.claims(), alg="ES256"))
+    return tokens
+
+
+def junk_tokens(count: int) -> list[str]:
+    rng = random.Random("asgi_auth0/leaks")
+    alphabet = generate._ALPHABET + ".=+/"
+    return ["".join(rng.choices(alphabet, k=rng.randrange(30, 400))) for _ in range(count)]
+
+
+_Scoped = Annotated[Claims, Depends(require_scopes("read:messages", "admin:all"))]
+
+
+def _app(verifier: TokenVerifier) -> FastAPI:
+    api = FastAPI()
+
+    @api.get("/me")
+    async def me(claims: Annotated[Claims, Depends(require_token)]) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    @api.get("/scoped")
+    async def scoped(claims: _Scoped) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    api.add_middleware(Auth0Middleware, verifier=verifier, warm_keys_on_startup=False)
+    return api
+
+
+def _scope(headers: list[tuple[bytes, bytes]], path: str) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), *headers],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+    }
+
+
+async def _drive(app: Any, scope: dict[str, Any]) -> list[Message]:
+    sent: list[Message] = []
+    incoming: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> Message:
+        if incoming:
+            return incoming.pop(0)
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    with anyio.fail_after(10):
+        await app(scope, receive, send)
+    return sent
+
+
+def _response_text(sent: list[Message]) -> str:
+    start = sent[0]
+    head = b"\n".join(n + b": " + v for n, v in start.get("headers", []))
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    return (head + b"\n\n" + body).decode("latin-1")
+
+
+def test_the_leak_detector_is_not_vacuous() -> None:
+    detector = LeakDetector()
+    token = generate.good("RS256")
+    detector.add(token)
+    _header, payload, signature = token.split(".")
+    assert detector.leaks(f"token rejected: {token[:40]}")
+    assert detector.leaks(f"sig={signature[100:130]}")
+    assert detector.leaks(f"payload {payload}")
+    assert detector.leaks("kid CANARY\nFORGED reason=ok")
+    assert not detector.leaks("kid 'CANARY\\nFORGED reason=ok'")  # escaped is fine
+    assert not detector.leaks("token rejected: reason=bad_signature alg=RS256")
+
+
+async def test_no_token_bytes_or_raw_attacker_text_in_logs_errors_or_responses(
+    issuer: LocalIssuer,
+) -> None:
+    # The issuer publishes the corpus keys over real HTTP; the verifier fetches them
+    # through a real JWKSCache, so its logs (fetches, unknown kids, outages) count too.
+    for kid, label, alg in generate.JWKS_LAYOUT:
+        if kid != "p256":
+            kind = {"rsa": "RSA", "p384": "P-384", "p521": "P-521", "ed25519": "Ed25519"}[label]
+            issuer.add_key(KEYS[label], kid=kid, alg=alg or DEFAULT_ALG[kind])
+    config = issuer.config(algorithms=ALL_ALGS, jwks_refresh_cooldown=0)
+    verifier = TokenVerifier(config, clock=lambda: NOW)
+    app = _app(verifier)
+
+    tokens = [c.token for c in generate.corpus()] + canary_tokens() + junk_tokens(200)
+    detector = LeakDetector()
+    for token in tokens:
+        detector.add(token)
+    texts: list[tuple[str, str]] = []
+
+    async def run_all(tag: str) -> None:
+        for token in tokens:
+            try:
+                await verifier.verify(token)
+            except Auth0Error as exc:
+                for what, text in (
+                    ("str", str(exc)),
+                    ("detail", str(exc.detail)),
+                    ("description", exc.description),
+                    ("cause", str(exc.__cause__)),
+                ):
+                    texts.append((f"{tag} error {what}", text))
+            for path in ("/me", "/scoped"):
+                sent = await _drive(
+                    app, _scope([(b"authorization", b"Bearer " + token.encode())], path)
+                )
+                texts.append((f"{tag} response", _response_text(sent)))
+        for canary in CANARIES:
+            for value in (f"Bearer {canary}", f"Basic {canary}", canary):
+                raw = value.encode("latin-1")
+                sent = await _drive(app, _scope([(b"authorization", raw)], "/me"))
+                texts.append((f"{tag} response", _response_text(sent)))
+
+    with capture_logs() as records:
+        try:
+            await run_all("normal")
+            issuer.fail_with(503, retry_after=5)  # outage: unknown kids now fail to fetch
+            verifier.clear_cache()
+            await run_all("outage")
+            issuer.heal()
+            issuer.garbage(b'{"keys": "CANARY\\nFORGED"}')
+            await run_all("garbage")
+        finally:
+            await verifier.aclose()
+
+    loggers = {r.name for r in records}
+    # The capture saw the verifier, the middleware and the key cache at work.
+    assert {"asgi_auth0.verify", "asgi_auth0.middleware", "asgi_auth0.jwks"} <= loggers, loggers
+    for record in records:
+        for text in record_texts(record):
+            texts.append((f"log {record.name}:{record.lineno}", text))
+    problems = [(where, leak) for where, text in texts for leak in detector.leaks(text)]
+    assert not problems, problems[:10]
