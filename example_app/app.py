@@ -32,6 +32,8 @@ from asgi_auth0 import (
     Auth0Config,
     Auth0Middleware,
     Claims,
+    IssuerKeySets,
+    JWKSCache,
     TokenVerifier,
     configure_openapi,
     optional_token,
@@ -72,13 +74,13 @@ def create_app(config: Auth0Config, *, description: str | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The key cache's background refresher lives exactly as long as the app: it
-        # refreshes keys before they go stale, so no request waits on Auth0.
-        running = getattr(verifier.key_set, "running", None)
+        # refreshes keys before they go stale, so no request waits on Auth0. (The
+        # middleware has already loaded them during startup.)
         try:
-            async with running() if running is not None else contextlib.nullcontext():
+            async with verifier.key_set.running():
                 yield
         finally:
-            await verifier.aclose()
+            await verifier.aclose()  # closes the key cache's HTTP client
 
     assets = local_swagger_assets()
     app = FastAPI(
@@ -153,7 +155,7 @@ def create_app(config: Auth0Config, *, description: str | None = None) -> FastAP
         """The signing-key cache's state. 503 while no key set is usable (the issuer
         was never reached, or has failed for longer than ``jwks_max_stale``)."""
         key_sets = _key_set_status(verifier.key_set)
-        usable = all(s["state"] in ("fresh", "stale", "empty", "static") for s in key_sets)
+        usable = all(s["state"] in ("fresh", "stale", "empty") for s in key_sets)
         return JSONResponse(
             {"status": "ok" if usable else "degraded", "key_sets": key_sets},
             status_code=200 if usable else 503,
@@ -170,13 +172,10 @@ def app_from_env() -> FastAPI:
     return create_app(Auth0Config.from_env())
 
 
-def _key_set_status(key_set: object) -> list[dict[str, Any]]:
-    """Each key cache's status as JSON-ready dicts (one per accepted issuer)."""
-    status = getattr(key_set, "status", None)
-    if status is None:
-        # A StaticKeySet: fixed keys, nothing to fetch, always usable.
-        return [{"state": "static"}]
-    result = status()
+def _key_set_status(key_set: JWKSCache | IssuerKeySets) -> list[dict[str, Any]]:
+    """Each key cache's status as JSON-ready dicts: one per accepted issuer (a config
+    with ``additional_issuers`` has a cache for each)."""
+    result = key_set.status()
     snapshots = result.values() if isinstance(result, Mapping) else (result,)
     return [snapshot.as_dict() for snapshot in snapshots]
 
