@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from example_support import REPO, serving
+from starlette.middleware import Middleware
 
 import asgi_auth0
 from asgi_auth0 import Auth0Config, Auth0Error, BearerError, KeySetError
@@ -134,6 +135,35 @@ async def test_starlette_sample(
         scoped = await client.get("/messages", headers=bearer(token))
         # request.auth.scopes: "authenticated" and the scopes, not the permissions.
         assert scoped.json() == {"scopes": ["authenticated", "read:messages"]}
+
+
+@pytest.mark.anyio
+async def test_starlette_rfc6750_answer_for_a_missing_scope(
+    auth0_config: Auth0Config, auth0_token: TokenFactory
+) -> None:
+    # What the README suggests instead of @requires for an RFC 6750 403.
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from asgi_auth0 import Auth0Middleware, AuthenticationRejected, InsufficientScopeError
+
+    async def messages(request: Request) -> PlainTextResponse:
+        if "read:messages" not in request.state.claims.scopes:
+            raise AuthenticationRejected(InsufficientScopeError(("read:messages",)))
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Route("/messages", messages)],
+        middleware=[Middleware(Auth0Middleware, config=auth0_config)],
+    )
+    async with serving(app) as client:
+        response = await client.get("/messages", headers=bearer(auth0_token()))
+        assert response.status_code == 403
+        assert 'scope="read:messages"' in response.headers["www-authenticate"]
+        assert response.json()["reason"] == "insufficient_scope"
+        token = auth0_token(scope="read:messages")
+        assert (await client.get("/messages", headers=bearer(token))).text == "ok"
 
 
 @pytest.mark.e2e
