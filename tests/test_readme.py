@@ -16,17 +16,28 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from example_support import REPO, serving
+from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 import asgi_auth0
-from asgi_auth0 import Auth0Config, Auth0Error, BearerError, KeySetError
+from asgi_auth0 import (
+    Auth0Config,
+    Auth0Error,
+    Auth0Middleware,
+    AuthenticationRejected,
+    BearerError,
+    InsufficientScopeError,
+    KeySetError,
+)
 from asgi_auth0.pytest_plugin import TokenFactory
 from asgi_auth0.testing import LocalIssuer
 
@@ -142,12 +153,6 @@ async def test_starlette_rfc6750_answer_for_a_missing_scope(
     auth0_config: Auth0Config, auth0_token: TokenFactory
 ) -> None:
     # What the README suggests instead of @requires for an RFC 6750 403.
-    from starlette.applications import Starlette
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
-
-    from asgi_auth0 import Auth0Middleware, AuthenticationRejected, InsufficientScopeError
-
     async def messages(request: Request) -> PlainTextResponse:
         if "read:messages" not in request.state.claims.scopes:
             raise AuthenticationRejected(InsufficientScopeError(("read:messages",)))
@@ -193,9 +198,6 @@ def _parse_http(block: str) -> tuple[int, str, dict[str, str], str]:
         name, _, value = line.partition(": ")
         headers[name.lower()] = value
     return int(status), phrase, headers, body.strip()
-
-
-Request = Callable[[httpx.AsyncClient, LocalIssuer], Any]
 
 
 @pytest.mark.anyio
