@@ -381,6 +381,17 @@ def test_listen_address_defaults_to_loopback_8000() -> None:
             listen_address({"PORT": bad})
 
 
+def test_a_taken_port_is_reported_with_a_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main({"HOST": "127.0.0.1", "PORT": str(port)}) == 1
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err
+    assert "set PORT to another port" in err
+
+
 def test_listen_url_is_reachable_from_this_machine() -> None:
     with socket.socket() as sock:
         sock.bind(("0.0.0.0", 0))
