@@ -326,3 +326,24 @@ def test_a_key_never_verifies_an_alg_it_does_not_fit() -> None:
     # PS256 is a valid signature by this RSA key, but the JWK pins RS256.
     assert not key.verify("PS256", signing_input.encode(), b64url_decode(sig))
     assert not key.verify("ES256", signing_input.encode(), b64url_decode(sig))
+
+
+# -- cache memory report ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_cache_info_counts_every_byte_a_cached_token_holds() -> None:
+    async def per_entry(payload: dict[str, Any]) -> int:
+        v = _verifier()
+        await v.verify(_token(payload))
+        info = v.cache_info()
+        assert info["entries"] == 1
+        return info["approx_bytes_per_entry"]
+
+    base = await per_entry({})
+    # The token string alone is stored, so the estimate is at least its length.
+    assert base > len(_token({}))
+    # A large claim, flat or buried in arrays and objects, is counted (twice here: once
+    # in the token string, once decoded in the claims).
+    assert await per_entry({"big": "x" * 5000}) >= base + 2 * 5000
+    assert await per_entry({"n": {"l": [{"deep": "y" * 5000}]}}) >= base + 2 * 5000
