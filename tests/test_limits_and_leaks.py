@@ -17,10 +17,8 @@ token) or attacker-controlled text with its control characters intact.
 from __future__ import annotations
 
 import json
-import logging
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated, Any
 
 import anyio
@@ -28,6 +26,7 @@ import httpx
 import pytest
 from adversarial import generate
 from adversarial.generate import AUD, ISS, LONG_KID, NOW
+from adversarial.leakcheck import JWT_SEGMENT, capture_logs, record_texts
 from fastapi import Depends, FastAPI
 from starlette.types import Message
 
@@ -236,11 +235,6 @@ async def test_garbage_labelled_gzip_fails_cleanly() -> None:
 # -- leaks ------------------------------------------------------------------------------
 
 WINDOW = 24
-_STANDARD_ATTRS = frozenset(vars(logging.LogRecord("x", logging.INFO, "x", 1, "x", None, None))) | {
-    "message",
-    "asctime",
-    "taskName",
-}
 # Attacker text with the control characters a log injection needs. Whatever carries
 # it into a log line or a header must escape it.
 CANARIES = (
@@ -250,40 +244,6 @@ CANARIES = (
     "CANARY\x00FORGED",
 )
 _RAW_MARKERS = ("\nFORGED", "\r\nX-Forged", "\x1b[31m", "\x00FORGED")
-
-
-class _Capture(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@contextmanager
-def capture_logs() -> Iterator[list[logging.LogRecord]]:
-    """Every record of every ``asgi_auth0`` logger, at DEBUG."""
-    root = logging.getLogger("asgi_auth0")
-    handler = _Capture()
-    level = root.level
-    root.setLevel(logging.DEBUG)
-    root.addHandler(handler)
-    try:
-        yield handler.records
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
-
-def record_texts(record: logging.LogRecord) -> list[str]:
-    """Everything a log pipeline could print: the message, the formatted record with
-    any traceback, and every extra field as a %-style formatter would render it."""
-    texts = [record.getMessage(), logging.Formatter().format(record)]
-    for name, value in vars(record).items():
-        if name not in _STANDARD_ATTRS:
-            texts.append(value if isinstance(value, str) else str(value))
-    return texts
 
 
 class LeakDetector:
@@ -389,6 +349,16 @@ def _response_text(sent: list[Message]) -> str:
     head = b"\n".join(n + b": " + v for n, v in start.get("headers", []))
     body = b"".join(m.get("body", b"") for m in sent[1:])
     return (head + b"\n\n" + body).decode("latin-1")
+
+
+def test_the_suite_wide_plugin_recognises_token_segments() -> None:
+    # tests/adversarial/leakcheck.py, loaded with -p, flags JWT-shaped text in logs.
+    for case in generate.corpus():
+        if case.expect is None:
+            header, payload, _ = case.token.split(".")
+            assert JWT_SEGMENT.search(f"log line {header} x")
+            assert JWT_SEGMENT.search(f"log line {payload} x")
+    assert not JWT_SEGMENT.search("token rejected: reason=bad_signature kid='rsa' alg=RS256")
 
 
 def test_the_leak_detector_is_not_vacuous() -> None:
