@@ -65,9 +65,18 @@ class Claims(Mapping[str, Any]):
         its array and object values need freezing (in place). ``scopes`` and
         ``permissions`` are worked out on first use; many routes never ask.
         """
+        # Replacing values (not adding keys) while iterating is safe for a dict.
         for name, value in payload.items():
-            if type(value) is list or type(value) is dict:
-                payload[name] = _freeze(value)  # replacing a value keeps the size
+            kind = type(value)
+            if kind is list:
+                for item in value:
+                    if type(item) is list or type(item) is dict:
+                        payload[name] = _freeze(value)
+                        break
+                else:  # the usual array of strings: one tuple() call
+                    payload[name] = tuple(value)
+            elif kind is dict:
+                payload[name] = _freeze(value)
         self = object.__new__(cls)
         object.__setattr__(self, "_data", payload)
         return self
