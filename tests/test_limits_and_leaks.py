@@ -1,10 +1,9 @@
 """Limits and leaks.
 
 Limits: the token size cap, JSON nesting depth, the number of keys in a JWKS, the
-nesting of a JWKS body and the length of ``kid`` each have an exact boundary, tested
-on both sides, and each is enforced before the expensive work it protects. (The JWKS
-body-size cap of 1 MiB, with and without ``Content-Length``, endless and compressed
-bodies, is tested at its boundary in ``tests/test_jwks.py``.)
+size and nesting of a JWKS body and the length of ``kid`` each have an exact boundary,
+tested on both sides, and each is enforced before the expensive work it protects.
+(``tests/test_jwks.py`` also covers endless and compressed JWKS bodies.)
 
 Leaks: with every ``asgi_auth0`` logger at DEBUG, the whole adversarial corpus, tokens
 carrying log-injection canaries and a run of issuer outages go through the verifier
@@ -47,6 +46,7 @@ from asgi_auth0 import (
     require_token,
 )
 from asgi_auth0._jose import MAX_JSON_DEPTH
+from asgi_auth0._jwks import MAX_JWKS_BYTES
 from asgi_auth0._keys import MAX_JWKS_KEYS, MAX_KID_LENGTH, parse_jwks
 from asgi_auth0._signing import DEFAULT_ALG, public_jwk
 from asgi_auth0.testing import LocalIssuer
@@ -193,6 +193,26 @@ async def test_a_fetched_jwks_over_the_key_limit_or_too_deep_is_a_failed_fetch(
                 await cache.refresh()
             assert cache.status().last_error == reason
             assert await cache.get_key("p256", "ES256") is good  # the last good set stays
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+async def test_a_jwks_body_may_be_exactly_one_mebibyte_and_no_more(
+    issuer: LocalIssuer, content_length: bool
+) -> None:
+    # (test_jwks.py covers endless and compressed bodies at this cap as well.)
+    assert MAX_JWKS_BYTES == 1024 * 1024
+    issuer.oversized(MAX_JWKS_BYTES, content_length=content_length)
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=5)
+    try:
+        await cache.refresh()
+        good = await cache.get_key("p256", "ES256")
+        issuer.oversized(MAX_JWKS_BYTES + 1, content_length=content_length)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+        assert cache.status().last_error == "too_large"
+        assert await cache.get_key("p256", "ES256") is good
     finally:
         await cache.aclose()
 
