@@ -10,6 +10,11 @@ raised by the application is never turned into an authentication error.
 The one exception it catches from downstream is :class:`AuthenticationRejected`, which
 only the FastAPI dependencies raise (before any response is started) to have their
 rejection answered here, exactly like the middleware's own.
+
+Across the application's lifespan (when the server runs one) it warms the key set at
+startup and runs the key source's background refresher in a task group it owns, so
+requests never wait on the issuer; at shutdown it stops the refresher, then closes
+the verifier it built. Without a lifespan, keys load and refresh on demand.
 """
 
 from __future__ import annotations
@@ -17,7 +22,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
 
+import anyio
+import anyio.abc
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -155,6 +164,15 @@ class Auth0Middleware:
       use it too. The challenge headers are always kept.
     - ``warm_keys_on_startup``: fetch the key set on lifespan startup (failures are
       logged, never fatal; keys then load on the first request).
+    - ``background_refresh``: run the key source's background refresher (refresh
+      ahead, retries with backoff; see :class:`JWKSCache`) for as long as the app's
+      lifespan lasts, so that no request waits on the issuer. ``None`` (default): on
+      for a verifier built from ``config``, off for one passed as ``verifier``, whose
+      owner decides (a key source has at most one refresher: the owner may run it
+      already, or share the verifier between apps); ``True`` runs it for a passed
+      verifier too; ``False`` never. Key sources without ``running()`` (such as
+      :class:`StaticKeySet`) need none. Without a lifespan there is no refresher and
+      keys refresh on demand.
 
     Anonymous requests (no token, or another scheme) continue with
     ``request.state.claims = None``; valid tokens set it to the :class:`Claims` and set
@@ -171,6 +189,7 @@ class Auth0Middleware:
         websocket_query_param: str | None = None,
         on_error: ResponseHook | None = None,
         warm_keys_on_startup: bool = True,
+        background_refresh: bool | None = None,
     ) -> None:
         if websocket_query_param is not None and (
             not isinstance(websocket_query_param, str)
@@ -180,6 +199,8 @@ class Auth0Middleware:
             raise ConfigError("websocket_query_param must be a non-empty ASCII string or None")
         if on_error is not None and not callable(on_error):
             raise ConfigError("on_error must be a callable (conn, challenge) -> Response")
+        if background_refresh is not None and not isinstance(background_refresh, bool):
+            raise ConfigError("background_refresh must be True, False or None")
         # Validate everything else first: a verifier built here owns network clients.
         if config is not None and verifier is None:
             verifier = TokenVerifier(config)
@@ -194,6 +215,9 @@ class Auth0Middleware:
         self.config: Auth0Config = verifier.config
         self._query_param = websocket_query_param
         self._warm = bool(warm_keys_on_startup)
+        self._background = self._owns_verifier if background_refresh is None else background_refresh
+        # The refresher of the lifespan under way, if any (see _app_lifetime).
+        self._refresher: _Refresher | None = None
         self._responder = Responder(realm=self.config.realm, hook=on_error)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -284,9 +308,39 @@ class Auth0Middleware:
     @contextlib.asynccontextmanager
     async def _app_lifetime(self) -> AsyncIterator[None]:
         """What lives exactly as long as the application's lifespan: the single place
-        for it. A background refresher of the key set belongs here (entered around the
-        whole lifespan, so its task group nests properly); nothing yet."""
-        yield
+        for it. Entered around the whole lifespan (so the refresher's task group nests
+        properly): the key source's background refresher, stopped at shutdown before
+        the verifier is closed (see :meth:`_on_shutdown`), or here at the latest."""
+        refresher = self._new_refresher()
+        try:
+            if refresher is not None:
+                await refresher.__aenter__()
+        except Exception:
+            # Keys still refresh on demand; an app must not fail to start over this
+            # (e.g. the owner of a shared key source already runs its refresher).
+            logger.warning(
+                "could not start the background refresh of the issuer's keys; "
+                "they refresh on demand",
+                exc_info=True,
+                extra={"reason": "refresher_not_started"},
+            )
+            refresher = None
+        if refresher is None:
+            yield
+            return
+        self._refresher = refresher
+        try:
+            yield
+        finally:
+            if self._refresher is refresher:
+                self._refresher = None
+            await refresher.__aexit__(None, None, None)
+
+    def _new_refresher(self) -> _Refresher | None:
+        if not self._background:
+            return None
+        running = getattr(getattr(self.verifier, "key_set", None), "running", None)
+        return _Refresher(running) if callable(running) else None
 
     async def _on_startup(self) -> None:
         """Startup work, run when ``lifespan.startup`` arrives: warm the key set."""
@@ -301,13 +355,83 @@ class Auth0Middleware:
             )
 
     async def _on_shutdown(self) -> None:
-        """Shutdown work: close what this middleware built, nothing else."""
+        """Shutdown work: stop the background refresher (so that nothing fetches
+        any more), then close what this middleware built, nothing else."""
+        refresher, self._refresher = self._refresher, None
+        if refresher is not None:
+            await refresher.stop()
         if not self._owns_verifier:
             return
         try:
             await self.verifier.aclose()
         except Exception:
             logger.warning("closing the token verifier failed", exc_info=True)
+
+
+class _Refresher:
+    """Runs a key source's ``running()`` context in a task group of its own, in a task
+    that can be stopped early (from shutdown) and is stopped at the latest on exit.
+
+    Entering it returns once the refresher has started (a failure to start raises).
+    Like the key source's own ``running()``, it never wraps the body's exception in an
+    exception group, and a refresher that crashes later is logged, never allowed to
+    cancel the application's lifespan.
+    """
+
+    def __init__(self, running: Any) -> None:
+        self._running = running
+        self._group: anyio.abc.TaskGroup | None = None
+        self._scope = anyio.CancelScope()
+        self._stopped: anyio.Event | None = None
+
+    async def __aenter__(self) -> None:
+        self._stopped = anyio.Event()
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        try:
+            await group.start(self._run)
+        except BaseException:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+            raise
+        self._group = group
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        started = False
+        try:
+            with self._scope:
+                async with self._running():
+                    started = True
+                    task_status.started()
+                    await anyio.sleep_forever()
+        except Exception:
+            if not started:
+                raise  # reported by __aenter__
+            logger.error(
+                "the background refresh of the issuer's keys failed; they refresh on demand",
+                exc_info=True,
+                extra={"reason": "refresher_failed"},
+            )
+        finally:
+            if self._stopped is not None:
+                self._stopped.set()
+
+    async def stop(self) -> None:
+        """Stop the refresher and wait until it has (idempotent; any task may call it)."""
+        self._scope.cancel()
+        if self._stopped is not None and self._group is not None:
+            await self._stopped.wait()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        group, self._group = self._group, None
+        self._scope.cancel()
+        if group is not None:
+            await group.__aexit__(None, None, None)
 
 
 _LIFESPAN_END = frozenset(
