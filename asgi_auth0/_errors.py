@@ -31,6 +31,7 @@ these ever contains token bytes or exception text.
         │       ├── IssuedInFutureError
         │       └── TokenTooOldError
         └── InsufficientScopeError             403 insufficient_scope
+            └── InsufficientPermissionError
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ExpiredTokenError",
     "ImmatureTokenError",
+    "InsufficientPermissionError",
     "InsufficientScopeError",
     "InvalidAudienceError",
     "InvalidClaimError",
@@ -273,3 +275,17 @@ class InsufficientScopeError(BearerError):
     def scope(self) -> str:
         """The space-separated ``scope`` value of the challenge (RFC 6750 §3)."""
         return " ".join(self.required)
+
+
+class InsufficientPermissionError(InsufficientScopeError):
+    """The token is valid but lacks a required Auth0 RBAC permission (403).
+
+    Still ``insufficient_scope`` on the wire: Auth0 permissions are the API's scopes
+    granted through RBAC, so ``scope=`` in the challenge names them.
+    """
+
+    reason = "insufficient_permission"
+    description = "The access token lacks a required permission."
+
+    def __init__(self, required: Iterable[str] = (), detail: str | None = None) -> None:
+        super().__init__(required, detail, kind="permission")

@@ -41,7 +41,13 @@ from starlette.websockets import WebSocket, WebSocketState
 from ._challenge import scope_token_ok
 from ._claims import Claims
 from ._config import Auth0Config
-from ._errors import Auth0Error, ConfigError, InsufficientScopeError, MissingTokenError
+from ._errors import (
+    Auth0Error,
+    ConfigError,
+    InsufficientPermissionError,
+    InsufficientScopeError,
+    MissingTokenError,
+)
 from ._middleware import AuthenticationRejected, auth_state
 
 __all__ = [
@@ -148,7 +154,12 @@ def _requirement(
         granted = granted_of(claims)
         ok = not required.isdisjoint(granted) if any_of else required <= granted
         if not ok:
-            _reject(conn, InsufficientScopeError(names, f"{kind} shortfall", kind=kind))
+            error = (
+                InsufficientPermissionError(names, "permission shortfall")
+                if kind == "permission"
+                else InsufficientScopeError(names, "scope shortfall")
+            )
+            _reject(conn, error)
         return claims
 
     mode = "any_of" if any_of else "all_of"

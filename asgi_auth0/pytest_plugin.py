@@ -6,11 +6,13 @@ Enable it explicitly in your ``conftest.py`` (it is not registered automatically
 
 Then, in a test::
 
-    def test_messages_need_a_scope(auth0_config, auth0_token):
+    @pytest.mark.anyio
+    async def test_messages_need_a_scope(auth0_config, auth0_token):
         app = create_app(auth0_config)            # your app, bound to the local issuer
-        with TestClient(app) as client:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
             token = auth0_token(scope="read:messages")
-            response = client.get("/messages", headers={"Authorization": f"Bearer {token}"})
+            response = await client.get("/messages", headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200
 
 Fixtures:

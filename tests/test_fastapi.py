@@ -197,10 +197,15 @@ async def test_scope_and_permission_requirements(
     assert r.status_code == status
     assert anon.status_code == 401
     if status == 403:
+        is_permission = path.startswith("/delete")
         assert r.json() == {
             "error": "insufficient_scope",
-            "error_description": "The access token lacks a required scope.",
-            "reason": "insufficient_scope",
+            "error_description": (
+                "The access token lacks a required permission."
+                if is_permission
+                else "The access token lacks a required scope."
+            ),
+            "reason": "insufficient_permission" if is_permission else "insufficient_scope",
         }
 
 
