@@ -1,0 +1,103 @@
+"""``python -m bench``: run the benchmarks and print a Markdown report.
+
+    python -m bench                      # all three parts (about 2-3 minutes)
+    python -m bench --only inprocess     # or: http, memory (comma-separated)
+    python -m bench --quick              # fewer rounds, for a smoke run
+    python -m bench --json out.json      # also write the raw figures
+
+Targets (issue 7) are printed next to the figures; they are ratios measured side by
+side in one run, so they are comparable across machines, unlike absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+from . import _http, _inprocess, _memory
+from ._common import machine
+
+PARTS = ("inprocess", "http", "memory")
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
+    parser.add_argument("--json", metavar="PATH", help="also write raw results here")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown part(s): {', '.join(sorted(unknown))}")
+
+    started = time.monotonic()
+    raw: dict[str, object] = {"machine": machine()}
+    out = ["# asgi_auth0 benchmark", ""]
+    out += [f"- {k}: {v}" for k, v in raw["machine"].items()]  # type: ignore[attr-defined]
+
+    if "inprocess" in parts:
+        print("part 1: in-process verification ...", file=sys.stderr, flush=True)
+        rows = _inprocess.run(rounds=5, batch=500) if args.quick else _inprocess.run()
+        raw["inprocess"] = [dataclasses.asdict(r) for r in rows]
+        by = {r.name: r for r in rows}
+        cold = next(r for r in rows if r.name.startswith("asgi_auth0 cold (distinct"))
+        warm = next(r for r in rows if r.name.startswith("asgi_auth0 warm"))
+        floor = rows[0]
+        out += ["", "## 1. Verification cost per token (in-process)", "", _inprocess.table(rows)]
+        out += [
+            "",
+            f"Floor {floor.us:.2f} µs. Targets: cold ≤ 1.5x ({cold.ratio:.2f}x, "
+            f"{_verdict(cold.ratio <= 1.5)}); warm ≤ 0.1x ({warm.ratio:.3f}x, "
+            f"{_verdict(warm.ratio <= 0.1)}).",
+        ]
+        del by
+
+    if "http" in parts:
+        print("part 2: HTTP under uvicorn + wrk ...", file=sys.stderr, flush=True)
+        http_rows = _http.run(rounds=1, seconds=3, warmup=1) if args.quick else _http.run()
+        out += ["", "## 2. HTTP (uvicorn + wrk on 127.0.0.1)", "", _http.table(http_rows)]
+        if isinstance(http_rows, list):
+            raw["http"] = [dataclasses.asdict(r) for r in http_rows]
+            base = http_rows[0]
+            ours = next(r for r in http_rows if r.mode == "ours")
+            pyjwk = next(r for r in http_rows if r.mode == "pyjwk")
+            out += [
+                "",
+                f"Targets: protected ≥ 0.9x the requests/s of no auth "
+                f"({ours.rps / base.rps:.2f}x, {_verdict(ours.rps >= 0.9 * base.rps)}); "
+                f"p99 ≤ 1.2x ({ours.p99_ms / base.p99_ms:.2f}x, "
+                f"{_verdict(ours.p99_ms <= 1.2 * base.p99_ms)}); ahead of PyJWKClient "
+                f"({ours.rps / pyjwk.rps:.2f}x its requests/s, "
+                f"{_verdict(ours.rps > 1.2 * pyjwk.rps)}).",
+            ]
+        else:
+            raw["http"] = http_rows
+
+    if "memory" in parts:
+        print("part 3: memory over 200,000 tokens ...", file=sys.stderr, flush=True)
+        total = 20_000 if args.quick else 200_000
+        points, size = _memory.run(total=total, every=total // 10)
+        raw["memory"] = {
+            "cache_size": size,
+            "points": [dataclasses.asdict(p) for p in points],
+        }
+        out += ["", f"## 3. Memory over {total:,} distinct tokens", "", _memory.table(points, size)]
+
+    out += ["", f"Total run time: {time.monotonic() - started:.0f} s."]
+    print("\n".join(out))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(raw, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Shared fixtures for the benchmarks: keys, realistic Auth0 payloads, machine facts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import metadata
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+
+from asgi_auth0._signing import public_jwk
+
+DOMAIN = "bench-tenant.eu.auth0.com"
+ISSUER = f"https://{DOMAIN}/"
+AUDIENCE = "https://api.bench.example.com"
+KID = "bench-key-1"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def auth0_payload(i: int, now: float) -> dict[str, Any]:
+    """What an Auth0 access token for an API with RBAC looks like (about 380 bytes of JSON)."""
+    return {
+        "iss": ISSUER,
+        "sub": f"auth0|{i:024x}",
+        "aud": [AUDIENCE, f"https://{DOMAIN}/userinfo"],
+        "iat": int(now) - 30,
+        "exp": int(now) + 86_400,
+        "scope": "openid profile email read:messages write:messages",
+        "azp": "Xq3bN0cV7kWm2ZtLr9PyHs4JdEuAfGiO",
+        "permissions": ["read:messages", "write:messages"],
+    }
+
+
+class Signer:
+    """Mints compact JWS tokens with one key, the way Auth0 lays them out."""
+
+    def __init__(self, key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, alg: str) -> None:
+        self.key = key
+        self.alg = alg
+        header = {"alg": alg, "typ": "JWT", "kid": KID}
+        self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode())
+        self.jwks = {"keys": [public_jwk(key, kid=KID, alg=alg)]}
+
+    def token(self, payload: dict[str, Any]) -> str:
+        body = b64url(json.dumps(payload, separators=(",", ":")).encode())
+        signing_input = f"{self._header_b64}.{body}"
+        if isinstance(self.key, rsa.RSAPrivateKey):
+            sig = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        else:
+            sig = self.key.sign(signing_input.encode())
+        return f"{signing_input}.{b64url(sig)}"
+
+
+def rsa_signer() -> Signer:
+    return Signer(rsa.generate_private_key(public_exponent=65537, key_size=2048), "RS256")
+
+
+def ed25519_signer() -> Signer:
+    return Signer(ed25519.Ed25519PrivateKey.generate(), "EdDSA")
+
+
+def split_token(token: str) -> tuple[bytes, bytes]:
+    """(signing input, signature) bytes of a compact JWS."""
+    signing_input, _, sig = token.rpartition(".")
+    return signing_input.encode("ascii"), base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def machine() -> dict[str, str]:
+    """The facts a reader needs to compare results across machines."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions = {}
+    for dist in (
+        "asgi_auth0",
+        "cryptography",
+        "PyJWT",
+        "starlette",
+        "fastapi",
+        "uvicorn",
+        "httptools",
+        "uvloop",
+    ):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **versions,
+    }
+
+
+class _JWKSHandler(BaseHTTPRequestHandler):
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class LocalJWKS:
+    """A JWKS document served over HTTP on 127.0.0.1 (for PyJWKClient)."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        handler = type("H", (_JWKSHandler,), {"body": json.dumps(jwks).encode()})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+
+    def __enter__(self) -> LocalJWKS:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)

@@ -1,0 +1,190 @@
+"""Part 1: in-process verification cost per token, as a ratio to the raw RSA floor.
+
+Every row verifies real RS256 tokens signed by one RSA-2048 key, with a realistic
+Auth0 access-token payload. The floor is one raw ``cryptography`` verify of the same
+signing input and signature (bytes precomputed, padding and hash objects reused).
+
+Rows are timed in interleaved rounds (the row order rotates every round) so that a
+noisy neighbour slows all rows alike. Time is the benchmark thread's CPU time
+(``time.thread_time``): on a shared machine, time spent descheduled is not a cost of
+verification. Each row's figure is the median over rounds of its per-token time; its
+ratio is the median over rounds of (row time / floor time in the same round).
+
+"Cold" is a steady state, as on a busy API: one long-lived verifier whose token cache
+(default size) is already full, fed tokens from a pool larger than the cache in
+order, so every call misses, verifies in full, inserts and evicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from asgi_auth0 import Auth0Config, JWKSCache, TokenVerifier
+
+from ._common import (
+    AUDIENCE,
+    DOMAIN,
+    ISSUER,
+    LocalJWKS,
+    auth0_payload,
+    median,
+    rsa_signer,
+    split_token,
+)
+
+_clock = time.thread_time
+
+
+@dataclass
+class Row:
+    name: str
+    us: float  # median microseconds per token
+    ratio: float  # median of per-round ratios to the floor
+    spread: tuple[float, float]  # min and max per-token microseconds over rounds
+
+
+def run(*, batch: int = 1500, rounds: int = 15, warm_calls: int = 20_000) -> list[Row]:
+    signer = rsa_signer()
+    assert isinstance(signer.key, rsa.RSAPrivateKey)
+    public = signer.key.public_key()
+    pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
+    pyjwt_key = jwt.PyJWK(signer.jwks["keys"][0]).key
+    loop = asyncio.new_event_loop()
+    server = LocalJWKS(signer.jwks).__enter__()
+    # Our verifier gets its keys the way it does in production: a JWKSCache fetching
+    # the issuer's JWKS over HTTP (here from 127.0.0.1), loaded once before timing.
+    config = Auth0Config(domain=DOMAIN, audience=AUDIENCE, jwks_uri=server.url)
+    key_set = JWKSCache.from_config(config)
+    loop.run_until_complete(key_set.refresh())
+    now = time.time()
+    pool = [signer.token(auth0_payload(i, now)) for i in range(config.token_cache_size + 500)]
+    split = {t: split_token(t) for t in pool}
+    cycle = itertools.cycle(pool)
+    current: list[str] = []
+
+    def next_batch() -> None:
+        current[:] = [next(cycle) for _ in range(batch)]
+
+    def floor() -> float:
+        verify = public.verify
+        inputs = [split[t] for t in current]
+        t0 = _clock()
+        for signing_input, signature in inputs:
+            verify(signature, signing_input, pkcs1, sha256)
+        return (_clock() - t0) / len(inputs)
+
+    def in_loop(coro: Callable[[], Coroutine[Any, Any, float]]) -> Callable[[], float]:
+        return lambda: loop.run_until_complete(coro())
+
+    cold_verifier = TokenVerifier(config, key_set=key_set)
+    nocache_verifier = TokenVerifier(
+        Auth0Config(domain=DOMAIN, audience=AUDIENCE, jwks_uri=server.url, token_cache_size=0),
+        key_set=key_set,
+    )
+
+    async def verify_batch(verifier: TokenVerifier) -> float:
+        verify = verifier.verify
+        toks = list(current)
+        t0 = _clock()
+        for t in toks:
+            await verify(t)
+        return (_clock() - t0) / len(toks)
+
+    async def ours_cold() -> float:
+        return await verify_batch(cold_verifier)
+
+    async def ours_nocache() -> float:
+        return await verify_batch(nocache_verifier)
+
+    warm_verifier = TokenVerifier(config, key_set=key_set)
+    warm_token = pool[0]
+
+    async def ours_warm() -> float:
+        verify = warm_verifier.verify
+        await verify(warm_token)
+        t0 = _clock()
+        for _ in range(warm_calls):
+            await verify(warm_token)
+        return (_clock() - t0) / warm_calls
+
+    def pyjwt_decode() -> float:
+        decode = jwt.decode
+        toks = list(current)
+        t0 = _clock()
+        for t in toks:
+            decode(t, pyjwt_key, algorithms=["RS256"], audience=AUDIENCE, issuer=ISSUER)
+        return (_clock() - t0) / len(toks)
+
+    try:
+        client = jwt.PyJWKClient(server.url)
+
+        def pyjwk_client() -> float:
+            decode = jwt.decode
+            toks = list(current)
+            t0 = _clock()
+            for t in toks:
+                key = client.get_signing_key_from_jwt(t)
+                decode(t, key.key, algorithms=["RS256"], audience=AUDIENCE, issuer=ISSUER)
+            return (_clock() - t0) / len(toks)
+
+        rows: list[tuple[str, Callable[[], float]]] = [
+            ("floor: raw RSA-2048 PKCS#1 v1.5 SHA-256 verify", floor),
+            ("asgi_auth0 cold (distinct token per call, cache full)", in_loop(ours_cold)),
+            ("asgi_auth0 cold, token cache off", in_loop(ours_nocache)),
+            ("asgi_auth0 warm (repeated token, cache hit)", in_loop(ours_warm)),
+            ("PyJWT jwt.decode, preloaded key", pyjwt_decode),
+            ("PyJWT PyJWKClient + jwt.decode", pyjwk_client),
+        ]
+        # Warm-up: imports, the PyJWKClient fetch, and our cold verifier's cache filled
+        # by one pass over the whole pool.
+        for t in pool:
+            loop.run_until_complete(cold_verifier.verify(t))
+        next_batch()
+        for _, fn in rows:
+            fn()
+        samples: dict[str, list[float]] = {name: [] for name, _ in rows}
+        for r in range(rounds):
+            # Each round a new slice of the pool: never in the full cache (the pool is
+            # larger than the cache and walked in order), the same for every row.
+            next_batch()
+            order = rows[r % len(rows) :] + rows[: r % len(rows)]
+            for name, fn in order:
+                samples[name].append(fn())
+    finally:
+        loop.run_until_complete(key_set.aclose())
+        loop.close()
+        server.__exit__()
+
+    floor_samples = samples[rows[0][0]]
+    result = []
+    for name, _ in rows:
+        s = samples[name]
+        ratio = median(x / f for x, f in zip(s, floor_samples, strict=True))
+        result.append(Row(name, median(s) * 1e6, ratio, (min(s) * 1e6, max(s) * 1e6)))
+    return result
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| row | µs / token (median) | ratio to floor | min-max µs |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.name} | {row.us:.2f} | {row.ratio:.2f}x | "
+            f"{row.spread[0]:.2f}-{row.spread[1]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(table(run()))
