@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -207,6 +208,7 @@ class Auth0Middleware:
         elif config is not None or verifier is None:
             raise ConfigError("Auth0Middleware needs exactly one of config= or verifier=")
         self.app = app
+        _answer_rejections_inside(app)
         # Only a verifier built here is closed here.
         self._owns_verifier = config is not None
         #: The verifier every token goes through.
@@ -437,6 +439,17 @@ class _Refresher:
 _LIFESPAN_END = frozenset(
     {"lifespan.shutdown.complete", "lifespan.shutdown.failed", "lifespan.startup.failed"}
 )
+
+
+def _answer_rejections_inside(app: ASGIApp) -> None:
+    """When the middleware wraps a Starlette/FastAPI app directly (``Auth0Middleware(app)``
+    rather than ``app.add_middleware``), the app's own ServerErrorMiddleware would meet
+    a dependency's :class:`AuthenticationRejected` first and answer 500. Registering our
+    handler on that app lets it answer the rejection itself, exactly as we would."""
+    if isinstance(app, Starlette) and AuthenticationRejected not in app.exception_handlers:
+        from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
+
+        app.add_exception_handler(AuthenticationRejected, rejection_handler)
 
 
 def _close_code(exc: Auth0Error) -> int:

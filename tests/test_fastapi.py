@@ -133,6 +133,25 @@ def client(app: Any, *, raise_app_exceptions: bool = True) -> httpx.AsyncClient:
 
 
 @pytest.mark.anyio
+async def test_wrapping_the_app_directly_answers_like_add_middleware(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # Auth0Middleware(app) puts us outside FastAPI's ServerErrorMiddleware, which would
+    # otherwise turn a dependency's rejection into a 500.
+    wrapped = Auth0Middleware(build_app(None), verifier=verifier)
+    async with client(wrapped, raise_app_exceptions=False) as c:
+        anon = await c.get("/me")
+        short = await c.get("/read", headers=bearer(issuer.token(scope="read:messages")))
+        ok = await c.get("/me", headers=bearer(issuer.token(sub="auth0|w")))
+    assert anon.status_code == 401
+    assert anon.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert anon.json()["reason"] == "missing_token"
+    assert short.status_code == 403
+    assert short.json()["error"] == "insufficient_scope"
+    assert ok.json() == {"sub": "auth0|w"}
+
+
+@pytest.mark.anyio
 async def test_require_token(verifier: TokenVerifier, issuer: LocalIssuer) -> None:
     async with client(build_app(verifier)) as c:
         anon = await c.get("/me")
