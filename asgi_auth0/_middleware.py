@@ -449,7 +449,7 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
     if isinstance(app, Starlette) and AuthenticationRejected not in app.exception_handlers:
         from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
 
-        app.add_exception_handler(AuthenticationRejected, rejection_handler)
+        app.add_exception_handler(AuthenticationRejected, rejection_handler)  # type: ignore[arg-type]
 
 
 def _close_code(exc: Auth0Error) -> int:
