@@ -854,7 +854,10 @@ class JWKSCache:
                 timeout=self._fetch_timeout,
                 trust_env=False,
                 headers={"User-Agent": _USER_AGENT},
-                limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+                # No keep-alive: fetches are minutes apart, so a kept connection only
+                # outlives its use, and an app run without a lifespan (no aclose())
+                # would leave its socket open until garbage collection.
+                limits=httpx.Limits(max_connections=4, max_keepalive_connections=0),
             )
         return self._client
 
