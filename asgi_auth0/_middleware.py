@@ -172,8 +172,10 @@ class Auth0Middleware:
       owner decides (a key source has at most one refresher: the owner may run it
       already, or share the verifier between apps); ``True`` runs it for a passed
       verifier too; ``False`` never. Key sources without ``running()`` (such as
-      :class:`StaticKeySet`) need none. Without a lifespan there is no refresher and
-      keys refresh on demand.
+      :class:`StaticKeySet`) need none. The refresher stops as soon as shutdown
+      begins (``lifespan.shutdown``), before the application's own shutdown code runs,
+      so that code may close a key source it passed in. Without a lifespan there is
+      no refresher and keys refresh on demand.
 
     Anonymous requests (no token, or another scheme) continue with
     ``request.state.claims = None``; valid tokens set it to the :class:`Claims` and set
@@ -297,6 +299,10 @@ class Auth0Middleware:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self._on_startup()
+            elif message["type"] == "lifespan.shutdown":
+                # Shutdown begins: nothing may fetch any more, so the application's
+                # own shutdown code can close a key source it passed in.
+                await self._stop_refresher()
             return message
 
         async def observed_send(message: Message) -> None:
@@ -356,12 +362,15 @@ class Auth0Middleware:
                 extra={"reason": getattr(exc, "reason", type(exc).__name__)},
             )
 
-    async def _on_shutdown(self) -> None:
-        """Shutdown work: stop the background refresher (so that nothing fetches
-        any more), then close what this middleware built, nothing else."""
+    async def _stop_refresher(self) -> None:
         refresher, self._refresher = self._refresher, None
         if refresher is not None:
             await refresher.stop()
+
+    async def _on_shutdown(self) -> None:
+        """Shutdown work: stop the background refresher (so that nothing fetches
+        any more), then close what this middleware built, nothing else."""
+        await self._stop_refresher()
         if not self._owns_verifier:
             return
         try:

@@ -295,6 +295,29 @@ async def test_a_passed_verifier_can_opt_in_and_is_never_closed(
         await cache.aclose()
 
 
+async def test_the_refresher_stops_before_the_apps_own_shutdown_code_runs(
+    auth0_issuer: LocalIssuer,
+) -> None:
+    # So an application can close a key source it passed in, from its own lifespan.
+    cache = JWKSCache.from_config(auth0_issuer.config())
+    seen: list[bool] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        seen.append(cache.status().background)
+        yield
+        seen.append(cache.status().background)
+        await cache.aclose()
+
+    verifier = TokenVerifier(auth0_issuer.config(), key_set=cache)
+    mw = Auth0Middleware(Starlette(lifespan=lifespan), verifier=verifier, background_refresh=True)
+    async with LifespanDriver(mw).running():
+        assert cache.status().background is True
+    assert seen == [True, False]
+    assert cache._client is None
+    assert cache.status().failed_fetch_count == 0
+
+
 async def test_a_shared_key_source_gets_one_refresher_and_startup_still_completes(
     auth0_issuer: LocalIssuer, fetcher: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
