@@ -164,7 +164,7 @@ class Auth0Middleware:
       JSON body format (see :func:`problem_json_response`); the FastAPI dependencies
       use it too. The challenge headers are always kept.
     - ``warm_keys_on_startup``: fetch the key set on lifespan startup (failures are
-      logged, never fatal; keys then load on the first request).
+      logged, never fatal; keys then load in the background or on the first request).
     - ``background_refresh``: run the key source's background refresher (refresh
       ahead, retries with backoff; see :class:`JWKSCache`) for as long as the app's
       lifespan lasts, so that no request waits on the issuer. ``None`` (default): on
@@ -358,7 +358,8 @@ class Auth0Middleware:
             await self.verifier.refresh()
         except Exception as exc:  # warming is an optimisation, never a reason to fail
             logger.warning(
-                "could not load the issuer's keys at startup; they load on the first request",
+                "could not load the issuer's keys at startup; they load in the background "
+                "or on the first request",
                 extra={"reason": getattr(exc, "reason", type(exc).__name__)},
             )
 
