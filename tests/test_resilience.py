@@ -280,8 +280,9 @@ async def test_a_random_kid_flood_costs_one_fetch_per_cooldown_and_valid_request
     assert 2 <= fetches <= bound, (fetches, bound, elapsed)
     starts = [e[0] for e in refreshes]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    # Completion times: each fetch on loopback takes milliseconds, well under 0.2 s.
-    assert all(gap >= cooldown - 0.2 for gap in gaps), gaps
+    # These are completion times; a fetch on loopback takes milliseconds, so its
+    # start-to-start gap (at least the cooldown) shows through within 0.5 s.
+    assert all(gap >= cooldown - 0.5 for gap in gaps), gaps
     # Concurrent valid requests all succeeded, and fast.
     assert statuses(served) == {200: valid_count}
     latencies = [r.elapsed for r in served]
