@@ -6,6 +6,7 @@ cold verification and decides, cheaply, whether a token is even worth a key look
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Callable
@@ -260,7 +261,10 @@ class JWSParser:
             checked = _check_header(header_b64, self._algorithms, decode)
             if headers is not None and self._cache_size > 0:
                 if len(headers) >= self._cache_size:
-                    headers.pop(next(iter(headers)), None)
+                    # Another thread may change the dict between iter() and next():
+                    # then skip this eviction rather than fail a verification over it.
+                    with contextlib.suppress(RuntimeError, StopIteration):
+                        headers.pop(next(iter(headers)), None)
                 headers[header_b64] = checked
 
         payload = _json_object(payload_b64, "payload", decode)
