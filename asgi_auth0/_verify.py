@@ -146,9 +146,13 @@ class TokenVerifier:
                 self._clock() < entry.valid_until
                 and getattr(entry.source, "generation", None) == entry.generation
             ):
-                self._cache.move_to_end(token)
+                # try, not contextlib.suppress: free in 3.11+, and this is the hot path.
+                try:  # noqa: SIM105
+                    self._cache.move_to_end(token)
+                except KeyError:  # another thread evicted it meanwhile; the verdict stands
+                    pass
                 return entry.claims
-            del self._cache[token]
+            self._cache.pop(token, None)
         try:
             parsed = self.precheck(token)
             alg = parsed.alg
@@ -267,7 +271,10 @@ class TokenVerifier:
         cache = self._cache
         cache[token] = _new_entry((claims, valid_until, generation, source))
         if len(cache) > self._cache_size:
-            cache.popitem(last=False)
+            try:  # noqa: SIM105 (suppress() costs a context manager per cold token)
+                cache.popitem(last=False)
+            except KeyError:  # emptied by another thread meanwhile
+                pass
 
     def _log_rejection(self, exc: Auth0Error, token: str) -> None:
         if not logger.isEnabledFor(logging.DEBUG):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections import OrderedDict
 from typing import Any
 
 import pytest
@@ -347,3 +348,31 @@ async def test_cache_info_counts_every_byte_a_cached_token_holds() -> None:
     # in the token string, once decoded in the claims).
     assert await per_entry({"big": "x" * 5000}) >= base + 2 * 5000
     assert await per_entry({"n": {"l": [{"deep": "y" * 5000}]}}) >= base + 2 * 5000
+
+
+class _RacyCache(OrderedDict[str, Any]):
+    """Acts as if another thread emptied the cache just before each reordering."""
+
+    def move_to_end(self, key: str, last: bool = True) -> None:
+        self.clear()
+        super().move_to_end(key, last)
+
+    def popitem(self, last: bool = True) -> tuple[str, Any]:
+        self.clear()
+        return super().popitem(last)
+
+
+@pytest.mark.anyio
+async def test_a_cache_entry_vanishing_under_another_thread_is_not_an_error() -> None:
+    v = _verifier(token_cache_size=1)
+    racy = _RacyCache()
+    v._cache = racy  # type: ignore[assignment]
+    first, second = _token({"sub": "a"}), _token({"sub": "b"})
+    assert (await v.verify(first)).sub == "a"
+    assert first in racy
+    # A hit whose reordering finds the entry gone still returns the verified claims.
+    assert (await v.verify(first)).sub == "a"
+    assert first not in racy
+    # Inserting over capacity when the oldest entry is already gone: no error either.
+    await v.verify(first)
+    assert (await v.verify(second)).sub == "b"
