@@ -255,8 +255,9 @@ class TokenVerifier:
         for name in self._required:
             if payload.get(name) is None:
                 raise MissingClaimError(f"required claim {name} is missing")
-        sub = payload.get("sub")
-        if sub is not None and type(sub) is not str:
+        # A null sub is refused like any other non-string: Claims.sub would read it as
+        # "no subject", which code keyed on sub must never see from a signed token.
+        if "sub" in payload and type(payload["sub"]) is not str:
             raise InvalidClaimError("sub is not a string")
         return Claims._adopt(payload), valid_until
 

@@ -445,9 +445,11 @@ async def test_required_claims() -> None:
     assert (await v.verify(make(azp="client"))).sub
 
 
-async def test_sub_must_be_a_string_when_present() -> None:
+@pytest.mark.parametrize("sub", [123, None, ["a"], True])
+async def test_sub_must_be_a_string_when_present(sub: Any) -> None:
     with pytest.raises(InvalidClaimError):
-        await verifier().verify(make(sub=123))
+        await verifier().verify(make(sub=sub))
+    assert (await verifier().verify(make(sub=_DROP))).sub is None
 
 
 # -- malformed input ------------------------------------------------------------------
