@@ -7,9 +7,9 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
-import anyio
 import httpx
 import pytest
+from _asgi import drive
 from fastapi import APIRouter, Depends, FastAPI, WebSocket
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -394,18 +394,6 @@ def test_bad_requirement_names_are_refused_at_definition(factory: Callable[[], A
 async def drive_ws(
     app: Any, headers: list[tuple[bytes, bytes]], *, path: str = "/ws", denial: bool = True
 ) -> list[Message]:
-    sent: list[Message] = []
-    incoming: list[Message] = [{"type": "websocket.connect"}]
-
-    async def receive() -> Message:
-        if incoming:
-            return incoming.pop(0)
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
     scope: dict[str, Any] = {
         "type": "websocket",
         "asgi": {"version": "3.0"},
@@ -421,9 +409,7 @@ async def drive_ws(
     }
     if denial:
         scope["extensions"] = {"websocket.http.response": {}}
-    with anyio.fail_after(5):
-        await app(scope, receive, send)
-    return sent
+    return await drive(app, scope, [{"type": "websocket.connect"}])
 
 
 @pytest.mark.anyio

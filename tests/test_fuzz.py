@@ -31,6 +31,7 @@ from typing import Annotated, Any
 import anyio
 import httpx
 import pytest
+from _asgi import drive
 from adversarial import generate
 from adversarial.generate import AUD, ISS, NOW
 from fastapi import Depends, FastAPI, WebSocket
@@ -488,21 +489,7 @@ def _bearer(token: str) -> tuple[bytes, bytes]:
 
 
 async def _drive(scope: dict[str, Any], incoming: list[Message]) -> list[Message]:
-    sent: list[Message] = []
-    queue = list(incoming)
-
-    async def receive() -> Message:
-        if queue:
-            return queue.pop(0)
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    with anyio.fail_after(5):
-        await _APP(scope, receive, send)
-    return sent
+    return await drive(_APP, scope, incoming)
 
 
 @pytest.mark.anyio

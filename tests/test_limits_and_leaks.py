@@ -20,9 +20,9 @@ import random
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-import anyio
 import httpx
 import pytest
+from _asgi import drive
 from adversarial import generate
 from adversarial.generate import AUD, ISS, LONG_KID, NOW
 from adversarial.leakcheck import JWT_SEGMENT, capture_logs, record_texts
@@ -347,21 +347,8 @@ def _scope(headers: list[tuple[bytes, bytes]], path: str) -> dict[str, Any]:
 
 
 async def _drive(app: Any, scope: dict[str, Any]) -> list[Message]:
-    sent: list[Message] = []
-    incoming: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive() -> Message:
-        if incoming:
-            return incoming.pop(0)
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    with anyio.fail_after(10):
-        await app(scope, receive, send)
-    return sent
+    request: Message = {"type": "http.request", "body": b"", "more_body": False}
+    return await drive(app, scope, [request], timeout=10)
 
 
 def _response_text(sent: list[Message]) -> str:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import httpx
 import pytest
+from _asgi import drive
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -130,32 +131,6 @@ def client(app: Any) -> httpx.AsyncClient:
     # ASGITransport sends no lifespan: every test here also shows the middleware
     # works without one.
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
-# -- a bare ASGI driver for what httpx cannot show -------------------------------------
-
-
-async def drive(
-    app: Callable[..., Awaitable[None]],
-    scope: dict[str, Any],
-    incoming: list[Message],
-) -> list[Message]:
-    """Run ``app`` on ``scope``; ``receive`` hands out ``incoming`` then waits forever."""
-    sent: list[Message] = []
-    queue = list(incoming)
-
-    async def receive() -> Message:
-        if queue:
-            return queue.pop(0)
-        await anyio.sleep_forever()
-        raise AssertionError("unreachable")
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    with anyio.fail_after(5):
-        await app(scope, receive, send)
-    return sent
 
 
 def http_scope(headers: list[tuple[bytes, bytes]] | None = None, path: str = "/") -> dict[str, Any]:
