@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _clock import Clock
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,19 +51,6 @@ JWKS_URI = "https://issuer.test/.well-known/jwks.json"
 P256 = generate_private_key("P-256")
 # The contract's size cap, spelled out here rather than imported from the module.
 ONE_MIB = 1024 * 1024
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from _clock import Clock
 
 from asgi_auth0 import InvalidTokenError, KeySetError, UnknownKeyError
 from asgi_auth0._jwks import JWKSCache
@@ -29,19 +30,6 @@ ONE_MIB = 1024 * 1024  # the contract's body cap
 FETCH_TIMEOUT = 0.5
 # Scheduling slack on a busy CI machine; the deadlines asserted are FETCH_TIMEOUT plus this.
 SLACK = 1.5
-
-
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
+from _clock import Clock
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -38,16 +39,6 @@ from asgi_auth0.testing import LocalIssuer
 pytestmark = pytest.mark.anyio
 
 Message = dict[str, Any]
-
-
-class Clock:
-    """A monotonic clock the test moves by hand (the cache's policy clock)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Events:
