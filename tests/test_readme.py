@@ -78,7 +78,13 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def test_runnable_blocks_are_the_expected_files() -> None:
-    assert set(runnable_files()) == {"myapp.py", "starlette_app.py", "conftest.py", "test_myapp.py"}
+    assert set(runnable_files()) == {
+        "myapp.py",
+        "starlette_app.py",
+        "verify_tokens.py",
+        "conftest.py",
+        "test_myapp.py",
+    }
 
 
 def test_quickstart_is_exactly_the_two_make_commands() -> None:
@@ -114,6 +120,22 @@ async def test_fastapi_sample(
         assert messages.json() == [{"to": "alice", "text": "hello"}]
         forged = await client.get("/me", headers=bearer(auth0_issuer.bad_signature_token()))
         assert forged.status_code == 401
+
+
+@pytest.mark.anyio
+async def test_core_api_sample(auth0_config: Auth0Config, auth0_issuer: LocalIssuer) -> None:
+    sample = load("verify_tokens.py")
+    good = auth0_issuer.token(sub="carol", scope="read:messages")
+    no_scope = auth0_issuer.token(sub="carol")
+    expired = auth0_issuer.expired_token()
+    results = await sample["main"](auth0_config, [good, no_scope, expired])
+    assert results[good] == "carol"
+    assert results[expired] == "rejected: token_expired"
+    assert results[no_scope] == "forbidden"
+    auth0_issuer.stop()
+    unknown = auth0_issuer.unknown_kid_token()
+    results = await sample["main"](auth0_config, [unknown])
+    assert results[unknown] == "issuer unavailable"
 
 
 @pytest.mark.anyio
