@@ -20,6 +20,7 @@ the verifier it built. Without a lifespan, keys load and refresh on demand.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
@@ -32,7 +33,7 @@ from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedU
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._bearer import token_from_scope
+from ._bearer import bearer_token, token_from_scope
 from ._challenge import Challenge, Responder, ResponseHook
 from ._claims import Claims
 from ._config import Auth0Config
@@ -119,19 +120,40 @@ class AuthenticationRejected(Exception):
         self.websocket_accepted = websocket_accepted
 
 
+class _TokenCredentials(AuthCredentials):
+    """``request.auth`` for a valid token: Starlette's ``AuthCredentials`` whose
+    ``scopes`` list is built on first use.
+
+    Like Starlette's AuthenticationMiddleware: "authenticated" plus the token's OAuth
+    scopes, sorted. Permissions stay out: they are another claim with another meaning,
+    checked with require_permissions(). The list is still a fresh one per request (an
+    application may change it), but most requests never look at it: the FastAPI
+    dependencies read the claims, and sorting the scopes on every request was a
+    measurable share of the middleware's cost. The claims are immutable, so the list
+    is the same whenever it is built.
+    """
+
+    def __init__(self, claims: Claims) -> None:
+        self._claims = claims
+
+    @functools.cached_property
+    def scopes(self) -> list[str]:  # type: ignore[override]
+        """``"authenticated"`` and the token's scopes, sorted."""
+        return ["authenticated", *sorted(self._claims.scopes)]
+
+
 def _store(scope: Scope, claims: Claims | None, responder: Responder) -> None:
     """Write the authentication result into the scope: the one place that does."""
-    state = scope.setdefault("state", {})
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
     state[_CLAIMS_KEY] = claims
     state[_RESPONDER_KEY] = responder
     if claims is None:
         scope["auth"] = AuthCredentials()
         scope["user"] = UnauthenticatedUser()
     else:
-        # Like Starlette's AuthenticationMiddleware: "authenticated" plus the token's
-        # OAuth scopes. Permissions stay out: they are another claim with another
-        # meaning, checked with require_permissions().
-        scope["auth"] = AuthCredentials(["authenticated", *sorted(claims.scopes)])
+        scope["auth"] = _TokenCredentials(claims)
         scope["user"] = Auth0User(claims)
 
 
@@ -225,8 +247,14 @@ class Auth0Middleware:
         self._responder = Responder(realm=self.config.realm, hook=on_error)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # This runs on every request: the authentication is written out inline (no
+        # helper coroutine, no per-request objects beyond what _store must create).
         scope_type = scope["type"]
-        if scope_type not in ("http", "websocket"):
+        if scope_type == "http":
+            query_param = None
+        elif scope_type == "websocket":
+            query_param = self._query_param
+        else:
             if scope_type == "lifespan":
                 await self._lifespan(scope, receive, send)
             else:
@@ -234,7 +262,11 @@ class Auth0Middleware:
             return
 
         try:
-            claims = await self._authenticate(scope)
+            if query_param is None:
+                token = bearer_token(scope.get("headers") or ())
+            else:
+                token = token_from_scope(scope, query_param=query_param)
+            claims = None if token is None else await self.verifier.verify(token)
         except Auth0Error as exc:
             await self._reject(exc, scope, receive, send)
             return
@@ -253,13 +285,6 @@ class Auth0Middleware:
                 connect_received=rejected.websocket_connect_received,
                 accepted=rejected.websocket_accepted,
             )
-
-    async def _authenticate(self, scope: Scope) -> Claims | None:
-        query_param = self._query_param if scope["type"] == "websocket" else None
-        token = token_from_scope(scope, query_param=query_param)
-        if token is None:
-            return None
-        return await self.verifier.verify(token)
 
     async def _reject(
         self,
