@@ -18,12 +18,19 @@ two swallows exceptions, register :func:`rejection_handler` for
 
 OpenAPI
 -------
-Every dependency declares the ``Auth0`` security scheme through FastAPI's
-``Security``, so protected operations carry ``security: [{"Auth0": [scopes...]}]``
-and Swagger UI offers "Authorize" (paste a token). :func:`configure_openapi` adds the
-rest: documented 401/403 responses and, when the config has a ``client_id``, an OAuth2
-authorization-code scheme with Auth0's ``/authorize`` and ``/oauth/token`` URLs and
-PKCE in Swagger UI.
+Every dependency declares the ``Auth0`` security scheme, so protected operations carry
+``security: [{"Auth0": [scopes...]}]`` and Swagger UI offers "Authorize" (paste a
+token). :data:`require_token` and :data:`optional_token` *are* that scheme (instances
+of a FastAPI ``SecurityBase``), so FastAPI resolves them as one dependency per request
+rather than a dependency plus a nested ``Security`` one: each level of dependency
+costs several microseconds of FastAPI's machinery on every request.
+:func:`require_scopes` and :func:`require_permissions` still nest
+``Security(bearer_scheme, scopes=...)``, because FastAPI only puts scopes into the
+security requirement through ``Security``, and users write ``Depends(...)``.
+
+:func:`configure_openapi` adds the rest: documented 401/403 responses and, when the
+config has a ``client_id``, an OAuth2 authorization-code scheme with Auth0's
+``/authorize`` and ``/oauth/token`` URLs and PKCE in Swagger UI.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any, NoReturn
 from fastapi import FastAPI, Security
 from fastapi.encoders import jsonable_encoder
 from fastapi.security import HTTPBearer, OAuth2AuthorizationCodeBearer
+from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketState
@@ -109,20 +117,51 @@ def _claims_or_reject(conn: HTTPConnection) -> Claims:
     return claims
 
 
-async def require_token(conn: HTTPConnection, _scheme: None = Security(bearer_scheme)) -> Claims:
-    """The verified :class:`Claims`; a request without a token gets 401."""
-    return _claims_or_reject(conn)
+class _SchemeDependency(SecurityBase):
+    """A dependency that is itself the ``Auth0`` security scheme.
+
+    FastAPI documents a dependency whose callable is a ``SecurityBase`` as a security
+    requirement, exactly as it documents ``Security(bearer_scheme)`` nested inside a
+    function, but resolves it as a single dependant. The OpenAPI model is
+    :data:`bearer_scheme`'s own object, so both spellings describe one scheme.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.model = bearer_scheme.model
+        self.scheme_name = bearer_scheme.scheme_name
+        # What FastAPI's error messages and debuggers show for the dependency.
+        self.__name__ = self.__qualname__ = name
+
+    def __repr__(self) -> str:
+        return f"<asgi_auth0 dependency {self.__name__}>"
 
 
-async def optional_token(
-    conn: HTTPConnection, _scheme: None = Security(bearer_scheme)
-) -> Claims | None:
+class _RequireToken(_SchemeDependency):
+    """The verified :class:`Claims`; a request without a token gets 401.
+
+    Use it as ``Depends(require_token)`` (HTTP and WebSocket routes, router
+    dependencies) or call it: ``await require_token(request)``.
+    """
+
+    async def __call__(self, conn: HTTPConnection) -> Claims:
+        return _claims_or_reject(conn)
+
+
+class _OptionalToken(_SchemeDependency):
     """The verified :class:`Claims`, or ``None`` for an anonymous request.
 
     (An invalid token never gets here: the middleware has already answered it.)
     """
-    claims, _ = auth_state(conn.scope)
-    return claims
+
+    async def __call__(self, conn: HTTPConnection) -> Claims | None:
+        claims, _ = auth_state(conn.scope)
+        return claims
+
+
+#: The verified :class:`Claims`; a request without a token gets 401.
+require_token = _RequireToken("require_token")
+#: The verified :class:`Claims`, or ``None`` for an anonymous request.
+optional_token = _OptionalToken("optional_token")
 
 
 def _checked_names(what: str, names: Iterable[str]) -> tuple[str, ...]:
