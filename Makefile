@@ -37,7 +37,9 @@ unit: $(STAMP)
 fuzz: $(STAMP)
 	ASGI_AUTH0_FUZZ=long $(PY) -m pytest tests -m fuzz -p no:randomly $(PYTEST_ARGS)
 
+## Benchmarks (bench/README.md); installs the bench extra (uvloop, httptools) first.
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench
 
 clean:
