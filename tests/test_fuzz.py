@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import anyio
 import httpx
 import pytest
-from _asgi import drive
+from _asgi import drive, http_scope
 from adversarial import generate
 from adversarial.generate import AUD, ISS, NOW
 from fastapi import Depends, FastAPI, WebSocket
@@ -509,20 +509,7 @@ async def test_middleware_answers_every_request_without_a_500(
     headers: list[tuple[bytes, bytes]], path: str, websocket: bool, outage: bool
 ) -> None:
     _SWITCH.down = outage
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test"), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
+    scope = http_scope(headers, path)
     incoming: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
     if websocket:
         scope.update(type="websocket", scheme="ws", path="/ws", raw_path=b"/ws", subprotocols=[])

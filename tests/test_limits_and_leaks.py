@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from _asgi import drive
+from _asgi import drive, http_scope
 from adversarial import generate
 from adversarial.generate import AUD, ISS, LONG_KID, NOW
 from adversarial.leakcheck import JWT_SEGMENT, capture_logs, record_texts
@@ -330,20 +330,7 @@ def _app(verifier: TokenVerifier) -> FastAPI:
 
 
 def _scope(headers: list[tuple[bytes, bytes]], path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test"), *headers],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
+    return http_scope(headers, path)
 
 
 async def _drive(app: Any, scope: dict[str, Any]) -> list[Message]:

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _asgi import drive
+from _asgi import drive, http_scope
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -131,23 +131,6 @@ def client(app: Any) -> httpx.AsyncClient:
     # ASGITransport sends no lifespan: every test here also shows the middleware
     # works without one.
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
-def http_scope(headers: list[tuple[bytes, bytes]] | None = None, path: str = "/") -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test"), *(headers or [])],
-        "client": ("127.0.0.1", 1234),
-        "server": ("127.0.0.1", 80),
-    }
 
 
 def ws_scope(
