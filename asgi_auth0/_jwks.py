@@ -107,6 +107,7 @@ __all__ = [
     "JWKSStatus",
     "freshness_lifetime",
     "key_source_for_config",
+    "log_safe",
     "parse_retry_after",
 ]
 
@@ -321,9 +322,10 @@ def _seconds(name: str, value: object, *, minimum: float, positive: bool = False
     return float(value)
 
 
-def _short(kid: object) -> str:
-    """A ``kid`` fit for a log line: repr-escaped and truncated (it is attacker input)."""
-    text = repr(kid)
+def log_safe(value: object) -> str:
+    """A value fit for a log line: repr-escaped and truncated (``kid``, ``alg`` and
+    ``iss`` come from the token, i.e. from whoever sent it)."""
+    text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -603,10 +605,10 @@ class JWKSCache:
             self._emit("unknown_kid", kid=kid, alg=alg, action="cooldown")
             self._logger.debug(
                 "unknown kid %s within the refresh cooldown",
-                _short(kid),
+                log_safe(kid),
                 extra={
                     "reason": "unknown_kid",
-                    "kid": _short(kid),
+                    "kid": log_safe(kid),
                     "alg": alg,
                     "iss": self._issuer,
                 },
@@ -639,10 +641,10 @@ class JWKSCache:
             # %(kid)s formatter would otherwise print its newlines raw.
             self._logger.info(
                 "unknown kid %s: not in the issuer's key set",
-                _short(kid),
+                log_safe(kid),
                 extra={
                     "reason": "unknown_kid",
-                    "kid": _short(kid),
+                    "kid": log_safe(kid),
                     "alg": alg,
                     "iss": self._issuer,
                 },

@@ -29,6 +29,8 @@ from ._errors import (
     TokenTooOldError,
 )
 from ._jose import JWSParser, ParsedToken
+from ._jwks import key_source_for_config
+from ._jwks import log_safe as _log_safe
 from ._keys import PublicKey, wrap_foreign_key
 
 __all__ = ["TokenVerifier"]
@@ -105,8 +107,6 @@ class TokenVerifier:
         self._clock = clock
         self._owns_key_set = key_set is None
         if key_set is None:
-            from ._jwks import key_source_for_config  # noqa: PLC0415 (optional cycle guard)
-
             key_set = key_source_for_config(config)
         elif not callable(getattr(key_set, "get_key", None)):
             raise TypeError("key_set must have an async get_key(kid, alg) method")
@@ -153,6 +153,7 @@ class TokenVerifier:
                     pass
                 return entry.claims
             self._cache.pop(token, None)
+        parsed: ParsedToken | None = None
         try:
             parsed = self.precheck(token)
             alg = parsed.alg
@@ -176,7 +177,7 @@ class TokenVerifier:
                 raise InvalidSignatureError("signature does not verify")
             claims, valid_until = self._check_claims(parsed)
         except Auth0Error as exc:
-            self._log_rejection(exc, token)
+            self._log_rejection(exc, parsed)
             raise
         if self._cache_size:
             self._remember(token, claims, valid_until)
@@ -277,14 +278,27 @@ class TokenVerifier:
             except KeyError:  # emptied by another thread meanwhile
                 pass
 
-    def _log_rejection(self, exc: Auth0Error, token: str) -> None:
+    def _log_rejection(self, exc: Auth0Error, parsed: ParsedToken | None) -> None:
         if not logger.isEnabledFor(logging.DEBUG):
             return
-        # Only the reason and a few short header fields, repr-escaped; never the token.
+        # The reason, plus kid/alg/iss once the token parsed: repr-escaped and truncated,
+        # since they are attacker input. Never the token, never the claims.
+        kid = alg = iss = None
+        if parsed is not None:
+            kid, alg, iss = parsed.kid, parsed.alg, parsed.payload.get("iss")
         logger.debug(
-            "token rejected: reason=%s",
+            "token rejected: reason=%s kid=%s alg=%s iss=%s",
             exc.reason,
-            extra={"reason": exc.reason, "detail": exc.detail},
+            _log_safe(kid),
+            _log_safe(alg),
+            _log_safe(iss),
+            extra={
+                "reason": exc.reason,
+                "detail": exc.detail,
+                "kid": _log_safe(kid),
+                "alg": _log_safe(alg),
+                "iss": _log_safe(iss),
+            },
         )
 
     # -- housekeeping -----------------------------------------------------------------

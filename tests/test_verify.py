@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -595,3 +596,23 @@ async def test_broken_key_source_is_key_set_error() -> None:
     v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Broken(), clock=lambda: NOW)
     with pytest.raises(KeySetError):
         await v.verify(make())
+
+
+async def test_rejections_are_logged_with_reason_kid_alg_iss_and_no_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    token = make(kid="evil\nkid")  # no such key
+    with (
+        caplog.at_level(logging.DEBUG, logger="asgi_auth0.verify"),
+        pytest.raises(UnknownKeyError),
+    ):
+        await verifier().verify(token)
+    [record] = [r for r in caplog.records if r.name == "asgi_auth0.verify"]
+    message = record.getMessage()
+    assert "reason=unknown_kid" in message
+    assert "kid='evil\\nkid'" in message  # escaped: no forged log line
+    assert "alg='RS256'" in message
+    assert f"iss='{ISS}'" in message
+    assert "\n" not in message
+    for segment in token.split("."):
+        assert segment not in message
