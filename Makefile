@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit fuzz bench install clean
+.PHONY: demo test test-oldest lint typecheck unit fuzz bench install clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is required")'
@@ -32,6 +32,14 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+## The test suite again on Python 3.10, the oldest we support, in its own venv
+## (.venv310); skipped with a message when no 3.10 interpreter is found.
+PYTHON310 ?= $(shell for c in $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python) python3.10; do \
+	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null && { echo "$$c"; break; }; done)
+test-oldest:
+	@if [ -z "$(PYTHON310)" ]; then echo "test-oldest: no Python 3.10 found, skipped"; \
+	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHON310) VENV=.venv310; fi
+
 ## Property-based fuzzing with many more examples than CI runs.
 ## ASGI_AUTH0_FUZZ=long gives the tests marked fuzz 20x their CI examples, randomized.
 fuzz: $(STAMP)
@@ -43,4 +51,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv310 .mypy_cache .ruff_cache .pytest_cache .hypothesis
