@@ -8,6 +8,10 @@ route and response in every mode, only the protection differs.
 - ``ours``: ``Auth0Middleware`` plus ``Depends(require_token)``.
 - ``ours_nocache``: the same with the verified-token cache off (every request pays
   a full verification, as if every request carried a new token).
+- ``noop_dep`` (a reference, not protection): no authentication, one no-op
+  ``async`` dependency: what FastAPI's dependency machinery alone costs a route.
+- ``mw_only`` (a reference): ``Auth0Middleware`` and no dependency; the endpoint
+  reads ``request.state.claims`` and answers 401 itself when there are none.
 - ``pyjwk``: no middleware; an ``async`` dependency doing what PyJWT's docs show,
   ``PyJWKClient.get_signing_key_from_jwt`` then ``jwt.decode`` with audience and
   issuer checks (async so it does not pay a threadpool hop; PyJWKClient caches the
@@ -20,14 +24,14 @@ import os
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from asgi_auth0 import Auth0Config, Auth0Middleware, Claims, require_token
 
 from ._common import AUDIENCE
 
-MODES = ("open", "ours", "ours_nocache", "pyjwk")
+MODES = ("open", "noop_dep", "mw_only", "ours", "ours_nocache", "pyjwk")
 
 
 def create_app() -> FastAPI:
@@ -45,6 +49,27 @@ def create_app() -> FastAPI:
         @app.get("/me")
         async def me_open() -> dict[str, Any]:
             return {"sub": None}
+
+    elif mode == "noop_dep":
+
+        async def nothing() -> None:
+            return None
+
+        @app.get("/me")
+        async def me_noop(_: Annotated[None, Depends(nothing)]) -> dict[str, Any]:
+            return {"sub": None}
+
+    elif mode == "mw_only":
+        app.add_middleware(
+            Auth0Middleware, config=Auth0Config(issuer=issuer, audience=AUDIENCE, jwks_uri=jwks_uri)
+        )
+
+        @app.get("/me")
+        async def me_state(request: Request) -> dict[str, Any]:
+            claims = request.state.claims
+            if claims is None:
+                raise HTTPException(status_code=401, detail="no token")
+            return {"sub": claims.sub}
 
     elif mode in ("ours", "ours_nocache"):
         config = Auth0Config(

@@ -6,6 +6,11 @@ for several rounds, so a noisy neighbour affects all rows alike. Each row report
 median over rounds of requests/s, p50 and p99 latency. Every protected request carries
 the same valid RS256 token (clients reuse access tokens), and every server checks it
 before the run: 200 with the token, 401/403 without.
+
+Besides wrk's figures each row reports the server's own CPU time per request (user
+plus system time of the uvicorn process from ``/proc``, over the same runs). wrk's
+requests/s move with whatever else the shared machine runs; CPU time per request moves
+much less, so it shows the cost of each protection more steadily.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ end
 
 ROWS = (
     ("open", "no auth"),
+    ("noop_dep", "reference: no auth, one no-op Depends (FastAPI's cost of a dependency)"),
+    ("mw_only", "reference: Auth0Middleware alone, endpoint reads request.state.claims"),
     ("ours", "asgi_auth0: Auth0Middleware + Depends(require_token)"),
     ("ours_nocache", "asgi_auth0, token cache off (full verify per request)"),
     ("pyjwk", "PyJWT: PyJWKClient + jwt.decode dependency"),
@@ -54,6 +61,7 @@ class HttpRow:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float  # the server's CPU time per request, median over rounds (0: unknown)
 
 
 def _free_port() -> int:
@@ -118,6 +126,16 @@ class Server:
                 time.sleep(0.1)
         raise RuntimeError(f"uvicorn ({self.mode}) did not start within {timeout}s")
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the server process so far (0.0 off Linux)."""
+        try:
+            with open(f"/proc/{self.process.pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        # utime and stime are fields 14 and 15 of stat(5); [0] here is field 3.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -167,9 +185,10 @@ def run(
             for mode, server in servers.items():
                 server.wait_ready()
                 status, body = _get(server.port, "/me", token)
-                if status != 200 or (mode != "open" and b"auth0|" not in body):
+                unauthenticated = mode in ("open", "noop_dep")
+                if status != 200 or (not unauthenticated and b"auth0|" not in body):
                     raise RuntimeError(f"{mode}: a valid token got {status} {body[:200]!r}")
-                if mode != "open":
+                if not unauthenticated:
                     status, _ = _get(server.port, "/me")
                     if status not in (401, 403):
                         raise RuntimeError(f"{mode}: no token got {status}, not 401/403")
@@ -179,7 +198,12 @@ def run(
             order = [mode for mode, _ in ROWS]
             for r in range(rounds):
                 for mode in order[r % len(order) :] + order[: r % len(order)]:
-                    samples[mode].append(_wrk(servers[mode].port, token, seconds, connections, lua))
+                    server = servers[mode]
+                    cpu_before = server.cpu_seconds()
+                    result = _wrk(server.port, token, seconds, connections, lua)
+                    cpu = server.cpu_seconds() - cpu_before
+                    result["cpu_us_per_request"] = int(cpu * 1e6 / max(result["requests"], 1))
+                    samples[mode].append(result)
         finally:
             for server in servers.values():
                 server.stop()
@@ -194,6 +218,7 @@ def run(
                 median(x["p50_us"] for x in s) / 1000,
                 median(x["p99_us"] for x in s) / 1000,
                 sum(x["socket_errors"] + x["non2xx"] for x in s),
+                median(x["cpu_us_per_request"] for x in s),
             )
         )
     return rows
@@ -206,13 +231,16 @@ def table(rows: list[HttpRow] | str, connections: int = 16) -> str:
     lines = [
         f"wrk -t1 -c{connections}, GET /me, one uvicorn worker per app, all on 127.0.0.1.",
         "",
-        "| app | requests/s | vs no auth | p50 ms | p99 ms | p99 vs no auth | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| app | requests/s | vs no auth | p50 ms | p99 ms | p99 vs no auth | errors "
+        "| server CPU µs/request | vs no auth |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        cpu_ratio = f"{row.cpu_us / base.cpu_us:.2f}x" if base.cpu_us else "n/a"
         lines.append(
             f"| {row.name} | {row.rps:,.0f} | {row.rps / base.rps:.2f}x | {row.p50_ms:.2f} | "
-            f"{row.p99_ms:.2f} | {row.p99_ms / base.p99_ms:.2f}x | {row.errors} |"
+            f"{row.p99_ms:.2f} | {row.p99_ms / base.p99_ms:.2f}x | {row.errors} "
+            f"| {row.cpu_us:.0f} | {cpu_ratio} |"
         )
     return "\n".join(lines)
 
