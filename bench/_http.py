@@ -232,7 +232,7 @@ def table(rows: list[HttpRow] | str, connections: int = 16) -> str:
         f"wrk -t1 -c{connections}, GET /me, one uvicorn worker per app, all on 127.0.0.1.",
         "",
         "| app | requests/s | vs no auth | p50 ms | p99 ms | p99 vs no auth | errors "
-        "| server CPU µs/request | vs no auth |",
+        "| server CPU µs/request | CPU vs no auth |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
