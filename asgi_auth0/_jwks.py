@@ -97,7 +97,7 @@ from ._errors import (
     KeySetError,
     UnknownKeyError,
 )
-from ._keys import MAX_KID_LENGTH, KeyIndex, PublicKey, parse_jwks
+from ._keys import MAX_KID_LENGTH, KeyIndex, PublicKey, log_safe, parse_jwks
 
 __all__ = [
     "MAX_JWKS_BYTES",
@@ -320,13 +320,6 @@ def _seconds(name: str, value: object, *, minimum: float, positive: bool = False
     if not math.isfinite(value) or value < minimum or (positive and value <= 0):
         raise ConfigError(f"{name} must be a finite number of seconds >= {minimum}, got {value}")
     return float(value)
-
-
-def log_safe(value: object) -> str:
-    """A value fit for a log line: repr-escaped and truncated (``kid``, ``alg`` and
-    ``iss`` come from the token, i.e. from whoever sent it)."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 _T = TypeVar("_T")

@@ -62,6 +62,13 @@ _OKP_ALGS = {"Ed25519": frozenset({"EdDSA", "Ed25519"}), "Ed448": frozenset({"Ed
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
+def log_safe(value: object) -> str:
+    """A value fit for a log line: repr-escaped and truncated (``kid``, ``alg`` and
+    ``iss`` come from a token, i.e. from whoever sent it, or from the issuer's JWKS)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 class KeyRejected(ValueError):
     """A JWK that cannot be used for verification; ``str()`` says why (no key bytes)."""
 
@@ -359,10 +366,12 @@ def parse_jwks(document: object) -> KeyIndex:
             keys.append(parse_jwk(entry))
         except KeyRejected as exc:
             skipped += 1
+            # The kid is the issuer's text, not checked yet (its length may be why the
+            # key is skipped): escaped and truncated like a token's.
             kid = entry.get("kid") if isinstance(entry, Mapping) else None
             logger.info(
                 "skipping unusable JWK",
-                extra={"kid": kid if isinstance(kid, str) else None, "why": str(exc)},
+                extra={"kid": log_safe(kid) if kid is not None else None, "why": str(exc)},
             )
     return KeyIndex(keys, skipped)
 

@@ -103,3 +103,20 @@ async def test_missing_kid_works_only_with_one_fitting_key() -> None:
     two = StaticKeySet({"keys": [rsa_jwk(), rsa_jwk(kid="r2")]})
     with pytest.raises(UnknownKeyError):
         await two.get_key(None, "RS256")
+
+
+def test_a_skipped_keys_kid_is_logged_escaped_and_truncated(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The kid of a skipped key is the issuer's unchecked text: an overlong one (the
+    # reason it is skipped) must not reach the log whole, nor a newline that could
+    # forge a second log line.
+    hostile = "k\nforged log line " + "x" * 5000
+    caplog.set_level("INFO", logger="asgi_auth0.keys")
+    index = parse_jwks({"keys": [rsa_jwk(kid=hostile), rsa_jwk(kid="ok")]})
+    assert index.kids() == {"ok"}
+    [record] = [r for r in caplog.records if r.getMessage() == "skipping unusable JWK"]
+    logged = record.__dict__["kid"]
+    assert "\n" not in logged
+    assert logged.startswith("'k\\nforged")
+    assert len(logged) <= 80
