@@ -4,13 +4,15 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-oldest lint typecheck unit fuzz bench install clean
+.PHONY: demo test test-oldest test-floors lint typecheck unit fuzz bench install clean
 
-$(STAMP): pyproject.toml
+# FLOORS=1 (make test-floors) pins every runtime dependency to its declared floor.
+$(STAMP): pyproject.toml $(if $(FLOORS),.ci/floors.py)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(if $(FLOORS),$(PYTHON) .ci/floors.py pyproject.toml > $(VENV)/floors.txt)
+	$(PY) -m pip install --quiet -e '.[dev]' $(if $(FLOORS),--constraint $(VENV)/floors.txt)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -40,6 +42,11 @@ test-oldest:
 	@if [ -z "$(PYTHON310)" ]; then echo "test-oldest: no Python 3.10 found, skipped"; \
 	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHON310) VENV=.venv310; fi
 
+## The test suite with every runtime dependency at exactly the floor pyproject.toml
+## declares (.ci/floors.py reads them), in its own venv (.venv-floors), so the floors stay true.
+test-floors:
+	$(MAKE) --no-print-directory unit VENV=.venv-floors FLOORS=1
+
 ## Property-based fuzzing with many more examples than CI runs.
 ## ASGI_AUTH0_FUZZ=long gives the tests marked fuzz 20x their CI examples, randomized.
 fuzz: $(STAMP)
@@ -51,4 +58,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .venv310 .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv310 .venv-floors .mypy_cache .ruff_cache .pytest_cache .hypothesis
