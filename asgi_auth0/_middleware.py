@@ -22,7 +22,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -37,7 +38,8 @@ from ._bearer import bearer_token, token_from_scope
 from ._challenge import Challenge, Responder, ResponseHook
 from ._claims import Claims
 from ._config import Auth0Config
-from ._errors import Auth0Error, ConfigError, KeySetError
+from ._errors import Auth0Error, ConfigError, KeySetError, MissingTokenError
+from ._public import PublicPaths, route_path
 from ._verify import TokenVerifier
 
 __all__ = [
@@ -187,6 +189,21 @@ class Auth0Middleware:
       use it too. The challenge headers are always kept.
     - ``warm_keys_on_startup``: fetch the key set on lifespan startup (failures are
       logged, never fatal; keys then load in the background or on the first request).
+    - ``require_token``: fail closed. Every ``http`` and ``websocket`` request needs a
+      valid token (no token: 401 with the bare challenge, as from the
+      ``require_token`` dependency) except on ``public_paths``. A route added later
+      and forgotten is then protected, not open; and protected routes need no
+      dependency (FastAPI's dependency machinery costs a few microseconds per
+      request): the endpoint reads ``request.state.claims``, which is then always a
+      :class:`Claims`. Dependencies keep working for scope and permission checks.
+    - ``public_paths``: with ``require_token=True``, the paths reachable without a
+      token: exact paths (``"/health"``, ``"/docs"``, ``"/openapi.json"``) and whole
+      subtrees (``"/static/*"``), matched against the decoded path the router sees
+      (without the ``root_path``). Anything else, even ``"/health/"``, needs a token.
+      A token sent to a public path is still verified, and an invalid one rejected.
+      Put ``CORSMiddleware`` outside this middleware (add it after), so that CORS
+      preflights, which carry no token, are answered before they get here.
+      :func:`configure_openapi` documents both settings.
     - ``background_refresh``: run the key source's background refresher (refresh
       ahead, retries with backoff; see :class:`JWKSCache`) for as long as the app's
       lifespan lasts, so that no request waits on the issuer. ``None`` (default): on
@@ -200,7 +217,8 @@ class Auth0Middleware:
       no refresher and keys refresh on demand.
 
     Anonymous requests (no token, or another scheme) continue with
-    ``request.state.claims = None``; valid tokens set it to the :class:`Claims` and set
+    ``request.state.claims = None`` (with ``require_token=True``, only on public
+    paths; elsewhere they get 401); valid tokens set it to the :class:`Claims` and set
     ``request.user``/``request.auth``; invalid tokens are answered here (400/401), and
     an unreachable issuer with 503 and ``Retry-After``.
     """
@@ -215,6 +233,8 @@ class Auth0Middleware:
         on_error: ResponseHook | None = None,
         warm_keys_on_startup: bool = True,
         background_refresh: bool | None = None,
+        require_token: bool = False,
+        public_paths: Iterable[str] = (),
     ) -> None:
         if websocket_query_param is not None and (
             not isinstance(websocket_query_param, str)
@@ -226,6 +246,13 @@ class Auth0Middleware:
             raise ConfigError("on_error must be a callable (conn, challenge) -> Response")
         if background_refresh is not None and not isinstance(background_refresh, bool):
             raise ConfigError("background_refresh must be True, False or None")
+        if not isinstance(require_token, bool):
+            raise ConfigError("require_token must be True or False")
+        public = PublicPaths(public_paths)
+        if public.entries and not require_token:
+            # Listing public paths means "the rest is closed": say so instead of
+            # serving every path anonymously.
+            raise ConfigError("public_paths only applies with require_token=True")
         # Validate everything else first: a verifier built here owns network clients.
         if config is not None and verifier is None:
             verifier = TokenVerifier(config)
@@ -233,6 +260,10 @@ class Auth0Middleware:
             raise ConfigError("Auth0Middleware needs exactly one of config= or verifier=")
         self.app = app
         _answer_rejections_inside(app)
+        if require_token and isinstance(app, Starlette):
+            # Wrapping the app itself: remember the policy for configure_openapi(app),
+            # which otherwise finds it among app.user_middleware.
+            _WRAPPED_FAIL_CLOSED[app] = public
         # Only a verifier built here is closed here.
         self._owns_verifier = config is not None
         #: The verifier every token goes through.
@@ -245,6 +276,8 @@ class Auth0Middleware:
         # The refresher of the lifespan under way, if any (see _app_lifetime).
         self._refresher: _Refresher | None = None
         self._responder = Responder(realm=self.config.realm, hook=on_error)
+        #: With ``require_token=True``, the paths reachable without a token (else None).
+        self.public_paths: PublicPaths | None = public if require_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # This runs on every request: the authentication is written out inline (no
@@ -266,7 +299,13 @@ class Auth0Middleware:
                 token = bearer_token(scope.get("headers") or ())
             else:
                 token = token_from_scope(scope, query_param=query_param)
-            claims = None if token is None else await self.verifier.verify(token)
+            if token is not None:
+                claims = await self.verifier.verify(token)
+            else:
+                claims = None
+                public = self.public_paths
+                if public is not None and route_path(scope) not in public:
+                    raise MissingTokenError("a token is required outside the public paths")
         except Auth0Error as exc:
             await self._reject(exc, scope, receive, send)
             return
@@ -485,6 +524,29 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
         from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
 
         app.add_exception_handler(AuthenticationRejected, rejection_handler)  # type: ignore[arg-type]
+
+
+# Starlette apps wrapped directly by a fail-closed middleware, with their public paths.
+_WRAPPED_FAIL_CLOSED: weakref.WeakKeyDictionary[Starlette, PublicPaths] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def fail_closed_policies(app: Starlette) -> list[PublicPaths]:
+    """The public paths of every ``Auth0Middleware(require_token=True)`` around ``app``:
+    added with ``app.add_middleware`` or wrapping ``app`` itself. Empty when none
+    requires a token (then every route decides through its dependencies)."""
+    policies = []
+    for entry in getattr(app, "user_middleware", ()):
+        cls = getattr(entry, "cls", None)
+        kwargs = getattr(entry, "kwargs", None) or {}
+        fail_closed = kwargs.get("require_token") is True
+        if fail_closed and isinstance(cls, type) and issubclass(cls, Auth0Middleware):
+            policies.append(PublicPaths(kwargs.get("public_paths", ())))
+    wrapped = _WRAPPED_FAIL_CLOSED.get(app)
+    if wrapped is not None:
+        policies.append(wrapped)
+    return policies
 
 
 def _close_code(exc: Auth0Error) -> int:

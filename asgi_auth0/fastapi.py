@@ -56,7 +56,8 @@ from ._errors import (
     InsufficientScopeError,
     MissingTokenError,
 )
-from ._middleware import AuthenticationRejected, auth_state
+from ._middleware import AuthenticationRejected, auth_state, fail_closed_policies
+from ._public import PublicPaths
 
 __all__ = [
     "SCHEME_NAME",
@@ -331,9 +332,37 @@ _ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def _decorate(schema: dict[str, Any], config: Auth0Config | None) -> dict[str, Any]:
-    """Add the 401/403 responses and (with a client id) the OAuth2 scheme; idempotent."""
+def _require_everywhere(schema: dict[str, Any], policies: list[PublicPaths]) -> bool:
+    """Give every operation a fail-closed middleware protects the ``Auth0`` requirement
+    (added to each of its existing requirements: the middleware demands a token on
+    top of whatever else the route accepts). True if any operation is protected."""
+    protected = False
+    for template, path_item in (schema.get("paths") or {}).items():
+        if not isinstance(path_item, dict) or all(p.covers_template(template) for p in policies):
+            continue
+        for method, operation in path_item.items():
+            if method not in _HTTP_METHODS or not isinstance(operation, dict):
+                continue
+            protected = True
+            requirements = operation.get("security") or [{}]
+            operation["security"] = [
+                r if SCHEME_NAME in r else {**r, SCHEME_NAME: []} for r in requirements
+            ]
+    return protected
+
+
+def _decorate(
+    schema: dict[str, Any], config: Auth0Config | None, policies: list[PublicPaths]
+) -> dict[str, Any]:
+    """Add the 401/403 responses, the requirement on routes a fail-closed middleware
+    protects, and the security scheme (OAuth2 with a client id); idempotent."""
     all_scopes: set[str] = set()
+    if policies and _require_everywhere(schema, policies):
+        # No dependency may mention the scheme, so FastAPI may not have declared it.
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes.setdefault(
+            SCHEME_NAME, jsonable_encoder(bearer_scheme.model, by_alias=True, exclude_none=True)
+        )
     protected = False
     for path_item in (schema.get("paths") or {}).values():
         for method, operation in path_item.items():
@@ -369,6 +398,9 @@ def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
 
     - Operations protected by an asgi_auth0 dependency document their 401 and (when
       they need scopes or permissions) 403 responses, with the error body schema.
+    - With ``Auth0Middleware(require_token=True)`` on the app (``add_middleware`` or
+      wrapping it): every operation outside its ``public_paths`` gets the ``Auth0``
+      security requirement and its 401, like a route with a dependency.
     - With ``config.client_id`` set: the ``Auth0`` scheme becomes OAuth2
       authorization code with ``https://{domain}/authorize`` and ``/oauth/token``,
       and Swagger UI is set up for PKCE (unless ``swagger_ui_init_oauth`` was given to
@@ -383,7 +415,8 @@ def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
     previous = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return _decorate(previous(), config)
+        # Read when the document is built: middleware may be added after this call.
+        return _decorate(previous(), config, fail_closed_policies(app))
 
     app.openapi = openapi  # type: ignore[method-assign]
     if config is not None and config.client_id and app.swagger_ui_init_oauth is None:

@@ -1,0 +1,96 @@
+"""The paths that stay open when ``Auth0Middleware(require_token=True)`` closes the rest.
+
+Matching is done on the path the router matches routes against (the ASGI ``path``,
+already percent-decoded by the server, less the ``root_path`` a proxy prefix puts in
+front), so a request is public exactly when it reaches a route listed as public. Every
+near miss (a trailing slash, another case, an encoded variant) fails closed: it needs
+a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ._errors import ConfigError
+
+__all__ = ["PublicPaths", "route_path"]
+
+# A query, a fragment or an encoded byte can never appear in a decoded ASGI path, so
+# an entry holding one would silently never match: refuse it instead.
+_NEVER_IN_A_PATH = frozenset("?#%")
+
+
+def route_path(scope: Any) -> str:
+    """The part of ``scope["path"]`` that routing sees: without the ``root_path``
+    prefix when the path carries it (the rule Starlette's router applies)."""
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    if root and path.startswith(root):
+        if len(path) == len(root):
+            return ""
+        if path[len(root)] == "/":
+            return path[len(root) :]
+    return path
+
+
+class PublicPaths:
+    """A set of exact paths (``"/health"``) and subtrees (``"/static/*"``: everything
+    below ``/static/``, not ``/static`` itself) reachable without a token.
+
+    Entries are validated at construction; a mistake raises :class:`ConfigError`
+    instead of leaving a route unexpectedly open or closed.
+    """
+
+    __slots__ = ("_exact", "_prefixes", "entries")
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        if isinstance(paths, (str, bytes)):
+            # A lone "/health" would otherwise be read as the paths "/", "h", "e", ...
+            raise ConfigError("public_paths must be a collection of paths, not a single string")
+        try:
+            entries = tuple(dict.fromkeys(paths))
+        except TypeError:
+            raise ConfigError("public_paths must be a collection of path strings") from None
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        for entry in entries:
+            _check_entry(entry)
+            if entry.endswith("/*"):
+                prefixes.append(entry[:-1])
+            else:
+                exact.add(entry)
+        #: The entries as given (duplicates dropped), for documentation and repr.
+        self.entries: tuple[str, ...] = entries
+        self._exact = frozenset(exact)
+        self._prefixes = tuple(prefixes)
+
+    def __contains__(self, path: object) -> bool:
+        # str.startswith takes a tuple: one C call however many subtrees are listed.
+        return path in self._exact or (type(path) is str and path.startswith(self._prefixes))
+
+    def covers_template(self, template: str) -> bool:
+        """Whether every request to the route ``template`` (an OpenAPI path such as
+        ``/items/{id}``) is public: an exact entry equal to it, or a subtree above it."""
+        return template in self._exact or template.startswith(self._prefixes)
+
+    def __repr__(self) -> str:
+        return f"PublicPaths({list(self.entries)!r})"
+
+
+def _check_entry(entry: object) -> None:
+    if not isinstance(entry, str):
+        raise ConfigError(f"public_paths entries must be strings, not {type(entry).__name__}")
+    if not entry.startswith("/"):
+        raise ConfigError(f"public path {entry!r} must start with '/'")
+    if not entry.isprintable() or " " in entry:
+        raise ConfigError(f"public path {entry!r} holds whitespace or control characters")
+    if not _NEVER_IN_A_PATH.isdisjoint(entry):
+        raise ConfigError(
+            f"public path {entry!r} holds '?', '#' or '%': it is matched against the "
+            "decoded request path, without the query string; list the decoded path"
+        )
+    if "*" in entry[:-1] or (entry.endswith("*") and not entry.endswith("/*")):
+        raise ConfigError(
+            f"public path {entry!r}: '*' is only allowed as a final '/*' (a whole subtree)"
+        )
