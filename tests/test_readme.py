@@ -80,6 +80,7 @@ def bearer(token: str) -> dict[str, str]:
 def test_runnable_blocks_are_the_expected_files() -> None:
     assert set(runnable_files()) == {
         "myapp.py",
+        "closed_app.py",
         "starlette_app.py",
         "verify_tokens.py",
         "conftest.py",
@@ -130,6 +131,25 @@ async def test_fastapi_sample(
         assert messages.json() == [{"to": "alice", "text": "hello"}]
         forged = await client.get("/me", headers=bearer(auth0_issuer.bad_signature_token()))
         assert forged.status_code == 401
+
+
+@pytest.mark.anyio
+async def test_fail_closed_sample(auth0_config: Auth0Config, auth0_token: TokenFactory) -> None:
+    sample = load("closed_app.py")
+    async with serving(sample["create_app"](auth0_config)) as client:
+        assert (await client.get("/health")).json() == {"ok": True}
+        assert (await client.get("/docs")).status_code == 200
+        spec = (await client.get("/openapi.json")).json()
+        assert spec["paths"]["/me"]["get"]["security"] == [{"Auth0": []}]
+        assert "security" not in spec["paths"]["/health"]["get"]
+        missing = await client.get("/me")
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == 'Bearer realm="api"'
+        assert (await client.get("/health/")).status_code == 401
+        me = await client.get("/me", headers=bearer(auth0_token(sub="alice")))
+        assert me.json() == {"sub": "alice"}
+        no_scope = await client.get("/messages", headers=bearer(auth0_token(sub="alice")))
+        assert no_scope.status_code == 403
 
 
 @pytest.mark.anyio
