@@ -6,6 +6,10 @@ route and response in every mode, only the protection differs.
 
 - ``open``: no authentication at all.
 - ``ours``: ``Auth0Middleware`` plus ``Depends(require_token)``.
+- ``ours_closed``: ``Auth0Middleware(require_token=True, public_paths=["/health"])``,
+  fail closed, no dependency: the endpoint gets the claims with
+  ``await require_token(request)`` (typed; the middleware guarantees them on every
+  path that is not public), as the README shows.
 - ``ours_nocache``: the same with the verified-token cache off (every request pays
   a full verification, as if every request carried a new token).
 - ``noop_dep`` (a reference, not protection): no authentication, one no-op
@@ -31,7 +35,7 @@ from asgi_auth0 import Auth0Config, Auth0Middleware, Claims, require_token
 
 from ._common import AUDIENCE
 
-MODES = ("open", "noop_dep", "mw_only", "ours", "ours_nocache", "pyjwk")
+MODES = ("open", "noop_dep", "mw_only", "ours", "ours_closed", "ours_nocache", "pyjwk")
 
 
 def create_app() -> FastAPI:
@@ -82,6 +86,19 @@ def create_app() -> FastAPI:
 
         @app.get("/me")
         async def me_ours(claims: Annotated[Claims, Depends(require_token)]) -> dict[str, Any]:
+            return {"sub": claims.sub}
+
+    elif mode == "ours_closed":
+        app.add_middleware(
+            Auth0Middleware,
+            config=Auth0Config(issuer=issuer, audience=AUDIENCE, jwks_uri=jwks_uri),
+            require_token=True,
+            public_paths=["/health"],
+        )
+
+        @app.get("/me")
+        async def me_closed(request: Request) -> dict[str, Any]:
+            claims = await require_token(request)  # typed, as the README shows; no Depends
             return {"sub": claims.sub}
 
     elif mode == "pyjwk":

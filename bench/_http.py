@@ -48,6 +48,7 @@ ROWS = (
     ("noop_dep", "reference: no auth, one no-op Depends (FastAPI's cost of a dependency)"),
     ("mw_only", "reference: Auth0Middleware alone, endpoint reads request.state.claims"),
     ("ours", "asgi_auth0: Auth0Middleware + Depends(require_token)"),
+    ("ours_closed", "asgi_auth0 fail-closed: Auth0Middleware(require_token=True), no Depends"),
     ("ours_nocache", "asgi_auth0, token cache off (full verify per request)"),
     ("pyjwk", "PyJWT: PyJWKClient + jwt.decode dependency"),
 )
