@@ -52,7 +52,7 @@ test-floors:
 fuzz: $(STAMP)
 	ASGI_AUTH0_FUZZ=long $(PY) -m pytest tests -m fuzz -p no:randomly $(PYTEST_ARGS)
 
-## Benchmarks (bench/README.md); installs the bench extra (uvloop, httptools) first.
+## Benchmarks (bench/README.md); installs the bench extra (uvloop, httptools, PyJWT) first.
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	$(PY) -m bench
