@@ -24,7 +24,14 @@ from urllib.parse import parse_qsl
 
 from ._errors import InvalidRequestError, MultipleTokensError
 
-__all__ = ["bearer_token", "parse_authorization", "query_token", "token_from_scope"]
+__all__ = [
+    "bearer_token",
+    "is_token68",
+    "not_token68_error",
+    "parse_authorization",
+    "query_token",
+    "token_from_scope",
+]
 
 # RFC 6750 §2.1 b64token (the same character set as RFC 9110 token68):
 # 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
@@ -40,11 +47,16 @@ _BEARER = b"bearer"
 _OWS = b" \t"
 
 
-def parse_authorization(value: bytes) -> str | None:
+def parse_authorization(value: bytes, *, check_token68: bool = True) -> str | None:
     """The bearer token in one ``Authorization`` field value, or ``None``.
 
     ``None`` means the value uses another scheme (or none at all); a ``Bearer`` value
     that is not exactly one token68 raises :class:`InvalidRequestError`.
+
+    ``check_token68=False`` leaves the token68 syntax to the caller, who must check it
+    with :func:`is_token68` before treating the result as anything but a candidate
+    (the middleware does so only when verification fails; see there). The result
+    then holds the credentials' bytes as latin-1 characters.
     """
     value = value.strip(_OWS)
     # The scheme is everything before the first space or tab. Only "bearer" matters,
@@ -60,20 +72,44 @@ def parse_authorization(value: bytes) -> str | None:
         raise InvalidRequestError("Bearer scheme without a well-formed token")
     else:
         return None  # a longer scheme name such as "Bearer-ish"
+    if not check_token68:
+        if not credentials:
+            raise InvalidRequestError(_NOT_TOKEN68)
+        return credentials.decode("latin-1")  # every byte maps to one character
+    if not _token68_bytes(credentials):
+        raise InvalidRequestError(_NOT_TOKEN68)
+    return credentials.decode("ascii")
+
+
+_NOT_TOKEN68 = "Bearer credentials are not a single token68"
+
+
+def _token68_bytes(credentials: bytes) -> bool:
     # token68: at least one token character, then only "=" padding. Deleting the token
     # characters from what precedes the padding must leave nothing (an "=" or any
     # other byte inside the token survives the deletion).
     body = credentials.rstrip(b"=")
-    if not body or body.translate(None, _TOKEN68_CHARS):
-        raise InvalidRequestError("Bearer credentials are not a single token68")
-    return credentials.decode("ascii")
+    return bool(body) and not body.translate(None, _TOKEN68_CHARS)
 
 
-def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+def is_token68(token: str) -> bool:
+    """Whether ``token`` has RFC 6750's ``b64token`` (RFC 9110 ``token68``) syntax."""
+    return token.isascii() and _token68_bytes(token.encode("ascii"))
+
+
+def not_token68_error() -> InvalidRequestError:
+    """The error for Bearer credentials that are not a single token68."""
+    return InvalidRequestError(_NOT_TOKEN68)
+
+
+def bearer_token(
+    headers: Iterable[tuple[bytes, bytes]], *, check_token68: bool = True
+) -> str | None:
     """The bearer token in ASGI ``headers``, or ``None`` when there is none.
 
     Raises :class:`MultipleTokensError` for several ``Authorization`` headers (whatever
-    their schemes) and :class:`InvalidRequestError` for a malformed Bearer value.
+    their schemes) and :class:`InvalidRequestError` for a malformed Bearer value
+    (``check_token68`` as for :func:`parse_authorization`).
     """
     found: bytes | None = None
     for name, value in headers:
@@ -85,7 +121,7 @@ def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
             found = value
     if found is None:
         return None
-    return parse_authorization(found)
+    return parse_authorization(found, check_token68=check_token68)
 
 
 def query_token(query_string: bytes, param: str) -> str | None:

@@ -34,11 +34,11 @@ from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedU
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._bearer import bearer_token, token_from_scope
+from ._bearer import bearer_token, is_token68, not_token68_error, token_from_scope
 from ._challenge import Challenge, Responder, ResponseHook
 from ._claims import Claims
 from ._config import Auth0Config
-from ._errors import Auth0Error, ConfigError, KeySetError, MissingTokenError
+from ._errors import Auth0Error, ConfigError, InvalidTokenError, KeySetError, MissingTokenError
 from ._public import PublicPaths, route_path
 from ._verify import TokenVerifier
 
@@ -276,6 +276,11 @@ class Auth0Middleware:
         # The refresher of the lifespan under way, if any (see _app_lifetime).
         self._refresher: _Refresher | None = None
         self._responder = Responder(realm=self.config.realm, hook=on_error)
+        # The token68 syntax check (a pass over the whole token) is needed only for
+        # tokens that fail: TokenVerifier accepts nothing but base64url segments, which
+        # are token68, so for valid tokens the check is implied. A subclass that
+        # verifies otherwise gets the check up front.
+        self._token68_first = type(verifier).verify is not TokenVerifier.verify
         #: With ``require_token=True``, the paths reachable without a token (else None).
         self.public_paths: PublicPaths | None = public if require_token else None
 
@@ -296,11 +301,17 @@ class Auth0Middleware:
 
         try:
             if query_param is None:
-                token = bearer_token(scope.get("headers") or ())
+                token = bearer_token(scope.get("headers") or (), check_token68=self._token68_first)
             else:
                 token = token_from_scope(scope, query_param=query_param)
             if token is not None:
-                claims = await self.verifier.verify(token)
+                try:
+                    claims = await self.verifier.verify(token)
+                except InvalidTokenError:
+                    # Malformed credentials are a 400, not a 401 (RFC 6750 §3.1).
+                    if not is_token68(token):
+                        raise not_token68_error() from None
+                    raise
             else:
                 claims = None
                 public = self.public_paths
