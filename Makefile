@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-oldest test-floors lint typecheck unit fuzz bench install clean
+.PHONY: demo test test-oldest test-newest test-floors lint typecheck unit fuzz bench install clean
 
 # FLOORS=1 (make test-floors) pins every runtime dependency to its declared floor.
 $(STAMP): pyproject.toml $(if $(FLOORS),.ci/floors.py)
@@ -42,6 +42,15 @@ test-oldest:
 	@if [ -z "$(PYTHON310)" ]; then echo "test-oldest: no Python 3.10 found, skipped"; \
 	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHON310) VENV=.venv310; fi
 
+## The test suite again on the newest Python 3.12+ found (pyenv's or on PATH), in its own
+## venv (.venv-newest); skipped with a message when there is none.
+PYTHONNEWEST ?= $(shell for c in $(shell ls -d $(HOME)/.pyenv/versions/3.*/bin/python 2>/dev/null | sort -rV) \
+	python3.14 python3.13 python3.12; do \
+	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null && { echo "$$c"; break; }; done)
+test-newest:
+	@if [ -z "$(PYTHONNEWEST)" ]; then echo "test-newest: no Python 3.12+ found, skipped"; \
+	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHONNEWEST) VENV=.venv-newest; fi
+
 ## The test suite with every runtime dependency at exactly the floor pyproject.toml
 ## declares (.ci/floors.py reads them), in its own venv (.venv-floors), so the floors stay true.
 test-floors:
@@ -58,4 +67,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .venv310 .venv-floors .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv310 .venv-newest .venv-floors .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -95,17 +95,23 @@ def test_quickstart_is_exactly_the_two_make_commands() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo:.*\n\t\$\(PY\) -m example_app$", makefile, re.MULTILINE)
     assert re.search(r"^test: lint typecheck unit$", makefile, re.MULTILINE)
-    # CI runs the README's command first, then the same tests on the oldest Python, then
-    # with the runtime dependencies at their floors.
+    # CI runs the README's command first, then the same tests on the oldest and the
+    # newest Python, then with the runtime dependencies at their floors.
     ci_make_lines = [
         line.strip()
         for line in (REPO / ".ci" / "run").read_text().splitlines()
         if line.strip().startswith("make")
     ]
-    assert ci_make_lines == ["make test", "make test-oldest", "make test-floors"]
-    assert re.search(
-        r"^test-oldest:\n.*\n\telse \$\(MAKE\) --no-print-directory unit ", makefile, re.M
-    )
+    assert ci_make_lines == [
+        "make test",
+        "make test-oldest",
+        "make test-newest",
+        "make test-floors",
+    ]
+    for target in ("test-oldest", "test-newest"):
+        assert re.search(
+            rf"^{target}:\n.*\n\telse \$\(MAKE\) --no-print-directory unit ", makefile, re.M
+        )
 
 
 @pytest.mark.anyio
