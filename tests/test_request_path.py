@@ -201,6 +201,11 @@ def test_every_byte_inside_a_token_is_judged_as_the_token68_grammar_judges_it(by
                 parse_authorization(value)
 
 
+async def _no_content(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def _status_for(app: Any, value: bytes) -> int:
     sent = await drive(app, http_scope([(b"authorization", value)]), [])
     status: int = sent[0]["status"]
@@ -214,11 +219,7 @@ async def test_the_middleware_checks_token68_only_for_failing_tokens_yet_judges_
     # The middleware skips the token68 pass for tokens the verifier accepts (they are
     # base64url segments) and checks it only when verification fails: every byte
     # must still give 400 exactly where the grammar says the credentials are malformed.
-    async def ok(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    app = Auth0Middleware(ok, verifier=verifier)
+    app = Auth0Middleware(_no_content, verifier=verifier)
     assert app._token68_first is False  # the lazy path is the one under test here
     for byte in range(256):
         if byte in b" \t":
@@ -241,11 +242,7 @@ async def test_a_verifier_subclass_gets_the_token68_check_up_front(
 ) -> None:
     # Only TokenVerifier's own verify() implies the syntax; anything else must not be
     # handed credentials the grammar refuses.
-    async def ok(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
-
-    app = Auth0Middleware(ok, verifier=_AcceptsAnything(issuer.config()))
+    app = Auth0Middleware(_no_content, verifier=_AcceptsAnything(issuer.config()))
     assert await _status_for(app, b"Bearer opaque-token") == 204
     assert await _status_for(app, b"Bearer not,token68") == 400
     assert await _status_for(app, b"Bearer caf\xe9") == 400
