@@ -49,9 +49,14 @@ class PublicPaths:
             # A lone "/health" would otherwise be read as the paths "/", "h", "e", ...
             raise ConfigError("public_paths must be a collection of paths, not a single string")
         try:
-            entries = tuple(dict.fromkeys(paths))
+            one_pass = iter(paths) is paths
         except TypeError:
             raise ConfigError("public_paths must be a collection of path strings") from None
+        if one_pass:
+            # A generator would be used up by the first reader (the middleware), and
+            # configure_openapi reads the same setting again to document it.
+            raise ConfigError("public_paths must be a list, tuple or set, not an iterator")
+        entries = tuple(dict.fromkeys(paths))
         exact: set[str] = set()
         prefixes: list[str] = []
         for entry in entries:
@@ -89,6 +94,11 @@ def _check_entry(entry: object) -> None:
         raise ConfigError(
             f"public path {entry!r} holds '?', '#' or '%': it is matched against the "
             "decoded request path, without the query string; list the decoded path"
+        )
+    if "{" in entry or "}" in entry:
+        raise ConfigError(
+            f"public path {entry!r} looks like a route template: entries are matched "
+            "against request paths as they are; list the subtree ('/items/*') instead"
         )
     if "*" in entry[:-1] or (entry.endswith("*") and not entry.endswith("/*")):
         raise ConfigError(

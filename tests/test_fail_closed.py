@@ -124,6 +124,7 @@ def test_a_single_string_is_not_read_as_a_list_of_characters(verifier: TokenVeri
         "/*/admin",
         "/a b",
         "/health\n",
+        "/items/{item_id}",  # a route template matches no request path
         b"/health",
         5,
     ],
@@ -131,6 +132,18 @@ def test_a_single_string_is_not_read_as_a_list_of_characters(verifier: TokenVeri
 def test_bad_public_path_entries_are_refused(verifier: TokenVerifier, entry: Any) -> None:
     with pytest.raises(ConfigError):
         Auth0Middleware(Starlette(), verifier=verifier, require_token=True, public_paths=[entry])
+
+
+def test_an_iterator_of_paths_is_refused(verifier: TokenVerifier) -> None:
+    # configure_openapi reads the setting again after the middleware has: a generator
+    # would document every public path as protected.
+    with pytest.raises(ConfigError, match="not an iterator"):
+        Auth0Middleware(
+            Starlette(),
+            verifier=verifier,
+            require_token=True,
+            public_paths=(p for p in ["/health"]),
+        )
 
 
 def test_require_token_must_be_a_bool(verifier: TokenVerifier) -> None:
