@@ -35,8 +35,13 @@ from _asgi import drive, http_scope
 from adversarial import generate
 from adversarial.generate import AUD, ISS, NOW
 from fastapi import Depends, FastAPI, WebSocket
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
 from starlette.types import Message
 
 from asgi_auth0 import (
@@ -722,3 +727,83 @@ async def test_jwks_cache_survives_any_issuer_response(specs: list[Any]) -> None
             # The new set may lack that key; only a foreign exception would matter.
             with contextlib.suppress(InvalidTokenError, KeySetError):
                 good = await cache.get_key("ed25519", "EdDSA")
+
+
+# -- fail closed: an anonymous request never reaches a route that is not public ---------
+
+_PUBLIC_HITS: list[str] = []
+
+
+def _fail_closed_app() -> Any:
+    def endpoint(name: str) -> Any:
+        async def answer(request: Request) -> PlainTextResponse:
+            _PUBLIC_HITS.append(name)
+            return PlainTextResponse(name)
+
+        return answer
+
+    routes = [
+        Route("/health", endpoint("public")),
+        Mount("/static", routes=[Route("/{name:path}", endpoint("public"))]),
+        Route("/healthy", endpoint("private")),
+        Route("/{rest:path}", endpoint("private")),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                Auth0Middleware,
+                verifier=_VERIFIER,
+                require_token=True,
+                public_paths=["/health", "/static/*"],
+            )
+        ],
+    )
+
+
+_FAIL_CLOSED_APP = _fail_closed_app()
+# Paths built from pieces that sit near the public ones: the names themselves, longer
+# names, other case, dot segments, encoded slashes, a root-path-sized prefix.
+_piece = st.sampled_from(
+    ["health", "healthy", "static", "api", "abc", "a", "", ".", "..", "%2F", "HEALTH", ";x", "y"]
+)
+_segment = st.lists(_piece, min_size=1, max_size=2).map("".join)
+_path = st.builds(
+    lambda segments, slash: "/" + "/".join(segments) + ("/" if slash else ""),
+    st.lists(_segment, min_size=1, max_size=4),
+    st.booleans(),
+)
+
+
+@pytest.mark.anyio
+@fuzz(300)
+@given(
+    path=_path,
+    root_path=st.sampled_from(["", "/api", "/health", "/static"]),
+    prefixed=st.booleans(),
+)
+# Near misses worth trying every run: a root path the path does not carry, a longer
+# name, a subtree's own root, the root path itself.
+@example(path="/abc/health", root_path="/api", prefixed=False)
+@example(path="/healthy", root_path="", prefixed=False)
+@example(path="/static", root_path="", prefixed=False)
+@example(path="", root_path="/health", prefixed=True)
+async def test_fail_closed_never_lets_an_anonymous_request_reach_a_private_route(
+    path: str, root_path: str, prefixed: bool
+) -> None:
+    # Whatever the path and root_path (proxy prefix) look like, the router's choice of
+    # endpoint and the middleware's idea of "public" must agree: an anonymous request
+    # that gets through reaches a public endpoint, never a private one.
+    scope = http_scope(None, (root_path + path) if prefixed else path)
+    scope["root_path"] = root_path
+    _PUBLIC_HITS.clear()
+    sent = await drive(
+        _FAIL_CLOSED_APP, scope, [{"type": "http.request", "body": b"", "more_body": False}]
+    )
+    status = sent[0]["status"]
+    event(f"status {status}")
+    assert "private" not in _PUBLIC_HITS, (scope["path"], root_path)
+    if status == 200:
+        assert _PUBLIC_HITS == ["public"]
+    else:
+        assert status in (401, 404, 307), status
