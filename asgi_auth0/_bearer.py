@@ -45,6 +45,7 @@ _BEARER = b"bearer"
 # Optional whitespace around a field value (RFC 9110 §5.6.3) and the separator that
 # RFC 9110 §11.3 allows between scheme and credentials.
 _OWS = b" \t"
+_NOT_TOKEN68 = "Bearer credentials are not a single token68"
 
 
 def parse_authorization(value: bytes, *, check_token68: bool = True) -> str | None:
@@ -79,9 +80,6 @@ def parse_authorization(value: bytes, *, check_token68: bool = True) -> str | No
     if not _token68_bytes(credentials):
         raise InvalidRequestError(_NOT_TOKEN68)
     return credentials.decode("ascii")
-
-
-_NOT_TOKEN68 = "Bearer credentials are not a single token68"
 
 
 def _token68_bytes(credentials: bytes) -> bool:

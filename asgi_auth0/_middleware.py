@@ -195,7 +195,8 @@ class Auth0Middleware:
       and forgotten is then protected, not open; and protected routes need no
       dependency (FastAPI's dependency machinery costs a few microseconds per
       request): the endpoint reads ``request.state.claims``, which is then always a
-      :class:`Claims`. Dependencies keep working for scope and permission checks.
+      :class:`Claims`, or ``await require_token(request)`` for it typed. Dependencies
+      keep working for scope and permission checks.
     - ``public_paths``: with ``require_token=True``, the paths reachable without a
       token: exact paths (``"/health"``, ``"/docs"``, ``"/openapi.json"``) and whole
       subtrees (``"/static/*"``), matched against the decoded path the router sees
