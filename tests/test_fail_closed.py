@@ -28,7 +28,6 @@ from starlette.websockets import WebSocket
 
 from asgi_auth0._claims import Claims
 from asgi_auth0._errors import ConfigError
-from asgi_auth0._keys import StaticKeySet
 from asgi_auth0._middleware import Auth0Middleware, fail_closed_policies
 from asgi_auth0._public import PublicPaths, route_path
 from asgi_auth0._signing import PrivateKey
@@ -36,22 +35,9 @@ from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.fastapi import configure_openapi, optional_token, require_scopes
 from asgi_auth0.testing import LocalIssuer
 
-ISS = "https://tenant.example.test/"
-AUD = "https://api.example.test"
 PUBLIC = ("/health", "/static/*")
 # Module level: with postponed annotations FastAPI resolves dependencies from here.
 API_KEY = APIKeyHeader(name="x-api-key", auto_error=False)
-
-
-@pytest.fixture
-def issuer(auth0_rsa_key: PrivateKey) -> LocalIssuer:
-    # Used for minting only: no server, the verifier gets the JWKS directly.
-    return LocalIssuer(issuer=ISS, audience=AUD, private_key=auth0_rsa_key)
-
-
-@pytest.fixture
-def verifier(issuer: LocalIssuer) -> TokenVerifier:
-    return TokenVerifier(issuer.config(), key_set=StaticKeySet(issuer.jwks))
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -18,9 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from asgi_auth0._claims import Claims
 from asgi_auth0._config import Auth0Config
 from asgi_auth0._errors import ConfigError
-from asgi_auth0._keys import StaticKeySet
 from asgi_auth0._middleware import Auth0Middleware, MiddlewareNotInstalledError
-from asgi_auth0._signing import PrivateKey
 from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.fastapi import (
     SCHEME_NAME,
@@ -35,20 +33,8 @@ from asgi_auth0.fastapi import (
 )
 from asgi_auth0.testing import LocalIssuer
 
-ISS = "https://tenant.example.test/"
-AUD = "https://api.example.test"
 Message = dict[str, Any]
 ClaimsDep = Annotated[Claims, Depends(require_token)]
-
-
-@pytest.fixture
-def issuer(auth0_rsa_key: PrivateKey) -> LocalIssuer:
-    return LocalIssuer(issuer=ISS, audience=AUD, private_key=auth0_rsa_key)
-
-
-@pytest.fixture
-def verifier(issuer: LocalIssuer) -> TokenVerifier:
-    return TokenVerifier(issuer.config(), key_set=StaticKeySet(issuer.jwks))
 
 
 def bearer(token: str) -> dict[str, str]:

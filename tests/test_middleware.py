@@ -33,7 +33,6 @@ from asgi_auth0._challenge import Challenge, problem_json_response
 from asgi_auth0._errors import ConfigError, InvalidTokenError, KeySetError
 from asgi_auth0._keys import StaticKeySet
 from asgi_auth0._middleware import Auth0Middleware, Auth0User, auth_state
-from asgi_auth0._signing import PrivateKey
 from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.testing import LocalIssuer
 
@@ -42,12 +41,6 @@ pytestmark = pytest.mark.anyio
 ISS = "https://tenant.example.test/"
 AUD = "https://api.example.test"
 Message = dict[str, Any]
-
-
-@pytest.fixture
-def issuer(auth0_rsa_key: PrivateKey) -> LocalIssuer:
-    # Used for minting only: no server, the verifier gets the JWKS directly.
-    return LocalIssuer(issuer=ISS, audience=AUD, private_key=auth0_rsa_key)
 
 
 class CountingKeySet:

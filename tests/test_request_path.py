@@ -20,9 +20,7 @@ from starlette.requests import Request
 from asgi_auth0._bearer import parse_authorization
 from asgi_auth0._claims import Claims
 from asgi_auth0._errors import InvalidRequestError
-from asgi_auth0._keys import StaticKeySet
 from asgi_auth0._middleware import Auth0Middleware
-from asgi_auth0._signing import PrivateKey
 from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.fastapi import (
     SCHEME_NAME,
@@ -33,19 +31,6 @@ from asgi_auth0.fastapi import (
     require_token,
 )
 from asgi_auth0.testing import LocalIssuer
-
-ISS = "https://tenant.example.test/"
-AUD = "https://api.example.test"
-
-
-@pytest.fixture
-def issuer(auth0_rsa_key: PrivateKey) -> LocalIssuer:
-    return LocalIssuer(issuer=ISS, audience=AUD, private_key=auth0_rsa_key)
-
-
-@pytest.fixture
-def verifier(issuer: LocalIssuer) -> TokenVerifier:
-    return TokenVerifier(issuer.config(), key_set=StaticKeySet(issuer.jwks))
 
 
 def client(app: Any) -> httpx.AsyncClient:
