@@ -15,6 +15,11 @@ Routes:
 ``WS   /ws``                  an authenticated WebSocket echo; closes when the token expires
 ``GET  /health``              the key cache's state (503 while no signing key is usable)
 ============================  ==========================================================
+
+The middleware runs fail closed (``require_token=True``): every path not in
+:data:`PUBLIC_PATHS` needs a valid token, so a route added later without a dependency
+is protected, not open. The dependencies on the routes above still give each endpoint
+its typed claims and its scope checks, and document them in OpenAPI.
 """
 
 from __future__ import annotations
@@ -44,13 +49,17 @@ from asgi_auth0 import (
 
 from .docs import DOCS_URL, local_swagger_assets, offline_swagger_ui
 
-__all__ = ["ADMIN_PERMISSION", "MESSAGES_SCOPE", "app_from_env", "create_app"]
+__all__ = ["ADMIN_PERMISSION", "MESSAGES_SCOPE", "PUBLIC_PATHS", "app_from_env", "create_app"]
 
 #: The OAuth scope ``GET /api/messages`` needs (define it on your Auth0 API).
 MESSAGES_SCOPE = "read:messages"
 #: The Auth0 RBAC permission ``GET /api/admin`` needs (enable RBAC and "Add
 #: Permissions in the Access Token" on your Auth0 API).
 ADMIN_PERMISSION = "read:admin"
+#: The paths anyone may call without a token: the public route, the health check, and
+#: what Swagger UI needs before anyone has logged in (its page, assets, OAuth2 redirect
+#: page and the OpenAPI document). Everything else needs a valid token.
+PUBLIC_PATHS = ("/", "/api/public", "/health", DOCS_URL, DOCS_URL + "/*", "/openapi.json")
 # RFC 6455 close code for "the message violates the server's policy": used when the
 # token that opened a WebSocket expires.
 _WS_POLICY_VIOLATION = 1008
@@ -94,7 +103,10 @@ def create_app(config: Auth0Config, *, description: str | None = None) -> FastAP
     )
     if assets is not None:
         offline_swagger_ui(app, assets)
-    app.add_middleware(Auth0Middleware, verifier=verifier)
+    # Fail closed: a route someone adds later and forgets to protect still needs a token.
+    app.add_middleware(
+        Auth0Middleware, verifier=verifier, require_token=True, public_paths=list(PUBLIC_PATHS)
+    )
     # The verifier (and its key cache) for code outside the routes, e.g. tests that
     # run the app without a lifespan and close it themselves.
     app.state.verifier = verifier

@@ -28,7 +28,7 @@ from websockets.sync.client import connect as ws_connect
 from asgi_auth0 import Auth0Config, ConfigError
 from asgi_auth0.pytest_plugin import TokenFactory
 from asgi_auth0.testing import LocalIssuer
-from example_app import ADMIN_PERMISSION, MESSAGES_SCOPE, create_app
+from example_app import ADMIN_PERMISSION, MESSAGES_SCOPE, PUBLIC_PATHS, create_app
 from example_app.__main__ import config_from_env, listen_address, main
 from example_app.dev import DEV_SUBJECT, dev_banner, listen_url
 
@@ -222,6 +222,44 @@ async def test_unreachable_issuer_gives_503_and_an_unhealthy_health_check(
 
 
 # -- OpenAPI and Swagger UI ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_route_added_later_without_a_dependency_is_closed(
+    auth0_config: Auth0Config, auth0_token: TokenFactory
+) -> None:
+    # The example runs fail closed: someone copying it who adds a route and forgets
+    # Depends(require_token) still gets a protected route, documented as one.
+    app = create_app(auth0_config)
+
+    @app.get("/api/forgotten")
+    async def forgotten() -> dict[str, str]:
+        return {"secret": "yes"}
+
+    async with serving(app) as client:
+        missing = await client.get("/api/forgotten")
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == BARE_CHALLENGE
+        assert missing.json()["reason"] == "missing_token"
+        ok = await client.get("/api/forgotten", headers=bearer(auth0_token()))
+        assert ok.status_code == 200
+        assert ok.json() == {"secret": "yes"}
+        schema = (await client.get("/openapi.json")).json()
+    assert schema["paths"]["/api/forgotten"]["get"]["security"] == [{"Auth0": []}]
+    assert "401" in schema["paths"]["/api/forgotten"]["get"]["responses"]
+
+
+@pytest.mark.anyio
+async def test_only_the_listed_paths_are_open(client: httpx.AsyncClient) -> None:
+    for path in PUBLIC_PATHS:
+        if not path.endswith("/*"):
+            response = await client.get(path, follow_redirects=False)
+            assert response.status_code in (200, 307), path
+    # Near misses of a public path are not public.
+    for path in ("/api/public/", "/Health", "/healthy", "/docs-private", "/nothing-here"):
+        response = await client.get(path)
+        assert response.status_code == 401, path
+        assert response.json()["reason"] == "missing_token", path
 
 
 @pytest.mark.anyio
