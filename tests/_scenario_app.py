@@ -15,7 +15,8 @@ Routes:
     ``200 {"sub": ...}`` for a valid token, ``401`` without one; every rejection is
     the middleware's own (401/503).
 ``GET /_test/loop-lag[?reset=1]``
-    The :class:`LoopLagProbe` started by the lifespan: max lag and samples.
+    The :class:`LoopLagProbe` started by the lifespan: max lag and samples, and which
+    event loop the server runs (``server_loop``).
 ``GET /_test/status``
     ``JWKSCache.status()`` and per-event counts.
 ``GET /_test/events[?since=N]``
@@ -34,6 +35,7 @@ Routes:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -168,7 +170,10 @@ def build(settings: Mapping[str, Any]) -> Any:
             else:
                 await respond(send, 200, {"sub": claims.sub})
         elif path == "/_test/loop-lag":
-            await respond(send, 200, probe.snapshot(reset=query.get("reset") == "1"))
+            # Which event loop uvicorn chose (uvloop when installed): part of the figure.
+            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+            snapshot = probe.snapshot(reset=query.get("reset") == "1")
+            await respond(send, 200, {**snapshot, "server_loop": loop})
         elif path == "/_test/status":
             counts = dict(recorder.counts)
             await respond(send, 200, {"cache": cache.status().as_dict(), "events": counts})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import importlib.util
 import json
 import socket
 import threading
@@ -190,8 +191,21 @@ def find_middleware(app: Any) -> Auth0Middleware:
     return node
 
 
-@pytest.fixture(scope="module")
-def server(auth0_rsa_key: PrivateKey) -> Iterator[Server]:
+# uvicorn's two server stacks: the pure-Python one it falls back to, and the compiled
+# one `uvicorn[standard]` installs (the dev extra has it). Both speak HTTP and the
+# WebSocket denial extension through different code, so every test runs on each.
+SERVER_STACKS = {
+    "h11-asyncio": {"http": "h11", "loop": "asyncio"},
+    "httptools-uvloop": {"http": "httptools", "loop": "uvloop"},
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVER_STACKS))
+def server(request: pytest.FixtureRequest, auth0_rsa_key: PrivateKey) -> Iterator[Server]:
+    stack = SERVER_STACKS[request.param]
+    for module in ("httptools", stack["loop"]):
+        if module != "asyncio" and importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (the dev extra installs it)")
     observed = Observed(threading.Event(), [], threading.Event(), [])
     with (
         LocalIssuer(private_key=auth0_rsa_key) as issuer,
@@ -218,6 +232,8 @@ def server(auth0_rsa_key: PrivateKey) -> Iterator[Server]:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=5,
+            http=stack["http"],
+            loop=stack["loop"],
         )
         uv = uvicorn.Server(config)
         thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -226,6 +242,9 @@ def server(auth0_rsa_key: PrivateKey) -> Iterator[Server]:
             # A request answered means startup (with its key warm-up) is over.
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
                 assert c.get("/public").status_code == 200
+            # The stack asked for is the one serving.
+            assert config.http_protocol_class.__name__.lower().startswith(stack["http"])
+            assert type(uv.servers[0].get_loop()).__module__.split(".")[0] == stack["loop"]
             yield Server(
                 url=f"http://127.0.0.1:{port}",
                 ws_url=f"ws://127.0.0.1:{port}",
