@@ -34,17 +34,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The extra runs below check behaviour on other stacks; they judge the resilience
-# scenarios' event-loop lag by blocking rather than speed (tests/test_resilience.py).
-COMPAT := ASGI_AUTH0_COMPAT_RUN=1
-
 ## The test suite again on Python 3.10, the oldest we support, in its own venv
 ## (.venv310); skipped with a message when no 3.10 interpreter is found.
 PYTHON310 ?= $(shell for c in $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python) python3.10; do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null && { echo "$$c"; break; }; done)
 test-oldest:
 	@if [ -z "$(PYTHON310)" ]; then echo "test-oldest: no Python 3.10 found, skipped"; \
-	else $(COMPAT) $(MAKE) --no-print-directory unit PYTHON=$(PYTHON310) VENV=.venv310; fi
+	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHON310) VENV=.venv310; fi
 
 ## The test suite again on the newest Python 3.12+ found (pyenv's or on PATH), in its own
 ## venv (.venv-newest); skipped with a message when there is none.
@@ -53,14 +49,14 @@ PYTHONNEWEST ?= $(shell for c in $(shell ls -d $(HOME)/.pyenv/versions/3.*/bin/p
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] < (3, 12))' 2>/dev/null && { echo "$$c"; break; }; done)
 test-newest:
 	@if [ -z "$(PYTHONNEWEST)" ]; then echo "test-newest: no Python 3.12+ found, skipped"; \
-	else $(COMPAT) $(MAKE) --no-print-directory unit PYTHON=$(PYTHONNEWEST) VENV=.venv-newest; fi
+	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHONNEWEST) VENV=.venv-newest; fi
 
 ## The test suite with every runtime dependency at exactly the floor pyproject.toml
 ## declares (.ci/floors.py reads them), so the floors stay true. On Python 3.10 when
 ## found (.venv-floors310): the oldest dependencies on the oldest Python, the combination
 ## a user on an old stack gets; else on $(PYTHON) (.venv-floors).
 test-floors:
-	$(COMPAT) $(MAKE) --no-print-directory unit FLOORS=1 \
+	$(MAKE) --no-print-directory unit FLOORS=1 \
 		$(if $(PYTHON310),PYTHON=$(PYTHON310) VENV=.venv-floors310,VENV=.venv-floors)
 
 ## Property-based fuzzing with many more examples than CI runs.

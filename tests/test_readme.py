@@ -110,7 +110,7 @@ def test_quickstart_is_exactly_the_two_make_commands() -> None:
     ]
     for target in ("test-oldest", "test-newest"):
         assert re.search(
-            rf"^{target}:\n.*\n\telse \$\(COMPAT\) \$\(MAKE\) --no-print-directory unit ",
+            rf"^{target}:\n.*\n\telse \$\(MAKE\) --no-print-directory unit ",
             makefile,
             re.M,
         )

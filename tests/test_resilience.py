@@ -7,7 +7,7 @@ misbehave on request. The cache's policy clock (TTL, cooldown, backoff, max_stal
 moved through a test-only route instead of waiting; real time is spent only where it
 is the point (the flood's 10 s, fetch deadlines, recovering by itself). A loop-lag
 probe runs in the server's event loop through every scenario and must stay under
-50 ms (scenario 6; see MAX_LOOP_LAG_MS for the extra CI runs).
+50 ms (scenario 6; see MAX_LOOP_LAG_MS).
 
 Figures (fetch counts, successes, latencies, loop lag, recovery) are printed (see them
 with ``pytest -rA tests/test_resilience.py``) and written to
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,16 +33,14 @@ from asgi_auth0.testing import LocalIssuer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
-#: Scenario 6: the most a 10 ms sleep in the server's loop may overshoot, in ms.
-#: Issue 5's budget, for the supported stack that ``make test`` installs. The extra CI
-#: runs (``make test-oldest``, ``test-newest``, ``test-floors``: other interpreters,
-#: the oldest dependencies) set ASGI_AUTH0_COMPAT_RUN=1 and keep every behaviour check
-#: but judge the loop by blocking, not speed: part of any overshoot is work that is due
-#: at once (200 requests released together verify back to back), and on Python 3.10 or
-#: at the dependency floors, with one core busy elsewhere, that alone measured 53-75 ms
-#: where the current stack stays under 31 ms. 150 ms still catches any blocking call:
-#: every scenario holds or slows the issuer for seconds.
-MAX_LOOP_LAG_MS = 150.0 if os.environ.get("ASGI_AUTH0_COMPAT_RUN") == "1" else 50.0
+#: Scenario 6: the most a 10 ms sleep in the server's loop may overshoot, in ms (issue
+#: 5's budget, in every CI run). Part of any overshoot is work that is due at once: in
+#: the rotation scenario 200 requests wake together and each is verified and answered
+#: back to back. The server runs uvicorn's compiled stack (httptools, uvloop: the dev
+#: extra installs them, as ``uvicorn[standard]`` does in production); on the pure-Python
+#: h11 + asyncio stack that burst alone measured 43-56 ms with one core busy elsewhere,
+#: against 23-38 ms on the compiled one, on Python 3.10 to 3.13 and at the floors.
+MAX_LOOP_LAG_MS = 50.0
 #: Scheduling slack on top of fetch deadlines on a busy 2-core machine, in seconds.
 MARGIN = 0.75
 FIGURES: dict[str, Any] = {}
@@ -213,6 +210,7 @@ async def test_rotation_200_concurrent_requests_with_a_new_kid_cause_one_fetch(
         elapsed = time.perf_counter() - start
         fetches = issuer.jwks_requests - at_start
         lag = await check_lag(server, "1_rotation")
+        server_loop = (await server.loop_lag())["server_loop"]
     assert server.stopped_cleanly
     assert fetches_while_held == 1
     assert fetches == 1
@@ -228,6 +226,7 @@ async def test_rotation_200_concurrent_requests_with_a_new_kid_cause_one_fetch(
         latency_p50_ms=ms(percentile(latencies, 0.5)),
         latency_p99_ms=ms(percentile(latencies, 0.99)),
         max_loop_lag_ms=lag,
+        server_loop=server_loop,
         note="latencies include the time the one fetch was held until all 200 arrived",
         new_kid=new_kid,
     )
