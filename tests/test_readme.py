@@ -81,6 +81,7 @@ def test_runnable_blocks_are_the_expected_files() -> None:
     assert set(runnable_files()) == {
         "myapp.py",
         "closed_app.py",
+        "spa_api.py",
         "starlette_app.py",
         "verify_tokens.py",
         "conftest.py",
@@ -158,6 +159,31 @@ async def test_fail_closed_sample(auth0_config: Auth0Config, auth0_token: TokenF
         assert me.json() == {"sub": "alice"}
         no_scope = await client.get("/messages", headers=bearer(auth0_token(sub="alice")))
         assert no_scope.status_code == 403
+
+
+@pytest.mark.anyio
+async def test_cors_sample(auth0_config: Auth0Config, auth0_token: TokenFactory) -> None:
+    sample = load("spa_api.py")
+    origin = {"Origin": "https://app.example.com"}
+    async with serving(sample["create_app"](auth0_config)) as client:
+        preflight = await client.options(
+            "/me",
+            headers={
+                **origin,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == origin["Origin"]
+        missing = await client.get("/me", headers=origin)
+        assert missing.status_code == 401
+        assert missing.headers["access-control-allow-origin"] == origin["Origin"]
+        assert missing.headers["access-control-expose-headers"] == "WWW-Authenticate"
+        assert missing.headers["www-authenticate"] == 'Bearer realm="api"'
+        ok = await client.get("/me", headers={**origin, **bearer(auth0_token())})
+        assert ok.json() == {"ok": True}
+        assert ok.headers["access-control-allow-origin"] == origin["Origin"]
 
 
 @pytest.mark.anyio
