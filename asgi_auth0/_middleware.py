@@ -31,6 +31,7 @@ import anyio
 import anyio.abc
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -203,7 +204,8 @@ class Auth0Middleware:
       (without the ``root_path``). Anything else, even ``"/health/"``, needs a token.
       A token sent to a public path is still verified, and an invalid one rejected.
       Put ``CORSMiddleware`` outside this middleware (add it after), so that CORS
-      preflights, which carry no token, are answered before they get here.
+      preflights, which carry no token, are answered before they get here (a warning
+      is logged at startup when it runs inside).
       :func:`configure_openapi` documents both settings.
     - ``background_refresh``: run the key source's background refresher (refresh
       ahead, retries with backoff; see :class:`JWKSCache`) for as long as the app's
@@ -261,6 +263,7 @@ class Auth0Middleware:
             raise ConfigError("Auth0Middleware needs exactly one of config= or verifier=")
         self.app = app
         _answer_rejections_inside(app)
+        _warn_if_cors_inside(app, require_token)
         if require_token and isinstance(app, Starlette):
             # Wrapping the app itself: remember the policy for configure_openapi(app),
             # which otherwise finds it among app.user_middleware.
@@ -536,6 +539,38 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
         from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
 
         app.add_exception_handler(AuthenticationRejected, rejection_handler)  # type: ignore[arg-type]
+
+
+def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
+    """Log a warning when ``CORSMiddleware`` runs inside this middleware.
+
+    The mistake is easy (Starlette runs the middleware added *last* first) and shows
+    up only in a browser, as a bare CORS error: our rejections never reach the CORS
+    layer, so they carry no CORS headers, and fail closed every preflight gets 401.
+    The inner stack is already built when Starlette constructs us, so it can be walked.
+    """
+    found = False
+    node: Any = app
+    for _ in range(64):  # a bound: a cycle of .app attributes must not hang startup
+        if isinstance(node, CORSMiddleware):
+            found = True
+            break
+        if isinstance(node, Starlette):
+            # Wrapped directly: the app's own middleware all runs inside us.
+            found = any(getattr(m, "cls", None) is CORSMiddleware for m in node.user_middleware)
+            break
+        node = getattr(node, "app", None)
+        if node is None:
+            break
+    if found:
+        logger.warning(
+            "CORSMiddleware runs inside Auth0Middleware, so %s. Add CORSMiddleware after "
+            "Auth0Middleware (app.add_middleware runs the last one added first).",
+            "every CORS preflight outside public_paths is answered 401"
+            if require_token
+            else "401/403/400 answers reach browsers without CORS headers",
+            extra={"reason": "cors_inside"},
+        )
 
 
 # Starlette apps wrapped directly by a fail-closed middleware, with their public paths.

@@ -8,6 +8,7 @@ middleware order reversed show why the order matters.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -148,3 +149,57 @@ async def test_cors_inside_the_middleware_breaks_browsers(
         )
         assert expired.status_code == 401
         assert "access-control-allow-origin" not in expired.headers
+
+
+# -- the warning for the reversed order --------------------------------------------------
+
+CORS_WARNING = "CORSMiddleware runs inside Auth0Middleware"
+
+
+def cors_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "asgi_auth0.middleware" and CORS_WARNING in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("auth", "consequence"),
+    [
+        ({"require_token": True}, "every CORS preflight outside public_paths is answered 401"),
+        ({}, "401/403/400 answers reach browsers without CORS headers"),
+    ],
+)
+async def test_cors_inside_is_reported_at_startup(
+    auth0_config: Auth0Config,
+    caplog: pytest.LogCaptureFixture,
+    auth: dict[str, Any],
+    consequence: str,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
+    async with serving(build(auth0_config, cors_outside=False, **auth)):
+        pass
+    [message] = cors_warnings(caplog)
+    assert consequence in message
+    assert "Add CORSMiddleware after Auth0Middleware" in message
+
+
+async def test_cors_inside_a_directly_wrapped_app_is_reported(
+    auth0_config: Auth0Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
+    app = FastAPI()
+    app.add_middleware(CORSMiddleware, allow_origins=[ORIGIN])
+    Auth0Middleware(app, config=auth0_config, require_token=True)
+    assert len(cors_warnings(caplog)) == 1
+
+
+async def test_cors_outside_or_absent_is_not_reported(
+    auth0_config: Auth0Config, caplog: pytest.LogCaptureFixture, auth: dict[str, Any]
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
+    async with serving(build(auth0_config, cors_outside=True, **auth)):
+        pass
+    Auth0Middleware(FastAPI(), config=auth0_config, **auth)
+    assert cors_warnings(caplog) == []
