@@ -31,6 +31,7 @@ from asgi_auth0 import (
     InvalidIssuerError,
     InvalidTokenError,
     KeySetError,
+    TokenVerifier,
     UnknownKeyError,
 )
 from asgi_auth0._jwks import (
@@ -1234,6 +1235,36 @@ async def test_each_issuer_has_its_own_key_set(clock: Clock) -> None:
         custom.rotate()
         await sets.refresh()
         assert sets.generation == 3
+
+
+async def test_a_verifier_takes_each_tokens_key_from_its_claimed_issuer(clock: Clock) -> None:
+    # Through TokenVerifier: the key comes from the set of the token's own iss. A token
+    # that claims the custom domain but carries the main issuer's kid and signature
+    # must not find the main issuer's key (a verifier that asked the primary set for
+    # every kid, ignoring iss, let it through).
+    now = 1_800_000_000.0
+    main = LocalIssuer(issuer="https://main.test/", private_key=P256, clock=lambda: now)
+    custom = LocalIssuer(issuer="https://custom.test/", key_type="P-256", clock=lambda: now)
+    mounts = {
+        "all://main.test": httpx.ASGITransport(app=main.asgi_app),
+        "all://custom.test": httpx.ASGITransport(app=custom.asgi_app),
+    }
+    config = Auth0Config(
+        issuer="https://main.test/",
+        jwks_uri=main.jwks_uri,
+        additional_issuers=["https://custom.test/"],
+        audience=main.audience,
+        algorithms=["ES256"],
+    )
+    async with httpx.AsyncClient(mounts=mounts) as client:
+        sets = IssuerKeySets.from_config(config, http_client=client, clock=clock)
+        verifier = TokenVerifier(config, key_set=sets, clock=lambda: now)
+        assert (await verifier.verify(main.token())).sub == "user-1"
+        with pytest.raises(UnknownKeyError):
+            await verifier.verify(main.token(iss="https://custom.test/"))
+        assert (await verifier.verify(custom.token())).sub == "user-1"
+        with pytest.raises(UnknownKeyError):
+            await verifier.verify(custom.token(iss="https://main.test/"))
 
 
 async def test_several_issuers_run_and_stop_together(clock: Clock) -> None:
