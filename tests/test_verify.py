@@ -344,6 +344,25 @@ async def test_numeric_dates_must_be_json_numbers(name: str, bad: Any) -> None:
         await verifier().verify(make(**{name: bad}))
 
 
+# 253402300799 is 9999-12-31T23:59:59Z, the last NumericDate accepted either way round.
+@pytest.mark.parametrize("name", ["nbf", "iat"])
+@pytest.mark.parametrize("edge", [-253402300799, -253402300799.0])
+async def test_numeric_dates_at_the_range_limit_are_accepted(name: str, edge: Any) -> None:
+    assert (await verifier().verify(make(**{name: edge}))).sub
+
+
+@pytest.mark.parametrize("name", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("beyond", [253402300800, -253402300800, 253402300800.0, -253402300800.0])
+async def test_numeric_dates_just_past_the_range_limit_are_refused(name: str, beyond: Any) -> None:
+    with pytest.raises(InvalidClaimError):
+        await verifier().verify(make(**{name: beyond}))
+
+
+async def test_exp_at_the_range_limit_is_accepted() -> None:
+    for edge in (253402300799, 253402300799.0):
+        assert (await verifier().verify(make(exp=edge))).sub
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
 async def test_nan_and_infinity_are_refused(literal: str) -> None:
     body = json.dumps(claims(exp=123)).replace("123", literal)
@@ -586,6 +605,21 @@ async def test_foreign_key_source_returning_cryptography_keys() -> None:
     v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Raw(), clock=lambda: NOW)
     assert (await v.verify(make())).sub
     assert v.cache_info()["entries"] == 0  # no generation: never cached
+
+
+async def test_a_key_that_does_not_fit_the_alg_is_refused_whatever_the_source() -> None:
+    # A custom key source may hand back any key; the verifier itself refuses one whose
+    # type does not fit the token's alg (an EC key for an RS256 token), as an alg
+    # mismatch rather than a mere bad signature.
+    class Wrong:
+        generation = 0
+
+        async def get_key(self, kid: str | None, alg: str) -> Any:
+            return key("P-256").public_key()
+
+    v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Wrong(), clock=lambda: NOW)
+    with pytest.raises(AlgorithmNotAllowedError):
+        await v.verify(make())
 
 
 async def test_broken_key_source_is_key_set_error() -> None:
