@@ -246,6 +246,21 @@ def test_nesting_beyond_the_limit_is_refused_and_at_the_limit_accepted() -> None
         parse_compact(_token(nested(MAX_JSON_DEPTH + 1)), max_size=16384, algorithms=algorithms)
 
 
+def test_the_nesting_limit_is_the_documented_sixteen_levels() -> None:
+    # SECURITY.md promises 16; the test above follows the constant, so it would not
+    # notice the constant itself moving.
+    def nested(depth: int) -> dict[str, Any]:
+        value: Any = 1
+        for _ in range(depth - 1):  # objects this time; the payload is one level
+            value = {"x": value}
+        return {"iss": ISS, "deep": value}
+
+    algorithms = frozenset({"RS256"})
+    parse_compact(_token(nested(16)), max_size=16384, algorithms=algorithms)
+    with pytest.raises(MalformedTokenError):
+        parse_compact(_token(nested(17)), max_size=16384, algorithms=algorithms)
+
+
 def test_brackets_inside_strings_do_not_refuse_a_flat_payload() -> None:
     payload = {"note": "[" * 40 + "{" * 40}
     parsed = parse_compact(_token(payload), max_size=16384, algorithms=frozenset({"RS256"}))
