@@ -47,7 +47,9 @@ Failures and backoff
 
 Unknown ``kid``
     A ``kid`` not in the set triggers one awaited refresh, at most once per
-    ``refresh_cooldown`` after the previous fetch started (any number of callers share
+    ``refresh_cooldown``: counted from the start of the previous refresh an unknown
+    ``kid`` triggered, not from scheduled ones, so a key rotated in just after a
+    scheduled refresh is picked up by its first token (any number of callers share
     one fetch). Within the cooldown the answer is :class:`UnknownKeyError` at once, or
     :class:`KeySetError` if the last fetch failed (the ``kid`` might be a rotated key
     we cannot see). A ``kid`` still absent after a fetch that began once it had arrived
@@ -378,8 +380,8 @@ class JWKSCache:
             default the cache creates one on first fetch and closes it in
             :meth:`aclose`. Redirects are never followed either way.
         ttl: Freshness in seconds when the issuer sends no ``Cache-Control: max-age``.
-        refresh_cooldown: Minimum seconds after a fetch began before an unknown ``kid``
-            may trigger another.
+        refresh_cooldown: Minimum seconds between the starts of two refreshes
+            triggered by unknown ``kid`` values (scheduled refreshes do not count).
         fetch_timeout: Deadline in seconds for a whole fetch (body and retry included).
         max_stale: Seconds past freshness the last good set keeps serving while
             refreshes fail.
@@ -472,7 +474,10 @@ class JWKSCache:
         self._seq = 0
         self._inflight: _Flight | None = None
         self._pending: _Flight | None = None  # handed to the runner, not started yet
-        self._last_fetch_started = -math.inf
+        # When the last refresh triggered by an unknown kid began: the cooldown runs
+        # from there. Scheduled and startup fetches do not count, or a key rotated in
+        # just after one would be refused for up to a cooldown.
+        self._last_unknown_kid_fetch = -math.inf
         self._next_attempt_at = -math.inf  # backoff: no fetch before this (except refresh())
         self._failures = 0
         self._fetch_count = 0
@@ -588,7 +593,7 @@ class JWKSCache:
                 raise UnknownKeyError("no key with this kid (known to be absent)")
             del self._negative[kid]
         if self._inflight is None and (
-            now - self._last_fetch_started < self._cooldown or now < self._next_attempt_at
+            now - self._last_unknown_kid_fetch < self._cooldown or now < self._next_attempt_at
         ):
             if self._failures:
                 # The issuer is failing: the kid may be a new key we cannot see, so this
@@ -712,7 +717,8 @@ class JWKSCache:
         now = self._clock()
         flight = _Flight(self._seq, trigger, now)
         self._inflight = flight
-        self._last_fetch_started = now
+        if trigger == "unknown_kid":
+            self._last_unknown_kid_fetch = now
         return flight
 
     async def _perform(self, flight: _Flight) -> None:

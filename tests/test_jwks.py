@@ -686,11 +686,33 @@ async def test_a_kid_refused_within_the_cooldown_is_not_remembered_as_absent(
 ) -> None:
     cache = make(refresh_cooldown=30)
     await cache.refresh()
-    kid = issuer.rotate()  # published right after our fetch
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("garbage", "ES256")  # an unknown kid's refresh: cooldown on
+    kid = issuer.rotate()  # published right after that fetch
     with pytest.raises(UnknownKeyError):
         await cache.get_key(kid, "ES256")  # cooldown: refused without a look
+    assert issuer.jwks_requests == 2
     clock.advance(31)
     assert (await cache.get_key(kid, "ES256")).kid == kid
+    assert issuer.jwks_requests == 3
+
+
+async def test_a_key_rotated_in_just_after_a_scheduled_refresh_is_found_by_its_first_token(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # The cooldown limits refreshes that unknown kids trigger; a startup or scheduled
+    # fetch does not start it, or a rotation right after one would be refused for up
+    # to a cooldown.
+    cache = make(refresh_cooldown=30)
+    await cache.refresh()
+    clock.advance(1)
+    kid = issuer.rotate()
+    assert (await cache.get_key(kid, "ES256")).kid == kid
+    assert issuer.jwks_requests == 2
+    # That refresh did start the cooldown: the next unknown kid is refused unseen.
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("garbage", "ES256")
+    assert issuer.jwks_requests == 2
 
 
 async def test_the_negative_cache_is_a_bounded_lru(
