@@ -251,7 +251,11 @@ class TokenTooOldError(InvalidClaimError):
 
 
 class InsufficientScopeError(BearerError):
-    """The token is valid but lacks a required scope or permission (403)."""
+    """The token is valid but lacks a required scope or permission (403).
+
+    ``required`` is the names the resource needs (an iterable of strings, or one string
+    for a single name); they become the challenge's ``scope=``.
+    """
 
     status_code = 403
     error = "insufficient_scope"
@@ -267,7 +271,11 @@ class InsufficientScopeError(BearerError):
     ) -> None:
         super().__init__(detail)
         #: The scopes (or permissions) the resource needs, for the challenge's ``scope=``.
-        self.required: tuple[str, ...] = tuple(required)
+        # One string is one name: tuple("read:x") would split it into characters and
+        # send scope="r e a d : x" to the client.
+        self.required: tuple[str, ...] = (
+            (required,) if isinstance(required, str) else tuple(required)
+        )
         #: ``"scope"`` or ``"permission"``: which claim fell short.
         self.kind = kind
 

@@ -13,6 +13,7 @@ from asgi_auth0 import (
     BearerError,
     Claims,
     ConfigError,
+    InsufficientPermissionError,
     InsufficientScopeError,
     InvalidRequestError,
     InvalidTokenError,
@@ -94,6 +95,9 @@ def test_error_tree_and_class_attributes() -> None:
     assert InsufficientScopeError.status_code == 403
     assert InsufficientScopeError.error == "insufficient_scope"
     assert InsufficientScopeError(["a", "b"]).scope == "a b"
+    # One string is one name, never its characters.
+    assert InsufficientScopeError("read:messages").scope == "read:messages"
+    assert InsufficientPermissionError("read:admin").required == ("read:admin",)
     assert KeySetError(retry_after=0).retry_after == 1
 
 
