@@ -15,6 +15,8 @@ backslash or a control character (CR/LF) to a header.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
 from ._errors import Auth0Error, BearerError, InsufficientScopeError, KeySetError
+
+logger = logging.getLogger("asgi_auth0.middleware")
 
 __all__ = [
     "Challenge",
@@ -181,8 +185,33 @@ class Responder:
         return challenge_for(exc, realm=self.realm)
 
     def response(self, conn: HTTPConnection, challenge: Challenge) -> Response:
-        """Run the hook and make sure the challenge's headers are on its response."""
-        response = self.hook(conn, challenge)
+        """Run the hook and make sure the challenge's headers are on its response.
+
+        A hook that raises or returns something else than a ``Response`` is a bug in
+        the application; it is logged, and the default answer goes out instead, so a
+        rejected request still gets its RFC 6750 status and challenge, never a 500.
+        """
+        try:
+            response = self.hook(conn, challenge)
+        except Exception:
+            logger.exception(
+                "the on_error response hook raised; answering with the default response",
+                extra={"reason": "response_hook_failed"},
+            )
+            response = json_response(conn, challenge)
+        else:
+            if not isinstance(response, Response):
+                logger.error(
+                    "the on_error response hook returned %s, not a Response; answering "
+                    "with the default response",
+                    type(response).__name__,
+                    extra={"reason": "response_hook_failed"},
+                )
+                if inspect.isawaitable(response):
+                    close = getattr(response, "close", None)
+                    if callable(close):
+                        close()  # an unawaited coroutine would warn at garbage collection
+                response = json_response(conn, challenge)
         for name, value in challenge.headers.items():
             response.headers[name] = value
         return response

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, ParamSpec
 
 import anyio
 import anyio.abc
@@ -176,6 +177,32 @@ def auth_state(scope: Scope) -> tuple[Claims | None, Responder]:
     return (claims if isinstance(claims, Claims) else None), responder
 
 
+_P = ParamSpec("_P")
+
+
+def _log_config_errors(init: Callable[_P, None]) -> Callable[_P, None]:
+    """Log a :class:`ConfigError` from ``__init__`` at ERROR before it propagates.
+
+    Starlette builds its middleware on the first call, which is the lifespan startup
+    under a server, and uvicorn's default lifespan mode reads an exception there as
+    "lifespan unsupported" (an INFO line) and goes on serving, every request then
+    failing. The error line says what is wrong where an operator will see it.
+    """
+
+    @functools.wraps(init)
+    def logged(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        try:
+            init(*args, **kwargs)
+        except ConfigError as exc:
+            # No traceback here: the exception itself carries one, wherever it lands.
+            logger.error(  # noqa: TRY400
+                "Auth0Middleware is misconfigured: %s", exc, extra={"reason": "config_error"}
+            )
+            raise
+
+    return logged
+
+
 class Auth0Middleware:
     """Authenticate ``http`` and ``websocket`` connections with an Auth0 access token.
 
@@ -226,6 +253,7 @@ class Auth0Middleware:
     an unreachable issuer with 503 and ``Retry-After``.
     """
 
+    @_log_config_errors
     def __init__(
         self,
         app: ASGIApp,
@@ -247,6 +275,13 @@ class Auth0Middleware:
             raise ConfigError("websocket_query_param must be a non-empty ASCII string or None")
         if on_error is not None and not callable(on_error):
             raise ConfigError("on_error must be a callable (conn, challenge) -> Response")
+        # An async hook would hand back a coroutine where a Response is due; refuse
+        # it here (plain functions and objects whose __call__ is async alike).
+        call = type(on_error).__call__ if on_error is not None else None
+        if inspect.iscoroutinefunction(on_error) or inspect.iscoroutinefunction(call):
+            raise ConfigError(
+                "on_error must return a Response, not a coroutine: use a plain def hook"
+            )
         if background_refresh is not None and not isinstance(background_refresh, bool):
             raise ConfigError("background_refresh must be True, False or None")
         if not isinstance(require_token, bool):

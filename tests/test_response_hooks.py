@@ -1,0 +1,99 @@
+"""Broken ``on_error`` hooks: refused when they cannot work, survived when they fail.
+
+A rejected request must get its RFC 6750 status and challenge whatever the
+application's response hook does; an ``async def`` hook (which would hand back a
+coroutine where a Response is due) is refused when the middleware is built.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from asgi_auth0._challenge import Challenge
+from asgi_auth0._errors import ConfigError
+from asgi_auth0._middleware import Auth0Middleware
+from asgi_auth0._verify import TokenVerifier
+from asgi_auth0.testing import LocalIssuer
+
+
+def app_with(verifier: TokenVerifier, hook: Any) -> Starlette:
+    async def whoami(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True})
+
+    return Starlette(
+        routes=[Route("/", whoami)],
+        middleware=[Middleware(Auth0Middleware, verifier=verifier, on_error=hook)],
+    )
+
+
+async def async_hook(conn: HTTPConnection, challenge: Challenge) -> Response:
+    return Response(status_code=challenge.status_code)
+
+
+class AsyncCallable:
+    async def __call__(self, conn: HTTPConnection, challenge: Challenge) -> Response:
+        return Response(status_code=challenge.status_code)
+
+
+@pytest.mark.parametrize("hook", [async_hook, AsyncCallable()], ids=["function", "object"])
+def test_an_async_hook_is_refused_at_construction(verifier: TokenVerifier, hook: Any) -> None:
+    with pytest.raises(ConfigError, match="use a plain def hook"):
+        Auth0Middleware(Response("x"), verifier=verifier, on_error=hook)
+
+
+def raising_hook(conn: HTTPConnection, challenge: Challenge) -> Response:
+    raise RuntimeError("the hook has a bug")
+
+
+def wrong_type_hook(conn: HTTPConnection, challenge: Challenge) -> Any:
+    return {"not": "a response"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("hook", "logged"),
+    [(raising_hook, "the on_error response hook raised"), (wrong_type_hook, "returned dict")],
+    ids=["raises", "wrong-type"],
+)
+async def test_a_failing_hook_still_gets_the_rfc6750_answer_and_is_logged(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    hook: Any,
+    logged: str,
+) -> None:
+    caplog.set_level(logging.ERROR, logger="asgi_auth0.middleware")
+    transport = httpx.ASGITransport(app=app_with(verifier, hook))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
+        # The app keeps serving.
+        ok = await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in r.headers["www-authenticate"]
+    assert r.json()["reason"] == "token_expired"
+    assert ok.json() == {"ok": True}
+    assert any(logged in record.getMessage() for record in caplog.records)
+
+
+def test_a_configuration_error_is_logged_before_it_is_raised(
+    verifier: TokenVerifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Starlette builds middleware on the first call, and uvicorn's default lifespan
+    # mode reads an exception there as "lifespan unsupported" (logged at INFO) and
+    # starts anyway: the error log is what makes the mistake visible at startup.
+    caplog.set_level(logging.ERROR, logger="asgi_auth0.middleware")
+    with pytest.raises(ConfigError):
+        Auth0Middleware(Response("x"), verifier=verifier, public_paths=["/health"])
+    [record] = [r for r in caplog.records if r.name == "asgi_auth0.middleware"]
+    assert record.levelno == logging.ERROR
+    assert "Auth0Middleware is misconfigured" in record.getMessage()
+    assert "public_paths only applies with require_token=True" in record.getMessage()
