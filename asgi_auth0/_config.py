@@ -128,6 +128,45 @@ def _issuer_from_domain(domain: object) -> str:
     return f"https://{domain.lower()}/"
 
 
+def _is_auth0_host(netloc: str, domain: str | None) -> bool:
+    """An Auth0 tenant host: the configured ``domain`` or any ``*.auth0.com`` host."""
+    netloc = netloc.lower()
+    return netloc == domain or netloc.endswith(".auth0.com")
+
+
+def _is_bare_auth0_url(url: str, domain: str | None) -> bool:
+    """``https://{auth0 host}`` with nothing after the host, not even ``/``."""
+    parts = urlsplit(url)
+    return not parts.path and not parts.query and _is_auth0_host(parts.netloc, domain)
+
+
+def _check_auth0_slash(name: str, url: str, domain: str | None) -> None:
+    # Auth0 always issues iss "https://{domain}/" with the slash and ``iss`` is
+    # compared exactly, so the bare host would fail every token with invalid_issuer
+    # and nothing at startup would say so. Only Auth0 hosts are judged: Okta, Keycloak
+    # and Entra issuers legitimately end without a slash.
+    if _is_bare_auth0_url(url, domain):
+        parts = urlsplit(url)
+        meant = f"{parts.scheme}://{parts.netloc.lower()}/"
+        raise ConfigError(
+            f"{name} {url!r} lacks the trailing slash: Auth0 tokens carry iss "
+            f"{meant!r}, so every token would fail with invalid_issuer; write {meant!r} "
+            "(or give domain= alone, which derives it)"
+        )
+
+
+def _issuer_from_base_url(url: str, domain: str | None) -> str:
+    """``AUTH0_ISSUER_BASE_URL`` as an exact issuer.
+
+    Auth0's SDKs document the variable as the tenant URL without the slash
+    (``https://tenant.auth0.com``), while the tokens' ``iss`` has it; so on an Auth0
+    host (``*.auth0.com`` or ``AUTH0_DOMAIN``) with no path the slash is added. Any
+    other URL is kept exactly: Okta, Keycloak and Entra issuers have no slash.
+    """
+    domain = domain.lower() if domain is not None else None
+    return url + "/" if _is_bare_auth0_url(url, domain) else url
+
+
 @dataclass(frozen=True, kw_only=True)
 class Auth0Config:
     """How to verify access tokens: issuer, audience, algorithms, clock and key-cache settings.
@@ -139,6 +178,8 @@ class Auth0Config:
     #: Auth0 tenant host (``"tenant.eu.auth0.com"``); gives issuer and jwks_uri.
     domain: str | None = None
     #: The exact ``iss`` string; with no ``jwks_uri`` the keys are found by discovery.
+    #: A bare Auth0 host (``https://tenant.auth0.com``, no slash) is refused: Auth0's
+    #: ``iss`` always ends in ``/``.
     issuer: str | None = None
     #: The API identifier(s); a token must name at least one in ``aud``.
     audience: str | Sequence[str] = ()
@@ -188,12 +229,15 @@ class Auth0Config:
                 put(self, "issuer", derived)
             if self.jwks_uri is None:
                 put(self, "jwks_uri", f"{derived}.well-known/jwks.json")
-        put(self, "issuer", validate_url("issuer", self.issuer))
+        issuer = validate_url("issuer", self.issuer)
+        _check_auth0_slash("issuer", issuer, self.domain)
+        put(self, "issuer", issuer)
         if self.jwks_uri is not None:
             validate_url("jwks_uri", self.jwks_uri)
         extra = _strings("additional_issuers", self.additional_issuers, allow_empty=True)
         for iss in extra:
             validate_url("additional_issuers", iss)
+            _check_auth0_slash("additional_issuers entry", iss, self.domain)
         put(self, "additional_issuers", extra)
         put(self, "issuers", tuple(dict.fromkeys((self.issuer, *extra))))
 
@@ -268,6 +312,13 @@ class Auth0Config:
         (comma-separated for several), optional ``AUTH0_ALGORITHMS`` (comma-separated)
         and ``AUTH0_CLIENT_ID``. Keyword ``overrides`` win over the environment. A
         missing or bad value raises :class:`ConfigError` naming the variable.
+
+        ``AUTH0_ISSUER_BASE_URL`` is read as Auth0's SDKs document it, a base URL: on an
+        Auth0 host (``*.auth0.com``, or the host in ``AUTH0_DOMAIN``) with no path,
+        ``https://tenant.auth0.com`` becomes the issuer ``https://tenant.auth0.com/``
+        that Auth0 puts in ``iss``. Every other URL is the exact issuer, as written
+        (Okta's ``https://x.okta.com``, Keycloak's ``.../realms/r``). An ``issuer=``
+        override is always exact, and refused on a bare Auth0 host.
         """
         env = os.environ if environ is None else environ
         kwargs: dict[str, Any] = {}
@@ -296,6 +347,7 @@ class Auth0Config:
             attempt("AUTH0_DOMAIN", "domain", domain)
         if issuer is not None:
             attempt("AUTH0_ISSUER_BASE_URL", "issuer", issuer)
+            kwargs["issuer"] = _issuer_from_base_url(issuer, domain)
         if audience is not None:
             parts = tuple(a.strip() for a in audience.split(","))
             attempt("AUTH0_AUDIENCE", "audience", parts)

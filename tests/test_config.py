@@ -160,3 +160,88 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AUTH0_AUDIENCE", AUD)
     monkeypatch.delenv("AUTH0_ISSUER_BASE_URL", raising=False)
     assert Auth0Config.from_env().issuer == "https://env.auth0.com/"
+
+
+# -- an issuer Auth0 never issues: the tenant URL without its slash ---------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"domain": "tenant.auth0.com", "issuer": "https://tenant.auth0.com"},
+        {"domain": "tenant.auth0.com", "issuer": "https://Tenant.auth0.com"},
+        {"issuer": "https://tenant.eu.auth0.com"},
+        {"domain": "login.example.com", "issuer": "https://login.example.com"},
+        {"domain": "tenant.auth0.com", "additional_issuers": ["https://tenant.auth0.com"]},
+    ],
+)
+def test_an_auth0_issuer_without_its_slash_is_refused(kwargs: dict[str, Any]) -> None:
+    # Auth0's iss is "https://{domain}/"; iss is compared exactly, so without the slash
+    # every token would fail invalid_issuer while startup looked fine.
+    with pytest.raises(ConfigError, match=r"trailing slash.*carry iss 'https://[^']+/'"):
+        Auth0Config(audience=AUD, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://x.okta.com",  # Okta org authorization server
+        "https://x.okta.com/oauth2/default",
+        "https://kc.example.com/realms/r",  # Keycloak
+        "https://login.microsoftonline.com/tid/v2.0",  # Entra ID
+        "https://tenant.auth0.com/",
+        "https://tenant.auth0.com/custom",
+    ],
+)
+def test_issuers_of_other_shapes_are_kept_exactly(issuer: str) -> None:
+    assert Auth0Config(issuer=issuer, audience=AUD).issuer == issuer
+
+
+def test_domain_with_another_exact_issuer_is_kept() -> None:
+    # A custom domain in front of the tenant: keys from the tenant, iss of the custom
+    # domain (with its slash, as Auth0 issues it).
+    cfg = Auth0Config(domain="t.auth0.com", issuer="https://login.example.com/", audience=AUD)
+    assert cfg.issuer == "https://login.example.com/"
+    assert cfg.jwks_uri == "https://t.auth0.com/.well-known/jwks.json"
+
+
+@pytest.mark.parametrize(
+    ("env", "issuer"),
+    [
+        # Auth0's SDKs document AUTH0_ISSUER_BASE_URL without the slash: on an Auth0
+        # host with no path it means the tenant, whose iss has the slash.
+        (
+            {
+                "AUTH0_DOMAIN": "tenant.auth0.com",
+                "AUTH0_ISSUER_BASE_URL": "https://tenant.auth0.com",
+            },
+            "https://tenant.auth0.com/",
+        ),
+        ({"AUTH0_ISSUER_BASE_URL": "https://tenant.us.auth0.com"}, "https://tenant.us.auth0.com/"),
+        (
+            {
+                "AUTH0_DOMAIN": "login.example.com",
+                "AUTH0_ISSUER_BASE_URL": "https://login.example.com",
+            },
+            "https://login.example.com/",
+        ),
+        ({"AUTH0_ISSUER_BASE_URL": "https://tenant.auth0.com/"}, "https://tenant.auth0.com/"),
+        # Anything else is the exact issuer, as written.
+        ({"AUTH0_ISSUER_BASE_URL": "https://x.okta.com"}, "https://x.okta.com"),
+        ({"AUTH0_ISSUER_BASE_URL": "https://login.example.com"}, "https://login.example.com"),
+        (
+            {"AUTH0_ISSUER_BASE_URL": "https://kc.example.com/realms/r"},
+            "https://kc.example.com/realms/r",
+        ),
+    ],
+)
+def test_from_env_reads_issuer_base_url_as_auth0_documents_it(
+    env: dict[str, str], issuer: str
+) -> None:
+    assert Auth0Config.from_env({**env, "AUTH0_AUDIENCE": AUD}).issuer == issuer
+
+
+def test_from_env_issuer_override_is_exact_and_still_checked() -> None:
+    env = {"AUTH0_DOMAIN": "tenant.auth0.com", "AUTH0_AUDIENCE": AUD}
+    with pytest.raises(ConfigError, match="trailing slash"):
+        Auth0Config.from_env(env, issuer="https://tenant.auth0.com")
