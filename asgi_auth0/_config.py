@@ -155,6 +155,22 @@ def _check_auth0_slash(name: str, url: str, domain: str | None) -> None:
         )
 
 
+def _check_audiences(name: str, value: object) -> tuple[str, ...]:
+    audiences = _strings(name, value, allow_empty=False)
+    for aud in audiences:
+        parts = urlsplit(aud)
+        if parts.scheme.lower() in ("https", "http") and parts.path == "/userinfo":
+            # Auth0 adds https://{domain}/userinfo as a second aud to every access
+            # token requested with the openid scope, whatever API it is for.
+            raise ConfigError(
+                f"{name} {aud!r} is Auth0's userinfo audience, which every access token "
+                "requested with the openid scope carries whatever API it was minted for: "
+                "accepting it would let in tokens for any API of the tenant; use your "
+                "API's identifier"
+            )
+    return audiences
+
+
 def _issuer_from_base_url(url: str, domain: str | None) -> str:
     """``AUTH0_ISSUER_BASE_URL`` as an exact issuer.
 
@@ -181,7 +197,8 @@ class Auth0Config:
     #: A bare Auth0 host (``https://tenant.auth0.com``, no slash) is refused: Auth0's
     #: ``iss`` always ends in ``/``.
     issuer: str | None = None
-    #: The API identifier(s); a token must name at least one in ``aud``.
+    #: The API identifier(s); a token must name at least one in ``aud``. Auth0's
+    #: ``https://{domain}/userinfo`` is refused: every token of the tenant carries it.
     audience: str | Sequence[str] = ()
     #: Allowed JWS algorithms (never ``none`` or ``HS*``).
     algorithms: Sequence[str] = ("RS256",)
@@ -246,7 +263,7 @@ class Auth0Config:
                 "audience is required: set it to your API identifier (e.g. "
                 "'https://api.example.com'); without it any token of the tenant would pass"
             )
-        audiences = _strings("audience", self.audience, allow_empty=False)
+        audiences = _check_audiences("audience", self.audience)
         put(self, "audience", audiences[0] if len(audiences) == 1 else audiences)
         put(self, "audiences", audiences)
         put(self, "algorithms", _check_algorithms("algorithms", self.algorithms))
@@ -369,7 +386,7 @@ class Auth0Config:
         elif key == "issuer":
             validate_url("issuer", value)
         elif key == "audience":
-            _strings("audience", value, allow_empty=False)
+            _check_audiences("audience", value)
         elif key == "algorithms":
             _check_algorithms("algorithms", value)
         elif key == "client_id" and not re.fullmatch(r"[A-Za-z0-9._~-]{1,200}", value):

@@ -245,3 +245,35 @@ def test_from_env_issuer_override_is_exact_and_still_checked() -> None:
     env = {"AUTH0_DOMAIN": "tenant.auth0.com", "AUTH0_AUDIENCE": AUD}
     with pytest.raises(ConfigError, match="trailing slash"):
         Auth0Config.from_env(env, issuer="https://tenant.auth0.com")
+
+
+# -- Auth0's userinfo audience -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "audience",
+    [
+        "https://tenant.auth0.com/userinfo",
+        ["https://api.example.com", "https://login.example.com/userinfo"],
+    ],
+)
+def test_the_userinfo_audience_is_refused(audience: str | list[str]) -> None:
+    # Every Auth0 access token requested with openid carries it, for whatever API.
+    with pytest.raises(ConfigError, match=r"'https://[^']+/userinfo'.*any API"):
+        Auth0Config(domain="tenant.auth0.com", audience=audience)
+
+
+def test_from_env_names_the_variable_with_the_userinfo_audience() -> None:
+    env = {
+        "AUTH0_DOMAIN": "tenant.auth0.com",
+        "AUTH0_AUDIENCE": "https://api.example.com,https://tenant.auth0.com/userinfo",
+    }
+    with pytest.raises(ConfigError, match=r"AUTH0_AUDIENCE: .*userinfo"):
+        Auth0Config.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "audience", ["https://api.example.com/userinfo-service", "https://api.example.com/v1/userinfo"]
+)
+def test_audiences_that_merely_mention_userinfo_are_fine(audience: str) -> None:
+    assert Auth0Config(domain="t.auth0.com", audience=audience).audiences == (audience,)
