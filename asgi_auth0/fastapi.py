@@ -165,8 +165,18 @@ require_token = _RequireToken("require_token")
 optional_token = _OptionalToken("optional_token")
 
 
-def _checked_names(what: str, names: Iterable[str]) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(names))
+def _checked_names(what: str, given: tuple[object, ...]) -> tuple[str, ...]:
+    for name in given:
+        # Checked before deduplication: a list is unhashable, and its TypeError would
+        # not say what to do.
+        if isinstance(name, (list, tuple, set, frozenset)):
+            raise ConfigError(
+                f"{what}() takes each name as a separate argument: "
+                f"{what}('read:a', 'read:b'), or {what}(*names) for a list; got {name!r}"
+            )
+        if not isinstance(name, str):
+            raise ConfigError(f"{what}(): names must be strings, got {type(name).__name__}")
+    names = tuple(dict.fromkeys(name for name in given if isinstance(name, str)))
     if not names:
         raise ConfigError(f"{what}() needs at least one name")
     for name in names:
