@@ -142,6 +142,56 @@ class Claims(Mapping[str, Any]):
         """A plain, mutable deep copy of the payload (for serialisation)."""
         return _thaw(self._data)  # type: ignore[no-any-return]
 
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        """Let pydantic (so FastAPI) use ``Claims`` as a type: a route may return the
+        claims or declare ``-> Claims``, and they are sent as the JSON object they
+        came from. Only a ``Claims`` instance validates: a dict is not verified claims.
+        """
+        # Imported here: pydantic comes with FastAPI, and only pydantic calls this.
+        from pydantic_core import core_schema  # noqa: PLC0415
+
+        return core_schema.is_instance_schema(
+            cls,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _thaw_claims, when_used="always"
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, Any]:
+        """The OpenAPI schema of ``Claims``: a JSON object of any claims."""
+        return {
+            "type": "object",
+            "additionalProperties": True,
+            "title": "Claims",
+            "description": "The verified claims of an access token.",
+        }
+
+
+def _thaw_claims(claims: Claims) -> dict[str, Any]:
+    return claims.to_dict()
+
+
+def _install_pydantic_serializer() -> None:
+    # pydantic serializes values it has no schema for (a route returning ``Any``, a
+    # Claims inside a dict) by looking for this attribute on their type.
+    try:
+        from pydantic_core import SchemaSerializer, core_schema  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - pydantic comes with FastAPI
+        return
+    serializer = SchemaSerializer(
+        core_schema.any_schema(
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                _thaw_claims, when_used="always"
+            )
+        )
+    )
+    type.__setattr__(Claims, "__pydantic_serializer__", serializer)
+
+
+_install_pydantic_serializer()
+
 
 def _thaw(value: Any) -> Any:
     if isinstance(value, dict):
