@@ -346,11 +346,14 @@ class KeyIndex:
         raise AlgorithmNotAllowedError("the key for this kid does not fit the token's alg")
 
 
-def parse_jwks(document: object) -> KeyIndex:
+def parse_jwks(
+    document: object, *, on_skip: Callable[[int, object, KeyRejected], None] | None = None
+) -> KeyIndex:
     """Parse a JWKS document into a :class:`KeyIndex`.
 
     Raises :class:`ValueError` when the document is not a JWKS at all (not an object,
-    no ``keys`` array, too many keys); unusable individual keys are skipped and logged.
+    no ``keys`` array, too many keys); unusable individual keys are skipped and logged,
+    or handed to ``on_skip(position, entry, why)`` instead when it is given.
     """
     if not isinstance(document, Mapping):
         raise ValueError("the JWKS is not a JSON object")
@@ -361,11 +364,14 @@ def parse_jwks(document: object) -> KeyIndex:
         raise ValueError(f"the JWKS has more than {MAX_JWKS_KEYS} keys")
     keys: list[PublicKey] = []
     skipped = 0
-    for entry in entries:
+    for position, entry in enumerate(entries):
         try:
             keys.append(parse_jwk(entry))
         except KeyRejected as exc:
             skipped += 1
+            if on_skip is not None:
+                on_skip(position, entry, exc)
+                continue
             # The kid is the issuer's text, not checked yet (its length may be why the
             # key is skipped): escaped and truncated like a token's.
             kid = entry.get("kid") if isinstance(entry, Mapping) else None
@@ -387,16 +393,45 @@ class KeySource(Protocol):
 
 class StaticKeySet:
     """A key source over a fixed JWKS document: for tests, air-gapped deployments and
-    keys pinned in configuration. The document is parsed once, here."""
+    keys pinned in configuration. The document is parsed once, here.
+
+    Raises :class:`ConfigError` when the document is not a JWKS or holds no usable
+    key (every token would fail with ``unknown_kid``), saying why each key was
+    refused. A key skipped beside usable ones is logged as a warning with its ``kid``
+    and the reason: pinned keys are chosen by hand, so one being ignored is a mistake.
+    """
 
     #: Never changes, so cached verifications stay valid for the life of the set.
     generation = 0
 
     def __init__(self, jwks: Mapping[str, Any]) -> None:
+        refused: list[str] = []
+
+        def skipped(position: int, entry: object, why: KeyRejected) -> None:
+            # The kid is unchecked text (its length may be why the key is refused):
+            # escaped and truncated, in the log and in the error alike.
+            kid = entry.get("kid") if isinstance(entry, Mapping) else None
+            shown = log_safe(kid) if kid is not None else "(none)"
+            refused.append(f"key #{position} (kid {shown}): {why}")
+            logger.warning(
+                "StaticKeySet: skipping unusable JWK #%d (kid %s): %s",
+                position,
+                shown,
+                why,
+                extra={"kid": shown, "why": str(why)},
+            )
+
         try:
-            self._index = parse_jwks(jwks)
+            self._index = parse_jwks(jwks, on_skip=skipped)
         except ValueError as exc:
             raise ConfigError(f"StaticKeySet: {exc}") from exc
+        if not self._index:
+            detail = "; ".join(refused[:10]) if refused else "the JWKS has no keys"
+            if len(refused) > 10:
+                detail += f"; and {len(refused) - 10} more"
+            raise ConfigError(
+                "StaticKeySet: no usable key, so every token would fail with unknown_kid: " + detail
+            )
 
     @property
     def index(self) -> KeyIndex:
