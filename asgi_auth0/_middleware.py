@@ -573,7 +573,7 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
     if isinstance(app, Starlette) and AuthenticationRejected not in app.exception_handlers:
         from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
 
-        app.add_exception_handler(AuthenticationRejected, rejection_handler)  # type: ignore[arg-type]
+        app.add_exception_handler(AuthenticationRejected, rejection_handler)
 
 
 def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:

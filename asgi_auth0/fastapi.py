@@ -44,6 +44,7 @@ from fastapi.security import HTTPBearer, OAuth2AuthorizationCodeBearer
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from ._challenge import scope_token_ok
@@ -245,13 +246,24 @@ def _permissions_of(claims: Claims) -> frozenset[str]:
     return claims.permissions
 
 
-async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response | None:
+class _AlreadyAnswered(Response):
+    """What :func:`rejection_handler` returns after closing a WebSocket itself: Starlette
+    sends whatever response a handler returns, and nothing is left to send. (A handler
+    typed to return ``Response`` is what Starlette's handler type accepts.)"""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response:
     """An exception handler for :class:`AuthenticationRejected`, for applications in
     which something between ``Auth0Middleware`` and the routes swallows exceptions::
 
         app.add_exception_handler(AuthenticationRejected, rejection_handler)
 
-    It answers exactly as the middleware would. Not needed otherwise.
+    It answers exactly as the middleware would, on HTTP and WebSocket routes. Not
+    needed otherwise. (It takes any ``Exception``, as Starlette's handler type says, and
+    re-raises anything that is not an ``AuthenticationRejected``.)
     """
     if not isinstance(exc, AuthenticationRejected):
         raise exc
@@ -261,15 +273,15 @@ async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response | 
         close_code = 1013 if challenge.status_code >= 500 else 1008
         if conn.application_state is WebSocketState.CONNECTED:
             await conn.close(code=close_code)
-            return None
+            return _AlreadyAnswered()
         if conn.client_state is WebSocketState.CONNECTING:
             # Answer the client's websocket.connect, as the middleware does.
             message = await conn.receive()
             if message["type"] != "websocket.connect":
-                return None
+                return _AlreadyAnswered()
         if "websocket.http.response" not in (conn.scope.get("extensions") or {}):
             await conn.close(code=close_code)
-            return None
+            return _AlreadyAnswered()
     return responder.response(conn, challenge)
 
 
