@@ -787,8 +787,17 @@ class JWKSCache:
             document, _ = await self._get_json(client, _rfc8414_url(issuer), "discovery")
         if not isinstance(document, Mapping):
             raise _FetchFailure("bad_discovery", "the discovery document is not a JSON object")
-        if document.get("issuer") != issuer:
-            raise _FetchFailure("issuer_mismatch", "the discovery document names another issuer")
+        named = document.get("issuer")
+        if named != issuer:
+            # Name both (the document's is remote text: escaped); a lone trailing slash
+            # is the usual mistake and hard to spot, so say so.
+            slash = isinstance(named, str) and (named + "/" == issuer or issuer + "/" == named)
+            raise _FetchFailure(
+                "issuer_mismatch",
+                f"the discovery document names issuer {log_safe(named)}, not the configured "
+                f"{log_safe(issuer)}"
+                + (" (they differ only by a trailing slash)" if slash else ""),
+            )
         try:
             jwks_uri = validate_url("jwks_uri", document.get("jwks_uri"))
         except ConfigError as exc:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from typing import Any
 
+import httpx
 import pytest
 
-from asgi_auth0 import Auth0Config, ConfigError
+from asgi_auth0 import Auth0Config, ConfigError, JWKSCache, KeySetError
+from asgi_auth0.testing import LocalIssuer
 
 AUD = "https://api.example.com"
 
@@ -245,6 +249,51 @@ def test_from_env_issuer_override_is_exact_and_still_checked() -> None:
     env = {"AUTH0_DOMAIN": "tenant.auth0.com", "AUTH0_AUDIENCE": AUD}
     with pytest.raises(ConfigError, match="trailing slash"):
         Auth0Config.from_env(env, issuer="https://tenant.auth0.com")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("configured", "slash_hint"), [("https://issuer.test", True), ("https://other.test/", False)]
+)
+async def test_the_discovery_mismatch_names_both_issuers(
+    configured: str, slash_hint: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Outside Auth0 hosts a missing slash cannot be judged at construction; the first
+    # fetch then says what each side holds, and when a slash is all that differs.
+    issuer = LocalIssuer(issuer="https://issuer.test/", key_type="P-256")
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.jwks")
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.asgi_app)) as c:
+            cache = JWKSCache(None, issuer=configured, http_client=c)
+            with pytest.raises(KeySetError):
+                await cache.refresh()
+    finally:
+        issuer.close()
+    [record] = [r for r in caplog.records if r.__dict__.get("reason") == "issuer_mismatch"]
+    text = record.getMessage()
+    assert f"names issuer 'https://issuer.test/', not the configured {configured!r}" in text
+    assert ("differ only by a trailing slash" in text) is slash_hint
+
+
+@pytest.mark.anyio
+async def test_the_discovery_mismatch_escapes_the_documents_issuer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hostile = "https://x.test/\nforged line " + "x" * 5000
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=json.dumps({"issuer": hostile}).encode())
+
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.jwks")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        cache = JWKSCache(None, issuer="https://x.test/", http_client=client)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    [record] = [r for r in caplog.records if r.__dict__.get("reason") == "issuer_mismatch"]
+    text = record.getMessage()
+    assert "\n" not in text
+    assert "'https://x.test/\\nforged" in text
+    assert len(text) < 400
 
 
 # -- Auth0's userinfo audience -------------------------------------------------------
