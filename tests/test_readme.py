@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import os
 import re
 import subprocess
 import sys
@@ -273,6 +274,36 @@ def test_testing_sample_passes_under_pytest(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_runnable_samples_pass_mypy_strict(tmp_path: Path) -> None:
+    # Users copy these into projects checked with mypy --strict: they must pass as
+    # written, the package's own types included.
+    pytest.importorskip("mypy")
+    files = runnable_files()
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-error-summary",
+            "--config-file=",
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            *sorted(files),
+        ],
+        cwd=tmp_path,
+        # An editable install is an import hook, which mypy does not follow.
+        env={**os.environ, "MYPYPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _parse_http(block: str) -> tuple[int, str, dict[str, str], str]:
