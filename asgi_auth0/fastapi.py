@@ -24,9 +24,16 @@ token). :data:`require_token` and :data:`optional_token` *are* that scheme (inst
 of a FastAPI ``SecurityBase``), so FastAPI resolves them as one dependency per request
 rather than a dependency plus a nested ``Security`` one: each level of dependency
 costs several microseconds of FastAPI's machinery on every request.
-:func:`require_scopes` and :func:`require_permissions` still nest
-``Security(bearer_scheme, scopes=...)``, because FastAPI only puts scopes into the
-security requirement through ``Security``, and users write ``Depends(...)``.
+:func:`require_scopes` and :func:`require_permissions` still nest a ``Security`` of
+the same scheme with their names, because FastAPI only puts scopes into the security
+requirement through ``Security``, and users write ``Depends(...)``.
+
+FastAPI's own scope pattern is honoured: scopes given with ``Security(dep,
+scopes=[...])`` on any asgi_auth0 dependency, on :data:`bearer_scheme`, or on a parent
+dependency (router ``dependencies=`` included) are published as required scopes, so
+they are enforced as required OAuth scopes (``Claims.scopes``), all of them: no token
+is 401, a shortfall 403 ``insufficient_scope``. Each dependency reads them from its
+``SecurityScopes``; with none declared, nothing changes.
 
 :func:`configure_openapi` adds the rest: documented 401/403 responses and, when the
 config has a ``client_id``, an OAuth2 authorization-code scheme with Auth0's
@@ -40,7 +47,7 @@ from typing import Any, NoReturn
 
 from fastapi import FastAPI, Security
 from fastapi.encoders import jsonable_encoder
-from fastapi.security import HTTPBearer, OAuth2AuthorizationCodeBearer
+from fastapi.security import HTTPBearer, OAuth2AuthorizationCodeBearer, SecurityScopes
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
@@ -80,9 +87,14 @@ _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "p
 
 
 class _Auth0Bearer(HTTPBearer):
-    """The bearer scheme as FastAPI sees it: it declares the scheme for OpenAPI and
-    does nothing at request time (the middleware already authenticated, and FastAPI's
-    own 401/403 answers must never replace the RFC 6750 ones)."""
+    """The bearer scheme as FastAPI sees it, declared for OpenAPI; it does nothing at
+    request time (the middleware already authenticated, and FastAPI's own 401/403
+    answers must never replace the RFC 6750 ones).
+
+    :func:`require_scopes` and :func:`require_permissions` nest this one: their names
+    must reach the OpenAPI requirement, and they check them themselves (permissions
+    are not OAuth scopes, and ``any_of`` is not "all of").
+    """
 
     def __init__(self) -> None:
         super().__init__(
@@ -96,8 +108,29 @@ class _Auth0Bearer(HTTPBearer):
         return None
 
 
-#: The ``Security`` dependency every asgi_auth0 dependency declares.
-bearer_scheme = _Auth0Bearer()
+# A hand call (``await require_token(request)``) declares no scopes; FastAPI always
+# passes its own SecurityScopes. Shared and never mutated.
+_NO_SCOPES = SecurityScopes()
+
+
+class _DeclaringBearer(_Auth0Bearer):
+    """:data:`bearer_scheme`: the scheme, enforcing the scopes declared on it."""
+
+    async def __call__(
+        self, request: HTTPConnection, security_scopes: SecurityScopes = _NO_SCOPES
+    ) -> None:
+        if security_scopes.scopes:
+            _check_declared(request, auth_state(request.scope)[0], security_scopes.scopes)
+
+
+#: The ``Auth0`` security scheme, for ``Security(bearer_scheme, scopes=[...])`` in your
+#: own dependencies. Without scopes it only declares the scheme (no check at request
+#: time); with scopes (its own or a parent's) it requires a token that has all of them:
+#: 401 without a token, 403 ``insufficient_scope`` short of a scope.
+bearer_scheme = _DeclaringBearer()
+# What require_scopes/require_permissions nest: the same scheme, checking nothing.
+_declaration = _Auth0Bearer()
+_declaration.model = bearer_scheme.model
 
 
 def _reject(conn: HTTPConnection, error: Auth0Error) -> NoReturn:
@@ -117,6 +150,27 @@ def _claims_or_reject(conn: HTTPConnection) -> Claims:
     if claims is None:
         _reject(conn, MissingTokenError())
     return claims
+
+
+def _check_declared(
+    conn: HTTPConnection,
+    claims: Claims | None,
+    declared: list[str],
+    joined: tuple[str, ...] = (),
+) -> Claims:
+    """Enforce the scopes FastAPI collected from ``Security(..., scopes=[...])`` on a
+    dependency and its parents: OpenAPI publishes them as required OAuth scopes, so
+    the token must have all of them (in ``scope``/``scp``, never ``permissions``).
+    A shortfall's challenge names them, and ``joined`` (scopes required with them)."""
+    if claims is None:
+        _reject(conn, MissingTokenError())
+    if not claims.scopes.issuperset(declared):
+        _reject(conn, InsufficientScopeError(_joined(declared, joined), "declared scope shortfall"))
+    return claims
+
+
+def _joined(first: list[str], then: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*first, *then)))
 
 
 class _SchemeDependency(SecurityBase):
@@ -142,10 +196,16 @@ class _RequireToken(_SchemeDependency):
     """The verified :class:`Claims`; a request without a token gets 401.
 
     Use it as ``Depends(require_token)`` (HTTP and WebSocket routes, router
-    dependencies) or call it: ``await require_token(request)``.
+    dependencies) or call it: ``await require_token(request)``. Scopes declared with
+    ``Security(require_token, scopes=[...])`` (or on a parent dependency) are required
+    OAuth scopes, all of them: a token short of one gets 403 ``insufficient_scope``.
     """
 
-    async def __call__(self, conn: HTTPConnection) -> Claims:
+    async def __call__(
+        self, conn: HTTPConnection, security_scopes: SecurityScopes = _NO_SCOPES
+    ) -> Claims:
+        if security_scopes.scopes:
+            return _check_declared(conn, auth_state(conn.scope)[0], security_scopes.scopes)
         return _claims_or_reject(conn)
 
 
@@ -153,10 +213,18 @@ class _OptionalToken(_SchemeDependency):
     """The verified :class:`Claims`, or ``None`` for an anonymous request.
 
     (An invalid token never gets here: the middleware has already answered it.)
+    With scopes declared, ``Security(optional_token, scopes=[...])`` (or on a parent
+    dependency), the token is no longer optional: it behaves as ``require_token`` with
+    those scopes (401 without a token, 403 short of a scope), as the OpenAPI
+    requirement FastAPI publishes for it says.
     """
 
-    async def __call__(self, conn: HTTPConnection) -> Claims | None:
+    async def __call__(
+        self, conn: HTTPConnection, security_scopes: SecurityScopes = _NO_SCOPES
+    ) -> Claims | None:
         claims, _ = auth_state(conn.scope)
+        if security_scopes.scopes:
+            return _check_declared(conn, claims, security_scopes.scopes)
         return claims
 
 
@@ -197,20 +265,30 @@ def _requirement(
     kind: str,
 ) -> Callable[..., Awaitable[Claims]]:
     required = frozenset(names)
+    # An all-of scope requirement and the scopes declared on it are one requirement
+    # (OpenAPI shows them as one list), so a shortfall of either names both.
+    joined = names if kind == "scope" and not any_of else ()
 
     async def dependency(
-        conn: HTTPConnection, _scheme: None = Security(bearer_scheme, scopes=list(names))
+        conn: HTTPConnection,
+        security_scopes: SecurityScopes = _NO_SCOPES,
+        _scheme: None = Security(_declaration, scopes=list(names)),
     ) -> Claims:
         claims = _claims_or_reject(conn)
         granted = granted_of(claims)
         ok = not required.isdisjoint(granted) if any_of else required <= granted
+        declared = security_scopes.scopes
         if not ok:
             error = (
                 InsufficientPermissionError(names, "permission shortfall")
                 if kind == "permission"
+                else InsufficientScopeError(_joined(declared, names), "scope shortfall")
+                if joined
                 else InsufficientScopeError(names, "scope shortfall")
             )
             _reject(conn, error)
+        if declared:
+            _check_declared(conn, claims, declared, joined)
         return claims
 
     mode = "any_of" if any_of else "all_of"

@@ -10,13 +10,28 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import httpx
 import pytest
+from _asgi import Message, drive
+from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
+from fastapi.security import SecurityScopes
+from starlette.requests import Request
 
 import asgi_auth0
+from asgi_auth0._claims import Claims
 from asgi_auth0._errors import ConfigError
-from asgi_auth0.fastapi import require_permissions, require_scopes
+from asgi_auth0._middleware import Auth0Middleware
+from asgi_auth0._verify import TokenVerifier
+from asgi_auth0.fastapi import (
+    bearer_scheme,
+    optional_token,
+    require_permissions,
+    require_scopes,
+    require_token,
+)
+from asgi_auth0.testing import LocalIssuer
 
 # -- names given to require_scopes / require_permissions -----------------------------------
 
@@ -40,6 +55,214 @@ def test_a_name_that_is_not_a_string_is_a_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match="names must be strings"):
         factory("read:a", given)
+
+
+# -- scopes declared with FastAPI's Security(..., scopes=[...]) ---------------------------
+
+
+async def current_user(
+    security_scopes: SecurityScopes, claims: Annotated[Claims, Depends(require_token)]
+) -> Claims:
+    # FastAPI's documented pattern: a user's own dependency under Security(scopes=...).
+    return claims
+
+
+def scoped_app(verifier: TokenVerifier) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/token")
+    async def token(
+        claims: Annotated[Claims, Security(require_token, scopes=["delete:items"])],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    @app.get("/scopes")
+    async def scopes(
+        claims: Annotated[Claims, Security(require_scopes("read:items"), scopes=["admin"])],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    @app.get("/scopes-any")
+    async def scopes_any(
+        claims: Annotated[
+            Claims, Security(require_scopes("read:a", "read:b", any_of=True), scopes=["admin"])
+        ],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    @app.get("/permissions")
+    async def permissions(
+        claims: Annotated[Claims, Security(require_permissions("delete:items"), scopes=["admin"])],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    @app.get("/optional")
+    async def optional(
+        claims: Annotated[Claims | None, Security(optional_token, scopes=["admin"])],
+    ) -> dict[str, Any]:
+        return {"sub": None if claims is None else claims.sub}
+
+    @app.get("/bearer", dependencies=[Security(bearer_scheme, scopes=["admin"])])
+    async def bearer_route() -> dict[str, Any]:
+        return {}
+
+    @app.get("/bearer-unscoped", dependencies=[Security(bearer_scheme)])
+    async def bearer_unscoped() -> dict[str, Any]:
+        return {}
+
+    @app.get("/parent")
+    async def parent(
+        claims: Annotated[Claims, Security(current_user, scopes=["admin"])],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    router = APIRouter(dependencies=[Security(require_token, scopes=["admin"])])
+
+    @router.get("/router/stats")
+    async def stats() -> dict[str, Any]:
+        return {}
+
+    app.include_router(router)
+
+    @app.websocket("/ws")
+    async def ws(
+        websocket: WebSocket,
+        claims: Annotated[Claims, Security(require_token, scopes=["chat:join"])],
+    ) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    return app
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "scope", "permissions", "status", "challenge_scope"),
+    [
+        # The audit's case: OpenAPI advertised delete:items, read:items got 200.
+        ("/token", "read:items", None, 403, "delete:items"),
+        ("/token", "read:items delete:items", None, 200, None),
+        ("/token", None, ["delete:items"], 403, "delete:items"),  # a permission is no scope
+        ("/scopes", "read:items", None, 403, "admin read:items"),
+        ("/scopes", "admin", None, 403, "admin read:items"),
+        ("/scopes", "admin read:items", None, 200, None),
+        ("/scopes-any", "read:b", None, 403, "admin"),
+        ("/scopes-any", "admin", None, 403, "read:a read:b"),
+        ("/scopes-any", "admin read:b", None, 200, None),
+        ("/permissions", None, ["delete:items"], 403, "admin"),
+        ("/permissions", "admin", None, 403, "delete:items"),
+        # The permission's name is not required as a scope: a private scheme carries it.
+        ("/permissions", "admin", ["delete:items"], 200, None),
+        ("/optional", "read:items", None, 403, "admin"),
+        ("/optional", "admin", None, 200, None),
+        ("/bearer", "read:items", None, 403, "admin"),
+        ("/bearer", "admin", None, 200, None),
+        ("/parent", "read:items", None, 403, "admin"),
+        ("/parent", "admin", None, 200, None),
+        ("/router/stats", "read:items", None, 403, "admin"),
+        ("/router/stats", "admin", None, 200, None),
+    ],
+)
+async def test_declared_scopes_are_required_oauth_scopes(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    path: str,
+    scope: str | None,
+    permissions: list[str] | None,
+    status: int,
+    challenge_scope: str | None,
+) -> None:
+    token = issuer.token(scope=scope, permissions=permissions)
+    async with client(scoped_app(verifier)) as c:
+        r = await c.get(path, headers=bearer(token))
+    assert r.status_code == status, r.text
+    if status == 403:
+        # The middleware's RFC 6750 answer, as for require_scopes; not FastAPI's.
+        challenge = r.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="api", error="insufficient_scope", ')
+        assert challenge.endswith(f'scope="{challenge_scope}"')
+        assert r.json()["error"] == "insufficient_scope"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "path",
+    ["/token", "/scopes", "/permissions", "/optional", "/bearer", "/parent", "/router/stats"],
+)
+async def test_declared_scopes_need_a_token(verifier: TokenVerifier, path: str) -> None:
+    # Security(optional_token, scopes=[...]) included: the scopes make the token required.
+    async with client(scoped_app(verifier)) as c:
+        r = await c.get(path)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert r.json()["reason"] == "missing_token"
+
+
+@pytest.mark.anyio
+async def test_without_declared_scopes_nothing_changes(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # Security(bearer_scheme) alone only declares the scheme, as before.
+    async with client(scoped_app(verifier)) as c:
+        anon = await c.get("/bearer-unscoped")
+        ok = await c.get("/bearer-unscoped", headers=bearer(issuer.token()))
+    assert anon.status_code == ok.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_declared_scopes_on_a_websocket_route(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    async def connect(scope: str) -> list[Message]:
+        token = issuer.token(scope=scope)
+        ws_scope: dict[str, Any] = {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "path": "/ws",
+            "raw_path": b"/ws",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"test"), (b"authorization", f"Bearer {token}".encode())],
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "subprotocols": [],
+            "extensions": {"websocket.http.response": {}},
+        }
+        return await drive(scoped_app(verifier), ws_scope, [{"type": "websocket.connect"}])
+
+    short = await connect("chat:read")
+    assert short[0]["type"] == "websocket.http.response.start"
+    assert short[0]["status"] == 403
+    assert dict(short[0]["headers"])[b"www-authenticate"].endswith(b'scope="chat:join"')
+    ok = await connect("chat:join")
+    assert [m["type"] for m in ok] == ["websocket.accept", "websocket.close"]
+
+
+@pytest.mark.anyio
+async def test_a_hand_call_declares_no_scopes(verifier: TokenVerifier, issuer: LocalIssuer) -> None:
+    # ``await require_token(request)`` inside an endpoint still works as documented.
+    app = FastAPI()
+
+    @app.get("/hand")
+    async def hand(request: Request) -> dict[str, Any]:
+        claims = await require_token(request)
+        maybe = await optional_token(request)
+        return {"sub": claims.sub, "same": maybe is claims}
+
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    async with client(app) as c:
+        r = await c.get("/hand", headers=bearer(issuer.token(sub="auth0|h")))
+    assert r.json() == {"sub": "auth0|h", "same": True}
 
 
 # -- rejection_handler's type ------------------------------------------------------------
