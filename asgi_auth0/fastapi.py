@@ -35,18 +35,24 @@ they are enforced as required OAuth scopes (``Claims.scopes``), all of them: no 
 is 401, a shortfall 403 ``insufficient_scope``. Each dependency reads them from its
 ``SecurityScopes``; with none declared, nothing changes.
 
-:func:`configure_openapi` adds the rest: documented 401/403 responses and, when the
-config has a ``client_id``, an OAuth2 authorization-code scheme with Auth0's
-``/authorize`` and ``/oauth/token`` URLs and PKCE in Swagger UI.
+:func:`configure_openapi` adds the rest: documented 401/403 responses, requirements
+FastAPI cannot express (``any_of`` names as alternatives, ``optional_token`` as
+optional) and, when the config has a ``client_id``, an OAuth2 authorization-code
+scheme with Auth0's ``/authorize`` and ``/oauth/token`` URLs and PKCE in Swagger UI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import itertools
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+import fastapi.routing
 from fastapi import FastAPI, Security
 from fastapi.encoders import jsonable_encoder
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer, OAuth2AuthorizationCodeBearer, SecurityScopes
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
@@ -150,6 +156,10 @@ def _claims_or_reject(conn: HTTPConnection) -> Claims:
     if claims is None:
         _reject(conn, MissingTokenError())
     return claims
+
+
+# The any_of dependencies made, and their names; weak so discarded ones do not pile up.
+_ANY_OF_GROUPS: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 
 def _check_declared(
@@ -294,6 +304,9 @@ def _requirement(
     mode = "any_of" if any_of else "all_of"
     dependency.__name__ = dependency.__qualname__ = f"{what}_{mode}"
     dependency.__doc__ = f"Claims whose {kind}s include {mode.replace('_', ' ')} {list(names)}."
+    if any_of:
+        # configure_openapi publishes the names as alternatives (see _Requirements).
+        _ANY_OF_GROUPS[dependency] = names
     return dependency
 
 
@@ -432,6 +445,163 @@ _ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
+#: Above this many alternatives an ``any_of`` requirement is described in words.
+_MAX_ALTERNATIVES = 16
+
+
+@dataclass
+class _Requirements:
+    """What an operation's asgi_auth0 dependencies need, to publish it truthfully.
+
+    FastAPI merges every ``Auth0`` scope of an operation into one requirement, which
+    OpenAPI reads as "all of them", and publishes ``optional_token`` like
+    ``require_token``.
+    """
+
+    #: Names every request needs (declared scopes, all-of requirements), in order.
+    required: list[str] = field(default_factory=list)
+    #: One name of each group is enough (``any_of=True``).
+    groups: list[tuple[str, ...]] = field(default_factory=list)
+    #: Something needs a token (anything but ``optional_token`` without scopes).
+    token: bool = False
+    #: ``optional_token`` without scopes is among the dependencies.
+    optional: bool = False
+
+    def need(self, names: Iterable[str]) -> None:
+        self.token = True
+        self.required.extend(n for n in names if n not in self.required)
+
+    def walk(self, dependant: Any, inherited: list[str]) -> None:
+        """Collect from ``dependant`` and its sub-dependencies, accumulating scopes
+        declared with ``Security(..., scopes=)`` down the tree as FastAPI does."""
+        own = getattr(dependant, "own_oauth_scopes", None) or ()
+        scopes = inherited + [s for s in own if s not in inherited]
+        call = getattr(dependant, "call", None)
+        group = _any_of_group(call)
+        if group is not None:
+            self.need(scopes)
+            self.groups.append(group)
+            return  # its nested declaration carries the group: already accounted for
+        if call is optional_token:
+            if scopes:
+                self.need(scopes)
+            else:
+                self.optional = True
+        elif call is require_token or call is bearer_scheme or call is _declaration:
+            self.need(scopes)
+        for sub in getattr(dependant, "dependencies", None) or ():
+            self.walk(sub, scopes)
+
+    def alternatives(self) -> list[list[str]] | None:
+        """Each list of names that satisfies the operation (None if too many)."""
+        groups = [g for g in self.groups if set(g).isdisjoint(self.required)]
+        count = 1
+        for group in groups:
+            count *= len(group)
+        if count > _MAX_ALTERNATIVES:
+            return None
+        picks: list[list[str]] = []
+        for pick in itertools.product(*groups):
+            names = list(dict.fromkeys((*self.required, *pick)))
+            if names not in picks:
+                picks.append(names)
+        # A pick that is a superset of another adds nothing (groups may share names).
+        return [p for p in picks if not any(set(q) < set(p) for q in picks)]
+
+
+def _any_of_group(call: object) -> tuple[str, ...] | None:
+    try:
+        return _ANY_OF_GROUPS.get(call)
+    except TypeError:  # not weakly referenceable (or unhashable): not one of ours
+        return None
+
+
+def _api_routes(app: FastAPI) -> Iterator[Any]:
+    """The routes FastAPI documents, found as FastAPI finds them: newer versions keep
+    included routers nested and walk them with ``iter_route_contexts``."""
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    if iter_contexts is None:
+        yield from (route for route in app.routes if isinstance(route, APIRoute))
+        return
+    for context in iter_contexts(app.routes):
+        if isinstance(getattr(context, "original_route", None), APIRoute):
+            yield context
+
+
+def _operation_requirements(app: FastAPI) -> dict[tuple[str, str], _Requirements]:
+    found: dict[tuple[str, str], _Requirements] = {}
+    for route in _api_routes(app):
+        path = getattr(route, "path_format", None)
+        dependant = getattr(route, "dependant", None)
+        if not getattr(route, "include_in_schema", False) or path is None or dependant is None:
+            continue
+        requirements = _Requirements()
+        requirements.walk(dependant, [])
+        for method in getattr(route, "methods", None) or ():
+            # A later route on the same path and method wins, as in FastAPI's document.
+            found[(path, method.lower())] = requirements
+    return found
+
+
+def _publish_alternatives(
+    schema: dict[str, Any], found: dict[tuple[str, str], _Requirements]
+) -> None:
+    """Rewrite the ``Auth0`` requirement FastAPI published for each operation whose
+    dependencies it misdescribes: ``any_of`` groups become one requirement object per
+    alternative, and an operation whose only asgi_auth0 dependency is an unscoped
+    ``optional_token`` gets ``[{}, {"Auth0": []}]`` (token optional). Touches only
+    requirements that match what the routes' dependencies add up to, so a document
+    built some other way (or rewritten already) is left alone."""
+    for template, path_item in (schema.get("paths") or {}).items():
+        if not isinstance(path_item, dict):
+            continue
+        for method, operation in path_item.items():
+            requirements = found.get((template, method))
+            if requirements is None or not isinstance(operation, dict):
+                continue
+            security = operation.get("security")
+            if not isinstance(security, list):
+                continue
+            ours = [i for i, r in enumerate(security) if isinstance(r, dict) and SCHEME_NAME in r]
+            if len(ours) != 1 or security[ours[0]] != {SCHEME_NAME: security[ours[0]][SCHEME_NAME]}:
+                continue
+            index = ours[0]
+            published = security[index][SCHEME_NAME]
+            if requirements.optional and not requirements.token:
+                if published == [] and len(security) == 1:
+                    operation["security"] = [{}, {SCHEME_NAME: []}]
+                continue
+            if not requirements.groups:
+                continue
+            expected = set(requirements.required).union(*requirements.groups)
+            if not isinstance(published, list) or set(published) != expected:
+                continue
+            alternatives = requirements.alternatives()
+            if alternatives is None:
+                _describe_groups(operation, requirements.groups)
+                continue
+            order = {name: i for i, name in enumerate(published)}
+            operation["security"] = [
+                *security[:index],
+                *({SCHEME_NAME: sorted(names, key=order.__getitem__)} for names in alternatives),
+                *security[index + 1 :],
+            ]
+
+
+def _describe_groups(operation: dict[str, Any], groups: list[tuple[str, ...]]) -> None:
+    """Say in words what too many alternatives cannot show."""
+    words = "; ".join(" or ".join(f"`{n}`" for n in group) for group in groups)
+    note = (
+        f"Needs one scope of each group: {words}; and every other scope in the security "
+        "requirement (OpenAPI lists them all as needed)."
+    )
+    description = operation.get("description")
+    if isinstance(description, str) and note not in description:
+        operation["description"] = f"{description}\n\n{note}" if description else note
+    elif description is None:
+        operation["description"] = note
+
+
 def _require_everywhere(schema: dict[str, Any], policies: list[PublicPaths]) -> bool:
     """Give every operation a fail-closed middleware protects the ``Auth0`` requirement
     (added to each of its existing requirements: the middleware demands a token on
@@ -445,17 +615,27 @@ def _require_everywhere(schema: dict[str, Any], policies: list[PublicPaths]) -> 
                 continue
             protected = True
             requirements = operation.get("security") or [{}]
-            operation["security"] = [
-                r if SCHEME_NAME in r else {**r, SCHEME_NAME: []} for r in requirements
-            ]
+            protected_requirements: list[dict[str, Any]] = []
+            for r in requirements:
+                with_ours = r if SCHEME_NAME in r else {**r, SCHEME_NAME: []}
+                # An optional token's [{}, {"Auth0": []}] is one requirement here.
+                if with_ours not in protected_requirements:
+                    protected_requirements.append(with_ours)
+            operation["security"] = protected_requirements
     return protected
 
 
 def _decorate(
-    schema: dict[str, Any], config: Auth0Config | None, policies: list[PublicPaths]
+    schema: dict[str, Any],
+    config: Auth0Config | None,
+    policies: list[PublicPaths],
+    found: dict[tuple[str, str], _Requirements] | None = None,
 ) -> dict[str, Any]:
-    """Add the 401/403 responses, the requirement on routes a fail-closed middleware
-    protects, and the security scheme (OAuth2 with a client id); idempotent."""
+    """Publish ``any_of`` and optional-token requirements truthfully, add the 401/403
+    responses, the requirement on routes a fail-closed middleware protects, and the
+    security scheme (OAuth2 with a client id); idempotent."""
+    if found:
+        _publish_alternatives(schema, found)
     all_scopes: set[str] = set()
     if policies and _require_everywhere(schema, policies):
         # No dependency may mention the scheme, so FastAPI may not have declared it.
@@ -498,6 +678,11 @@ def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
 
     - Operations protected by an asgi_auth0 dependency document their 401 and (when
       they need scopes or permissions) 403 responses, with the error body schema.
+    - ``any_of=True`` names become alternative requirements (``[{"Auth0": ["a"]},
+      {"Auth0": ["b"]}]``; FastAPI alone publishes ``{"Auth0": ["a", "b"]}``, which
+      reads "both"); past 16 alternatives the operation's description says it instead.
+    - An operation whose only asgi_auth0 dependency is ``optional_token`` (without
+      scopes) is published as ``[{}, {"Auth0": []}]``: a token is optional.
     - With ``Auth0Middleware(require_token=True)`` on the app (``add_middleware`` or
       wrapping it): every operation outside its ``public_paths`` gets the ``Auth0``
       security requirement and its 401, like a route with a dependency.
@@ -516,7 +701,9 @@ def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
 
     def openapi() -> dict[str, Any]:
         # Read when the document is built: middleware may be added after this call.
-        return _decorate(previous(), config, fail_closed_policies(app))
+        return _decorate(
+            previous(), config, fail_closed_policies(app), _operation_requirements(app)
+        )
 
     app.openapi = openapi  # type: ignore[method-assign]
     if config is not None and config.client_id and app.swagger_ui_init_oauth is None:

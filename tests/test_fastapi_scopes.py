@@ -26,6 +26,7 @@ from asgi_auth0._middleware import Auth0Middleware
 from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.fastapi import (
     bearer_scheme,
+    configure_openapi,
     optional_token,
     require_permissions,
     require_scopes,
@@ -263,6 +264,141 @@ async def test_a_hand_call_declares_no_scopes(verifier: TokenVerifier, issuer: L
     async with client(app) as c:
         r = await c.get("/hand", headers=bearer(issuer.token(sub="auth0|h")))
     assert r.json() == {"sub": "auth0|h", "same": True}
+
+
+# -- OpenAPI: any_of alternatives and optional tokens --------------------------------------
+
+
+def openapi_app(*, configure: bool = True, **middleware: Any) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/any")
+    async def any_route(
+        claims: Annotated[Claims, Depends(require_scopes("read:a", "read:b", any_of=True))],
+    ) -> None: ...
+
+    @app.get("/any-declared")
+    async def any_declared(
+        claims: Annotated[
+            Claims, Security(require_scopes("read:a", "read:b", any_of=True), scopes=["admin"])
+        ],
+    ) -> None: ...
+
+    @app.get("/any-and-all", dependencies=[Depends(require_scopes("read:c"))])
+    async def any_and_all(
+        claims: Annotated[Claims, Depends(require_permissions("p:1", "p:2", any_of=True))],
+    ) -> None: ...
+
+    @app.get("/any-met", dependencies=[Depends(require_scopes("read:a"))])
+    async def any_met(
+        claims: Annotated[Claims, Depends(require_scopes("read:a", "read:b", any_of=True))],
+    ) -> None: ...
+
+    @app.get("/two-groups")
+    async def two_groups(
+        x: Annotated[Claims, Depends(require_scopes("a", "b", any_of=True))],
+        y: Annotated[Claims, Depends(require_scopes("c", "d", any_of=True))],
+    ) -> None: ...
+
+    @app.get("/too-many")
+    async def too_many(
+        a: Annotated[Claims, Depends(require_scopes("a1", "a2", "a3", any_of=True))],
+        b: Annotated[Claims, Depends(require_scopes("b1", "b2", "b3", any_of=True))],
+        c: Annotated[Claims, Depends(require_scopes("c1", "c2", any_of=True))],
+    ) -> None:
+        """Too many."""
+
+    @app.get("/optional")
+    async def optional(claims: Annotated[Claims | None, Depends(optional_token)]) -> None: ...
+
+    @app.get("/optional-scoped")
+    async def optional_scoped(
+        claims: Annotated[Claims | None, Security(optional_token, scopes=["admin"])],
+    ) -> None: ...
+
+    @app.get("/optional-and-token", dependencies=[Depends(require_token)])
+    async def optional_and_token(
+        claims: Annotated[Claims | None, Depends(optional_token)],
+    ) -> None: ...
+
+    router = APIRouter(prefix="/r", dependencies=[Depends(optional_token)])
+
+    @router.get("/any")
+    async def router_any(
+        claims: Annotated[Claims, Depends(require_scopes("read:a", "read:b", any_of=True))],
+    ) -> None: ...
+
+    @router.get("/optional")
+    async def router_optional() -> None: ...
+
+    app.include_router(router)
+    if middleware:
+        app.add_middleware(Auth0Middleware, **middleware)
+    if configure:
+        configure_openapi(app)
+    return app
+
+
+def security_of(schema: dict[str, Any]) -> dict[str, Any]:
+    return {path: item["get"].get("security") for path, item in schema["paths"].items()}
+
+
+def test_any_of_is_published_as_alternatives() -> None:
+    app = openapi_app()
+    first = security_of(app.openapi())
+    # FastAPI caches its document and configure_openapi rewrites that same object: a
+    # second build must not rewrite the rewritten requirements again.
+    assert security_of(app.openapi()) == first
+    assert first["/any"] == [{"Auth0": ["read:a"]}, {"Auth0": ["read:b"]}]
+    assert first["/r/any"] == [{"Auth0": ["read:a"]}, {"Auth0": ["read:b"]}]
+    # Declared scopes and all-of requirements are in every alternative.
+    assert first["/any-declared"] == [
+        {"Auth0": ["admin", "read:a"]},
+        {"Auth0": ["admin", "read:b"]},
+    ]
+    assert first["/any-and-all"] == [{"Auth0": ["read:c", "p:1"]}, {"Auth0": ["read:c", "p:2"]}]
+    # read:a is needed anyway, and it satisfies the any_of.
+    assert first["/any-met"] == [{"Auth0": ["read:a"]}]
+    assert first["/two-groups"] == [
+        {"Auth0": ["a", "c"]},
+        {"Auth0": ["a", "d"]},
+        {"Auth0": ["b", "c"]},
+        {"Auth0": ["b", "d"]},
+    ]
+
+
+def test_too_many_alternatives_are_described_in_words() -> None:
+    operation = openapi_app().openapi()["paths"]["/too-many"]["get"]
+    # 3 * 3 * 2 = 18 alternatives: the merged requirement stays, the description says it.
+    assert operation["security"] == [{"Auth0": ["a1", "a2", "a3", "b1", "b2", "b3", "c1", "c2"]}]
+    assert operation["description"].startswith("Too many.\n\nNeeds one scope of each group:")
+    assert "`a1` or `a2` or `a3`; `b1` or `b2` or `b3`; `c1` or `c2`" in operation["description"]
+
+
+def test_an_optional_token_is_published_as_optional() -> None:
+    security = security_of(openapi_app().openapi())
+    assert security["/optional"] == [{}, {"Auth0": []}]
+    assert security["/r/optional"] == [{}, {"Auth0": []}]
+    # Scopes make the token required; so does another dependency that requires one.
+    assert security["/optional-scoped"] == [{"Auth0": ["admin"]}]
+    assert security["/optional-and-token"] == [{"Auth0": []}]
+
+
+def test_a_fail_closed_middleware_still_requires_the_optional_token(
+    verifier: TokenVerifier,
+) -> None:
+    app = openapi_app(verifier=verifier, require_token=True, public_paths=["/optional"])
+    security = security_of(app.openapi())
+    assert security["/optional"] == [{}, {"Auth0": []}]  # public: the token is optional
+    assert security["/r/optional"] == [{"Auth0": []}]  # behind the middleware: required
+    assert security_of(app.openapi()) == security
+
+
+def test_without_configure_openapi_fastapi_publishes_its_own_form() -> None:
+    # The rewrite is configure_openapi's; FastAPI alone merges and cannot say "optional".
+    security = security_of(openapi_app(configure=False).openapi())
+    assert security["/any"] == [{"Auth0": ["read:a", "read:b"]}]
+    assert security["/optional"] == [{"Auth0": []}]
 
 
 # -- rejection_handler's type ------------------------------------------------------------
