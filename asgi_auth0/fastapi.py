@@ -698,12 +698,19 @@ def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
     if not isinstance(app, FastAPI):
         raise TypeError("configure_openapi() needs a FastAPI application")
     previous = app.openapi
+    rewritten: list[dict[str, Any]] = []
 
     def openapi() -> dict[str, Any]:
+        schema = previous()
+        # FastAPI hands out its cached document until the routes change, and the
+        # rewrite is done on it once; walking every route's dependencies again on
+        # each /openapi.json request would change nothing.
+        found = None
+        if not rewritten or rewritten[0] is not schema:
+            found = _operation_requirements(app)
+            rewritten[:] = [schema]
         # Read when the document is built: middleware may be added after this call.
-        return _decorate(
-            previous(), config, fail_closed_policies(app), _operation_requirements(app)
-        )
+        return _decorate(schema, config, fail_closed_policies(app), found)
 
     app.openapi = openapi  # type: ignore[method-assign]
     if config is not None and config.client_id and app.swagger_ui_init_oauth is None:
