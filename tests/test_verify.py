@@ -371,6 +371,22 @@ async def test_nan_and_infinity_are_refused(literal: str) -> None:
         await verifier().verify(token)
 
 
+@pytest.mark.parametrize(
+    "member",
+    [
+        '"roles": ["\\ud800"]',  # in an array
+        '"x": {"\\udc00": 1}',  # a nested member name
+        '"x": [{"y": ["ok", "\\ud800"]}]',  # deep inside arrays and objects
+    ],
+)
+async def test_a_lone_surrogate_anywhere_in_the_payload_is_malformed(member: str) -> None:
+    body = json.dumps(claims())[:-1] + ", " + member + "}"
+    token = sign_jws(key("RSA"), {"alg": "RS256", "kid": "RSA"}, body.encode())
+    with pytest.raises(MalformedTokenError) as info:
+        await verifier().verify(token)
+    assert str(info.value.__cause__) == "lone surrogate escape"  # not some other flaw
+
+
 async def test_null_exp_is_missing() -> None:
     with pytest.raises(MissingClaimError):
         await verifier().verify(make(exp=None))
