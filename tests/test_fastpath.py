@@ -259,9 +259,14 @@ def test_the_nesting_limit_is_the_documented_sixteen_levels() -> None:
     parse_compact(_token(nested(16)), max_size=16384, algorithms=algorithms)
     with pytest.raises(MalformedTokenError):
         parse_compact(_token(nested(17)), max_size=16384, algorithms=algorithms)
-    # With more brackets than levels the exact walk runs: 16 levels still pass.
-    at_limit = {**nested(16), "flat": [1], "also": {"a": 1}}
-    parse_compact(_token(at_limit), max_size=16384, algorithms=algorithms)
+    # With more brackets than levels the exact walk runs: 16 levels still pass, built
+    # from objects or from arrays.
+    in_arrays: Any = 1
+    for _ in range(15):
+        in_arrays = [in_arrays]
+    for deep in (nested(16), {"iss": ISS, "deep": in_arrays}):
+        at_limit = {**deep, "flat": [1], "also": {"a": 1}}
+        parse_compact(_token(at_limit), max_size=16384, algorithms=algorithms)
 
 
 def test_brackets_inside_strings_do_not_refuse_a_flat_payload() -> None:
