@@ -133,7 +133,7 @@ class MultipleTokensError(InvalidRequestError):
     """The request carries more than one token or ``Authorization`` header."""
 
     reason = "multiple_tokens"
-    description = "The request carries more than one access token."
+    description = "The request carries more than one Authorization header or access token."
 
 
 class InvalidTokenError(BearerError):
