@@ -120,7 +120,8 @@ MAX_JWKS_BYTES = 1024 * 1024
 
 #: ``on_event(name, info)``: called synchronously with ``"refresh"``, ``"refresh_error"``,
 #: ``"stale_served"`` or ``"unknown_kid"`` and a small mapping (reason, kid, alg, iss,
-#: counts; never a token). It must not block; exceptions it raises are logged and ignored.
+#: counts; never a token; a fetch's events carry ``trigger`` and ``started``, the cache
+#: clock's time it began). It must not block; exceptions it raises are logged and ignored.
 EventHook = Callable[[str, Mapping[str, Any]], None]
 
 State = Literal["fresh", "stale", "empty", "failing"]
@@ -918,6 +919,7 @@ class JWKSCache:
             skipped=index.skipped,
             lifetime=lifetime,
             trigger=flight.trigger,
+            started=flight.started,
         )
 
     def _record_failure(self, flight: _Flight, failure: _FetchFailure) -> None:
@@ -943,6 +945,7 @@ class JWKSCache:
             consecutive_failures=self._failures,
             retry_in=delay,
             trigger=flight.trigger,
+            started=flight.started,
         )
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:

@@ -1094,6 +1094,10 @@ async def test_hooks_see_refreshes_errors_stale_serving_and_unknown_kids(
         "kid": "nope", "alg": "ES256", "action": "refreshed", "iss": ISSUER
     }  # fmt: skip
     assert events[4][1]["reason"] == "http_status"
+    # Each fetch's events say what set it off and when it began, on the cache's clock.
+    assert events[1][1]["trigger"] == "unknown_kid"
+    assert events[1][1]["started"] - events[0][1]["started"] == 31
+    assert events[4][1]["started"] - events[1][1]["started"] == 600
 
 
 async def test_a_failing_hook_never_breaks_a_request(issuer: LocalIssuer, make: Factory) -> None:

@@ -285,11 +285,11 @@ async def test_a_random_kid_flood_costs_one_fetch_per_cooldown_and_valid_request
     # the issuer (so the cooldown, not something else, is what held it back).
     bound = int(elapsed // cooldown) + 1
     assert 2 <= fetches <= bound, (fetches, bound, elapsed)
-    starts = [e[0] for e in refreshes]
+    # When each fetch began, on the cache's own clock (the one the cooldown runs on):
+    # exact, however long a fetch took on a loaded machine.
+    starts = [e[2]["started"] for e in refreshes]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    # These are completion times; a fetch on loopback takes milliseconds, so its
-    # start-to-start gap (at least the cooldown) shows through within 0.5 s.
-    assert all(gap >= cooldown - 0.5 for gap in gaps), gaps
+    assert all(gap >= cooldown for gap in gaps), gaps
     # Concurrent valid requests all succeeded, and fast.
     assert statuses(served) == {200: valid_count}
     latencies = [r.elapsed for r in served]
