@@ -155,6 +155,24 @@ def _check_auth0_slash(name: str, url: str, domain: str | None) -> None:
         )
 
 
+def _check_auth0_issuer(name: str, url: str, domain: str | None) -> None:
+    # An Auth0 tenant (or its custom domain, given as domain=) writes iss exactly as
+    # "https://{host}/": lower-case host, no port, no path. iss is compared as a
+    # string, so any other spelling of the same issuer fails every token with
+    # invalid_issuer and nothing at startup says why.
+    _check_auth0_slash(name, url, domain)
+    host = urlsplit(url).hostname or ""
+    if not _is_auth0_host(host, domain):
+        return
+    meant = f"https://{host}/"
+    if url != meant:
+        raise ConfigError(
+            f"{name} {url!r} is not how Auth0 writes its issuer: its tokens carry iss "
+            f"{meant!r} exactly (https, lower-case host, no port, no path), so every "
+            f"token would fail with invalid_issuer; write {meant!r}"
+        )
+
+
 def _check_audiences(name: str, value: object) -> tuple[str, ...]:
     audiences = _strings(name, value, allow_empty=False)
     for aud in audiences:
@@ -247,14 +265,14 @@ class Auth0Config:
             if self.jwks_uri is None:
                 put(self, "jwks_uri", f"{derived}.well-known/jwks.json")
         issuer = validate_url("issuer", self.issuer)
-        _check_auth0_slash("issuer", issuer, self.domain)
+        _check_auth0_issuer("issuer", issuer, self.domain)
         put(self, "issuer", issuer)
         if self.jwks_uri is not None:
             validate_url("jwks_uri", self.jwks_uri)
         extra = _strings("additional_issuers", self.additional_issuers, allow_empty=True)
         for iss in extra:
             validate_url("additional_issuers", iss)
-            _check_auth0_slash("additional_issuers entry", iss, self.domain)
+            _check_auth0_issuer("additional_issuers entry", iss, self.domain)
         put(self, "additional_issuers", extra)
         put(self, "issuers", tuple(dict.fromkeys((self.issuer, *extra))))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -194,11 +195,38 @@ def test_an_auth0_issuer_without_its_slash_is_refused(kwargs: dict[str, Any]) ->
         "https://kc.example.com/realms/r",  # Keycloak
         "https://login.microsoftonline.com/tid/v2.0",  # Entra ID
         "https://tenant.auth0.com/",
-        "https://tenant.auth0.com/custom",
+        "https://x.okta.com:8443/oauth2/default",  # ports and paths elsewhere are theirs
+        "https://Kc.Example.com/realms/r",
     ],
 )
 def test_issuers_of_other_shapes_are_kept_exactly(issuer: str) -> None:
     assert Auth0Config(issuer=issuer, audience=AUD).issuer == issuer
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "meant"),
+    [
+        ({"issuer": "https://Tenant.auth0.com/"}, "https://tenant.auth0.com/"),
+        ({"issuer": "https://tenant.auth0.com:443/"}, "https://tenant.auth0.com/"),
+        ({"issuer": "https://tenant.auth0.com/custom"}, "https://tenant.auth0.com/"),
+        ({"issuer": "https://tenant.auth0.com/?x=1"}, "https://tenant.auth0.com/"),
+        (
+            {"domain": "login.example.com", "issuer": "https://LOGIN.example.com/"},
+            "https://login.example.com/",
+        ),
+        (
+            {"domain": "t.auth0.com", "additional_issuers": ["https://t.auth0.com:443/"]},
+            "https://t.auth0.com/",
+        ),
+    ],
+)
+def test_an_auth0_issuer_spelled_otherwise_than_auth0_writes_it_is_refused(
+    kwargs: dict[str, Any], meant: str
+) -> None:
+    # iss is compared as a string and Auth0 writes exactly "https://{host}/": any other
+    # spelling of the same issuer would fail every token with invalid_issuer.
+    with pytest.raises(ConfigError, match=f"carry iss '{re.escape(meant)}' exactly"):
+        Auth0Config(audience=AUD, **kwargs)
 
 
 def test_domain_with_another_exact_issuer_is_kept() -> None:
