@@ -623,6 +623,52 @@ async def test_foreign_key_source_returning_cryptography_keys() -> None:
     assert v.cache_info()["entries"] == 0  # no generation: never cached
 
 
+def _ed448_token() -> tuple[Any, str]:
+    from cryptography.hazmat.primitives.asymmetric import ed448
+
+    private = ed448.Ed448PrivateKey.generate()
+    signing_input = f"{_seg({'alg': 'EdDSA', 'kid': 'ed448'})}.{_seg(claims())}"
+    return private.public_key(), f"{signing_input}.{b64url(private.sign(signing_input.encode()))}"
+
+
+@pytest.mark.parametrize("kind", ["P-256", "P-384", "P-521", "Ed25519", "Ed448"])
+async def test_foreign_cryptography_keys_of_every_type_verify(kind: str) -> None:
+    # A user's key source may return plain cryptography keys; each type is adapted to
+    # the algorithms it fits (and a signature by it verifies).
+    if kind == "Ed448":
+        public, token, alg = *_ed448_token(), "EdDSA"
+    else:
+        alg = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "Ed25519": "EdDSA"}[kind]
+        public, token = key(kind).public_key(), make(alg)
+
+    class Raw:
+        async def get_key(self, kid: str | None, alg: str) -> Any:
+            return public
+
+    config = Auth0Config(issuer=ISS, audience=AUD, algorithms=(alg,))
+    v = TokenVerifier(config, key_set=Raw(), clock=lambda: NOW)
+    assert (await v.verify(token)).sub == "auth0|123"
+
+
+@pytest.mark.parametrize("junk", ["small-rsa", "secp256k1", None, "a key", b"\x04" * 65])
+async def test_a_key_source_returning_no_usable_key_is_key_set_error(junk: Any) -> None:
+    # Never an AttributeError (a 500), never a key under 2048 bits or on another curve.
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    returned = {
+        "small-rsa": lambda: generate_private_key("RSA", rsa_bits=1024).public_key(),
+        "secp256k1": lambda: ec.generate_private_key(ec.SECP256K1()).public_key(),
+    }.get(junk, lambda: junk)()
+
+    class Odd:
+        async def get_key(self, kid: str | None, alg: str) -> Any:
+            return returned
+
+    v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Odd(), clock=lambda: NOW)
+    with pytest.raises(KeySetError):
+        await v.verify(make())
+
+
 async def test_a_key_that_does_not_fit_the_alg_is_refused_whatever_the_source() -> None:
     # A custom key source may hand back any key; the verifier itself refuses one whose
     # type does not fit the token's alg (an EC key for an RS256 token), as an alg
