@@ -120,3 +120,30 @@ def test_a_skipped_keys_kid_is_logged_escaped_and_truncated(
     assert "\n" not in logged
     assert logged.startswith("'k\\nforged")
     assert len(logged) <= 80
+
+
+def _rsa_jwk_of(bits: int) -> dict[str, Any]:
+    # Any odd modulus of that length: only its size is under test.
+    n = (1 << (bits - 1)) | 1
+    return {
+        "kty": "RSA",
+        "kid": f"r{bits}",
+        "n": b64url(n.to_bytes((bits + 7) // 8, "big")),
+        "e": "AQAB",
+    }
+
+
+def test_rsa_moduli_follow_the_documented_2048_to_16384_bits() -> None:
+    # SECURITY.md promises exactly this range; the bounds are spelled out here, not
+    # imported, so moving a bound in the module fails this test.
+    assert parse_jwk(_rsa_jwk_of(2048)).kty == "RSA"
+    assert parse_jwk(_rsa_jwk_of(16384)).kty == "RSA"
+    for bits in (2047, 16385):
+        with pytest.raises(KeyRejected):
+            parse_jwk(_rsa_jwk_of(bits))
+
+
+def test_a_jwks_holds_at_most_the_documented_100_keys() -> None:
+    assert len(parse_jwks({"keys": [rsa_jwk()] * 100})) == 100
+    with pytest.raises(ValueError, match="JWKS"):
+        parse_jwks({"keys": [rsa_jwk()] * 101})
