@@ -39,6 +39,7 @@ def test_a_plain_rsa_key_fits_rsa_algorithms_only() -> None:
         (public_jwk(RSA_1024, kid="small"), "2048"),
         (rsa_jwk(alg="ES256"), "alg"),
         (rsa_jwk(alg=5), "alg"),
+        (rsa_jwk(alg=["RS256"]), "alg"),  # unhashable: must not become a TypeError
         (rsa_jwk(kid="k" * 300), "kid"),
         (rsa_jwk(kid=7), "kid"),
         (rsa_jwk(n="not base64!"), "base64url"),
@@ -49,6 +50,8 @@ def test_a_plain_rsa_key_fits_rsa_algorithms_only() -> None:
         ),
         ({**public_jwk(P256), "crv": "secp256k1"}, "curve"),
         ({**public_jwk(P256), "x": b64url(b"\x01" * 31)}, "length"),
+        ({**public_jwk(P256), "y": "not base64!"}, "base64url"),
+        ({**public_jwk(ED), "x": "AAA="}, "Ed25519 key"),
         ({**public_jwk(ED), "crv": "X25519"}, "OKP"),
         ({"kty": "PQC", "kid": "future"}, "kty"),
         ("not an object", "object"),
@@ -147,3 +150,26 @@ def test_a_jwks_holds_at_most_the_documented_100_keys() -> None:
     assert len(parse_jwks({"keys": [rsa_jwk()] * 100})) == 100
     with pytest.raises(ValueError, match="JWKS"):
         parse_jwks({"keys": [rsa_jwk()] * 101})
+
+
+@pytest.mark.parametrize(
+    ("crv", "declared", "fits"),
+    [
+        ("Ed25519", None, {"EdDSA", "Ed25519"}),
+        ("Ed25519", "EdDSA", {"EdDSA", "Ed25519"}),
+        ("Ed25519", "Ed25519", {"EdDSA", "Ed25519"}),
+        ("Ed448", None, {"EdDSA", "Ed448"}),
+        ("Ed448", "EdDSA", {"EdDSA", "Ed448"}),
+        ("Ed448", "Ed448", {"EdDSA", "Ed448"}),
+    ],
+)
+def test_eddsa_and_the_curve_name_are_aliases_on_okp_keys(
+    crv: str, declared: str | None, fits: set[str]
+) -> None:
+    # "EdDSA" and the fully specified curve name are one algorithm on such a key, so
+    # a JWK declaring either still verifies tokens that use the other spelling.
+    x = b64url(b"\x01" * 32) if crv == "Ed25519" else b64url(b"\x01" * 57)
+    jwk: dict[str, Any] = {"kty": "OKP", "crv": crv, "x": x, "kid": "o"}
+    if declared is not None:
+        jwk["alg"] = declared
+    assert parse_jwk(jwk).algorithms == fits
