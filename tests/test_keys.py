@@ -44,6 +44,7 @@ def test_a_plain_rsa_key_fits_rsa_algorithms_only() -> None:
         (rsa_jwk(kid=7), "kid"),
         (rsa_jwk(n="not base64!"), "base64url"),
         (rsa_jwk(n=None), "missing"),
+        (rsa_jwk(e="Ag"), "invalid RSA"),  # e = 2: cryptography refuses the numbers
         (
             {"kty": "EC", "crv": "P-256", "x": b64url(b"\x00" * 32), "y": b64url(b"\x00" * 32)},
             "curve",
@@ -106,6 +107,17 @@ async def test_missing_kid_works_only_with_one_fitting_key() -> None:
     two = StaticKeySet({"keys": [rsa_jwk(), rsa_jwk(kid="r2")]})
     with pytest.raises(UnknownKeyError):
         await two.get_key(None, "RS256")
+
+
+@pytest.mark.anyio
+async def test_missing_kid_is_ambiguous_with_two_kidless_keys() -> None:
+    # Two keys without a kid both fit RS256: neither is picked for a kid-less token.
+    other = generate_private_key("RSA")
+    ks = StaticKeySet({"keys": [rsa_jwk(kid=None), public_jwk(other)]})
+    with pytest.raises(UnknownKeyError):
+        await ks.get_key(None, "RS256")
+    one = StaticKeySet({"keys": [rsa_jwk(kid=None)]})
+    assert (await one.get_key(None, "RS256")).kid is None
 
 
 def test_a_skipped_keys_kid_is_logged_escaped_and_truncated(
