@@ -226,6 +226,20 @@ async def test_der_encoded_ecdsa_signature_fails() -> None:
     assert (await v.verify(good)).sub
 
 
+async def test_an_ecdsa_signature_of_the_wrong_length_fails_even_if_its_numbers_are_right() -> None:
+    # R || 0x00 || S carries the same two integers as the real signature; a raw JWS
+    # ECDSA signature has exactly one spelling (2 x 32 bytes for ES256).
+    v = verifier(kinds=("P-256",), algorithms=("ES256",))
+    good = make("ES256")
+    signing_input, _, sig = good.rpartition(".")
+    raw = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+    assert len(raw) == 64
+    for respelled in (raw[:32] + b"\x00" + raw[32:], b"\x00" + raw):
+        with pytest.raises(InvalidSignatureError):
+            await v.verify(f"{signing_input}.{b64url(respelled)}")
+    assert (await v.verify(good)).sub
+
+
 async def test_eddsa_and_ed25519_names_are_aliases_on_ed25519_keys() -> None:
     v = verifier(kinds=("Ed25519",), algorithms=("Ed25519",))
     assert (await v.verify(make("Ed25519"))).sub
