@@ -53,6 +53,7 @@ def test_a_plain_rsa_key_fits_rsa_algorithms_only() -> None:
         ({**public_jwk(P256), "x": b64url(b"\x01" * 31)}, "length"),
         ({**public_jwk(P256), "y": "not base64!"}, "base64url"),
         ({**public_jwk(ED), "x": "AAA="}, "Ed25519 key"),
+        ({"kty": "OKP", "crv": "Ed448", "x": b64url(b"\x01" * 56)}, "Ed448 key"),
         ({**public_jwk(ED), "crv": "X25519"}, "OKP"),
         ({"kty": "PQC", "kid": "future"}, "kty"),
         ("not an object", "object"),
@@ -73,6 +74,12 @@ def test_unusable_keys_are_skipped_without_failing_the_set() -> None:
     )
     assert index.kids() == {"r"}
     assert index.skipped == 2
+
+
+def test_entries_that_are_not_objects_are_skipped_not_a_crash() -> None:
+    index = parse_jwks({"keys": ["junk", 5, None, ["kty", "RSA"], rsa_jwk()]})
+    assert index.kids() == {"r"}
+    assert index.skipped == 4
 
 
 @pytest.mark.parametrize(
