@@ -111,6 +111,14 @@ def test_several_authorization_headers_are_rejected(values: tuple[bytes, ...]) -
     assert info.value.reason == "multiple_tokens"
 
 
+def test_other_headers_with_a_thirteen_byte_name_are_not_authorization() -> None:
+    # cache-control, if-none-match, last-modified: same length as "authorization",
+    # and none of them is a second Authorization header or a token source.
+    others = [(name, b"Bearer x") for name in (b"cache-control", b"if-none-match")]
+    assert bearer_token([*others, (b"authorization", b"Bearer " + JWT.encode())]) == JWT
+    assert bearer_token(others) is None
+
+
 def test_a_differently_cased_second_header_still_counts() -> None:
     # ASGI servers lowercase names, but a lenient one must not let a second header by.
     with pytest.raises(MultipleTokensError):
@@ -169,6 +177,13 @@ def test_header_and_query_token_together_are_rejected() -> None:
 def test_another_scheme_in_the_header_does_not_block_a_query_token() -> None:
     found = token_from_scope(scope(b"Basic eDp5", b"access_token=abc"), query_param="access_token")
     assert found == "abc"
+
+
+def test_a_header_token_is_used_when_the_query_form_is_opted_in_but_unused() -> None:
+    found = token_from_scope(scope(b"Bearer " + JWT.encode()), query_param="access_token")
+    assert found == JWT
+    other = token_from_scope(scope(b"Bearer abc", b"other=1"), query_param="access_token")
+    assert other == "abc"
 
 
 def test_a_scope_without_headers_or_query_is_anonymous() -> None:
