@@ -111,6 +111,9 @@ def test_a_single_string_is_not_read_as_a_list_of_characters(verifier: TokenVeri
         "/a b",
         "/health\n",
         "/items/{item_id}",  # a route template matches no request path
+        "/items/{item_id",  # half a template is refused as well
+        "/items/item_id}",
+        "/a*b",  # "*" inside the final segment
         b"/health",
         5,
     ],
@@ -163,6 +166,17 @@ def test_route_path_strips_the_root_path_like_the_router(
     path: str, root: str, expected: str
 ) -> None:
     assert route_path({"path": path, "root_path": root}) == expected
+
+
+def test_route_path_without_a_root_path_key_is_the_path() -> None:
+    # root_path is optional in an ASGI scope; a server that leaves it out must not turn
+    # every request into an error.
+    assert route_path({"path": "/health"}) == "/health"
+
+
+def test_public_paths_that_are_not_a_collection_are_refused(verifier: TokenVerifier) -> None:
+    with pytest.raises(ConfigError, match="collection of path strings"):
+        Auth0Middleware(Starlette(), verifier=verifier, require_token=True, public_paths=5)  # type: ignore[arg-type]
 
 
 # -- requests ----------------------------------------------------------------------------
