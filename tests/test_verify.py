@@ -698,6 +698,14 @@ async def test_a_key_that_does_not_fit_the_alg_is_refused_whatever_the_source() 
         await v.verify(make())
 
 
+def test_construction_refuses_a_config_or_key_set_of_the_wrong_kind() -> None:
+    # A mistake in wiring fails at startup, not as a confusing error on the first token.
+    with pytest.raises(TypeError, match="Auth0Config"):
+        TokenVerifier({"issuer": ISS, "audience": AUD})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="get_key"):
+        TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=jwks("RSA"))
+
+
 async def test_broken_key_source_is_key_set_error() -> None:
     class Broken:
         async def get_key(self, kid: str | None, alg: str) -> Any:
