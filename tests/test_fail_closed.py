@@ -403,6 +403,18 @@ def test_openapi_finds_a_middleware_that_wraps_the_app(verifier: TokenVerifier) 
     assert app.openapi()["paths"]["/me"]["get"]["security"] == [{"Auth0": []}]
 
 
+def test_a_fail_open_middleware_that_wraps_the_app_adds_no_policy(
+    verifier: TokenVerifier,
+) -> None:
+    # Only require_token=True closes routes; a plain wrap must not make the docs claim
+    # that every route needs a token.
+    app = fastapi_app()
+    configure_openapi(app)
+    Auth0Middleware(app, verifier=verifier)
+    assert fail_closed_policies(app) == []
+    assert "security" not in app.openapi()["paths"]["/me"]["get"]
+
+
 def test_openapi_is_unchanged_without_require_token(verifier: TokenVerifier) -> None:
     app = fastapi_app(verifier)
     configure_openapi(app)
