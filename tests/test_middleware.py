@@ -472,6 +472,25 @@ async def test_other_scope_types_pass_through_untouched(verifier: TokenVerifier)
     assert seen == [{"type": "custom.protocol", "headers": [(b"authorization", b"Bearer x.y.z")]}]
 
 
+async def test_other_scope_types_get_the_servers_own_receive_and_send(
+    verifier: TokenVerifier,
+) -> None:
+    # Untouched means the channels too: not wrapped like a lifespan's.
+    got: list[tuple[Any, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        got.append((receive, send))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "custom.message"}
+
+    async def send(message: Any) -> None:
+        pass
+
+    await Auth0Middleware(app, verifier=verifier)({"type": "custom.protocol"}, receive, send)
+    assert got == [(receive, send)]
+
+
 async def test_streaming_responses_are_not_buffered(
     verifier: TokenVerifier, issuer: LocalIssuer
 ) -> None:
