@@ -944,6 +944,22 @@ async def test_known_kids_keep_working_for_max_stale_while_the_issuer_fails(
     assert cache.generation == 1
 
 
+async def test_the_stale_set_stops_serving_exactly_at_freshness_plus_max_stale(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # The last good set may hold a key the issuer has since revoked: its grace period
+    # ends at fetch + ttl + max_stale, not an instant later.
+    cache = make(ttl=600, max_stale=3600)
+    kid = issuer.current_kid
+    await cache.get_key(kid, "ES256")
+    issuer.fail_with(500)
+    clock.advance(600 + 3600 - 0.5)
+    assert (await cache.get_key(kid, "ES256")).kid == kid
+    clock.advance(0.5)
+    with pytest.raises(KeySetError):
+        await cache.get_key(kid, "ES256")
+
+
 async def test_a_failed_refresh_never_wipes_good_keys(issuer: LocalIssuer, make: Factory) -> None:
     cache = make()
     kid = issuer.current_kid
@@ -1246,9 +1262,10 @@ async def test_each_issuer_has_its_own_key_set(clock: Clock) -> None:
         with pytest.raises(UnknownKeyError):  # keys never cross issuers
             await sets.get_key_for("https://main.test/", custom.current_kid, "ES256")
         before = main.total_requests + custom.total_requests
-        for iss in ("https://evil.test/", "https://main.test", None, 7):
+        for iss in ("https://evil.test/", "https://main.test", None, 7, ["https://main.test/"]):
             with pytest.raises(InvalidIssuerError):
                 await sets.get_key_for(iss, main.current_kid, "ES256")
+            assert sets.source_for(iss) is None
         assert main.total_requests + custom.total_requests == before
         assert (await sets.get_key(main.current_kid, "ES256")).kid == main.current_kid
         assert sets.generation == 2
