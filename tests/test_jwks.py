@@ -296,6 +296,23 @@ async def test_a_kid_no_key_set_could_hold_never_causes_a_fetch(
     assert issuer.jwks_requests == 1
 
 
+async def test_a_kid_of_the_longest_allowed_length_is_fetched_for(clock: Clock) -> None:
+    # 256 characters is the longest kid a key set may hold, so such a kid is looked up
+    # (here on the very first token, which loads the set); 257 never causes a fetch.
+    longest = "k" * 256
+    issuer = LocalIssuer(issuer=ISSUER, private_key=P256, kid=longest)
+    transport = httpx.ASGITransport(app=issuer.asgi_app)
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            cache = JWKSCache(JWKS_URI, http_client=client, clock=clock, refresh_cooldown=0)
+            assert (await cache.get_key(longest, "ES256")).kid == longest
+            with pytest.raises(UnknownKeyError):
+                await cache.get_key(longest + "k", "ES256")
+            assert issuer.jwks_requests == 1
+    finally:
+        issuer.close()
+
+
 # -- what counts as a failed fetch -------------------------------------------------------------
 
 
