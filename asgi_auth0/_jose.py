@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -289,10 +288,3 @@ def parse_compact(token: object, *, max_size: int, algorithms: frozenset[str]) -
     keeps a :class:`JWSParser`.
     """
     return JWSParser(max_size=max_size, algorithms=algorithms, header_cache_size=0).parse(token)
-
-
-def is_number(value: object) -> bool:
-    """A JSON number usable as a NumericDate: int or float, not bool, finite."""
-    if type(value) is int:
-        return True
-    return type(value) is float and math.isfinite(value)
