@@ -5,9 +5,6 @@ is enforced, not only published), the OpenAPI requirements for ``any_of`` and
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,11 +12,11 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from _asgi import Message, drive
+from _mypy import assert_mypy_strict_passes
 from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
 from fastapi.security import SecurityScopes
 from starlette.requests import Request
 
-import asgi_auth0
 from asgi_auth0._claims import Claims
 from asgi_auth0._errors import ConfigError
 from asgi_auth0._middleware import Auth0Middleware
@@ -422,27 +419,6 @@ def test_registering_rejection_handler_as_documented_passes_mypy_strict(
     # The README's registration line failed `mypy --strict` in user code with
     # [arg-type]: the handler returned `Response | None`, which is neither of
     # Starlette's handler types.
-    pytest.importorskip("mypy", reason="mypy is not installed")
     (tmp_path / "user_app.py").write_text(_USER_APP)
-    package_root = Path(asgi_auth0.__file__).resolve().parent.parent
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            # Only the user's file is judged; the library has its own mypy run.
-            "--follow-imports=silent",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "user_app.py",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "MYPYPATH": str(package_root)},
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    # Only the user's file is judged; the library has its own mypy run.
+    assert_mypy_strict_passes(tmp_path, ["user_app.py"], "--follow-imports=silent")

@@ -13,7 +13,6 @@ import ast
 import dataclasses
 import inspect
 import json
-import os
 import re
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _mypy import assert_mypy_strict_passes
 from example_support import REPO, serving
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -279,31 +279,10 @@ def test_testing_sample_passes_under_pytest(tmp_path: Path) -> None:
 def test_runnable_samples_pass_mypy_strict(tmp_path: Path) -> None:
     # Users copy these into projects checked with mypy --strict: they must pass as
     # written, the package's own types included.
-    pytest.importorskip("mypy")
     files = runnable_files()
     for name, body in files.items():
         (tmp_path / name).write_text(body)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-error-summary",
-            "--config-file=",
-            "--cache-dir",
-            str(tmp_path / ".mypy_cache"),
-            *sorted(files),
-        ],
-        cwd=tmp_path,
-        # An editable install is an import hook, which mypy does not follow.
-        env={**os.environ, "MYPYPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_mypy_strict_passes(tmp_path, sorted(files))
 
 
 def _parse_http(block: str) -> tuple[int, str, dict[str, str], str]:
