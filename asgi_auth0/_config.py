@@ -228,6 +228,9 @@ class Auth0Config:
     strict_typ: bool = False
     #: Reject tokens whose ``iat`` is older than this many seconds.
     max_token_age: float | None = None
+    #: Accept tokens with a ``cnf`` (key-bound: DPoP, mutual TLS) as bearer tokens.
+    #: Only for a gateway in front of the app that has checked the binding itself.
+    accept_bound_tokens: bool = False
     #: Where the issuer publishes its keys; derived from ``domain`` or discovered.
     jwks_uri: str | None = None
     #: Seconds a fetched key set is fresh when the issuer sends no ``Cache-Control``.
@@ -290,6 +293,8 @@ class Auth0Config:
         put(self, "required_claims", required)
         if not isinstance(self.strict_typ, bool):
             raise ConfigError("strict_typ must be True or False")
+        if not isinstance(self.accept_bound_tokens, bool):
+            raise ConfigError("accept_bound_tokens must be True or False")
         if self.max_token_age is not None:
             put(
                 self,

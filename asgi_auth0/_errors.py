@@ -23,6 +23,7 @@ these ever contains token bytes or exception text.
         │   ├── InvalidSignatureError
         │   ├── ExpiredTokenError
         │   ├── ImmatureTokenError
+        │   ├── SenderConstrainedTokenError
         │   └── InvalidClaimError
         │       ├── InvalidIssuerError
         │       ├── InvalidAudienceError
@@ -61,6 +62,7 @@ __all__ = [
     "MissingClaimError",
     "MissingTokenError",
     "MultipleTokensError",
+    "SenderConstrainedTokenError",
     "TokenTooLargeError",
     "TokenTooOldError",
     "UnknownKeyError",
@@ -199,6 +201,16 @@ class ImmatureTokenError(InvalidTokenError):
 
     reason = "token_not_yet_valid"
     description = "The access token is not yet valid."
+
+
+class SenderConstrainedTokenError(InvalidTokenError):
+    """The token carries a ``cnf`` claim: it is bound to a key the client must prove
+    it holds (DPoP, RFC 9449; a mutual-TLS certificate, RFC 8705), and a bearer
+    request proves nothing. Taking it as a bearer token would undo the binding.
+    """
+
+    reason = "sender_constrained_token"
+    description = "The access token is bound to a key and cannot be used as a bearer token."
 
 
 class InvalidClaimError(InvalidTokenError):

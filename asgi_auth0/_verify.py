@@ -26,6 +26,7 @@ from ._errors import (
     IssuedInFutureError,
     KeySetError,
     MissingClaimError,
+    SenderConstrainedTokenError,
     TokenTooOldError,
 )
 from ._jose import JWSParser, ParsedToken
@@ -68,6 +69,19 @@ def _deep_size(claims: Claims) -> int:
         elif isinstance(item, tuple):
             stack.extend(item)
     return total
+
+
+def _binding_of(cnf: object) -> str:
+    """Log detail for a refused ``cnf``: which kind of binding the token names."""
+    # A bound token sent as Bearer is a client that skipped its proof, or a token
+    # used by someone without the key. Either way the binding is the point of the
+    # token: RFC 9449 7.2 (DPoP) and RFC 8705 3 (mutual TLS) both say refuse it.
+    if isinstance(cnf, dict):
+        if "jkt" in cnf:
+            return "DPoP-bound token (cnf.jkt) presented as a bearer token"
+        if "x5t#S256" in cnf:
+            return "certificate-bound token (cnf x5t#S256) presented as a bearer token"
+    return "key-bound token (cnf) presented as a bearer token"
 
 
 class _CacheEntry(NamedTuple):
@@ -124,6 +138,7 @@ class TokenVerifier:
         self._max_age = config.max_token_age
         self._max_size = config.max_token_size
         self._strict_typ = config.strict_typ
+        self._accept_bound = config.accept_bound_tokens
         self._parser = JWSParser(max_size=self._max_size, algorithms=self._algorithms)
         self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._cache_size = config.token_cache_size
@@ -260,6 +275,8 @@ class TokenVerifier:
         # "no subject", which code keyed on sub must never see from a signed token.
         if "sub" in payload and type(payload["sub"]) is not str:
             raise InvalidClaimError("sub is not a string")
+        if "cnf" in payload and not self._accept_bound:
+            raise SenderConstrainedTokenError(_binding_of(payload["cnf"]))
         return Claims._adopt(payload), valid_until
 
     def _remember(self, token: str, claims: Claims, valid_until: float) -> None:

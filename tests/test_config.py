@@ -77,6 +77,7 @@ def test_config_error_is_a_value_error() -> None:
         ({"domain": "t.auth0.com", "jwks_cache_ttl": -5}, "jwks_cache_ttl"),
         ({"domain": "t.auth0.com", "jwks_max_stale": -1}, "jwks_max_stale"),
         ({"domain": "t.auth0.com", "strict_typ": "yes"}, "strict_typ"),
+        ({"domain": "t.auth0.com", "accept_bound_tokens": 1}, "accept_bound_tokens"),
         ({"domain": "t.auth0.com", "max_token_size": 10}, "max_token_size"),
         ({"domain": "t.auth0.com", "token_cache_size": -1}, "token_cache_size"),
         ({"domain": "t.auth0.com", "realm": 'a"b'}, "realm"),

@@ -245,6 +245,8 @@ def invalid_tokens(issuer: LocalIssuer) -> dict[str, str]:
         "unknown_kid": issuer.unknown_kid_token(),
         "bad_signature": issuer.bad_signature_token(),
         "malformed_token": "not.a.jwt",
+        # A DPoP-bound token sent as Bearer: signed, valid, and still refused.
+        "sender_constrained_token": issuer.token(cnf={"jkt": "bm90LWEtcmVhbC10aHVtYnByaW50"}),
     }
 
 

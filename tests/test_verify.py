@@ -25,6 +25,7 @@ from asgi_auth0 import (
     KeySetError,
     MalformedTokenError,
     MissingClaimError,
+    SenderConstrainedTokenError,
     StaticKeySet,
     TokenTooLargeError,
     TokenTooOldError,
@@ -306,6 +307,68 @@ async def test_strict_typ() -> None:
 
 
 # -- claims ---------------------------------------------------------------------------
+
+
+# Auth0 writes cnf.jkt into DPoP-bound tokens (RFC 9449 6.1) and cnf["x5t#S256"] into
+# certificate-bound ones (RFC 8705 3.1); RFC 7800 allows other members.
+_JKT = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+BOUND = {
+    "dpop": ({"jkt": _JKT}, "DPoP-bound"),
+    "mtls": ({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}, "certificate-bound"),
+    "jwk": ({"jwk": {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg"}}, "key-bound"),
+    "empty": ({}, "key-bound"),
+    "null": (None, "key-bound"),
+    "string": ("x", "key-bound"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BOUND))
+async def test_a_key_bound_token_is_refused_as_a_bearer_token(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bearer request proves nothing about the key the token is bound to, so taking
+    # it would let whoever copied the token use it: the binding is the point.
+    cnf, detail = BOUND[kind]
+    token = make(cnf=cnf)
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0.verify")
+    with pytest.raises(SenderConstrainedTokenError) as info:
+        await verifier().verify(token)
+    assert info.value.reason == "sender_constrained_token"
+    assert info.value.status_code == 401
+    assert info.value.error == "invalid_token"
+    assert detail in str(info.value.detail)
+    assert "sender_constrained_token" in caplog.text
+    assert token not in caplog.text
+    # The same token without cnf is fine: nothing else about it is wrong.
+    assert (await verifier().verify(make())).sub == "auth0|123"
+
+
+async def test_a_bound_token_is_refused_from_the_cache_path_too() -> None:
+    # The check is on the claims, so a refused token is never cached: the second try
+    # goes through the full path again and is refused again.
+    v = verifier()
+    token = make(cnf={"jkt": _JKT})
+    for _ in range(2):
+        with pytest.raises(SenderConstrainedTokenError):
+            await v.verify(token)
+    assert v.cache_info()["entries"] == 0
+
+
+async def test_a_bound_token_with_a_bad_signature_says_bad_signature() -> None:
+    # Claims are read only after the signature: nothing about cnf is revealed to a
+    # forger, and a forged cnf is just a bad signature.
+    token = make(cnf={"jkt": _JKT})
+    header, payload, _ = token.split(".")
+    other = make(sub="someone-else").split(".")[2]
+    with pytest.raises(InvalidSignatureError):
+        await verifier().verify(f"{header}.{payload}.{other}")
+
+
+@pytest.mark.parametrize("kind", sorted(BOUND))
+async def test_accept_bound_tokens_lets_a_gateway_checked_binding_through(kind: str) -> None:
+    cnf, _ = BOUND[kind]
+    got = await verifier(accept_bound_tokens=True).verify(make(cnf=cnf))
+    assert got["cnf"] == cnf
 
 
 async def test_exp_is_always_required() -> None:
