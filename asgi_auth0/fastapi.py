@@ -44,6 +44,7 @@ scheme with Auth0's ``/authorize`` and ``/oauth/token`` URLs and PKCE in Swagger
 from __future__ import annotations
 
 import itertools
+import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ __all__ = [
     "require_token",
     "swagger_ui_init_oauth",
 ]
+
+logger = logging.getLogger("asgi_auth0.fastapi")
 
 #: The name of the security scheme in ``components.securitySchemes``.
 SCHEME_NAME = "Auth0"
@@ -175,8 +178,35 @@ def _check_declared(
     if claims is None:
         _reject(conn, MissingTokenError())
     if not claims.scopes.issuperset(declared):
+        _report_unsatisfiable(declared)
         _reject(conn, InsufficientScopeError(_joined(declared, joined), "declared scope shortfall"))
     return claims
+
+
+# Declared names already reported: they come from the application's code, never from
+# a request, so the set stays as small as the code.
+_REPORTED: set[str] = set()
+
+
+def _report_unsatisfiable(declared: list[str]) -> None:
+    """Log, once per name, a declared scope that no token can hold.
+
+    ``Security(require_token, scopes=["read:a write:a"])`` (one string holding two
+    scopes) makes every request a 403, and the 403 alone looks like the caller's
+    fault. Only the shortfall path gets here, so a satisfied route pays nothing.
+    """
+    for name in declared:
+        key = repr(name)
+        if key in _REPORTED or scope_token_ok(name):
+            continue
+        _REPORTED.add(key)
+        logger.error(
+            "a route declares the scope %s, which no token can have (a scope is "
+            "printable ASCII without spaces, quotes or backslashes; write "
+            "scopes=['read:a', 'write:a'], not scopes=['read:a write:a']): every "
+            "request to it is refused with 403",
+            key,
+        )
 
 
 def _joined(first: list[str], then: tuple[str, ...]) -> tuple[str, ...]:

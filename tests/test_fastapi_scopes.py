@@ -5,6 +5,7 @@ is enforced, not only published), the OpenAPI requirements for ``any_of`` and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
 from fastapi.security import SecurityScopes
 from starlette.requests import Request
 
+import asgi_auth0.fastapi
 from asgi_auth0._claims import Claims
 from asgi_auth0._errors import ConfigError
 from asgi_auth0._middleware import Auth0Middleware
@@ -203,6 +205,52 @@ async def test_declared_scopes_need_a_token(verifier: TokenVerifier, path: str) 
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == 'Bearer realm="api"'
     assert r.json()["reason"] == "missing_token"
+
+
+# Module level: the route's annotations are strings, resolved in the module's globals.
+UNSATISFIABLE = "read:bulk write:bulk"
+
+
+@pytest.mark.anyio
+async def test_a_declared_scope_no_token_can_have_is_logged_once(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One string holding two scopes: every request is a 403 that looks like the
+    # caller's fault, so the application's log has to say whose mistake it is.
+    unsatisfiable = UNSATISFIABLE
+    # "Once" is per process; each backend's run starts from nothing reported.
+    monkeypatch.setattr(asgi_auth0.fastapi, "_REPORTED", set())
+    app = FastAPI()
+
+    @app.get("/bulk")
+    async def bulk(
+        claims: Annotated[Claims, Security(require_token, scopes=[UNSATISFIABLE, "admin"])],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    @app.get("/fine")
+    async def fine(
+        claims: Annotated[Claims, Security(require_token, scopes=["admin"])],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    caplog.set_level(logging.ERROR, logger="asgi_auth0.fastapi")
+    async with client(app) as c:
+        fine_short = await c.get("/fine", headers=bearer(issuer.token(scope="read:items")))
+        assert fine_short.status_code == 403
+        assert not caplog.records  # a plain shortfall is the caller's, not the code's
+        # Even a token whose scope claim reads the same string cannot have it.
+        token = issuer.token(scope=f"{unsatisfiable} admin")
+        first, second = [await c.get("/bulk", headers=bearer(token)) for _ in range(2)]
+    assert first.status_code == second.status_code == 403
+    errors = [r for r in caplog.records if r.name == "asgi_auth0.fastapi"]
+    assert len(errors) == 1, "logged once per name, not per request"
+    assert repr(unsatisfiable) in errors[0].getMessage()
+    assert "'admin'" not in errors[0].getMessage()
 
 
 @pytest.mark.anyio
