@@ -146,11 +146,23 @@ class _TokenCredentials(AuthCredentials):
         return ["authenticated", *sorted(self._claims.scopes)]
 
 
-def _store(scope: Scope, claims: Claims | None, responder: Responder) -> None:
+def _store(
+    scope: Scope, claims: Claims | None, responder: Responder, lifespan_state: object
+) -> None:
     """Write the authentication result into the scope: the one place that does."""
     state = scope.get("state")
     if state is None:
         state = scope["state"] = {}
+    elif state is lifespan_state or _RESPONDER_KEY in state:
+        # The ASGI spec gives each request a shallow copy of the lifespan state, and
+        # uvicorn does; but a server or test harness that hands every request the
+        # same dict (asgi-lifespan's LifespanManager does) would let concurrent
+        # requests read each other's claims. This request gets a copy of its own.
+        # (Our key already there means the dict went through a middleware before:
+        # another request's, or an outer Auth0Middleware's, whose view stays its own.)
+        # Otherwise write in place, so an outer middleware that reads request.state
+        # after the call sees the claims.
+        state = scope["state"] = dict(scope["state"])
     state[_CLAIMS_KEY] = claims
     state[_RESPONDER_KEY] = responder
     if claims is None:
@@ -314,6 +326,9 @@ class Auth0Middleware:
         self._background = self._owns_verifier if background_refresh is None else background_refresh
         # The refresher of the lifespan under way, if any (see _app_lifetime).
         self._refresher: _Refresher | None = None
+        # The state dict of the lifespan under way: a request handed this very dict
+        # gets a copy (see _store).
+        self._lifespan_state: object = None
         self._responder = Responder(realm=self.config.realm, hook=on_error)
         # The token68 syntax check (a pass over the whole token) is needed only for
         # tokens that fail: TokenVerifier accepts nothing but base64url segments, which
@@ -359,7 +374,7 @@ class Auth0Middleware:
         except Auth0Error as exc:
             await self._reject(exc, scope, receive, send)
             return
-        _store(scope, claims, self._responder)
+        _store(scope, claims, self._responder, self._lifespan_state)
 
         try:
             await self.app(scope, receive, send)
@@ -408,6 +423,7 @@ class Auth0Middleware:
     # -- lifespan ---------------------------------------------------------------------
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._lifespan_state = scope.get("state")
         # Only observe: every message passes through unchanged, in order.
         async def observed_receive() -> Message:
             message = await receive()

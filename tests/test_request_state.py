@@ -1,0 +1,222 @@
+"""Each request's claims stay its own, whatever the server does with ``scope["state"]``.
+
+The ASGI spec hands every request a shallow copy of the lifespan state, and uvicorn
+does; asgi-lifespan's ``LifespanManager`` (which the README's testing section uses)
+hands every request the same dict. The middleware writes the claims into that dict,
+so without a copy of its own a request that awaits before reading them would read
+whichever request wrote last. Concurrency is arranged with events, never sleeps.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+import httpx
+import pytest
+from _asgi import http_scope
+from asgi_lifespan import LifespanManager
+from fastapi import Depends, FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from asgi_auth0._claims import Claims
+from asgi_auth0._middleware import Auth0Middleware
+from asgi_auth0._verify import TokenVerifier
+from asgi_auth0.fastapi import require_scopes
+from asgi_auth0.testing import LocalIssuer
+
+pytestmark = pytest.mark.anyio
+
+
+class Gate:
+    """Holds every request at one point until released: the await a real dependency
+    (a database session, say) makes between the middleware and the claims check."""
+
+    def __init__(self) -> None:
+        self.open = anyio.Event()
+        self.waiting = 0
+
+    async def __call__(self) -> None:
+        self.waiting += 1
+        await self.open.wait()
+
+
+def admin_app(verifier: TokenVerifier, gate: Gate) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+
+    @app.get("/admin", dependencies=[Depends(gate)])
+    async def admin(claims: Annotated[Claims, Depends(require_scopes("admin"))]) -> Any:
+        return {"sub": claims.sub}
+
+    return app
+
+
+async def test_concurrent_requests_under_lifespan_manager_keep_their_own_claims(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # The audit's case: mallory (no admin scope) was served with admin-user's claims.
+    gate = Gate()
+    results: dict[str, httpx.Response] = {}
+    async with LifespanManager(admin_app(verifier, gate)) as started:
+        transport = httpx.ASGITransport(app=started.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
+            async def call(sub: str, scope: str) -> None:
+                token = issuer.token(sub=sub, scope=scope)
+                results[sub] = await client.get("/admin", headers=bearer(token))
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(call, "mallory", "read")
+                    while gate.waiting < 1:
+                        await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(call, "admin-user", "admin")
+                    while gate.waiting < 2:
+                        await anyio.wait_all_tasks_blocked()
+                    # Both are past the middleware: the later one wrote last.
+                    gate.open.set()
+    assert results["admin-user"].status_code == 200
+    assert results["admin-user"].json() == {"sub": "admin-user"}
+    assert results["mallory"].status_code == 403, results["mallory"].text
+    assert results["mallory"].json()["reason"] == "insufficient_scope"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def state_reader(seen: dict[str, Any], gate: Gate) -> ASGIApp:
+    """An endpoint that awaits, then reports what ``request.state`` holds."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        label = request.headers["x-label"]
+        await gate()
+        claims = request.state.claims
+        seen[label] = None if claims is None else claims.sub
+        await Response("ok")(scope, receive, send)
+
+    return app
+
+
+async def run_shared(mw: Auth0Middleware, shared: dict[str, Any], issuer: LocalIssuer) -> None:
+    """Three requests in flight at once, all handed the same ``state`` dict, as a
+    server that does not copy it would hand them."""
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        return None
+
+    async def one(label: str, token: str | None) -> None:
+        headers = [(b"x-label", label.encode())]
+        if token is not None:
+            headers.append((b"authorization", f"Bearer {token}".encode()))
+        scope = http_scope(headers)
+        scope["state"] = shared
+        await mw(scope, receive, send)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one, "alice", issuer.token(sub="alice"))
+        tg.start_soon(one, "bob", issuer.token(sub="bob"))
+        tg.start_soon(one, "anonymous", None)
+
+
+async def test_a_state_dict_shared_by_requests_is_copied_per_request(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # No lifespan seen: the middleware learns the dict is shared from its own key
+    # already being in it.
+    seen: dict[str, Any] = {}
+    gate = Gate()
+    mw = Auth0Middleware(state_reader(seen, gate), verifier=verifier)
+    shared: dict[str, Any] = {"db": "pool"}
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_shared, mw, shared, issuer)
+            while gate.waiting < 3:
+                await anyio.wait_all_tasks_blocked()
+            gate.open.set()
+    assert seen == {"alice": "alice", "bob": "bob", "anonymous": None}
+
+
+async def test_requests_handed_the_lifespan_state_itself_never_write_into_it(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # The lifespan's own dict, handed to requests: each request gets a copy from the
+    # first one on, and the lifespan state never holds anybody's claims.
+    seen: dict[str, Any] = {}
+    gate = Gate()
+    inner = state_reader(seen, gate)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await inner(scope, receive, send)
+
+    mw = Auth0Middleware(app, verifier=verifier)
+    lifespan_state: dict[str, Any] = {"db": "pool"}
+    started = anyio.Event()
+    stop = anyio.Event()
+
+    async def lifespan() -> None:
+        sent = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+
+        async def receive() -> Message:
+            if len(sent) == 1:
+                await stop.wait()
+            return sent.pop(0)
+
+        async def send(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete":
+                started.set()
+
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": lifespan_state}
+        await mw(scope, receive, send)
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lifespan)
+            await started.wait()
+            tg.start_soon(run_shared, mw, lifespan_state, issuer)
+            while gate.waiting < 3:
+                await anyio.wait_all_tasks_blocked()
+            gate.open.set()
+            await anyio.wait_all_tasks_blocked()
+            stop.set()
+    assert seen == {"alice": "alice", "bob": "bob", "anonymous": None}
+    assert lifespan_state == {"db": "pool"}
+
+
+async def test_a_per_request_state_is_written_in_place(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # With a server that copies (uvicorn), the dict the request brings is its own: the
+    # claims go into it, so middleware outside ours that holds request.state sees them
+    # after the call (a logging middleware reading the subject, say).
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        await JSONResponse({})(scope, receive, send)
+
+    mw = Auth0Middleware(endpoint, verifier=verifier)
+    per_request: dict[str, Any] = {"db": "pool"}
+    scope = http_scope([(b"authorization", f"Bearer {issuer.token(sub='alice')}".encode())])
+    scope["state"] = per_request
+    outer_view = Request(scope).state  # taken before the call, as BaseHTTPMiddleware does
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        return None
+
+    await mw(scope, receive, send)
+    assert scope["state"] is per_request
+    assert outer_view.claims.sub == "alice"
+    assert outer_view.db == "pool"
