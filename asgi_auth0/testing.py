@@ -28,6 +28,12 @@ For outage tests the issuer misbehaves on request, at runtime, from any thread:
 :meth:`~LocalIssuer.stop` / :meth:`~LocalIssuer.start` on the same port;
 :meth:`~LocalIssuer.heal` puts it back to normal. Every request is counted per path
 (:attr:`~LocalIssuer.requests`) so tests can assert exact fetch counts.
+
+An issuer with a path (Keycloak's ``.../realms/myrealm``, Okta's
+``.../oauth2/default``) serves discovery where a real one would: OpenID Connect's
+``{issuer}/.well-known/openid-configuration`` and RFC 8414's
+``/.well-known/oauth-authorization-server{path}``; see
+:attr:`~LocalIssuer.discovery_path`.
 """
 
 from __future__ import annotations
@@ -71,11 +77,16 @@ __all__ = [
 
 logger = logging.getLogger("asgi_auth0.testing")
 
-#: Where the issuer serves its JWKS.
+#: Where the issuer serves its JWKS (whatever the issuer's path).
 JWKS_PATH = "/.well-known/jwks.json"
-#: Where the issuer serves its OpenID Connect discovery document.
+#: Where an issuer without a path serves its OpenID Connect discovery document; an
+#: issuer with a path serves it under that path (:attr:`LocalIssuer.discovery_path`).
+#: As ``paths=`` of a misbehaviour it means the discovery document wherever it is.
 DISCOVERY_PATH = "/.well-known/openid-configuration"
-#: Where the issuer serves the same metadata per RFC 8414 (OAuth server metadata).
+#: Where an issuer without a path serves the same metadata per RFC 8414 (OAuth server
+#: metadata); an issuer with a path serves it at this prefix followed by the path
+#: (:attr:`LocalIssuer.oauth_metadata_path`). As ``paths=`` of a misbehaviour it means
+#: that document wherever it is.
 OAUTH_METADATA_PATH = "/.well-known/oauth-authorization-server"
 #: Pass as ``paths=`` to make a misbehaviour apply to every path the issuer answers.
 ALL_PATHS = "*"
@@ -133,8 +144,10 @@ class _Fault:
     value: Any
     paths: frozenset[str] | None
 
-    def applies(self, path: str) -> bool:
-        return self.paths is None or path in self.paths
+    def applies(self, names: frozenset[str]) -> bool:
+        """Whether it applies to a request known by ``names`` (its path, and its role
+        such as :data:`DISCOVERY_PATH` when the document lives elsewhere)."""
+        return self.paths is None or not self.paths.isdisjoint(names)
 
 
 @dataclass(frozen=True)
@@ -333,7 +346,15 @@ class LocalIssuer:
         kid: The first key's id; random by default.
         issuer: The exact ``iss`` string. By default it is the server's base URL with a
             trailing slash (Auth0 style): ``http://127.0.0.1:PORT/``. Give one to use
-            the issuer as an ASGI app only (no server), or to play a custom domain.
+            the issuer as an ASGI app only (no server), to play a custom domain, or to
+            play an issuer with a path (``issuer=f"http://127.0.0.1:{port}/realms/r"``
+            with that ``port=``; ``issuer_path=`` is simpler).
+        issuer_path: Play an issuer with a path on the local server, such as Keycloak's
+            ``"/realms/myrealm"``, Okta's ``"/oauth2/default"`` or Entra's
+            ``"/TENANT/v2.0"``: the issuer is ``http://127.0.0.1:PORT`` + this path,
+            exactly (no slash is added), and discovery is served where a real issuer
+            of that URL serves it (:attr:`discovery_path`,
+            :attr:`oauth_metadata_path`). Not with ``issuer=``.
         private_key: A pre-generated key to use as the first signing key. RSA key
             generation takes tens of milliseconds; a test suite can generate one key
             per session and hand it to every issuer.
@@ -349,8 +370,10 @@ class LocalIssuer:
     Misbehaviours (:meth:`fail_with`, :meth:`slow`, :meth:`garbage`, :meth:`oversized`,
     :meth:`reset_connections`, :meth:`hold`, :meth:`cache_control`) apply to the JWKS
     path by default; pass ``paths=`` (a path, several, or :data:`ALL_PATHS`) to aim
-    them elsewhere. They can be combined (e.g. slow *and* failing), are thread-safe
-    and take effect for the next request.
+    them elsewhere. :data:`DISCOVERY_PATH` and :data:`OAUTH_METADATA_PATH` aim at the
+    discovery documents wherever this issuer serves them (under its path, if it has
+    one). They can be combined (e.g. slow *and* failing), are thread-safe and take
+    effect for the next request.
     """
 
     def __init__(
@@ -361,6 +384,7 @@ class LocalIssuer:
         alg: str | None = None,
         kid: str | None = None,
         issuer: str | None = None,
+        issuer_path: str | None = None,
         private_key: PrivateKey | None = None,
         port: int = 0,
         clock: Callable[[], float] = time.time,
@@ -369,6 +393,19 @@ class LocalIssuer:
             raise ValueError("audience must be a non-empty string")
         if issuer is not None:
             validate_url("issuer", issuer)
+        if issuer_path is not None:
+            if issuer is not None:
+                raise ValueError("give issuer= or issuer_path=, not both")
+            if (
+                not isinstance(issuer_path, str)
+                or not issuer_path.startswith("/")
+                or any(c in issuer_path for c in "?#%\\")
+                or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in issuer_path)
+            ):
+                raise ValueError(
+                    f"issuer_path must be a plain absolute path such as '/realms/myrealm', "
+                    f"got {issuer_path!r}"
+                )
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise ValueError("port must be between 0 and 65535")
         #: The API identifier put in every token's ``aud``.
@@ -376,6 +413,11 @@ class LocalIssuer:
         #: Returns "now" (seconds since the epoch); tests may replace it to freeze time.
         self.clock = clock
         self._issuer_override = issuer
+        self._issuer_suffix = issuer_path
+        # The issuer's path without a trailing slash ("" for Auth0-style issuers): it
+        # decides where discovery lives (OIDC Discovery 1.0 §4, RFC 8414 §3).
+        named = issuer_path if issuer is None else urlsplit(issuer).path
+        self._issuer_path = (named or "").rstrip("/")
         self._port = port
         # One condition (and its lock) guards all mutable state; waiters (hold/slow)
         # sleep on it and are woken by release(), heal(), stop() and close().
@@ -478,15 +520,17 @@ class LocalIssuer:
 
     @property
     def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:PORT`` (no trailing slash).
+        """The base URL, e.g. ``http://127.0.0.1:PORT`` (no path, no trailing slash).
 
         Before the server first starts, an issuer built with ``issuer=`` uses that
-        issuer's URL (for ASGI-only use); otherwise this raises :class:`RuntimeError`.
+        issuer's scheme and host (for ASGI-only use); otherwise this raises
+        :class:`RuntimeError`.
         """
         if self._port:
             return f"http://{_LOOPBACK}:{self._port}"
         if self._issuer_override is not None:
-            return self._issuer_override.rstrip("/")
+            parts = urlsplit(self._issuer_override)
+            return f"{parts.scheme}://{parts.netloc}"
         raise RuntimeError(
             "LocalIssuer has no URL yet: start it (`with LocalIssuer() as issuer:`) or "
             "pass issuer= to use it as an ASGI app only"
@@ -494,9 +538,12 @@ class LocalIssuer:
 
     @property
     def issuer(self) -> str:
-        """The exact ``iss`` string of the tokens: ``http://127.0.0.1:PORT/`` by default."""
+        """The exact ``iss`` string of the tokens: ``http://127.0.0.1:PORT/`` by default,
+        ``http://127.0.0.1:PORT/realms/myrealm`` with ``issuer_path="/realms/myrealm"``."""
         if self._issuer_override is not None:
             return self._issuer_override
+        if self._issuer_suffix is not None:
+            return self.url + self._issuer_suffix
         return self.url + "/"
 
     @property
@@ -505,9 +552,29 @@ class LocalIssuer:
         return self.url + JWKS_PATH
 
     @property
+    def discovery_path(self) -> str:
+        """Where the OpenID Connect discovery document is served: ``{path}`` +
+        :data:`DISCOVERY_PATH`, where ``{path}`` is the issuer's path (OIDC Discovery
+        §4), e.g. ``/realms/myrealm/.well-known/openid-configuration``. For an issuer
+        without a path it is :data:`DISCOVERY_PATH` itself."""
+        return self._issuer_path + DISCOVERY_PATH
+
+    @property
+    def oauth_metadata_path(self) -> str:
+        """Where the RFC 8414 metadata is served: :data:`OAUTH_METADATA_PATH` followed
+        by the issuer's path (RFC 8414 §3), e.g.
+        ``/.well-known/oauth-authorization-server/realms/myrealm``."""
+        return OAUTH_METADATA_PATH + self._issuer_path
+
+    @property
     def discovery_url(self) -> str:
-        """The OpenID Connect discovery document URL."""
-        return self.url + DISCOVERY_PATH
+        """The OpenID Connect discovery document URL (see :attr:`discovery_path`)."""
+        return self.url + self.discovery_path
+
+    @property
+    def oauth_metadata_url(self) -> str:
+        """The RFC 8414 metadata URL (see :attr:`oauth_metadata_path`)."""
+        return self.url + self.oauth_metadata_path
 
     def config(self, **overrides: Any) -> Auth0Config:
         """An :class:`~asgi_auth0.Auth0Config` bound to this issuer.
@@ -515,7 +582,8 @@ class LocalIssuer:
         Sets ``issuer``, ``jwks_uri``, ``audience``, ``algorithms`` (those of the
         published keys) and a short ``jwks_fetch_timeout`` (2 s) so outage tests fail
         fast; any keyword overrides those or sets other options. Pass
-        ``jwks_uri=None`` to make the config find the JWKS by discovery.
+        ``jwks_uri=None`` to make the config find the JWKS by discovery, which works
+        for issuers with a path too (as long as the issuer's URL is this server's).
         """
         with self._cond:
             algs = [self._keys[self._current].alg]
@@ -638,16 +706,20 @@ class LocalIssuer:
 
     @property
     def discovery(self) -> dict[str, Any]:
-        """The OpenID Connect discovery document currently served."""
+        """The OpenID Connect discovery document currently served (the RFC 8414
+        metadata is the same document)."""
         url = self.url
+        # Endpoints live under the issuer's path, as Keycloak's and Okta's do; the
+        # JWKS stays at JWKS_PATH, which the document names (clients must follow it).
+        base = url + self._issuer_path
         with self._cond:
             algs = list(dict.fromkeys(self._keys[k].alg for k in self._published))
         return {
             "issuer": self.issuer,
             "jwks_uri": url + JWKS_PATH,
-            "authorization_endpoint": url + "/authorize",
-            "token_endpoint": url + "/oauth/token",
-            "userinfo_endpoint": url + "/userinfo",
+            "authorization_endpoint": base + "/authorize",
+            "token_endpoint": base + "/oauth/token",
+            "userinfo_endpoint": base + "/userinfo",
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "grant_types_supported": ["authorization_code", "client_credentials"],
@@ -791,7 +863,8 @@ class LocalIssuer:
         """Requests received per path (a snapshot; missing paths count 0).
 
         Every request is counted when it arrives, before any misbehaviour, so a held,
-        failed or reset fetch still counts as one.
+        failed or reset fetch still counts as one. The key is the path asked for: an
+        issuer with a path counts its discovery under :attr:`discovery_path`.
         """
         with self._cond:
             return Counter(self._requests)
@@ -807,6 +880,14 @@ class LocalIssuer:
         """Requests received for the JWKS."""
         with self._cond:
             return self._requests[JWKS_PATH]
+
+    @property
+    def discovery_requests(self) -> int:
+        """Requests received for this issuer's discovery documents: the OpenID Connect
+        one at :attr:`discovery_path` plus the RFC 8414 one at
+        :attr:`oauth_metadata_path`."""
+        with self._cond:
+            return self._requests[self.discovery_path] + self._requests[self.oauth_metadata_path]
 
     def reset_counts(self) -> None:
         """Set every request counter back to zero."""
@@ -952,12 +1033,24 @@ class LocalIssuer:
 
     # -- answering ----------------------------------------------------------------------
 
+    def _names(self, path: str) -> frozenset[str]:
+        """The names a misbehaviour's ``paths=`` may use for a request to ``path``: the
+        path itself, plus the role constant of a discovery document served elsewhere."""
+        if path == self.discovery_path:
+            return frozenset((path, DISCOVERY_PATH))
+        if path == self.oauth_metadata_path:
+            return frozenset((path, OAUTH_METADATA_PATH))
+        return frozenset((path,))
+
     def _arrive(self, path: str) -> tuple[bool, int]:
         """Count a request; return whether it must wait (hold/slow) and the stop epoch."""
+        names = self._names(path)
         with self._cond:
+            # Counted under the path asked for, so a test can tell which URL a client
+            # used (a path issuer's discovery is not at the root DISCOVERY_PATH).
             self._requests[path] += 1
             must_wait = any(
-                kind in self._faults and self._faults[kind].applies(path)
+                kind in self._faults and self._faults[kind].applies(names)
                 for kind in ("hold", "delay")
             )
             return must_wait, self._stop_epoch
@@ -965,17 +1058,18 @@ class LocalIssuer:
     def _wait(self, path: str, epoch: int) -> bool:
         """Block while held or delayed; False when stop()/close() interrupted the wait."""
         arrived = time.monotonic()
+        names = self._names(path)
         with self._cond:
             self._waiting += 1
             self._cond.notify_all()
             try:
                 while self._stop_epoch == epoch:
                     held = self._faults.get("hold")
-                    if held is not None and held.applies(path):
+                    if held is not None and held.applies(names):
                         self._cond.wait()
                         continue
                     delay = self._faults.get("delay")
-                    if delay is None or not delay.applies(path):
+                    if delay is None or not delay.applies(names):
                         return True
                     remaining = arrived + delay.value - time.monotonic()
                     if remaining <= 0:
@@ -988,8 +1082,9 @@ class LocalIssuer:
 
     def _reply(self, path: str, method: str) -> _Reply | None:
         """The answer for one request, or None to reset the connection."""
+        names = self._names(path)
         with self._cond:
-            faults = {kind: f.value for kind, f in self._faults.items() if f.applies(path)}
+            faults = {kind: f.value for kind, f in self._faults.items() if f.applies(names)}
         headers: list[tuple[str, str]] = []
         if "cache_control" in faults:
             headers.append(("Cache-Control", faults["cache_control"]))
@@ -1009,7 +1104,7 @@ class LocalIssuer:
             return _Reply(status, tuple(headers), body)
         if path == JWKS_PATH:
             document = self.jwks
-        elif path in (DISCOVERY_PATH, OAUTH_METADATA_PATH):
+        elif path in (self.discovery_path, self.oauth_metadata_path):
             document = self.discovery
         else:
             return _json_reply(404, {"error": "not_found"}, headers)

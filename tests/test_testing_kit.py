@@ -5,6 +5,7 @@ httpx, or to the ASGI app through httpx.ASGITransport."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Any
@@ -15,10 +16,12 @@ import pytest
 
 from asgi_auth0 import (
     Auth0Config,
+    Claims,
     ExpiredTokenError,
     InvalidAudienceError,
     InvalidIssuerError,
     InvalidSignatureError,
+    KeySetError,
     MissingClaimError,
     StaticKeySet,
     TokenVerifier,
@@ -447,6 +450,131 @@ def test_url_needs_a_running_server_or_an_issuer(auth0_rsa_key: PrivateKey) -> N
     assert LocalIssuer(private_key=auth0_rsa_key, issuer=ASGI_ISSUER).jwks_uri == (
         "https://tenant.example.test/.well-known/jwks.json"
     )
+
+
+# -- issuers with a path: discovery where a real one serves it -------------------------
+
+
+def free_port() -> int:
+    # The kit picks its port at start; an explicit issuer= URL must name it beforehand.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def verify_by_discovery(issuer: LocalIssuer, token: str) -> Claims:
+    """Verify through the package's own key cache: discovery, then the JWKS, real httpx."""
+    config = issuer.config(jwks_uri=None)
+    assert config.jwks_uri is None
+    verifier = TokenVerifier(config)
+    try:
+        return await verifier.verify(token)
+    finally:
+        await verifier.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_keycloak_like_realm_is_found_by_discovery(auth0_rsa_key: PrivateKey) -> None:
+    async with LocalIssuer(private_key=auth0_rsa_key, issuer_path="/realms/myrealm") as issuer:
+        assert issuer.issuer == f"http://127.0.0.1:{issuer.port}/realms/myrealm"
+        assert issuer.discovery_path == "/realms/myrealm/.well-known/openid-configuration"
+        assert issuer.discovery_url == issuer.config().discovery_url
+        claims = await verify_by_discovery(issuer, issuer.token("alice", scope="read:x"))
+        assert (claims.sub, claims["iss"]) == ("alice", issuer.issuer)
+        # The OIDC location was asked, once; nothing at the root, no RFC 8414 fallback.
+        assert issuer.requests == {issuer.discovery_path: 1, JWKS_PATH: 1}
+        assert issuer.discovery_requests == 1
+
+
+@pytest.mark.anyio
+async def test_an_okta_like_issuer_given_as_a_url_is_found_by_discovery(
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/oauth2/default"
+    async with LocalIssuer(private_key=auth0_rsa_key, issuer=url, port=port) as issuer:
+        assert issuer.url == f"http://127.0.0.1:{port}"
+        assert issuer.discovery_url == url + "/.well-known/openid-configuration"
+        assert issuer.oauth_metadata_url == (
+            f"http://127.0.0.1:{port}/.well-known/oauth-authorization-server/oauth2/default"
+        )
+        claims = await verify_by_discovery(issuer, issuer.token("bob"))
+        assert claims.sub == "bob"
+        assert issuer.requests[issuer.discovery_path] == 1
+
+
+@pytest.mark.anyio
+async def test_a_path_issuer_serves_discovery_only_where_a_real_one_does(
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    entra = LocalIssuer(private_key=auth0_rsa_key, issuer_path="/tenant-id/v2.0")
+    async with entra as issuer, httpx.AsyncClient() as client:
+        oidc = await client.get(issuer.url + "/tenant-id/v2.0/.well-known/openid-configuration")
+        rfc8414 = await client.get(
+            issuer.url + "/.well-known/oauth-authorization-server/tenant-id/v2.0"
+        )
+        assert oidc.json() == rfc8414.json() == issuer.discovery
+        assert oidc.json()["issuer"] == issuer.issuer
+        assert oidc.json()["jwks_uri"] == issuer.jwks_uri
+        # Not at the root: a client asking there has the issuer's URL wrong.
+        for root in (DISCOVERY_PATH, OAUTH_METADATA_PATH):
+            assert (await client.get(issuer.url + root)).status_code == 404
+    assert issuer.discovery_requests == 2
+
+
+@pytest.mark.anyio
+async def test_a_path_issuer_is_found_by_the_rfc8414_fallback(auth0_rsa_key: PrivateKey) -> None:
+    async with LocalIssuer(private_key=auth0_rsa_key, issuer_path="/realms/r") as issuer:
+        # "No OIDC document here" (404) is what sends a client to RFC 8414.
+        issuer.fail_with(404, paths=issuer.discovery_path)
+        claims = await verify_by_discovery(issuer, issuer.token("carol"))
+        assert claims.sub == "carol"
+        assert issuer.requests == {
+            "/realms/r/.well-known/openid-configuration": 1,
+            "/.well-known/oauth-authorization-server/realms/r": 1,
+            JWKS_PATH: 1,
+        }
+
+
+@pytest.mark.anyio
+async def test_discovery_faults_aimed_by_role_reach_a_path_issuers_documents(
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    async with LocalIssuer(private_key=auth0_rsa_key, issuer_path="/realms/r") as issuer:
+        issuer.fail_with(503, paths=DISCOVERY_PATH)
+        with pytest.raises(KeySetError):
+            await verify_by_discovery(issuer, issuer.token())
+        # A failing issuer (5xx) is not a missing document: no fallback was tried.
+        assert issuer.requests == {issuer.discovery_path: 1}
+        issuer.heal()
+        issuer.fail_with(404, paths=DISCOVERY_PATH)
+        issuer.garbage(paths=OAUTH_METADATA_PATH)
+        with pytest.raises(KeySetError):
+            await verify_by_discovery(issuer, issuer.token())
+        assert issuer.requests[issuer.oauth_metadata_path] == 1
+        assert issuer.jwks_requests == 0
+        issuer.heal()
+        assert (await verify_by_discovery(issuer, issuer.token("dan"))).sub == "dan"
+
+
+def test_issuer_path_is_checked(auth0_rsa_key: PrivateKey) -> None:
+    for bad in ("realms/r", "/a b", "/r?x=1", "/r#f", ""):
+        with pytest.raises(ValueError, match="issuer_path"):
+            LocalIssuer(private_key=auth0_rsa_key, issuer_path=bad)
+    with pytest.raises(ValueError, match="not both"):
+        LocalIssuer(private_key=auth0_rsa_key, issuer=ASGI_ISSUER, issuer_path="/r")
+
+
+@pytest.mark.anyio
+async def test_an_asgi_only_path_issuer_serves_its_own_urls(auth0_rsa_key: PrivateKey) -> None:
+    issuer = LocalIssuer(private_key=auth0_rsa_key, issuer="https://idp.example.test/realms/x")
+    assert issuer.jwks_uri == "https://idp.example.test/.well-known/jwks.json"
+    transport = httpx.ASGITransport(app=issuer.asgi_app)
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get(issuer.jwks_uri)).json() == issuer.jwks
+        assert (await client.get(issuer.discovery_url)).json()["issuer"] == issuer.issuer
+        assert (await client.get(issuer.oauth_metadata_url)).status_code == 200
 
 
 # -- the ASGI app ---------------------------------------------------------------------
