@@ -39,6 +39,8 @@ An issuer with a path (Keycloak's ``.../realms/myrealm``, Okta's
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -59,11 +61,11 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ._config import Auth0Config, validate_url
 from ._signing import DEFAULT_ALG, PrivateKey, b64url, generate_private_key, public_jwk, sign
-from ._signing import sign_jws as _sign_jws
 
 __all__ = [
     "ALL_PATHS",
@@ -73,6 +75,7 @@ __all__ = [
     "LocalIssuer",
     "PrivateKey",
     "generate_private_key",
+    "public_pem",
 ]
 
 logger = logging.getLogger("asgi_auth0.testing")
@@ -106,6 +109,18 @@ _ALGS_BY_KIND: dict[str, frozenset[str]] = {
     "Ed25519": frozenset({"EdDSA", "Ed25519"}),
 }
 _CURVE_KINDS = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+# What each kind of key can make a signature for. Looser than _ALGS_BY_KIND (which a
+# key is published with): ES384 over a P-256 key is a meaningful forgery to test.
+_ES = frozenset({"ES256", "ES384", "ES512"})
+_SIGNABLE: dict[str, frozenset[str]] = {
+    "RSA": _ALGS_BY_KIND["RSA"],
+    "P-256": _ES,
+    "P-384": _ES,
+    "P-521": _ES,
+    "Ed25519": _ALGS_BY_KIND["Ed25519"],
+}
+# HS* "signatures" keyed with the public key: the classic alg-confusion forgery.
+_HMAC_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 
 Paths = str | Iterable[str]
 ASGIScope = MutableMapping[str, Any]
@@ -124,6 +139,36 @@ def _key_kind(key: PrivateKey) -> str:
     elif isinstance(key, ed25519.Ed25519PrivateKey):
         return "Ed25519"
     raise TypeError(f"unsupported private key type {type(key).__name__}")
+
+
+def public_pem(key: PrivateKey) -> bytes:
+    """The PEM (SubjectPublicKeyInfo) of ``key``'s public half: the bytes an attacker
+    uses as the HMAC secret in an alg-confusion forgery (``HS256`` over an RSA key)."""
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _signature(key: PrivateKey, alg: str, data: bytes, *, own_alg: str) -> bytes:
+    """The signature of ``data`` under ``alg``: ``none`` (any case) is empty, ``HS*``
+    is an HMAC keyed with the public key's PEM, the rest are made by ``key``."""
+    if alg.lower() == "none":
+        return b""
+    hmac_hash = _HMAC_HASHES.get(alg)
+    if hmac_hash is not None:
+        return hmac.new(public_pem(key), data, hmac_hash).digest()
+    kind = _key_kind(key)
+    if alg not in _SIGNABLE[kind]:
+        raise ValueError(
+            f"cannot sign with alg {alg!r}: the {kind} key signs with "
+            f"{', '.join(sorted(_SIGNABLE[kind]))}; the kit also mints 'none' (an empty "
+            f"signature) and HS256/HS384/HS512 (an HMAC keyed with the public key's PEM, "
+            f"the alg-confusion forgery). For a header that claims {alg!r} over a "
+            f"signature it does not describe, say what to sign with: "
+            f"issuer.token(headers={{'alg': {alg!r}}}, signing_alg={own_alg!r}), or "
+            f"issuer.sign(header, payload, signing_alg={own_alg!r})"
+        )
+    return sign(key, alg, data)
 
 
 @dataclass(frozen=True)
@@ -739,6 +784,7 @@ class LocalIssuer:
         *,
         kid: str | None = None,
         headers: Mapping[str, Any] | None = None,
+        signing_alg: str | None = None,
         now: float | None = None,
         **claims: Any,
     ) -> str:
@@ -753,6 +799,20 @@ class LocalIssuer:
         The header is ``{"alg", "typ": "JWT", "kid"}`` for the current key (or the key
         ``kid``, which may be one removed from the JWKS); ``headers`` adds or overrides
         members (``None`` removes one). ``now`` overrides :attr:`clock` for this token.
+
+        The signature follows the header's ``alg`` (or ``signing_alg``, when given), so
+        the usual algorithm-confusion forgeries are one call each:
+
+        * ``headers={"alg": "none"}`` (or ``"None"``, ``"NONE"``): an unsecured token
+          with an empty signature, ``header.payload.``, as an attacker sends it;
+        * ``headers={"alg": "HS256"}`` (HS384, HS512): an HMAC keyed with the public
+          key's PEM (:func:`public_pem`), the classic RSA/HMAC confusion;
+        * ``headers={"alg": "PS256"}`` on an RSA key (RS384, ...): a real signature
+          under that algorithm by the same key;
+        * any other ``alg`` (``"RS999"``, ``"ES256"`` on an RSA key) needs
+          ``signing_alg``, the algorithm to really sign with:
+          ``token(headers={"alg": "RS999"}, signing_alg="RS256")``. Without it this
+          raises :class:`ValueError` saying so. For full control use :meth:`sign`.
         """
         key = self._signing_key(kid)
         issued = float(self.clock() if now is None else now)
@@ -775,7 +835,7 @@ class LocalIssuer:
         header: dict[str, Any] = {"alg": key.alg, "typ": "JWT", "kid": key.kid}
         header.update(headers or {})
         header = {name: value for name, value in header.items() if value is not None}
-        return self.sign(header, payload, kid=key.kid)
+        return self.sign(header, payload, kid=key.kid, signing_alg=signing_alg)
 
     def expired_token(self, expired_for: float = 3600, **claims: Any) -> str:
         """A token whose ``exp`` passed ``expired_for`` seconds ago (well past leeway)."""
@@ -837,17 +897,25 @@ class LocalIssuer:
         Nothing is added or checked: the header is used as given. The signature is
         made with ``key``, else the key ``kid``, else the current key, under
         ``signing_alg``, else the header's ``alg``, else the key's algorithm; so a
-        header can claim one ``alg`` while the signature uses another.
+        header can claim one ``alg`` while the signature uses another::
+
+            issuer.sign({"alg": "RS999", "kid": issuer.current_kid}, {"sub": "x"},
+                        signing_alg="RS256")
+
+        ``none`` (in any case) signs with an empty signature and ``HS256``/``HS384``/
+        ``HS512`` with an HMAC keyed with the public key's PEM (:func:`public_pem`),
+        as alg-confusion forgeries do. An algorithm the key cannot sign with raises
+        :class:`ValueError`.
         """
         signer = self._signing_key(kid)
         private = key if key is not None else signer.private_key
+        own_alg = signer.alg if key is None else DEFAULT_ALG[_key_kind(key)]
         header_alg = header.get("alg")
-        alg = signing_alg or (header_alg if isinstance(header_alg, str) else None) or signer.alg
-        if header_alg == alg:
-            return _sign_jws(private, dict(header), _payload(payload))
+        alg = signing_alg or (header_alg if isinstance(header_alg, str) else None) or own_alg
         raw = json.dumps(dict(header), separators=(",", ":")).encode()
         signing_input = b64url(raw) + "." + b64url(_payload_bytes(payload))
-        return signing_input + "." + b64url(sign(private, alg, signing_input.encode("ascii")))
+        signature = _signature(private, alg, signing_input.encode("ascii"), own_alg=own_alg)
+        return signing_input + "." + b64url(signature)
 
     def _signing_key(self, kid: str | None) -> _SigningKey:
         with self._cond:
@@ -1198,10 +1266,6 @@ def _padded(document: Mapping[str, Any], n_bytes: int) -> bytes:
     filler = b"x" * (n_bytes - len(base))
     # The padding value is the last member: insert the filler between its quotes.
     return base[:-2] + filler + base[-2:]
-
-
-def _payload(payload: Mapping[str, Any] | bytes) -> dict[str, Any] | bytes:
-    return payload if isinstance(payload, bytes) else dict(payload)
 
 
 def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:

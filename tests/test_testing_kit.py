@@ -4,6 +4,7 @@ httpx, or to the ASGI app through httpx.ASGITransport."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import socket
 import threading
@@ -13,6 +14,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from asgi_auth0 import (
     Auth0Config,
@@ -21,6 +24,7 @@ from asgi_auth0 import (
     InvalidAudienceError,
     InvalidIssuerError,
     InvalidSignatureError,
+    InvalidTokenError,
     KeySetError,
     MissingClaimError,
     StaticKeySet,
@@ -36,6 +40,7 @@ from asgi_auth0.testing import (
     JWKS_PATH,
     OAUTH_METADATA_PATH,
     LocalIssuer,
+    public_pem,
 )
 
 ASGI_ISSUER = "https://tenant.example.test/"
@@ -176,6 +181,106 @@ def test_sign_crafts_arbitrary_tokens(asgi_issuer: LocalIssuer) -> None:
     key = parse_jwks(asgi_issuer.jwks).find(asgi_issuer.current_kid, "RS256")
     assert decode_part(lying, 0)["alg"] == "PS256"
     assert key.verify("RS256", f"{head}.{payload}".encode(), b64url_decode(signature))
+
+
+# -- alg-confusion forgeries ----------------------------------------------------------
+
+
+def signing_input(token: str) -> bytes:
+    head, payload, _ = token.split(".")
+    return f"{head}.{payload}".encode()
+
+
+async def refusal(verifier: TokenVerifier, token: str) -> str:
+    """The reason the package gives for refusing ``token``."""
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.verify(token)
+    return caught.value.reason
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+async def test_alg_none_mints_an_unsigned_token_the_package_refuses(
+    asgi_issuer: LocalIssuer, alg: str
+) -> None:
+    token = asgi_issuer.token(headers={"alg": alg})
+    assert token.endswith(".")  # header.payload. with an empty signature
+    assert decode_part(token, 0) == {"alg": alg, "typ": "JWT", "kid": asgi_issuer.current_kid}
+    assert decode_part(token, 1)["iss"] == ASGI_ISSUER
+    assert await refusal(verifier_for(asgi_issuer), token) == "malformed_token"
+    # The other shape: "none" in the header over a real signature.
+    signed = asgi_issuer.token(headers={"alg": alg}, signing_alg="RS256")
+    assert decode_part(signed, 0)["alg"] == alg
+    key = parse_jwks(asgi_issuer.jwks).find(asgi_issuer.current_kid, "RS256")
+    assert key.verify("RS256", signing_input(signed), b64url_decode(signed.split(".")[2]))
+    assert await refusal(verifier_for(asgi_issuer), signed) == "alg_not_allowed"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("alg", "digest"), [("HS256", "sha256"), ("HS384", "sha384"), ("HS512", "sha512")]
+)
+async def test_hs_algs_mint_the_public_key_as_hmac_secret_forgery(
+    asgi_issuer: LocalIssuer, alg: str, digest: str
+) -> None:
+    token = asgi_issuer.token(headers={"alg": alg})
+    assert decode_part(token, 0)["alg"] == alg
+    # The secret is the PEM anyone can build from the published JWKS.
+    pem = asgi_issuer.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert public_pem(asgi_issuer.private_key) == pem
+    expected = hmac.new(pem, signing_input(token), digest).digest()
+    assert b64url_decode(token.split(".")[2]) == expected
+    assert await refusal(verifier_for(asgi_issuer), token) == "alg_not_allowed"
+
+
+@pytest.mark.anyio
+async def test_an_alg_the_key_cannot_sign_with_says_how_to_mint_it(
+    asgi_issuer: LocalIssuer,
+) -> None:
+    for alg in ("RS999", "ES256", "EdDSA", "hs256"):
+        with pytest.raises(ValueError, match=r"signing_alg='RS256'.*issuer\.sign\("):
+            asgi_issuer.token(headers={"alg": alg})
+    with pytest.raises(ValueError, match="cannot sign with alg 'RS999'"):
+        asgi_issuer.token(signing_alg="RS999")
+    token = asgi_issuer.token(headers={"alg": "RS999"}, signing_alg="RS256")
+    assert decode_part(token, 0)["alg"] == "RS999"
+    key = parse_jwks(asgi_issuer.jwks).find(asgi_issuer.current_kid, "RS256")
+    assert key.verify("RS256", signing_input(token), b64url_decode(token.split(".")[2]))
+    assert await refusal(verifier_for(asgi_issuer), token) == "alg_not_allowed"
+    # Allowed by the config, but not by the RSA key the kid names.
+    es = asgi_issuer.token(headers={"alg": "ES256"}, signing_alg="RS256")
+    verifier = verifier_for(asgi_issuer, algorithms=("RS256", "ES256"))
+    assert await refusal(verifier, es) == "alg_not_allowed"
+    crafted = asgi_issuer.sign({"alg": "RS999"}, {"sub": "x"}, signing_alg="RS256")
+    assert decode_part(crafted, 0) == {"alg": "RS999"}
+    with pytest.raises(ValueError, match="signing_alg"):
+        asgi_issuer.sign({"alg": "RS999"}, {"sub": "x"})
+
+
+@pytest.mark.anyio
+async def test_another_alg_of_the_keys_family_is_really_signed_with(
+    asgi_issuer: LocalIssuer,
+) -> None:
+    token = asgi_issuer.token(headers={"alg": "PS256"})
+    public = asgi_issuer.private_key.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    signature = b64url_decode(token.split(".")[2])
+    public.verify(signature, signing_input(token), pss, hashes.SHA256())  # raises if not
+    # The JWKS pins the key to RS256, so even an allow-list with PS256 refuses it.
+    verifier = verifier_for(asgi_issuer, algorithms=("RS256", "PS256"))
+    assert await refusal(verifier, token) == "alg_not_allowed"
+
+
+def test_an_ed25519_issuer_names_its_own_alg_in_the_hint() -> None:
+    issuer = LocalIssuer(key_type="Ed25519", issuer=ASGI_ISSUER)
+    with pytest.raises(ValueError, match="signing_alg='EdDSA'"):
+        issuer.token(headers={"alg": "ES256"})
+    assert decode_part(issuer.token(headers={"alg": "ES256"}, signing_alg="EdDSA"), 0)["alg"] == (
+        "ES256"
+    )
 
 
 # -- keys and rotation ----------------------------------------------------------------
