@@ -464,8 +464,9 @@ class JWKSCache:
         # -- the key set and its clock (written only by _install) --
         self._index: KeyIndex | None = None
         self._fingerprint: object = None
-        #: Moves whenever the usable keys change; 0 until a set is loaded.
-        self.generation = 0
+        # Read through the generation property; bumped by _install and on expiry.
+        self._generation = 0
+        self._expiry_counted = False
         self._installed_seq = 0
         self._refresh_at = -math.inf  # fast path while clock() < this
         self._fresh_until = -math.inf
@@ -649,6 +650,27 @@ class JWKSCache:
                 },
             )
             raise
+
+    @property
+    def generation(self) -> int:
+        """Moves whenever the usable keys change; 0 until a set is loaded.
+
+        It moves when a different key set is installed, and when the last good set
+        expires (``max_stale`` past freshness with every refresh failing), since no
+        key validates after that. The verified-token cache of a
+        :class:`TokenVerifier` compares it on every hit, so neither a removed key nor
+        an expired set keeps validating tokens verified earlier.
+        """
+        # Checked here, on the reader's side: expiry is the passing of time, and no
+        # fetch or lookup need happen for a cached verdict to be read.
+        if (
+            not self._expiry_counted
+            and self._clock() >= self._stale_until
+            and self._index is not None
+        ):
+            self._expiry_counted = True
+            self._generation += 1
+        return self._generation
 
     def _usable(self, now: float) -> KeyIndex | None:
         index = self._index
@@ -886,7 +908,7 @@ class JWKSCache:
         if changed:
             self._index = fetched.index
             self._fingerprint = fetched.fingerprint
-            self.generation += 1
+            self._generation += 1
             # Kids found absent from the old set may be in the new one.
             self._negative.clear()
         lifetime = fetched.lifetime
@@ -899,6 +921,7 @@ class JWKSCache:
         self._last_error = None
         self._stale_noted = False
         self._expired_noted = False
+        self._expiry_counted = False
         flight.ok = True
         index = fetched.index
         self._logger.log(

@@ -21,6 +21,7 @@ from _clock import Clock
 from asgi_auth0 import InvalidTokenError, KeySetError, UnknownKeyError
 from asgi_auth0._jwks import JWKSCache
 from asgi_auth0._signing import generate_private_key
+from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.testing import DISCOVERY_PATH, LocalIssuer
 
 pytestmark = pytest.mark.anyio
@@ -178,6 +179,31 @@ async def test_a_removed_key_stops_validating_after_the_next_refresh(
     with pytest.raises(UnknownKeyError):
         await cache.get_key(old, issuer.alg)
     assert (await cache.get_key(new, issuer.alg)).kid == new
+
+
+async def test_verified_tokens_stop_validating_when_the_key_set_expires(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # The verified-token cache answered a token verified earlier for as long as it
+    # had not expired, even after the last good key set had (ttl + max_stale with
+    # every refresh failing), while the cache itself refused every other token.
+    cache = make(ttl=600, max_stale=600)
+    wall = time.time()
+    verifier = TokenVerifier(issuer.config(), key_set=cache, clock=lambda: wall + clock.now - start)
+    start = clock.now
+    token = issuer.token(expires_in=86400)
+    assert (await verifier.verify(token)).sub == "user-1"
+    issuer.fail_with(500)
+    clock.advance(1199)  # stale, within max_stale: the cached verdict stands
+    assert (await verifier.verify(token)).sub == "user-1"
+    assert issuer.jwks_requests == 1, "a cache hit fetched nothing"
+    clock.advance(1)  # fetch + ttl + max_stale: no key is usable any more
+    with pytest.raises(KeySetError):
+        await verifier.verify(token)
+    assert verifier.cache_info()["entries"] == 0
+    issuer.heal()
+    clock.advance(60)  # past the failure backoff
+    assert (await verifier.verify(token)).sub == "user-1"
 
 
 async def test_a_random_kid_flood_costs_at_most_one_fetch_per_cooldown(
