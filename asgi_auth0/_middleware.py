@@ -98,13 +98,19 @@ class MiddlewareNotInstalledError(RuntimeError):
 
 
 class AuthenticationRejected(Exception):
-    """Raised by the FastAPI dependencies to have ``Auth0Middleware`` answer a request.
+    """Raised by the FastAPI dependencies (or an application's own code) to have
+    ``Auth0Middleware`` answer a request.
 
     It carries the :class:`Auth0Error` to answer. The middleware around the
     application catches it and sends the same RFC 6750 response it sends for its own
     rejections, so no exception handler needs registering. Applications whose other
     middleware swallows exceptions can register
     :func:`asgi_auth0.fastapi.rejection_handler` for it instead.
+
+    On a WebSocket the flags say how far the handshake went, when the raiser knows.
+    Without them the middleware sees for itself whether the application took the
+    ``websocket.connect`` message: before that, it sends the HTTP denial response;
+    after, it closes with 1008 (which refuses a handshake not yet accepted).
     """
 
     def __init__(
@@ -122,6 +128,27 @@ class AuthenticationRejected(Exception):
         #: For a WebSocket: whether the application already accepted it (then only a
         #: close is possible, no denial response).
         self.websocket_accepted = websocket_accepted
+
+
+class _ConnectWatch:
+    """A WebSocket's ``receive``, noting whether ``websocket.connect`` was taken.
+
+    Only observes: every message passes through unchanged. It lets the middleware
+    answer an :class:`AuthenticationRejected` raised after the application took the
+    connect message without saying so.
+    """
+
+    __slots__ = ("_receive", "connected")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.connected = False
+
+    async def __call__(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "websocket.connect":
+            self.connected = True
+        return message
 
 
 class _TokenCredentials(AuthCredentials):
@@ -376,18 +403,30 @@ class Auth0Middleware:
             return
         _store(scope, claims, self._responder, self._lifespan_state)
 
+        watch = None
+        if scope_type == "websocket":
+            watch = receive = _ConnectWatch(receive)
         try:
             await self.app(scope, receive, send)
         except AuthenticationRejected as rejected:
-            # Raised by our own dependencies, before the endpoint ran; any other
-            # exception from the application propagates untouched.
+            # Raised by our own dependencies (before the endpoint ran), or by the
+            # application's own code; any other exception propagates untouched.
+            connect_received = rejected.websocket_connect_received
+            accepted = rejected.websocket_accepted
+            if watch is not None and watch.connected and not connect_received:
+                # The application took websocket.connect (Starlette's accept() does)
+                # but the exception does not say whether it accepted. Waiting for a
+                # connect message that already went would hang; a close is right in
+                # both states: before accept the server refuses the handshake (403),
+                # after it the client gets the close code.
+                accepted = True
             await self._reject(
                 rejected.error,
                 scope,
                 receive,
                 send,
-                connect_received=rejected.websocket_connect_received,
-                accepted=rejected.websocket_accepted,
+                connect_received=connect_received,
+                accepted=accepted,
             )
 
     async def _reject(
@@ -424,6 +463,7 @@ class Auth0Middleware:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._lifespan_state = scope.get("state")
+
         # Only observe: every message passes through unchanged, in order.
         async def observed_receive() -> Message:
             message = await receive()

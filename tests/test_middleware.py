@@ -30,9 +30,14 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from asgi_auth0._challenge import Challenge, problem_json_response
-from asgi_auth0._errors import ConfigError, InvalidTokenError, KeySetError
+from asgi_auth0._errors import ConfigError, InsufficientScopeError, InvalidTokenError, KeySetError
 from asgi_auth0._keys import StaticKeySet
-from asgi_auth0._middleware import Auth0Middleware, Auth0User, auth_state
+from asgi_auth0._middleware import (
+    Auth0Middleware,
+    Auth0User,
+    AuthenticationRejected,
+    auth_state,
+)
 from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.testing import LocalIssuer
 
@@ -784,6 +789,55 @@ async def test_websocket_outage_is_503_denial_or_1013(issuer: LocalIssuer) -> No
     assert (status, hdrs["retry-after"], body["error"]) == (503, "42", "temporarily_unavailable")
     sent = await drive(ws_app(verifier), ws_scope(header, denial=False), [CONNECT])
     assert sent == [{"type": "websocket.close", "code": 1013}]
+
+
+def rejecting_ws_app(verifier: TokenVerifier, *, accept: bool) -> Starlette:
+    """A Starlette WebSocket endpoint that raises AuthenticationRejected itself, as the
+    README's Starlette section shows, without the websocket_* flags, after taking
+    the connect message (and, with ``accept``, accepting)."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        if accept:
+            await websocket.accept()
+        else:
+            await websocket.receive()  # the connect message, not answered
+        raise AuthenticationRejected(InsufficientScopeError(("chat",)))
+
+    # Added as app middleware (not wrapping the app): the rejection reaches the
+    # middleware itself, not a handler registered inside the app.
+    middleware = [Middleware(Auth0Middleware, verifier=verifier)]
+    return Starlette(routes=[WebSocketRoute("/ws", endpoint)], middleware=middleware)
+
+
+@pytest.mark.parametrize("accept", [True, False], ids=["after-accept", "after-connect"])
+@pytest.mark.parametrize("denial", [True, False])
+async def test_a_websocket_rejection_raised_after_connect_closes_without_hanging(
+    verifier: TokenVerifier, issuer: LocalIssuer, accept: bool, denial: bool
+) -> None:
+    # The middleware used to wait for a websocket.connect the endpoint had already
+    # taken: the client saw nothing until it gave up. A close fits both states: after
+    # accept the client gets 1008; before it the server refuses the handshake (403).
+    scope = ws_scope([(b"authorization", f"Bearer {issuer.token()}".encode())], denial=denial)
+    sent = await drive(rejecting_ws_app(verifier, accept=accept), scope, [CONNECT], timeout=2)
+    expected = [{"type": "websocket.accept", "subprotocol": None, "headers": []}] if accept else []
+    assert sent == [*expected, {"type": "websocket.close", "code": 1008}]
+
+
+async def test_a_websocket_rejection_raised_before_connect_still_gets_the_denial(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # Nothing taken yet: the full RFC 6750 denial response, as before.
+    async def endpoint(websocket: WebSocket) -> None:
+        raise AuthenticationRejected(InsufficientScopeError(("chat",)))
+
+    middleware = [Middleware(Auth0Middleware, verifier=verifier)]
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)], middleware=middleware)
+    scope = ws_scope([(b"authorization", f"Bearer {issuer.token()}".encode())])
+    sent = await drive(app, scope, [CONNECT], timeout=2)
+    status, hdrs, body = start_of(sent)
+    assert status == 403
+    assert hdrs["www-authenticate"].endswith('scope="chat"')
+    assert body["reason"] == "insufficient_scope"
 
 
 async def test_websocket_client_gone_before_connect_gets_nothing(verifier: TokenVerifier) -> None:
