@@ -120,7 +120,8 @@ class Claims(Mapping[str, Any]):
 
     @property
     def scopes(self) -> frozenset[str]:
-        """Scopes from the space-separated ``scope`` claim, or else the ``scp`` array."""
+        """Scopes from the space-separated ``scope`` claim (or an array of strings, as
+        some issuers send it), or else from ``scp`` (an array, or Entra's string)."""
         try:
             return self._scopes
         except AttributeError:  # first use; the claims never change, so keep it
@@ -213,6 +214,11 @@ def _scopes_of(data: Mapping[str, Any]) -> frozenset[str]:
     scope = data.get("scope")
     if isinstance(scope, str):
         return frozenset(scope.split())
+    if isinstance(scope, tuple):
+        # RFC 9068 writes scope as one space-separated string, but some issuers
+        # (Spring Authorization Server, PingFederate) send a JSON array; reading it
+        # as "no scopes" would refuse every request with a 403 and nothing to say why.
+        return _strings(scope)
     scp = data.get("scp")
     if isinstance(scp, str):
         # Entra ID sends ``scp`` as a space-separated string.

@@ -35,7 +35,12 @@ def test_scope_string_wins_over_scp() -> None:
         ({"scp": "a b"}, {"a", "b"}),
         ({"scp": ["a", 1, None, ""]}, {"a"}),
         ({"scope": 5}, set()),
+        ({"scope": 5, "scp": ["x"]}, {"x"}),
         ({}, set()),
+        # A scope array (Spring Authorization Server, PingFederate): its strings.
+        ({"scope": ["a", "b"]}, {"a", "b"}),
+        ({"scope": ["a", 1, None, ""], "scp": ["x"]}, {"a"}),
+        ({"scope": [], "scp": ["x"]}, set()),
     ],
 )
 def test_scopes_from_scp(payload: dict[str, Any], scopes: set[str]) -> None:
