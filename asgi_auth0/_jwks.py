@@ -219,6 +219,8 @@ class _Fetched:
     index: KeyIndex
     fingerprint: tuple[tuple[str | None, tuple[str, ...], bytes], ...]
     lifetime: float
+    #: Why each key left out was left out ("key #2 (kid 'x'): use is not 'sig'").
+    refused: tuple[str, ...] = ()
 
 
 def freshness_lifetime(
@@ -306,15 +308,32 @@ def _fingerprint(index: KeyIndex) -> tuple[tuple[str | None, tuple[str, ...], by
     )
 
 
-def _key_index(document: object) -> KeyIndex:
-    """Parse a fetched JWKS once; a document that is not one, or has no usable key, fails."""
+def _key_index(document: object) -> tuple[KeyIndex, tuple[str, ...]]:
+    """Parse a fetched JWKS once; a document that is not one, or has no usable key, fails.
+
+    Also returns why each skipped key was skipped, for the log: an issuer publishes
+    keys we cannot use (Keycloak always adds an encryption key), and "no usable key"
+    alone does not say what to fix.
+    """
+    refused: list[str] = []
+
+    def skipped(position: int, entry: object, why: object) -> None:
+        # The kid is the issuer's unchecked text: escaped and truncated.
+        kid = entry.get("kid") if isinstance(entry, Mapping) else None
+        shown = log_safe(kid) if kid is not None else "(none)"
+        refused.append(f"key #{position} (kid {shown}): {why}")
+
     try:
-        index = parse_jwks(document)
+        index = parse_jwks(document, on_skip=skipped)
     except ValueError as exc:
         raise _FetchFailure("not_a_jwks", str(exc)) from exc
     if not len(index):
-        raise _FetchFailure("no_usable_keys", "the JWKS holds no usable signing key")
-    return index
+        detail = "; ".join(refused[:5]) if refused else "it has no keys"
+        more = f"; and {len(refused) - 5} more" if len(refused) > 5 else ""
+        raise _FetchFailure(
+            "no_usable_keys", f"the JWKS holds no usable signing key ({detail}{more})"
+        )
+    return index, tuple(refused)
 
 
 def _seconds(name: str, value: object, *, minimum: float, positive: bool = False) -> float:
@@ -781,7 +800,7 @@ class JWKSCache:
             jwks_uri = await self._discover(client)
         try:
             document, headers = await self._get_json(client, jwks_uri, "JWKS")
-            index = _key_index(document)
+            index, refused = _key_index(document)
         except _FetchFailure:
             if self._jwks_uri is None:
                 self._discovered = None  # the issuer may have moved its keys: rediscover
@@ -793,7 +812,7 @@ class JWKSCache:
             minimum=min(self._min_ttl, self._ttl),
             maximum=self._max_ttl,
         )
-        return _Fetched(index, _fingerprint(index), lifetime)
+        return _Fetched(index, _fingerprint(index), lifetime, refused)
 
     async def _discover(self, client: httpx.AsyncClient) -> str:
         issuer = self._issuer
@@ -934,6 +953,16 @@ class JWKSCache:
             self.generation,
             extra={"reason": "refresh", "iss": self._issuer},
         )
+        for why in fetched.refused:
+            # Logged with the set (INFO when it changed, else DEBUG), not on every
+            # refresh: an issuer that always publishes a key we cannot use is normal.
+            self._logger.log(
+                logging.INFO if changed else logging.DEBUG,
+                "JWKS of %s: skipping unusable %s",
+                self._issuer or self._jwks_uri,
+                why,
+                extra={"reason": "key_skipped", "iss": self._issuer},
+            )
         self._emit(
             "refresh",
             changed=changed,

@@ -351,6 +351,39 @@ async def test_a_body_that_is_not_a_usable_jwks_is_a_fetch_failure(
     assert (status.state, status.last_error) == ("failing", reason)
 
 
+async def test_a_jwks_with_no_usable_key_says_why_each_was_refused(
+    issuer: LocalIssuer, make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # "no usable signing key" alone does not say what to fix at the issuer.
+    enc = {**public_jwk(P256, kid="enc-key"), "use": "enc"}
+    secret = {"kty": "oct", "k": "c2VjcmV0", "kid": "k\nforged"}
+    issuer.garbage(jwks_body(enc, secret))
+    with caplog.at_level(logging.WARNING, "asgi_auth0.jwks"), pytest.raises(KeySetError):
+        await make().get_key("enc-key", "ES256")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "no_usable_keys" in logged
+    assert "key #0 (kid 'enc-key'): use is not 'sig'" in logged
+    assert "key #1 (kid 'k\\nforged'): " in logged  # escaped: no forged log line
+
+
+async def test_a_skipped_key_is_logged_with_its_kid_and_reason_when_the_set_changes(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Keycloak publishes an encryption key beside its signing keys on every fetch:
+    # said once at INFO with the set it came with, not again on each refresh.
+    enc = {**public_jwk(generate_private_key("P-256"), kid="enc-key"), "use": "enc"}
+    issuer.garbage(jwks_body(*issuer.jwks["keys"], enc))
+    cache = make(ttl=600)
+    caplog.set_level(logging.DEBUG, "asgi_auth0.jwks")
+    assert (await cache.get_key(issuer.current_kid, "ES256")).kid == issuer.current_kid
+    clock.advance(601)
+    await cache.refresh()  # the same set again
+    skipped = [r for r in caplog.records if "skipping unusable" in r.getMessage()]
+    assert [r.levelno for r in skipped] == [logging.INFO, logging.DEBUG]
+    assert "key #1 (kid 'enc-key'): use is not 'sig'" in skipped[0].getMessage()
+    assert all(r.__dict__["reason"] == "key_skipped" for r in skipped)
+
+
 def test_the_strict_json_bodies_above_are_otherwise_valid() -> None:
     # Guards the NaN/Infinity cases: without strict parsing they would load.
     assert "keys" in json.loads(valid_jwks_with(x="NaN"))
