@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from ._errors import InvalidRequestError, MultipleTokensError
+from ._errors import InvalidRequestError, MalformedQueryTokenError, MultipleTokensError
 
 __all__ = [
     "bearer_token",
@@ -126,7 +126,7 @@ def query_token(query_string: bytes, param: str) -> str | None:
     """The token in query parameter ``param`` (RFC 6750 §2.3), or ``None`` if absent.
 
     Several occurrences raise :class:`MultipleTokensError`; an empty or non-token68
-    value raises :class:`InvalidRequestError`.
+    value raises :class:`MalformedQueryTokenError` (an :class:`InvalidRequestError`).
     """
     if not query_string:
         return None
@@ -141,7 +141,7 @@ def query_token(query_string: bytes, param: str) -> str | None:
         raise MultipleTokensError("the access token query parameter appears more than once")
     token = values[0]
     if not _TOKEN68_STR.fullmatch(token):
-        raise InvalidRequestError("the access token query parameter is not a token68")
+        raise MalformedQueryTokenError("the access token query parameter is not a token68")
     return token
 
 

@@ -13,7 +13,8 @@ these ever contains token bytes or exception text.
     └── BearerError
         ├── MissingTokenError                  401, bare challenge
         ├── InvalidRequestError                400 invalid_request
-        │   └── MultipleTokensError
+        │   ├── MultipleTokensError
+        │   └── MalformedQueryTokenError
         ├── InvalidTokenError                  401 invalid_token
         │   ├── MalformedTokenError
         │   │   └── TokenTooLargeError
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidTypeError",
     "IssuedInFutureError",
     "KeySetError",
+    "MalformedQueryTokenError",
     "MalformedTokenError",
     "MissingClaimError",
     "MissingTokenError",
@@ -136,6 +138,14 @@ class MultipleTokensError(InvalidRequestError):
 
     reason = "multiple_tokens"
     description = "The request carries more than one Authorization header or access token."
+
+
+class MalformedQueryTokenError(InvalidRequestError):
+    """The WebSocket handshake's access-token query parameter (when enabled) is empty
+    or not a token68: the Authorization header is not what is malformed."""
+
+    reason = "malformed_query_token"
+    description = "The access token query parameter is malformed."
 
 
 class InvalidTokenError(BearerError):

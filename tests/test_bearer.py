@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from asgi_auth0._bearer import bearer_token, parse_authorization, query_token, token_from_scope
-from asgi_auth0._errors import InvalidRequestError, MultipleTokensError
+from asgi_auth0._errors import InvalidRequestError, MalformedQueryTokenError, MultipleTokensError
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
 
@@ -140,8 +140,13 @@ def test_query_token_is_percent_decoded() -> None:
     [b"access_token=", b"access_token=a%20b", b"access_token=a%22b", b"access_token=%E9t%C3%A9"],
 )
 def test_a_malformed_query_token_is_invalid_request(query: bytes) -> None:
-    with pytest.raises(InvalidRequestError):
+    # Still a 400 invalid_request, but not said to be the Authorization header's fault.
+    with pytest.raises(MalformedQueryTokenError) as caught:
         query_token(query, "access_token")
+    assert isinstance(caught.value, InvalidRequestError)
+    assert (caught.value.status_code, caught.value.error) == (400, "invalid_request")
+    assert caught.value.reason == "malformed_query_token"
+    assert "query parameter" in caught.value.description
 
 
 def test_a_repeated_query_token_is_rejected() -> None:

@@ -874,6 +874,11 @@ async def test_websocket_query_token_when_opted_in(
     status, _, body = start_of(await drive(app, both, [CONNECT]))
     assert (status, body["reason"]) == (400, "multiple_tokens")
 
+    empty = ws_scope(query=b"access_token=")
+    status, _, body = start_of(await drive(app, empty, [CONNECT]))
+    assert (status, body["reason"]) == (400, "malformed_query_token")
+    assert body["error_description"] == "The access token query parameter is malformed."
+
 
 async def test_the_query_param_never_applies_to_http(
     verifier: TokenVerifier, issuer: LocalIssuer
