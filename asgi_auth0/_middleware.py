@@ -24,7 +24,7 @@ import functools
 import inspect
 import logging
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ParamSpec
 
@@ -622,14 +622,48 @@ _LIFESPAN_END = frozenset(
 
 
 def _answer_rejections_inside(app: ASGIApp) -> None:
-    """When the middleware wraps a Starlette/FastAPI app directly (``Auth0Middleware(app)``
-    rather than ``app.add_middleware``), the app's own ServerErrorMiddleware would meet
-    a dependency's :class:`AuthenticationRejected` first and answer 500. Registering our
-    handler on that app lets it answer the rejection itself, exactly as we would."""
-    if isinstance(app, Starlette) and AuthenticationRejected not in app.exception_handlers:
-        from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
+    """Register our handler on every Starlette/FastAPI app the middleware wraps.
 
-        app.add_exception_handler(AuthenticationRejected, rejection_handler)
+    A Starlette app's own ServerErrorMiddleware would meet a dependency's
+    :class:`AuthenticationRejected` before we do, answer 500 and re-raise (so our
+    answer would then be a second response): when the middleware wraps the app
+    directly (``Auth0Middleware(app)`` rather than ``app.add_middleware``), and for
+    every app mounted inside (``app.mount("/v1", sub_app)``). Registered there, our
+    handler answers the rejection itself, exactly as we would. Done here, when the
+    outer app builds its middleware: after the routes are set up, and before a
+    mounted app builds its own stack (on its first request), which reads the handlers.
+    """
+    from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
+
+    for found in _starlette_apps_inside(app):
+        if AuthenticationRejected not in found.exception_handlers:
+            found.add_exception_handler(AuthenticationRejected, rejection_handler)
+
+
+def _starlette_apps_inside(app: ASGIApp) -> Iterator[Starlette]:
+    """``app`` if it is a Starlette app, and every Starlette app reachable below it:
+    through middleware (``.app``), routers and mounts (``.routes``), nested mounts."""
+    stack: list[Any] = [app]
+    seen: set[int] = set()
+    budget = 4096  # a bound: a strange app graph must not hang startup
+    while stack and budget:
+        node = stack.pop()
+        budget -= 1
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Starlette):
+            yield node
+            stack.append(node.router)
+            continue
+        routes = getattr(node, "routes", None)
+        if isinstance(routes, list):
+            for route in routes:
+                # A Mount or Host keeps the app it was given as _base_app (.app may be
+                # that app wrapped in the mount's own middleware).
+                stack.append(getattr(route, "_base_app", None))
+                stack.append(getattr(route, "app", None))
+        stack.append(getattr(node, "app", None))
 
 
 def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:

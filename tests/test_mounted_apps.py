@@ -1,0 +1,125 @@
+"""Rejections raised inside mounted apps get the RFC 6750 answer, not a 500.
+
+A Starlette or FastAPI app mounted inside the protected one (``app.mount("/v1", sub)``,
+``Mount("/v1", app=Starlette(...))``) has its own ServerErrorMiddleware, which met a
+dependency's ``AuthenticationRejected`` first: it answered 500 and re-raised, and the
+outer middleware's answer was then a second response. The middleware registers its
+handler on every app it finds mounted below it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route
+
+from asgi_auth0._claims import Claims
+from asgi_auth0._errors import InsufficientScopeError, MissingTokenError
+from asgi_auth0._middleware import Auth0Middleware, AuthenticationRejected
+from asgi_auth0._verify import TokenVerifier
+from asgi_auth0.fastapi import require_scopes, require_token
+from asgi_auth0.testing import LocalIssuer
+
+pytestmark = pytest.mark.anyio
+
+
+def fastapi_sub() -> FastAPI:
+    sub = FastAPI()
+
+    @sub.get("/who")
+    async def who(claims: Annotated[Claims, Depends(require_token)]) -> Any:
+        return {"sub": claims.sub}
+
+    @sub.get("/admin")
+    async def admin(claims: Annotated[Claims, Depends(require_scopes("admin"))]) -> Any:
+        return {"sub": claims.sub}
+
+    return sub
+
+
+async def private(request: Request) -> Response:
+    # The README's Starlette pattern.
+    if request.state.claims is None:
+        raise AuthenticationRejected(MissingTokenError())
+    if "admin" not in request.state.claims.scopes:
+        raise AuthenticationRejected(InsufficientScopeError(("admin",)))
+    return JSONResponse({"sub": request.state.claims.sub})
+
+
+def starlette_sub() -> Starlette:
+    return Starlette(routes=[Route("/private", private)])
+
+
+def mounted_fastapi(verifier: TokenVerifier) -> FastAPI:
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    app.mount("/sub", fastapi_sub())
+    return app
+
+
+def mounted_starlette(verifier: TokenVerifier) -> Starlette:
+    # Two levels deep, through a Mount of routes, as a versioned API is laid out.
+    v1 = Mount("/api", routes=[Mount("/v1", app=starlette_sub())])
+    return Starlette(routes=[v1], middleware=[Middleware(Auth0Middleware, verifier=verifier)])
+
+
+def wrapped_directly(verifier: TokenVerifier) -> Auth0Middleware:
+    app = FastAPI()
+    app.mount("/sub", fastapi_sub())
+    return Auth0Middleware(app, verifier=verifier)
+
+
+BUILDERS = {
+    "fastapi-mount": (mounted_fastapi, "/sub/who", "/sub/admin"),
+    "starlette-nested-mount": (mounted_starlette, "/api/v1/private", "/api/v1/private"),
+    "wrapped-directly": (wrapped_directly, "/sub/who", "/sub/admin"),
+}
+
+
+def client(app: Any) -> httpx.AsyncClient:
+    # raise_app_exceptions=False: a 500 must show as the response it is, not as a
+    # test crash, so the assertion says what the client got.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+@pytest.mark.parametrize("layout", sorted(BUILDERS))
+async def test_a_mounted_apps_rejections_are_answered_like_the_middlewares(
+    verifier: TokenVerifier, issuer: LocalIssuer, layout: str
+) -> None:
+    build, who, admin = BUILDERS[layout]
+    async with client(build(verifier)) as c:
+        anonymous = await c.get(who)
+        short = await c.get(admin, headers={"Authorization": f"Bearer {issuer.token()}"})
+        token = issuer.token(sub="root", scope="admin")
+        ok = await c.get(admin, headers={"Authorization": f"Bearer {token}"})
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert anonymous.json()["reason"] == "missing_token"
+    assert short.status_code == 403, short.text
+    assert short.headers["www-authenticate"].endswith('scope="admin"')
+    assert short.json()["reason"] == "insufficient_scope"
+    assert ok.status_code == 200
+    assert ok.json() == {"sub": "root"}
+
+
+async def test_a_mounted_apps_own_handler_is_kept(verifier: TokenVerifier) -> None:
+    # An application that answers rejections its own way keeps doing so.
+    async def own(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("ours", status_code=418)
+
+    sub = fastapi_sub()
+    sub.add_exception_handler(AuthenticationRejected, own)
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    app.mount("/sub", sub)
+    async with client(app) as c:
+        r = await c.get("/sub/who")
+    assert (r.status_code, r.text) == (418, "ours")
