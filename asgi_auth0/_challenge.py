@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -167,6 +168,20 @@ def problem_json_response(conn: HTTPConnection, challenge: Challenge) -> Respons
     )
 
 
+#: Seconds during which further rejections of the same status and reason are only
+#: counted, not logged (see :meth:`Responder.log_rejection`).
+REJECTION_LOG_WINDOW = 60.0
+
+
+def _request_line(scope: Mapping[str, Any]) -> str:
+    # The path is the client's text: repr-escaped and truncated, like a kid.
+    method = scope.get("method") or str(scope.get("type", "")).upper()
+    path = repr(scope.get("path", ""))
+    if len(path) > 120:
+        path = path[:117] + "..."
+    return f"{method} {path}"
+
+
 class Responder:
     """Builds the response for a rejected request: one realm, one response hook.
 
@@ -174,11 +189,65 @@ class Responder:
     raised by the FastAPI dependencies are answered exactly like its own.
     """
 
-    __slots__ = ("hook", "realm")
+    __slots__ = ("_logged_at", "_suppressed", "clock", "hook", "realm")
 
-    def __init__(self, *, realm: str, hook: ResponseHook | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        realm: str,
+        hook: ResponseHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.realm = realm
         self.hook: ResponseHook = hook if hook is not None else json_response
+        #: The clock of the rejection log's window (tests replace it).
+        self.clock = clock
+        # Per (status, reason): when it was last logged, and how many went unlogged
+        # since. The keys are a fixed, small set: the error classes' reasons.
+        self._logged_at: dict[tuple[int, str], float] = {}
+        self._suppressed: dict[tuple[int, str], int] = {}
+
+    def log_rejection(self, scope: Mapping[str, Any], challenge: Challenge) -> None:
+        """Log a rejected request: once per status and reason per minute, then a count.
+
+        Anyone can send bad tokens, and during an issuer outage every request may get
+        503: a line per request would let a client decide how much the application
+        logs. The first rejection of a kind in a window is logged (INFO, or WARNING
+        for 5xx) with method and path (never the query string, which may hold a
+        WebSocket token); the rest are counted, and the next logged line says how many.
+        Each one is logged at DEBUG. Never the token, the header or the claims.
+        """
+        status, reason = challenge.status_code, challenge.reason
+        key = (status, reason)
+        now = self.clock()
+        last = self._logged_at.get(key)
+        if last is not None and now - last < REJECTION_LOG_WINDOW:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "request rejected: status=%s reason=%s %s",
+                    status,
+                    reason,
+                    _request_line(scope),
+                    extra={"reason": reason, "scope_type": scope.get("type")},
+                )
+            return
+        self._logged_at[key] = now
+        more = self._suppressed.pop(key, 0)
+        level = logging.WARNING if status >= 500 else logging.INFO
+        if logger.isEnabledFor(level):
+            since = ""
+            if more and last is not None:
+                since = f" ({more} more like it, unlogged, since the line {now - last:.0f} s ago)"
+            logger.log(
+                level,
+                "request rejected: status=%s reason=%s %s%s",
+                status,
+                reason,
+                _request_line(scope),
+                since,
+                extra={"reason": reason, "scope_type": scope.get("type"), "suppressed": more},
+            )
 
     def challenge(self, exc: Auth0Error) -> Challenge:
         """The challenge for ``exc`` under this realm."""

@@ -37,7 +37,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._bearer import bearer_token, is_token68, not_token68_error, token_from_scope
-from ._challenge import Challenge, Responder, ResponseHook
+from ._challenge import Responder, ResponseHook
 from ._claims import Claims
 from ._config import Auth0Config
 from ._errors import Auth0Error, ConfigError, InvalidTokenError, KeySetError, MissingTokenError
@@ -440,7 +440,7 @@ class Auth0Middleware:
         accepted: bool = False,
     ) -> None:
         challenge = self._responder.challenge(exc)
-        _log_rejection(scope, challenge)
+        self._responder.log_rejection(scope, challenge)
         if scope["type"] == "websocket":
             if accepted:
                 await send({"type": "websocket.close", "code": _close_code(exc)})
@@ -724,16 +724,3 @@ def fail_closed_policies(app: Starlette) -> list[PublicPaths]:
 def _close_code(exc: Auth0Error) -> int:
     """The WebSocket close code for a rejection sent as a close frame."""
     return _WS_TRY_AGAIN_LATER if isinstance(exc, KeySetError) else _WS_POLICY_VIOLATION
-
-
-def _log_rejection(scope: Scope, challenge: Challenge) -> None:
-    # reason and status only: never the token, the header or the claims.
-    level = logging.WARNING if challenge.status_code >= 500 else logging.INFO
-    if logger.isEnabledFor(level):
-        logger.log(
-            level,
-            "request rejected: status=%s reason=%s",
-            challenge.status_code,
-            challenge.reason,
-            extra={"reason": challenge.reason, "scope_type": scope["type"]},
-        )

@@ -390,6 +390,7 @@ async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response:
         raise exc
     _, responder = auth_state(conn.scope)
     challenge = responder.challenge(exc.error)
+    responder.log_rejection(conn.scope, challenge)
     if isinstance(conn, WebSocket):
         close_code = 1013 if challenge.status_code >= 500 else 1008
         if conn.application_state is WebSocketState.CONNECTED:
