@@ -49,6 +49,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import fastapi.routing
 from fastapi import FastAPI, Security
@@ -63,7 +64,7 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from ._challenge import scope_token_ok
 from ._claims import Claims
-from ._config import Auth0Config
+from ._config import Auth0Config, validate_url
 from ._errors import (
     Auth0Error,
     ConfigError,
@@ -432,14 +433,49 @@ def swagger_ui_init_oauth(config: Auth0Config) -> dict[str, Any]:
     }
 
 
-def _oauth2_scheme(config: Auth0Config, scopes: Iterable[str]) -> dict[str, Any]:
+def _login_urls(
+    config: Auth0Config, authorization_url: str | None, token_url: str | None
+) -> tuple[str, str, str]:
+    """Where Swagger UI sends the user to log in, where it gets the token, and what
+    the scheme's description says.
+
+    Auth0 serves them at ``/authorize`` and ``/oauth/token`` on the tenant (or custom)
+    domain. An issuer with a path (Keycloak ``.../realms/x``, Okta
+    ``.../oauth2/default``, Entra ``.../v2.0``, Cognito) has them elsewhere, named in
+    its discovery document; guessing would send "Authorize" to a 404 at the issuer.
+    """
+    if authorization_url is not None or token_url is not None:
+        if authorization_url is None or token_url is None:
+            raise ConfigError("configure_openapi(): give both authorization_url= and token_url=")
+        return (
+            validate_url("authorization_url", authorization_url),
+            validate_url("token_url", token_url),
+            "Log in (authorization code with PKCE).",
+        )
+    if config.domain is None and urlsplit(config.issuer or "").path != "/":
+        raise ConfigError(
+            f"configure_openapi(): the issuer {config.issuer!r} is not shaped like an "
+            "Auth0 tenant (https://host/), so its login endpoints are not known to be "
+            "/authorize and /oauth/token; pass authorization_url= and token_url= (the "
+            "authorization_endpoint and token_endpoint of its discovery document) for "
+            "the Swagger UI login"
+        )
     base = _base_url(config)
+    return (
+        f"{base}/authorize",
+        f"{base}/oauth/token",
+        "Log in with Auth0 (authorization code with PKCE).",
+    )
+
+
+def _oauth2_scheme(login: tuple[str, str, str], scopes: Iterable[str]) -> dict[str, Any]:
+    authorization_url, token_url, description = login
     scheme = OAuth2AuthorizationCodeBearer(
-        authorizationUrl=f"{base}/authorize",
-        tokenUrl=f"{base}/oauth/token",
+        authorizationUrl=authorization_url,
+        tokenUrl=token_url,
         scopes={s: s for s in sorted(set(scopes))},
         scheme_name=SCHEME_NAME,
-        description="Log in with Auth0 (authorization code with PKCE).",
+        description=description,
         auto_error=False,
     )
     encoded: dict[str, Any] = jsonable_encoder(scheme.model, by_alias=True, exclude_none=True)
@@ -658,7 +694,7 @@ def _require_everywhere(schema: dict[str, Any], policies: list[PublicPaths]) -> 
 
 def _decorate(
     schema: dict[str, Any],
-    config: Auth0Config | None,
+    login: tuple[str, str, str] | None,
     policies: list[PublicPaths],
     found: dict[tuple[str, str], _Requirements] | None = None,
 ) -> dict[str, Any]:
@@ -697,14 +733,20 @@ def _decorate(
         return schema
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {}).setdefault(_ERROR_SCHEMA_NAME, _ERROR_SCHEMA)
-    if config is not None and config.client_id:
+    if login is not None:
         components.setdefault("securitySchemes", {})[SCHEME_NAME] = _oauth2_scheme(
-            config, all_scopes
+            login, all_scopes
         )
     return schema
 
 
-def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
+def configure_openapi(
+    app: FastAPI,
+    config: Auth0Config | None = None,
+    *,
+    authorization_url: str | None = None,
+    token_url: str | None = None,
+) -> None:
     """Complete ``app``'s OpenAPI document and Swagger UI for asgi_auth0.
 
     - Operations protected by an asgi_auth0 dependency document their 401 and (when
@@ -721,13 +763,23 @@ def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
       authorization code with ``https://{domain}/authorize`` and ``/oauth/token``,
       and Swagger UI is set up for PKCE (unless ``swagger_ui_init_oauth`` was given to
       ``FastAPI()`` already). Register ``{your app}/docs/oauth2-redirect`` as an
-      allowed callback URL of that Auth0 application.
+      allowed callback URL of that Auth0 application. Another issuer's endpoints are
+      elsewhere: give ``authorization_url`` and ``token_url`` (from its discovery
+      document); an issuer with a path and no such URLs is a :class:`ConfigError`.
 
     Responses a route declares itself are left alone. Uses FastAPI's documented
     ``app.openapi`` override, wrapping whatever ``app.openapi`` was before.
     """
     if not isinstance(app, FastAPI):
         raise TypeError("configure_openapi() needs a FastAPI application")
+    login = None
+    if config is not None and config.client_id:
+        login = _login_urls(config, authorization_url, token_url)
+    elif authorization_url is not None or token_url is not None:
+        raise ConfigError(
+            "configure_openapi(): authorization_url= and token_url= are for the Swagger UI "
+            "login, which needs a config with client_id"
+        )
     previous = app.openapi
     rewritten: list[dict[str, Any]] = []
 
@@ -741,7 +793,7 @@ def configure_openapi(app: FastAPI, config: Auth0Config | None = None) -> None:
             found = _operation_requirements(app)
             rewritten[:] = [schema]
         # Read when the document is built: middleware may be added after this call.
-        return _decorate(schema, config, fail_closed_policies(app), found)
+        return _decorate(schema, login, fail_closed_policies(app), found)
 
     app.openapi = openapi  # type: ignore[method-assign]
     if config is not None and config.client_id and app.swagger_ui_init_oauth is None:

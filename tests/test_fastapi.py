@@ -615,6 +615,70 @@ def test_oauth2_urls_from_an_issuer_url() -> None:
     assert flow["authorizationCode"]["tokenUrl"] == "https://login.example.test/oauth/token"
 
 
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://kc.example.test/realms/myrealm",  # Keycloak
+        "https://dev-1.okta.example.test/oauth2/default",  # Okta
+        "https://login.microsoftonline.example.test/tid/v2.0",  # Entra ID
+        "https://cognito-idp.example.test/eu-west-1_pool",  # Cognito
+    ],
+)
+def test_an_issuer_with_a_path_needs_its_login_urls(issuer: str) -> None:
+    # /authorize and /oauth/token are Auth0's: guessed for these issuers, "Authorize"
+    # in Swagger UI went to a 404 at the issuer (found by a user audit).
+    config = Auth0Config(issuer=issuer, audience="https://api", client_id="cid")
+    with pytest.raises(ConfigError, match="authorization_url= and token_url="):
+        configure_openapi(FastAPI(), config)
+    app = FastAPI()
+
+    @app.get("/x")
+    async def x(claims: ClaimsDep) -> None:
+        return None
+
+    configure_openapi(
+        app,
+        config,
+        authorization_url=f"{issuer}/protocol/openid-connect/auth",
+        token_url=f"{issuer}/protocol/openid-connect/token",
+    )
+    scheme = app.openapi()["components"]["securitySchemes"][SCHEME_NAME]
+    flow = scheme["flows"]["authorizationCode"]
+    assert flow["authorizationUrl"] == f"{issuer}/protocol/openid-connect/auth"
+    assert flow["tokenUrl"] == f"{issuer}/protocol/openid-connect/token"
+    assert "Auth0" not in scheme["description"]
+    assert app.swagger_ui_init_oauth is not None
+    assert app.swagger_ui_init_oauth["usePkceWithAuthorizationCodeGrant"] is True
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [
+        ({"authorization_url": "https://idp.example.test/auth"}, "both"),
+        ({"token_url": "https://idp.example.test/token"}, "both"),
+        (
+            {"authorization_url": "http://idp.example.test/a", "token_url": "https://i/t"},
+            "authorization_url",
+        ),
+    ],
+)
+def test_login_urls_are_checked(kwargs: dict[str, str], needle: str) -> None:
+    config = Auth0Config(domain="t.auth0.com", audience="https://api", client_id="cid")
+    with pytest.raises(ConfigError, match=needle):
+        configure_openapi(FastAPI(), config, **kwargs)
+
+
+def test_login_urls_without_a_client_id_are_a_mistake() -> None:
+    config = Auth0Config(domain="t.auth0.com", audience="https://api")
+    with pytest.raises(ConfigError, match="client_id"):
+        configure_openapi(
+            FastAPI(),
+            config,
+            authorization_url="https://t.auth0.com/authorize",
+            token_url="https://t.auth0.com/oauth/token",
+        )
+
+
 def test_configure_openapi_keeps_a_swagger_setup_given_to_fastapi() -> None:
     config = Auth0Config(domain="t.auth0.com", audience="https://api", client_id="cid")
     mine = {"clientId": "other", "appName": "Mine"}
