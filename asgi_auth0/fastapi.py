@@ -341,15 +341,39 @@ def _requirement(
     return dependency
 
 
+# One dependency per (kind, names, any_of): require_scopes("a") is the same object
+# wherever it is written, so app.dependency_overrides[require_scopes("a")] reaches a
+# route that wrote it inline, and FastAPI resolves it once per request. The keys come
+# from the application's code, so this stays as small as the code.
+_MADE: dict[tuple[str, tuple[str, ...], bool], Callable[..., Awaitable[Claims]]] = {}
+
+
+def _made(
+    what: str,
+    names: tuple[str, ...],
+    any_of: bool,
+    granted_of: Callable[[Claims], frozenset[str]],
+    kind: str,
+) -> Callable[..., Awaitable[Claims]]:
+    key = (what, names, bool(any_of))
+    dependency = _MADE.get(key)
+    if dependency is None:
+        dependency = _MADE[key] = _requirement(what, names, bool(any_of), granted_of, kind)
+    return dependency
+
+
 def require_scopes(*scopes: str, any_of: bool = False) -> Callable[..., Awaitable[Claims]]:
     """A dependency returning the :class:`Claims` when the token has the OAuth scopes.
 
     All of ``scopes`` are required, or at least one with ``any_of=True``. No token:
     401; a valid token without them: 403 ``insufficient_scope`` with ``scope="..."``.
     The scopes also appear in the operation's OpenAPI security requirement.
+
+    The same arguments give the same dependency object, so a test can override it
+    where the route wrote it inline: ``app.dependency_overrides[require_scopes("a")]``.
     """
     names = _checked_names("require_scopes", scopes)
-    return _requirement("require_scopes", names, any_of, _scopes_of, "scope")
+    return _made("require_scopes", names, any_of, _scopes_of, "scope")
 
 
 def require_permissions(
@@ -357,7 +381,7 @@ def require_permissions(
 ) -> Callable[..., Awaitable[Claims]]:
     """Like :func:`require_scopes`, for Auth0 RBAC ``permissions`` in the token."""
     names = _checked_names("require_permissions", permissions)
-    return _requirement("require_permissions", names, any_of, _permissions_of, "permission")
+    return _made("require_permissions", names, any_of, _permissions_of, "permission")
 
 
 def _scopes_of(claims: Claims) -> frozenset[str]:

@@ -679,6 +679,40 @@ def test_login_urls_without_a_client_id_are_a_mistake() -> None:
         )
 
 
+def test_the_same_requirement_is_the_same_dependency() -> None:
+    assert require_scopes("read:messages") is require_scopes("read:messages")
+    assert require_scopes("a", "b", any_of=True) is require_scopes("a", "b", any_of=True)
+    assert require_scopes("a") is not require_scopes("a", any_of=True)
+    assert require_scopes("a") is not require_permissions("a")
+    assert require_scopes("a", "b") is not require_scopes("b", "a")  # the challenge's order
+
+
+@pytest.mark.anyio
+async def test_dependency_overrides_reach_requirements_written_inline(
+    verifier: TokenVerifier,
+) -> None:
+    # How teams fake auth in tests: override the dependency. build_app writes
+    # require_scopes(...) inline in each route, as the README does.
+    fake = Claims({"sub": "faked", "scope": "", "permissions": []})
+
+    async def faked() -> Claims:
+        return fake
+
+    app = build_app(verifier)
+    for dependency in (
+        require_token,
+        require_scopes("read:messages", "read:users"),
+        require_permissions("delete:messages"),
+    ):
+        app.dependency_overrides[dependency] = faked
+    async with client(app) as c:
+        me, read, delete = [await c.get(p) for p in ("/me", "/read", "/delete")]
+        read_any = await c.get("/read-any")  # not overridden: still enforced
+    assert me.json() == {"sub": "faked"}
+    assert (read.status_code, delete.status_code) == (200, 200)
+    assert read_any.status_code == 401
+
+
 def test_configure_openapi_keeps_a_swagger_setup_given_to_fastapi() -> None:
     config = Auth0Config(domain="t.auth0.com", audience="https://api", client_id="cid")
     mine = {"clientId": "other", "appName": "Mine"}
