@@ -585,7 +585,16 @@ class _Refresher:
                 async with self._running():
                     started = True
                     task_status.started()
-                    await anyio.sleep_forever()
+                    # Only the cancel scope ends this. An event no one sets, rather
+                    # than sleep_forever(): on some event loops (rloop, as of 0.5) an
+                    # infinite sleep returns at once, which would end the refresher.
+                    await anyio.Event().wait()
+            if not self._scope.cancel_called:
+                logger.error(
+                    "the background refresh of the issuer's keys ended on its own; "
+                    "they refresh on demand",
+                    extra={"reason": "refresher_failed"},
+                )
         except Exception:
             if not started:
                 raise  # reported by __aenter__

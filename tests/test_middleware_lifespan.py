@@ -197,6 +197,27 @@ async def test_a_built_verifier_refreshes_in_the_background_for_the_lifespan(
     assert cache.status().background is False
 
 
+async def test_the_refresher_does_not_rely_on_an_infinite_sleep(
+    auth0_issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On some event loops (granian's rloop, 0.5) an infinite sleep returns at once:
+    # the refresher, which waited with sleep_forever(), ended at startup, silently.
+    async def returns_at_once() -> None:
+        return None
+
+    monkeypatch.setattr(anyio, "sleep_forever", returns_at_once)
+    caplog.set_level(logging.ERROR, logger="asgi_auth0.middleware")
+    mw = Auth0Middleware(plain_app(), config=auth0_issuer.config(jwks_cache_ttl=1))
+    cache = cache_of(mw)
+    async with LifespanDriver(mw).running():
+        await anyio.wait_all_tasks_blocked()
+        assert cache.status().background is True
+        auth0_issuer.hold()
+        await auth0_issuer.wait_for_waiting_async(1)  # it refreshes ahead by itself
+        auth0_issuer.release()
+    assert not caplog.records
+
+
 async def test_the_refresher_stops_before_the_verifier_is_closed(
     auth0_issuer: LocalIssuer,
 ) -> None:
