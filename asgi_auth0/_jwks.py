@@ -506,6 +506,7 @@ class JWKSCache:
         self._last_error: str | None = None
         self._discovered: str | None = None
         self._stale_noted = False
+        self._stale_warned = False
         self._expired_noted = False
         self._negative: OrderedDict[str | None, float] = OrderedDict()
         # -- background runner --
@@ -587,6 +588,7 @@ class JWKSCache:
         # keys removed from the JWKS stop validating.
         flight = await self._refresh_now("stale")
         if not flight.ok:
+            self._note_stale(self._clock())  # now it is an outage: warn
             return key
         return self._find_after_fetch(kid, alg, flight, now)
 
@@ -705,18 +707,33 @@ class JWKSCache:
             negative.popitem(last=False)
 
     def _note_stale(self, now: float) -> None:
-        if self._stale_noted:
-            return
-        self._stale_noted = True
+        """Report serving past freshness: the hook's event once per stale period, and a
+        warning once per stale period when something is wrong."""
         past = now - self._fresh_until
-        self._logger.warning(
-            "serving the stale JWKS of %s (%.0f s past freshness, last error: %s)",
-            self._issuer or self._jwks_uri,
-            past,
-            self._last_error or "none yet",
-            extra={"reason": "stale_served", "iss": self._issuer},
-        )
-        self._emit("stale_served", stale_for=past, last_error=self._last_error)
+        # Nothing failed and no background refresher (no lifespan: Daphne, uvicorn
+        # --lifespan off): a refresh is simply due, and this request is making it. A
+        # warning would cry outage once per freshness period; if that refresh fails,
+        # this is called again and warns then.
+        quiet = self._last_error is None and not self._runner_active
+        if not self._stale_noted:
+            self._stale_noted = True
+            if quiet:
+                self._logger.debug(
+                    "the JWKS of %s is due for refresh (%.0f s past freshness)",
+                    self._issuer or self._jwks_uri,
+                    past,
+                    extra={"reason": "refresh_due", "iss": self._issuer},
+                )
+            self._emit("stale_served", stale_for=past, last_error=self._last_error)
+        if not quiet and not self._stale_warned:
+            self._stale_warned = True
+            self._logger.warning(
+                "serving the stale JWKS of %s (%.0f s past freshness, last error: %s)",
+                self._issuer or self._jwks_uri,
+                past,
+                self._last_error or "none yet",
+                extra={"reason": "stale_served", "iss": self._issuer},
+            )
 
     def _unavailable(self, now: float, detail: str) -> KeySetError:
         wait = self._next_attempt_at - now
@@ -939,6 +956,7 @@ class JWKSCache:
         self._next_attempt_at = -math.inf
         self._last_error = None
         self._stale_noted = False
+        self._stale_warned = False
         self._expired_noted = False
         self._expiry_counted = False
         flight.ok = True

@@ -996,6 +996,32 @@ async def test_known_kids_keep_working_for_max_stale_while_the_issuer_fails(
     assert cache.generation == 2
 
 
+async def test_a_due_refresh_without_a_background_refresher_is_no_warning(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without a lifespan (Daphne, uvicorn --lifespan off) nothing refreshes ahead: the
+    # first request past freshness refreshes inline. With the issuer healthy that is
+    # routine, and it warned "serving the stale JWKS" once per freshness period.
+    cache = make(ttl=600)
+    kid = issuer.current_kid
+    await cache.get_key(kid, "ES256")
+    with caplog.at_level(logging.WARNING, "asgi_auth0.jwks"):
+        for _ in range(3):
+            clock.advance(601)
+            assert (await cache.get_key(kid, "ES256")).kid == kid
+    assert issuer.jwks_requests == 4
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    # The same request with the issuer failing is an outage: said at once.
+    issuer.fail_with(500)
+    clock.advance(601)
+    with caplog.at_level(logging.WARNING, "asgi_auth0.jwks"):
+        assert (await cache.get_key(kid, "ES256")).kid == kid
+    stale = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [m for m in stale if m.startswith("serving the stale JWKS")] == [
+        f"serving the stale JWKS of {JWKS_URI} (1 s past freshness, last error: http_status)"
+    ]
+
+
 async def test_the_stale_set_stops_serving_exactly_at_freshness_plus_max_stale(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:
