@@ -1,0 +1,492 @@
+"""JWKSCache rules of fetching, freshness, stale serving, backoff and the background
+refresher that a mutation of ``asgi_auth0/_jwks.py`` showed no other test pinned.
+
+The issuer is :class:`LocalIssuer` served in-process through ``httpx.ASGITransport``;
+``MockTransport`` only where a header or fault the issuer cannot send is needed (an
+``Age`` header, a naive HTTP date). Time is an injected clock; no sleeps.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import gc
+import gzip
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from _clock import Clock
+
+from asgi_auth0 import KeySetError
+from asgi_auth0._jwks import IssuerKeySets, JWKSCache, freshness_lifetime, parse_retry_after
+from asgi_auth0._signing import generate_private_key, public_jwk
+from asgi_auth0.testing import DISCOVERY_PATH, LocalIssuer
+
+pytestmark = pytest.mark.anyio
+
+ISSUER = "https://issuer.test/"
+JWKS_URI = "https://issuer.test/.well-known/jwks.json"
+P256 = generate_private_key("P-256")
+ONE_MIB = 1024 * 1024  # the contract's body cap
+GOOD = json.dumps({"keys": [public_jwk(P256, kid="k1", alg="ES256")]}).encode()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def issuer() -> Iterator[LocalIssuer]:
+    issuer = LocalIssuer(issuer=ISSUER, private_key=P256)
+    yield issuer
+    issuer.close()
+
+
+@pytest.fixture
+async def client(issuer: LocalIssuer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.asgi_app)) as c:
+        yield c
+
+
+Factory = Callable[..., JWKSCache]
+
+
+@pytest.fixture
+def make(client: httpx.AsyncClient, clock: Clock) -> Factory:
+    def make(jwks_uri: str | None = JWKS_URI, **options: Any) -> JWKSCache:
+        options.setdefault("http_client", client)
+        options.setdefault("clock", clock)
+        options.setdefault("jitter", lambda: 0.0)
+        return JWKSCache(jwks_uri, **options)
+
+    return make
+
+
+def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+# -- Cache-Control and Retry-After (pure) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "other",
+    ["stale-while-revalidate=600", "stale-if-error=60", "s-maxage=60", "max-stale=60"],
+)
+def test_only_max_age_sets_freshness(other: str) -> None:
+    # Other directives with a number (Auth0 sends stale-while-revalidate and
+    # stale-if-error beside max-age) must not be read as a shorter max-age.
+    directives = ["public", "max-age=7200", other]
+    assert freshness_lifetime(directives, None, default=600, minimum=300, maximum=86400) == 7200
+
+
+def test_a_retry_after_date_without_a_real_zone_is_ignored() -> None:
+    # "-0000" means "zone unknown" (RFC 5322 §3.3): no instant to count from.
+    when = "Wed, 21 Oct 2015 07:28:00"
+    assert parse_retry_after(f"{when} GMT", now=1445412480 - 60) == 60
+    assert parse_retry_after(f"{when} -0000", now=1445412480 - 60) is None
+
+
+# -- hooks and logging ----------------------------------------------------------------------
+
+
+async def test_a_cache_without_a_hook_logs_no_hook_warnings(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = make()
+    with caplog.at_level(logging.DEBUG, "asgi_auth0.jwks"):
+        await cache.get_key(issuer.current_kid, "ES256")  # "refresh" event
+        issuer.fail_with(500)
+        clock.advance(601)
+        await cache.get_key(issuer.current_kid, "ES256")  # "stale_served", "refresh_error"
+    assert not [r for r in caplog.records if "hook" in r.getMessage()]
+    assert cache.status().state == "stale"
+
+
+async def test_hooks_are_told_how_long_past_freshness_a_stale_set_is_served(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    cache = make(ttl=600, on_event=lambda name, info: events.append((name, dict(info))))
+    await cache.get_key(issuer.current_kid, "ES256")
+    issuer.fail_with(500)
+    clock.advance(600 + 42)
+    await cache.get_key(issuer.current_kid, "ES256")
+    stale = [info for name, info in events if name == "stale_served"]
+    assert len(stale) == 1
+    assert stale[0]["stale_for"] == 42
+    assert stale[0]["last_error"] is None  # the failing refresh comes after
+
+
+# -- what counts as a failed fetch --------------------------------------------------------
+
+
+class Recorded(httpx.AsyncByteStream):
+    """A body that counts the chunks the client pulled from it."""
+
+    def __init__(self, data: bytes, size: int = 16384) -> None:
+        self._data = data
+        self._size = size
+        self.pulled = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for start in range(0, len(self._data), self._size):
+            self.pulled += 1
+            yield self._data[start : start + self._size]
+
+
+async def test_a_declared_oversized_body_is_refused_before_it_is_read(clock: Clock) -> None:
+    # Content-Length over 1 MiB: refused on the header, even if the bytes that
+    # follow would have been a valid JWKS, and none of them is read.
+    body = Recorded(GOOD)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=body, headers={"Content-Length": str(2 * 1024 * 1024)})
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    assert cache.status().last_error == "too_large"
+    assert body.pulled == 0
+
+
+def padded_jwks(size: int) -> bytes:
+    """A valid JWKS of exactly ``size`` bytes: only a size limit can refuse it."""
+    head = GOOD[:-1] + b', "pad": "'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+@pytest.mark.parametrize(("size", "accepted"), [(ONE_MIB, True), (ONE_MIB + 1, False)])
+async def test_a_body_already_in_memory_without_a_length_is_capped_at_one_mebibyte(
+    clock: Clock, size: int, accepted: bool
+) -> None:
+    # A transport that hands back a response already read (as httpx.MockTransport
+    # does) and no Content-Length to refuse it by: the cap is applied to the bytes.
+    body = padded_jwks(size)
+    assert len(body) == size
+    assert json.loads(body)["keys"]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        response = httpx.Response(200, content=body)
+        del response.headers["Content-Length"]
+        return response
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        if accepted:
+            await cache.refresh()
+            assert cache.status().kids == ("k1",)
+        else:
+            with pytest.raises(KeySetError):
+                await cache.refresh()
+            assert cache.status().last_error == "too_large"
+
+
+# Leaving the read loop (the only way to stop a stream that ignores close) abandons
+# httpx's async generators, which trio reports when they are collected (see
+# encode/httpx#3686 and _read_capped): expected here, and only here.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_body_that_ignores_close_is_still_abandoned(clock: Clock) -> None:
+    # The cache stops an oversized body by closing the response; a transport whose
+    # stream ignores that keeps yielding, and the cache must stop reading anyway
+    # (within another cap's worth), not drain it.
+    chunk = b" " * 65536
+    sent = 0
+
+    class IgnoresClose(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            nonlocal sent
+            while sent < 64 * ONE_MIB:  # a bound for the test, far past the cap
+                sent += len(chunk)
+                yield chunk
+
+        async def aclose(self) -> None:
+            pass  # ignored
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=IgnoresClose())  # no Content-Length
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    assert cache.status().last_error == "too_large"
+    assert sent <= 2 * ONE_MIB + 2 * len(chunk)
+    gc.collect()  # the abandoned generators are reported within this test
+
+
+@pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
+async def test_only_gzip_and_deflate_are_decoded(clock: Clock, encoding: str) -> None:
+    # A body in an encoding we did not ask for is refused before it is read, even
+    # when it happens to be gzip data that the gzip decoder would have accepted.
+    body = Recorded(gzip.compress(GOOD))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=body, headers={"Content-Encoding": encoding})
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    assert cache.status().last_error == "bad_encoding"
+    assert body.pulled == 0
+
+
+# A bad gzip header, and a good header followed by an invalid deflate block.
+CORRUPT_GZIP = [b"this is not gzip data", gzip.compress(GOOD)[:10] + b"\xff\xff\xff\xff"]
+
+
+@pytest.mark.parametrize("corrupt", CORRUPT_GZIP)
+async def test_a_corrupt_gzip_body_is_reported_as_bad_encoding(
+    clock: Clock, corrupt: bytes
+) -> None:
+    # The reason says what went wrong (the encoding), not what a parser of the few
+    # bytes decoded before the error would say (invalid JSON).
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Recorded(corrupt), headers={"Content-Encoding": "gzip"})
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    assert cache.status().last_error == "bad_encoding"
+
+
+# -- Retry-After of KeySetError ------------------------------------------------------------
+
+
+async def test_retry_after_is_the_minimum_backoff_once_the_backoff_has_passed(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # Within the unknown-kid cooldown but past the backoff, no retry is scheduled:
+    # the 503's Retry-After is then the minimum backoff step (5 s), not the 1 s floor
+    # that a stale, negative "time until the next attempt" would clamp to.
+    cache = make(refresh_cooldown=30)
+    await cache.refresh()
+    issuer.fail_with(500)
+    clock.advance(31)
+    with pytest.raises(KeySetError) as caught:
+        await cache.get_key("rotated-in", "ES256")  # fetch fails: backoff 5 s
+    assert caught.value.retry_after == 5
+    clock.advance(10)  # backoff over, cooldown (30 s) not
+    with pytest.raises(KeySetError) as caught:
+        await cache.get_key("rotated-in", "ES256")
+    assert caught.value.retry_after == 5
+    assert issuer.jwks_requests == 2  # no fetch within the cooldown
+
+
+# -- the background runner ------------------------------------------------------------------
+
+
+async def test_status_with_a_runner_says_when_it_refreshes_ahead(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    cache = make(ttl=600)
+    async with cache.running():
+        await anyio.wait_all_tasks_blocked()  # the startup load is done
+        status = cache.status()
+        assert (status.state, status.background) == ("fresh", True)
+        assert status.next_refresh_in == 480  # 80% of freshness: the runner's refresh
+    assert cache.status().next_refresh_in == 600  # no runner: due once stale
+
+
+# -- the cache's own HTTP client ------------------------------------------------------------
+
+
+async def test_aclose_closes_the_client_the_cache_made() -> None:
+    async with LocalIssuer(private_key=P256) as real:
+        cache = JWKSCache(real.jwks_uri)  # no http_client: the cache makes one
+        await cache.refresh()
+        made = cache._client
+        assert made is not None
+        await cache.aclose()
+        assert made.is_closed
+        await cache.refresh()  # still usable: a new client
+        assert cache._client is not made
+        await cache.aclose()
+        assert real.jwks_requests == 2
+
+
+async def test_a_fetch_handed_to_a_runner_that_stops_is_released_and_forgotten(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # A request hands the runner a fetch (unknown kid) and the runner is cancelled
+    # before it starts it. The request must get its 503 at once, and the abandoned
+    # fetch must not stay "under way": later requests fetch inline as usual.
+    cache = make()
+    failed: list[KeySetError] = []
+
+    async def call() -> None:
+        inner.cancel_scope.cancel()  # the runner stops at its next checkpoint ...
+        with anyio.fail_after(3):  # (the waiters' own bound is fetch_timeout + 1 s)
+            try:
+                await cache.get_key("rotated-in", "ES256")  # ... after this hand-over
+            except KeySetError as exc:
+                failed.append(exc)
+
+    async with anyio.create_task_group() as outer, anyio.create_task_group() as inner:
+        await inner.start(cache.run)
+        await anyio.wait_all_tasks_blocked()  # the startup load is done
+        outer.start_soon(call)
+    assert len(failed) == 1
+    assert not cache.status().background
+    new = issuer.rotate()
+    clock.advance(31)  # past the unknown-kid cooldown
+    with anyio.fail_after(3):
+        assert (await cache.get_key(new, "ES256")).kid == new
+    assert issuer.jwks_requests == 2  # the startup load and this one
+
+
+# -- status counters and discovery ------------------------------------------------------------
+
+
+async def test_status_counts_every_failed_fetch(issuer: LocalIssuer, make: Factory) -> None:
+    cache = make()
+    issuer.fail_with(500)
+    for _ in range(2):
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    issuer.heal()
+    await cache.refresh()
+    status = cache.status()
+    assert (status.fetch_count, status.failed_fetch_count) == (3, 2)
+    assert status.consecutive_failures == 0
+
+
+@pytest.mark.parametrize("document", [b"[]", b'"https://issuer.test/"', b"null"])
+async def test_a_discovery_document_that_is_not_an_object_is_bad_discovery(
+    issuer: LocalIssuer, make: Factory, caplog: pytest.LogCaptureFixture, document: bytes
+) -> None:
+    issuer.garbage(document, paths=DISCOVERY_PATH)
+    cache = make(None, issuer=ISSUER)
+    with caplog.at_level(logging.ERROR, "asgi_auth0.jwks"), pytest.raises(KeySetError):
+        await cache.get_key(issuer.current_kid, "ES256")
+    assert cache.status().last_error == "bad_discovery"
+    assert not caplog.records  # a bad document, not an unexpected error with a traceback
+    assert issuer.jwks_requests == 0
+
+
+async def test_a_failing_jwks_url_found_by_discovery_is_looked_up_again(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # The issuer may have moved its keys: after a failed JWKS fetch the next fetch
+    # reads the discovery document again instead of retrying a dead URL forever.
+    cache = make(None, issuer=ISSUER, ttl=600)
+    await cache.get_key(issuer.current_kid, "ES256")
+    assert (issuer.requests[DISCOVERY_PATH], issuer.jwks_requests) == (1, 1)
+    issuer.fail_with(500)
+    clock.advance(601)
+    await cache.get_key(issuer.current_kid, "ES256")  # stale: refresh fails, key served
+    assert (issuer.requests[DISCOVERY_PATH], issuer.jwks_requests) == (1, 2)
+    issuer.heal()
+    clock.advance(5)  # past the backoff
+    await cache.get_key(issuer.current_kid, "ES256")
+    assert (issuer.requests[DISCOVERY_PATH], issuer.jwks_requests) == (2, 3)
+    assert cache.status().state == "fresh"
+
+
+@pytest.mark.parametrize(
+    ("configured", "hint"),
+    [("https://issuer.test", True), ("https://elsewhere.test/", False)],
+)
+async def test_an_issuer_mismatch_mentions_the_slash_only_when_that_is_the_difference(
+    issuer: LocalIssuer, make: Factory, configured: str, hint: bool
+) -> None:
+    cache = make(None, issuer=configured)  # the document names "https://issuer.test/"
+    with pytest.raises(KeySetError) as caught:
+        await cache.refresh()
+    assert cache.status().last_error == "issuer_mismatch"
+    assert ("trailing slash" in str(caught.value.__cause__)) is hint
+
+
+# -- transport errors, Retry-After ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (httpx.ConnectError, "connection_error"),
+        (httpx.RemoteProtocolError, "connection_error"),
+        (httpx.ReadTimeout, "timeout"),
+        (httpx.ConnectTimeout, "timeout"),
+        (httpx.UnsupportedProtocol, "http_error"),
+        (httpx.DecodingError, "http_error"),
+    ],
+)
+async def test_each_transport_error_has_its_reason(
+    clock: Clock, caplog: pytest.LogCaptureFixture, error: type[httpx.HTTPError], reason: str
+) -> None:
+    # A known client error is a plain fetch failure with its own reason, never the
+    # "unexpected" one that logs a traceback at ERROR.
+    def handler(request: httpx.Request) -> httpx.Response:
+        if issubclass(error, httpx.RequestError):
+            raise error("boom", request=request)
+        raise error("boom")
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with caplog.at_level(logging.ERROR, "asgi_auth0.jwks"), pytest.raises(KeySetError):
+            await cache.refresh()
+    assert cache.status().last_error == reason
+    assert not caplog.records
+
+
+async def test_a_retry_after_http_date_from_the_issuer_sets_the_backoff(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    issuer.fail_with(503, retry_after=email.utils.formatdate(time.time() + 120, usegmt=True))
+    cache = make()
+    with pytest.raises(KeySetError) as caught:
+        await cache.refresh()
+    assert cache.status().last_error == "http_status"
+    assert 110 <= caught.value.retry_after <= 120  # the date, less the seconds it took
+
+
+async def test_retry_after_counts_down_the_remaining_backoff(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    issuer.fail_with(500)
+    cache = make()
+    seen = []
+    for _ in range(5):
+        with pytest.raises(KeySetError) as caught:
+            await cache.get_key(issuer.current_kid, "ES256")
+        seen.append(caught.value.retry_after)
+        clock.advance(1)
+    assert seen == [5, 4, 3, 2, 1]
+    assert issuer.jwks_requests == 1
+
+
+# -- several issuers --------------------------------------------------------------------------
+
+
+async def test_refreshing_several_issuers_raises_if_any_failed(clock: Clock) -> None:
+    a = LocalIssuer(issuer="https://a.test/", private_key=P256)
+    b = LocalIssuer(issuer="https://b.test/", private_key=P256)
+    b.fail_with(500)
+    mounts = {
+        "all://a.test": httpx.ASGITransport(app=a.asgi_app),
+        "all://b.test": httpx.ASGITransport(app=b.asgi_app),
+    }
+    async with httpx.AsyncClient(mounts=mounts) as client:
+        sets = IssuerKeySets(
+            {
+                "https://a.test/": JWKSCache(a.jwks_uri, http_client=client, clock=clock),
+                "https://b.test/": JWKSCache(b.jwks_uri, http_client=client, clock=clock),
+            }
+        )
+        with pytest.raises(KeySetError):
+            await sets.refresh()
+        states = {iss: s.state for iss, s in sets.status().items()}
+        assert states == {"https://a.test/": "fresh", "https://b.test/": "failing"}
+        b.heal()
+        await sets.refresh()
+    a.close()
+    b.close()
