@@ -210,10 +210,18 @@ def _strings(value: Any) -> frozenset[str]:
     return frozenset()
 
 
+def _split_scopes(value: str) -> frozenset[str]:
+    # RFC 6749 3.3: scope tokens are separated by a space (%x20) and nothing else.
+    # str.split() with no argument would also split on tabs, NO-BREAK SPACE, U+2028
+    # and the like, turning one scope the issuer signed ("read\u00a0admin") into
+    # two, one of them "admin".
+    return frozenset(part for part in value.split(" ") if part)
+
+
 def _scopes_of(data: Mapping[str, Any]) -> frozenset[str]:
     scope = data.get("scope")
     if isinstance(scope, str):
-        return frozenset(scope.split())
+        return _split_scopes(scope)
     if isinstance(scope, tuple):
         # RFC 9068 writes scope as one space-separated string, but some issuers
         # (Spring Authorization Server, PingFederate) send a JSON array; reading it
@@ -222,5 +230,5 @@ def _scopes_of(data: Mapping[str, Any]) -> frozenset[str]:
     scp = data.get("scp")
     if isinstance(scp, str):
         # Entra ID sends ``scp`` as a space-separated string.
-        return frozenset(scp.split())
+        return _split_scopes(scp)
     return _strings(scp)

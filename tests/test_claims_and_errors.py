@@ -23,6 +23,16 @@ from asgi_auth0 import (
 )
 
 
+@pytest.mark.parametrize("separator", ["\t", "\n", "\x1f", "\x85", "\xa0", "\u2028", "\u3000"])
+@pytest.mark.parametrize("claim", ["scope", "scp"])
+def test_scopes_are_split_on_spaces_only(separator: str, claim: str) -> None:
+    # One scope the issuer signed, with an odd character in it, must not become two
+    # (one of them "admin"): RFC 6749 separates scopes with %x20 alone.
+    one = f"photos.read{separator}admin"
+    assert Claims({claim: f"{one}  other "}).scopes == {one, "other"}
+    assert "admin" not in Claims({claim: one}).scopes
+
+
 def test_scope_string_wins_over_scp() -> None:
     c = Claims({"scope": "a b  c", "scp": ["x"]})
     assert c.scopes == {"a", "b", "c"}
