@@ -115,6 +115,9 @@ __all__ = [
 
 logger = logging.getLogger("asgi_auth0.jwks")
 
+#: What :attr:`JWKSCache.generation` reads while cached verdicts must not be used.
+NOT_VOUCHED = -1
+
 #: A JWKS (or discovery document) body larger than this many bytes is a fetch failure.
 MAX_JWKS_BYTES = 1024 * 1024
 
@@ -674,20 +677,39 @@ class JWKSCache:
 
     @property
     def generation(self) -> int:
-        """Moves whenever the usable keys change; 0 until a set is loaded.
+        """Moves whenever the usable keys change; 0 until a set is loaded; -1 while
+        cached verdicts must not be used.
 
         It moves when a different key set is installed, and when the last good set
         expires (``max_stale`` past freshness with every refresh failing), since no
         key validates after that. The verified-token cache of a
         :class:`TokenVerifier` compares it on every hit, so neither a removed key nor
         an expired set keeps validating tokens verified earlier.
+
+        It is -1 (which matches no cached verdict, and is never cached) while the set
+        is past freshness with no background refresher running: then only a request
+        that looks a key up refreshes it, and a token answered from the cache would
+        never do that. A replayed token could otherwise keep a key removed from the
+        JWKS validating for as long as nothing else came along.
         """
-        # Checked here, on the reader's side: expiry is the passing of time, and no
-        # fetch or lookup need happen for a cached verdict to be read.
+        # Checked here, on the reader's side: freshness and expiry are the passing of
+        # time, and no fetch or lookup need happen for a cached verdict to be read.
+        if self._clock() < self._fresh_until:
+            return self._generation
+        return self._generation_past_freshness()
+
+    def _generation_past_freshness(self) -> int:
+        if self._index is None:
+            return self._generation
+        generation = self._counted_generation()
+        return generation if self._runner_active else NOT_VOUCHED
+
+    def _counted_generation(self) -> int:
+        """The generation, with the last good set's expiry counted if it has passed."""
         if (
             not self._expiry_counted
-            and self._clock() >= self._stale_until
             and self._index is not None
+            and self._clock() >= self._stale_until
         ):
             self._expiry_counted = True
             self._generation += 1
@@ -968,7 +990,7 @@ class JWKSCache:
             "loaded" if changed else "unchanged",
             len(index),
             lifetime,
-            self.generation,
+            self._generation,
             extra={"reason": "refresh", "iss": self._issuer},
         )
         for why in fetched.refused:
@@ -984,7 +1006,7 @@ class JWKSCache:
         self._emit(
             "refresh",
             changed=changed,
-            generation=self.generation,
+            generation=self._generation,
             key_count=len(index),
             skipped=index.skipped,
             lifetime=lifetime,
@@ -1130,7 +1152,7 @@ class JWKSCache:
             jwks_uri=self._jwks_uri or self._discovered,
             key_count=0 if index is None else len(index),
             kids=() if index is None else tuple(sorted(index.kids())),
-            generation=self.generation,
+            generation=self._counted_generation(),
             fetch_count=self._fetch_count,
             failed_fetch_count=self._failed_fetch_count,
             consecutive_failures=self._failures,
@@ -1175,7 +1197,7 @@ class JWKSCache:
 
     def __repr__(self) -> str:
         where = self._jwks_uri or f"discovery of {self._issuer}"
-        return f"<JWKSCache {where} generation={self.generation}>"
+        return f"<JWKSCache {where} generation={self._counted_generation()}>"
 
 
 async def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
@@ -1301,7 +1323,10 @@ class IssuerKeySets:
     @property
     def generation(self) -> int:
         """Moves whenever any issuer's keys change (each cache's generation only grows)."""
-        return sum(cache.generation for cache in self._caches.values())
+        generations = [cache.generation for cache in self._caches.values()]
+        if NOT_VOUCHED in generations:
+            return NOT_VOUCHED
+        return sum(generations)
 
     async def refresh(self) -> None:
         """Refresh every issuer's set concurrently; raise :class:`KeySetError` if any failed."""

@@ -285,8 +285,11 @@ class TokenVerifier:
         if get_source is not None:
             source = get_source(claims["iss"])
         generation = getattr(source, "generation", None)
-        if not isinstance(generation, int):
-            return  # a key source that cannot tell us when keys change is never cached
+        if not isinstance(generation, int) or generation < 0:
+            # A key source that cannot tell us when keys change is never cached, nor
+            # one that does not vouch for cached verdicts right now (JWKSCache past
+            # freshness with no refresher).
+            return
         cache = self._cache
         cache[token] = _new_entry((claims, valid_until, generation, source))
         if len(cache) > self._cache_size:

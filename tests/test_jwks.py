@@ -35,6 +35,7 @@ from asgi_auth0 import (
     UnknownKeyError,
 )
 from asgi_auth0._jwks import (
+    NOT_VOUCHED,
     IssuerKeySets,
     JWKSCache,
     _rfc8414_url,
@@ -993,7 +994,9 @@ async def test_known_kids_keep_working_for_max_stale_while_the_issuer_fails(
     assert cache.status().state == "failing"
     # No key is usable any more: that is a change of the usable keys, so verdicts
     # cached against generation 1 are dropped (see test_verify's cache tests).
-    assert cache.generation == 2
+    assert cache.status().generation == 2
+    # And past freshness with no refresher running, no cached verdict is vouched for.
+    assert cache.generation == NOT_VOUCHED
 
 
 async def test_a_due_refresh_without_a_background_refresher_is_no_warning(

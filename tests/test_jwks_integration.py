@@ -194,9 +194,13 @@ async def test_verified_tokens_stop_validating_when_the_key_set_expires(
     token = issuer.token(expires_in=86400)
     assert (await verifier.verify(token)).sub == "user-1"
     issuer.fail_with(500)
-    clock.advance(1199)  # stale, within max_stale: the cached verdict stands
+    clock.advance(1199)  # stale, within max_stale: the stale key still validates
     assert (await verifier.verify(token)).sub == "user-1"
-    assert issuer.jwks_requests == 1, "a cache hit fetched nothing"
+    # With no background refresher, the request past freshness tried the refresh
+    # itself (a cached verdict must not skip it); it failed, and backoff holds.
+    assert issuer.jwks_requests == 2
+    assert (await verifier.verify(token)).sub == "user-1"
+    assert issuer.jwks_requests == 2
     clock.advance(1)  # fetch + ttl + max_stale: no key is usable any more
     with pytest.raises(KeySetError):
         await verifier.verify(token)
@@ -204,6 +208,34 @@ async def test_verified_tokens_stop_validating_when_the_key_set_expires(
     issuer.heal()
     clock.advance(60)  # past the failure backoff
     assert (await verifier.verify(token)).sub == "user-1"
+
+
+async def test_a_replayed_cached_token_cannot_postpone_a_due_refresh(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # No background refresher (no lifespan, or verifier= without background_refresh):
+    # only a key lookup refreshes a set past freshness, and a cached verdict skips the
+    # lookup. A token replayed from the cache kept a key removed from the JWKS
+    # validating for ttl + max_stale (found in a security review).
+    cache = make(ttl=600)
+    wall = time.time()
+    start = clock.now
+    verifier = TokenVerifier(issuer.config(), key_set=cache, clock=lambda: wall + clock.now - start)
+    stolen = issuer.token(expires_in=86400)
+    assert (await verifier.verify(stolen)).sub == "user-1"
+    clock.advance(300)
+    assert (await verifier.verify(stolen)).sub == "user-1"  # fresh: a cache hit
+    assert issuer.jwks_requests == 1
+    issuer.rotate(keep_old=False)
+    clock.advance(301)  # past freshness
+    with pytest.raises(UnknownKeyError):
+        await verifier.verify(stolen)
+    assert issuer.jwks_requests == 2
+    assert verifier.cache_info()["entries"] == 0
+    # A token of the new key verifies and is cached again once the set is fresh.
+    current = issuer.token(expires_in=86400)
+    assert (await verifier.verify(current)).sub == "user-1"
+    assert verifier.cache_info()["entries"] == 1
 
 
 async def test_a_random_kid_flood_costs_at_most_one_fetch_per_cooldown(
