@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -63,7 +64,19 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-_decoder = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+def _finite_float(text: str) -> float:
+    # 1e400 parses to inf: the same value NaN/Infinity would smuggle in, and one that
+    # no JSON encoder can write back (returning the claims would fail). Only number
+    # literals with a fraction or exponent come here; Auth0's claims are integers.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number too large for a float")
+    return value
+
+
+_decoder = json.JSONDecoder(
+    object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite_float
+)
 
 
 def _too_deep(value: Any, limit: int) -> bool:

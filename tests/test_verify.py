@@ -448,6 +448,22 @@ async def test_nan_and_infinity_are_refused(literal: str) -> None:
         await verifier().verify(token)
 
 
+@pytest.mark.parametrize("literal", ["1e400", "-1e400", "1.5e309"])
+@pytest.mark.parametrize("where", ['"ratio": {}', '"limits": [1, {}]', '"x": {{"y": {}}}'])
+async def test_a_number_too_large_for_a_float_is_malformed_anywhere(
+    literal: str, where: str
+) -> None:
+    # Not only in a date: an infinite claim value is what NaN/Infinity would be, and
+    # an application returning the claims as JSON would answer 500.
+    body = json.dumps(claims())[:-1] + ", " + where.format(literal) + "}"
+    token = sign_jws(key("RSA"), {"alg": "RS256", "kid": "RSA"}, body.encode())
+    with pytest.raises(MalformedTokenError):
+        await verifier().verify(token)
+    finite = json.dumps(claims())[:-1] + ", " + where.format("1e300") + "}"
+    token = sign_jws(key("RSA"), {"alg": "RS256", "kid": "RSA"}, finite.encode())
+    assert (await verifier().verify(token)).sub == "auth0|123"
+
+
 @pytest.mark.parametrize(
     "member",
     [

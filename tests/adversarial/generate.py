@@ -1139,8 +1139,9 @@ def _wrong_types(b: _Builder, name: str) -> None:
         b.add(
             f"{pre}/{label}",
             jws(header("RS256"), _raw_claims(name, literal)),
-            "InvalidClaimError",
-            "a number literal that overflows a double becomes infinite: not a NumericDate",
+            "MalformedTokenError",
+            "a number literal that overflows a double would become infinite, which JSON "
+            "cannot hold and NaN/Infinity would smuggle in: the payload is malformed",
         )
     limit = sys.get_int_max_str_digits() if hasattr(sys, "get_int_max_str_digits") else 0
     b.add(
