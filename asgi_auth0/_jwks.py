@@ -65,12 +65,14 @@ Single flight, generations, cancellation
     moves whenever the usable keys change (the verifier drops cached verdicts then).
     Callers wait on an event, each under its own cancel scope, so a caller that goes
     away (a client disconnect) does not cancel the fetch: the runner performs it when
-    there is one, else the first caller performs it shielded, bounded by
-    ``fetch_timeout``.
+    there is one, else the first caller starts it, bounded by ``fetch_timeout``:
+    shielded on trio, and in a task of its own on asyncio, where a native
+    cancellation (``task.cancel()``, ``asyncio.wait_for``) gets through any shield.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import logging
@@ -486,6 +488,8 @@ class JWKSCache:
         # -- the key set and its clock (written only by _install) --
         self._index: KeyIndex | None = None
         self._fingerprint: object = None
+        # Fetches performed in tasks of their own (asyncio; see _perform_for_all).
+        self._fetch_tasks: set[asyncio.Task[None]] = set()
         # Read through the generation property; bumped by _install and on expiry.
         self._generation = 0
         self._expiry_counted = False
@@ -782,16 +786,34 @@ class JWKSCache:
         if flight is None:
             flight = self._new_flight(trigger)
             if not self._runner_active:
-                # Shielded so that this caller's cancellation cannot abort a fetch other
-                # callers wait for; _perform bounds it by fetch_timeout.
-                with anyio.CancelScope(shield=True):
-                    await self._perform(flight)
+                await self._perform_for_all(flight)
                 return flight
             self._pending = flight
             self._wake_runner()
         with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
             await flight.done.wait()
         return flight
+
+    async def _perform_for_all(self, flight: _Flight) -> None:
+        """Perform ``flight`` for every caller waiting on it: this caller going away
+        must not abort it. _perform bounds it by fetch_timeout."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # trio: its cancellation is scope-based, so a shield holds
+            loop = None
+        if loop is None:
+            with anyio.CancelScope(shield=True):
+                await self._perform(flight)
+            return
+        # asyncio: anyio's shield cannot stop a native cancellation (task.cancel(),
+        # asyncio.wait_for, asyncio.timeout, a TaskGroup: what queue workers and
+        # grpc.aio use), which would abort the fetch and fail every caller waiting on
+        # it. In a task of its own, the fetch runs on whatever happens to this one.
+        task = loop.create_task(self._perform(flight))
+        self._fetch_tasks.add(task)  # a strong reference until done (asyncio keeps a weak one)
+        task.add_done_callback(self._fetch_tasks.discard)
+        with anyio.CancelScope(shield=True):
+            await asyncio.shield(task)
 
     def _new_flight(self, trigger: str) -> _Flight:
         self._seq += 1
@@ -1177,8 +1199,14 @@ class JWKSCache:
     async def aclose(self) -> None:
         """Close the HTTP client if the cache created it (an injected one is left open).
 
-        The cache stays usable: a later fetch creates a new client.
+        The cache stays usable: a later fetch creates a new client. A fetch still
+        running in a task of its own (a caller that started it was cancelled) is
+        cancelled first, so no task outlives the cache's client.
         """
+        for task in list(self._fetch_tasks):
+            task.cancel()
+        if self._fetch_tasks:
+            await asyncio.wait(list(self._fetch_tasks))
         client = self._client
         if self._owns_client and client is not None:
             self._client = None

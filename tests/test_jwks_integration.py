@@ -238,6 +238,57 @@ async def test_a_replayed_cached_token_cannot_postpone_a_due_refresh(
     assert verifier.cache_info()["entries"] == 1
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("how", ["wait_for", "task.cancel"])
+async def test_a_natively_cancelled_first_caller_does_not_abort_the_shared_fetch(
+    issuer: LocalIssuer, make: Factory, how: str
+) -> None:
+    # asyncio only: anyio's shield holds against anyio cancellation (and all of trio's),
+    # not against task.cancel(), which asyncio.wait_for, asyncio.timeout, TaskGroups
+    # and grpc.aio use. The caller that started the fetch timing out failed every
+    # caller waiting on it with KeySetError (found by a user audit).
+    import asyncio
+
+    cache = make()
+    kid, alg = issuer.current_kid, issuer.alg
+    issuer.hold()
+    first = asyncio.get_running_loop().create_task(cache.get_key(kid, alg))
+    await issuer.wait_for_waiting_async(1)  # the first caller's fetch is under way
+    others = [asyncio.get_running_loop().create_task(cache.get_key(kid, alg)) for _ in range(20)]
+    await asyncio.sleep(0)  # they join the flight
+    if how == "wait_for":
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(first, 0.01)
+    else:
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+    issuer.release()
+    found = await asyncio.gather(*others)
+    assert [key.kid for key in found] == [kid] * 20
+    assert issuer.jwks_requests == 1
+    assert cache.status().state == "fresh"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_closing_the_cache_cancels_a_fetch_left_running(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    import asyncio
+
+    cache = make()
+    issuer.hold()
+    first = asyncio.get_running_loop().create_task(cache.get_key(issuer.current_kid, issuer.alg))
+    await issuer.wait_for_waiting_async(1)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert len(cache._fetch_tasks) == 1  # still fetching for whoever joins
+    await cache.aclose()
+    assert not cache._fetch_tasks
+    issuer.release()
+
+
 async def test_a_random_kid_flood_costs_at_most_one_fetch_per_cooldown(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:
