@@ -28,6 +28,17 @@ class _FrozenDict(dict[str, Any]):
     def __hash__(self) -> int:  # type: ignore[override]
         return hash(tuple(sorted(self.items(), key=lambda kv: kv[0])))
 
+    # Immutable: a copy is the object itself, and pickling rebuilds it through the
+    # constructor (unpickling a dict subclass would otherwise call __setitem__).
+    def __copy__(self) -> _FrozenDict:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _FrozenDict:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_FrozenDict, (dict(self),))
+
 
 def _freeze(value: Any) -> Any:
     if isinstance(value, dict):
@@ -54,6 +65,10 @@ class Claims(Mapping[str, Any]):
     _permissions: frozenset[str]
 
     def __init__(self, payload: Mapping[str, Any]) -> None:
+        if not isinstance(payload, Mapping):
+            raise TypeError(
+                f"Claims() takes a mapping of claim names to values, not {type(payload).__name__}"
+            )
         data = {str(k): _freeze(v) for k, v in payload.items()}
         object.__setattr__(self, "_data", data)
 
@@ -107,8 +122,21 @@ class Claims(Mapping[str, Any]):
         if isinstance(other, Claims):
             return self._data == other._data
         if isinstance(other, Mapping):
-            return self._data == dict(other)
+            # JSON arrays are tuples here and lists in to_dict() or a test's literal:
+            # the same claims either way.
+            return bool(_thaw(self._data) == _thaw(dict(other)))
         return NotImplemented
+
+    # Immutable: copies are the object itself; pickling (multiprocessing, task
+    # queues, caches) rebuilds it from the plain payload.
+    def __copy__(self) -> Claims:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Claims:
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Claims, (self.to_dict(),))
 
     __hash__ = None  # type: ignore[assignment]
 

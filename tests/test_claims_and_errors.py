@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from typing import Any
 
 import pytest
@@ -68,6 +70,56 @@ def test_scopes_from_scp(payload: dict[str, Any], scopes: set[str]) -> None:
 )
 def test_permissions_only_from_an_array_of_strings(value: Any, perms: set[str]) -> None:
     assert Claims({"permissions": value}).permissions == perms
+
+
+PAYLOAD = {
+    "sub": "auth0|1",
+    "permissions": ["read:a", "write:a"],
+    "org": {"id": "o1", "roles": ["admin"], "meta": {"tier": 2}},
+    "scope": "read:a",
+}
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_claims_pickle_to_equal_read_only_claims(protocol: int) -> None:
+    # multiprocessing, task queues and caches pickle what they are handed.
+    claims = Claims(PAYLOAD)
+    back = pickle.loads(pickle.dumps(claims, protocol=protocol))
+    assert type(back) is Claims
+    assert back == claims
+    assert back.scopes == {"read:a"}
+    assert back.permissions == {"read:a", "write:a"}
+    with pytest.raises(TypeError):
+        back["org"]["id"] = "other"  # type: ignore[index]
+    nested = pickle.loads(pickle.dumps(claims["org"], protocol=protocol))
+    assert nested == PAYLOAD["org"] | {"roles": ("admin",)}
+    with pytest.raises(TypeError):
+        nested["id"] = "other"
+
+
+def test_copies_of_claims_are_the_claims_themselves() -> None:
+    claims = Claims(PAYLOAD)
+    assert copy.copy(claims) is claims
+    assert copy.deepcopy(claims) is claims
+    assert copy.deepcopy(claims["org"]) is claims["org"]
+    assert copy.deepcopy({"c": claims})["c"] is claims
+
+
+def test_claims_equal_their_plain_payload() -> None:
+    # Arrays are tuples inside Claims and lists in to_dict() or a literal.
+    claims = Claims(PAYLOAD)
+    assert claims == PAYLOAD
+    assert claims == claims.to_dict()
+    assert claims == dict(claims)
+    assert claims != {**PAYLOAD, "permissions": ["read:a"]}
+    assert claims != {**PAYLOAD, "extra": 1}
+    assert claims != ["sub"]
+
+
+@pytest.mark.parametrize("wrong", [None, [("a", 1)], "sub", 3])
+def test_claims_of_something_not_a_mapping_is_a_type_error(wrong: Any) -> None:
+    with pytest.raises(TypeError, match="mapping"):
+        Claims(wrong)
 
 
 def test_claims_are_a_read_only_mapping() -> None:
