@@ -533,6 +533,11 @@ class JWKSCache:
         """
         if not isinstance(config, Auth0Config):
             raise ConfigError("config must be an Auth0Config")
+        if "jwks_uri" in options:
+            raise ConfigError(
+                "JWKSCache.from_config() takes the jwks_uri from the config: set "
+                "Auth0Config(jwks_uri=...), or build JWKSCache(jwks_uri, ...) directly"
+            )
         iss = config.issuer if issuer is None else issuer
         if iss not in config.issuers:
             raise ConfigError(f"issuer {iss!r} is not one of the configured issuers")
@@ -1083,7 +1088,11 @@ class JWKSCache:
 
     def running(self) -> _Running[JWKSCache]:
         """``async with cache.running():`` keeps a background refresher alive for the
-        block (load at startup, refresh ahead, retry with backoff)."""
+        block (load at startup, refresh ahead, retry with backoff).
+
+        It returns as soon as the refresher has started, before the first load: await
+        :meth:`refresh` first when the keys must be there before the first token.
+        """
         return _Running(self.run, self)
 
     async def start(self, task_group: anyio.abc.TaskGroup) -> None:

@@ -182,7 +182,15 @@ class TokenVerifier:
             except Auth0Error:
                 raise
             except Exception as exc:
-                # A custom key source that breaks is an outage, not a bad token.
+                # A custom key source that breaks is an outage, not a bad token; but a
+                # bug or a misuse (a key source used from another event loop or
+                # thread) must not hide behind a 503, so it is logged with its cause.
+                logger.error(
+                    "the key source %r failed unexpectedly; answering 503",
+                    self._key_set,
+                    exc_info=True,
+                    extra={"reason": "key_source_failed"},
+                )
                 raise KeySetError("the key source failed unexpectedly") from exc
             if type(key) is not PublicKey:
                 key = wrap_foreign_key(parsed.kid, alg, key)
@@ -194,7 +202,9 @@ class TokenVerifier:
         except Auth0Error as exc:
             self._log_rejection(exc, parsed)
             raise
-        if self._cache_size:
+        if self._cache_size and type(token) is str:
+            # Only an exact str is looked up (a subclass may hash or compare its own
+            # way), so only an exact str is kept.
             self._remember(token, claims, valid_until)
         return claims
 

@@ -999,6 +999,12 @@ async def test_known_kids_keep_working_for_max_stale_while_the_issuer_fails(
     assert cache.generation == NOT_VOUCHED
 
 
+def test_from_config_says_where_the_jwks_uri_comes_from() -> None:
+    config = Auth0Config(issuer=ISSUER, audience="https://api.test", jwks_uri=JWKS_URI)
+    with pytest.raises(ConfigError, match="takes the jwks_uri from the config"):
+        JWKSCache.from_config(config, jwks_uri="https://issuer.test/other.json")
+
+
 async def test_a_due_refresh_without_a_background_refresher_is_no_warning(
     issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -785,14 +785,38 @@ def test_construction_refuses_a_config_or_key_set_of_the_wrong_kind() -> None:
         TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=jwks("RSA"))
 
 
-async def test_broken_key_source_is_key_set_error() -> None:
+async def test_broken_key_source_is_key_set_error_and_logged_with_its_cause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A bug or a misuse (say, a key source used from another event loop) must not hide
+    # behind a 503: the cause is logged, the token is not.
     class Broken:
         async def get_key(self, kid: str | None, alg: str) -> Any:
-            raise RuntimeError("boom")
+            raise RuntimeError("bound to a different event loop")
 
     v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Broken(), clock=lambda: NOW)
+    token = make()
     with pytest.raises(KeySetError):
-        await v.verify(make())
+        await v.verify(token)
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert record.__dict__["reason"] == "key_source_failed"
+    assert record.exc_info is not None
+    assert "bound to a different event loop" in str(record.exc_info[1])
+    assert token not in record.getMessage()
+
+
+async def test_only_an_exact_str_token_is_cached() -> None:
+    # A str subclass is never looked up in the cache (it may hash or compare its own
+    # way), so it is not put there either: it would only take a slot.
+    class Token(str):
+        pass
+
+    v = verifier()
+    token = make()
+    assert (await v.verify(Token(token))).sub == "auth0|123"
+    assert v.cache_info()["entries"] == 0
+    assert (await v.verify(token)).sub == "auth0|123"
+    assert v.cache_info()["entries"] == 1
 
 
 async def test_rejections_are_logged_with_reason_kid_alg_iss_and_no_token(
