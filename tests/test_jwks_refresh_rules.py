@@ -25,7 +25,7 @@ from _clock import Clock
 from asgi_auth0 import KeySetError
 from asgi_auth0._jwks import IssuerKeySets, JWKSCache, freshness_lifetime, parse_retry_after
 from asgi_auth0._signing import generate_private_key, public_jwk
-from asgi_auth0.testing import DISCOVERY_PATH, LocalIssuer
+from asgi_auth0.testing import DISCOVERY_PATH, OAUTH_METADATA_PATH, LocalIssuer
 
 pytestmark = pytest.mark.anyio
 
@@ -84,6 +84,24 @@ def test_only_max_age_sets_freshness(other: str) -> None:
     # stale-if-error beside max-age) must not be read as a shorter max-age.
     directives = ["public", "max-age=7200", other]
     assert freshness_lifetime(directives, None, default=600, minimum=300, maximum=86400) == 7200
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    ["max-age=", "max-age", 'max-age="7200', 'max-age=7200"', 'max-age="', 'max-age=""'],
+)
+def test_a_malformed_max_age_is_ignored(malformed: str) -> None:
+    # An empty value or an unbalanced quote is not a number of seconds: the
+    # configured ttl applies, as with no max-age at all.
+    directives = ["public", malformed]
+    assert freshness_lifetime(directives, None, default=600, minimum=300, maximum=86400) == 600
+
+
+def test_of_conflicting_max_ages_the_shorter_wins_in_any_order() -> None:
+    for directives in (["max-age=4000", "max-age=7200"], ["max-age=7200", "max-age=4000"]):
+        assert freshness_lifetime(directives, None, default=600, minimum=300, maximum=86400) == (
+            4000
+        )
 
 
 def test_a_retry_after_date_without_a_real_zone_is_ignored() -> None:
@@ -222,6 +240,50 @@ async def test_a_body_that_ignores_close_is_still_abandoned(clock: Clock) -> Non
     gc.collect()  # the abandoned generators are reported within this test
 
 
+@pytest.mark.parametrize(("size", "accepted"), [(ONE_MIB, True), (ONE_MIB + 1, False)])
+async def test_a_gzip_body_is_capped_at_one_mebibyte_decoded(
+    clock: Clock, size: int, accepted: bool
+) -> None:
+    compressed = gzip.compress(padded_jwks(size))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, stream=Recorded(compressed), headers={"Content-Encoding": "gzip"}
+        )
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        if accepted:
+            await cache.refresh()
+            assert cache.status().kids == ("k1",)
+        else:
+            with pytest.raises(KeySetError):
+                await cache.refresh()
+            assert cache.status().last_error == "too_large"
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"), [(httpx.ReadError, "connection_error"), (httpx.ReadTimeout, "timeout")]
+)
+async def test_a_body_cut_off_by_a_transport_error_fails_with_that_error(
+    clock: Clock, error: type[httpx.TransportError], reason: str
+) -> None:
+    # The bytes read before the error are not parsed as if they were the whole body.
+    def handler(request: httpx.Request) -> httpx.Response:
+        class CutOff(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                yield GOOD[:20]
+                raise error("connection lost", request=request)
+
+        return httpx.Response(200, stream=CutOff())
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    assert cache.status().last_error == reason
+
+
 @pytest.mark.parametrize("encoding", ["br", "zstd", "compress"])
 async def test_only_gzip_and_deflate_are_decoded(clock: Clock, encoding: str) -> None:
     # A body in an encoding we did not ask for is refused before it is read, even
@@ -257,6 +319,45 @@ async def test_a_corrupt_gzip_body_is_reported_as_bad_encoding(
         with pytest.raises(KeySetError):
             await cache.refresh()
     assert cache.status().last_error == "bad_encoding"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        (204, "http_status"),
+        (300, "redirect"),
+        (399, "redirect"),
+        (400, "http_status"),
+        (500, "http_status"),
+    ],
+)
+async def test_only_3xx_answers_are_reported_as_redirects(
+    issuer: LocalIssuer, make: Factory, status: int, reason: str
+) -> None:
+    issuer.fail_with(status)
+    cache = make()
+    with pytest.raises(KeySetError):
+        await cache.refresh()
+    assert cache.status().last_error == reason
+
+
+@pytest.mark.parametrize(
+    ("status", "falls_back"),
+    [(302, False), (400, True), (404, True), (410, True), (429, False), (499, True), (500, False)],
+)
+async def test_discovery_falls_back_to_rfc8414_only_on_a_4xx_but_429(
+    issuer: LocalIssuer, make: Factory, status: int, falls_back: bool
+) -> None:
+    # "No such document" (a 4xx) means try the OAuth metadata; a redirect, a rate
+    # limit or a server error is the issuer failing, and is not answered with more load.
+    issuer.fail_with(status, paths=DISCOVERY_PATH)
+    cache = make(None, issuer=ISSUER)
+    if falls_back:
+        await cache.refresh()
+    else:
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    assert issuer.requests[OAUTH_METADATA_PATH] == (1 if falls_back else 0)
 
 
 # -- Retry-After of KeySetError ------------------------------------------------------------
@@ -344,7 +445,67 @@ async def test_a_fetch_handed_to_a_runner_that_stops_is_released_and_forgotten(
     assert issuer.jwks_requests == 2  # the startup load and this one
 
 
+async def test_a_runner_started_during_an_inline_fetch_joins_it(
+    issuer: LocalIssuer, make: Factory
+) -> None:
+    # Single flight across the hand-over: the runner waits for the fetch a request
+    # began before it started, instead of starting a second one beside it.
+    cache = make()
+    issuer.hold()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(cache.get_key, issuer.current_kid, "ES256")  # inline load, held
+        await issuer.wait_for_waiting_async(1)
+        async with cache.running():
+            await anyio.wait_all_tasks_blocked()
+            issuer.release()
+            with anyio.fail_after(5):
+                while cache.status().state != "fresh":
+                    await anyio.wait_all_tasks_blocked()
+            await anyio.wait_all_tasks_blocked()
+            assert issuer.jwks_requests == 1
+            assert cache.generation == 1
+
+
+async def test_a_request_wakes_the_runner_exactly_when_a_refresh_is_due(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # The runner sleeps on the event loop's clock; the cache's clock is this test's,
+    # so only a request that finds a refresh due wakes it: at 80% of freshness to
+    # the second, and at the end of a backoff to the second.
+    cache = make(ttl=600)
+    kid = issuer.current_kid
+    async with cache.running():
+        await anyio.wait_all_tasks_blocked()
+        assert issuer.jwks_requests == 1
+        issuer.fail_with(500)
+        clock.advance(480)  # exactly 80% of 600
+        await cache.get_key(kid, "ES256")
+        await anyio.wait_all_tasks_blocked()
+        assert issuer.jwks_requests == 2  # the runner's refresh, failed: back off 5 s
+        clock.advance(5)  # exactly the end of the backoff
+        await cache.get_key(kid, "ES256")
+        await anyio.wait_all_tasks_blocked()
+        assert issuer.jwks_requests == 3
+
+
+async def test_a_set_is_stale_from_the_instant_freshness_ends(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    cache = make(ttl=600)
+    await cache.refresh()
+    clock.advance(599)
+    assert cache.status().state == "fresh"
+    clock.advance(1)  # the instant get_key stops treating it as fresh
+    assert cache.status().state == "stale"
+
+
 # -- status counters and discovery ------------------------------------------------------------
+
+
+async def test_status_of_an_empty_cache_has_no_keys(make: Factory) -> None:
+    status = make().status()
+    assert (status.state, status.key_count, status.kids) == ("empty", 0, ())
+    assert (status.last_success_age, status.last_error, status.next_refresh_in) == (None, None, 0)
 
 
 async def test_status_counts_every_failed_fetch(issuer: LocalIssuer, make: Factory) -> None:
