@@ -1296,6 +1296,9 @@ async def _read_capped(response: httpx.Response, cap: int, what: str) -> bytes:
         if decoder is not None and not too_large and not bad_encoding:
             body += decoder.flush()
             too_large = len(body) > cap
+            # A stream cut short decodes without error, just incompletely: say so,
+            # rather than letting the JSON parser report half a document.
+            bad_encoding = not too_large and not decoder.eof
     except zlib.error as exc:
         raise _FetchFailure("bad_encoding", f"the {what} is not valid {encoding}") from exc
     except (httpx.HTTPError, httpx.StreamError):

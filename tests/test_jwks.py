@@ -505,6 +505,23 @@ async def test_a_compressed_body_is_capped_after_decompression(clock: Clock) -> 
         assert (await cache.get_key("k1", "ES256")).kid == "k1"
 
 
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+async def test_a_compressed_body_cut_short_is_a_bad_encoding(clock: Clock, cut: float) -> None:
+    # A gzip stream that ends early decodes without error, just incompletely: the
+    # reason is the encoding, not the half document's JSON.
+    whole = gzip.compress(jwks_body(public_jwk(P256, kid="k1", alg="ES256")))
+    short = whole[: int(len(whole) * cut)]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=Chunked(short), headers={"Content-Encoding": "gzip"})
+
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        with pytest.raises(KeySetError):
+            await cache.refresh()
+    assert cache.status().last_error == "bad_encoding"
+
+
 async def test_an_unknown_content_encoding_is_a_fetch_failure(clock: Clock) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, stream=Chunked(b"\x00\x01"), headers={"Content-Encoding": "br"})
