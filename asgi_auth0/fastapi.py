@@ -736,10 +736,16 @@ def _decorate(
         )
     protected = False
     for path_item in (schema.get("paths") or {}).values():
+        if not isinstance(path_item, dict):  # a document of the app's own making
+            continue
         for method, operation in path_item.items():
             if method not in _HTTP_METHODS or not isinstance(operation, dict):
                 continue
-            requirements = [r for r in operation.get("security") or () if SCHEME_NAME in r]
+            requirements = [
+                r
+                for r in operation.get("security") or ()
+                if isinstance(r, dict) and SCHEME_NAME in r
+            ]
             if not requirements:
                 continue
             protected = True

@@ -287,3 +287,20 @@ def test_a_route_hidden_from_the_schema_does_not_shape_the_documented_one() -> N
         {SCHEME_NAME: ["read:a"]},
         {SCHEME_NAME: ["read:b"]},
     ]
+
+
+def test_a_custom_document_with_odd_entries_is_left_as_it_is() -> None:
+    # A user's own openapi() may add entries FastAPI never makes (a path item that is
+    # a $ref string, a security list with a non-object): configure_openapi must still
+    # build the document, touching only what it understands.
+    app = app_with(("/me", [Depends(require_token)], None))
+
+    def edit(schema: Schema) -> None:
+        schema["paths"]["/external"] = "see https://example.test/openapi.json"
+        schema["paths"]["/me"]["get"]["security"].append("legacy")
+
+    with_custom_openapi(app, edit)
+    configure_openapi(app)
+    schema = app.openapi()
+    assert schema["paths"]["/external"] == "see https://example.test/openapi.json"
+    assert "401" in get_op(schema, "/me")["responses"]
