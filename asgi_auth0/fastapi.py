@@ -298,6 +298,13 @@ def _checked_names(what: str, given: tuple[object, ...]) -> tuple[str, ...]:
     return names
 
 
+# One dependency per (kind, names, any_of): require_scopes("a") is the same object
+# wherever it is written, so app.dependency_overrides[require_scopes("a")] reaches a
+# route that wrote it inline, and FastAPI resolves it once per request. The keys come
+# from the application's code, so this stays as small as the code.
+_MADE: dict[tuple[str, tuple[str, ...], bool], Callable[..., Awaitable[Claims]]] = {}
+
+
 def _requirement(
     what: str,
     names: tuple[str, ...],
@@ -305,6 +312,10 @@ def _requirement(
     granted_of: Callable[[Claims], frozenset[str]],
     kind: str,
 ) -> Callable[..., Awaitable[Claims]]:
+    any_of = bool(any_of)
+    made = _MADE.get((what, names, any_of))
+    if made is not None:
+        return made
     required = frozenset(names)
     # An all-of scope requirement and the scopes declared on it are one requirement
     # (OpenAPI shows them as one list), so a shortfall of either names both.
@@ -338,27 +349,7 @@ def _requirement(
     if any_of:
         # configure_openapi publishes the names as alternatives (see _Requirements).
         _ANY_OF_GROUPS[dependency] = names
-    return dependency
-
-
-# One dependency per (kind, names, any_of): require_scopes("a") is the same object
-# wherever it is written, so app.dependency_overrides[require_scopes("a")] reaches a
-# route that wrote it inline, and FastAPI resolves it once per request. The keys come
-# from the application's code, so this stays as small as the code.
-_MADE: dict[tuple[str, tuple[str, ...], bool], Callable[..., Awaitable[Claims]]] = {}
-
-
-def _made(
-    what: str,
-    names: tuple[str, ...],
-    any_of: bool,
-    granted_of: Callable[[Claims], frozenset[str]],
-    kind: str,
-) -> Callable[..., Awaitable[Claims]]:
-    key = (what, names, bool(any_of))
-    dependency = _MADE.get(key)
-    if dependency is None:
-        dependency = _MADE[key] = _requirement(what, names, bool(any_of), granted_of, kind)
+    _MADE[(what, names, any_of)] = dependency
     return dependency
 
 
@@ -373,7 +364,7 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[..., Awaitabl
     where the route wrote it inline: ``app.dependency_overrides[require_scopes("a")]``.
     """
     names = _checked_names("require_scopes", scopes)
-    return _made("require_scopes", names, any_of, _scopes_of, "scope")
+    return _requirement("require_scopes", names, any_of, _scopes_of, "scope")
 
 
 def require_permissions(
@@ -381,7 +372,7 @@ def require_permissions(
 ) -> Callable[..., Awaitable[Claims]]:
     """Like :func:`require_scopes`, for Auth0 RBAC ``permissions`` in the token."""
     names = _checked_names("require_permissions", permissions)
-    return _made("require_permissions", names, any_of, _permissions_of, "permission")
+    return _requirement("require_permissions", names, any_of, _permissions_of, "permission")
 
 
 def _scopes_of(claims: Claims) -> frozenset[str]:
