@@ -257,7 +257,8 @@ async def test_a_natively_cancelled_first_caller_does_not_abort_the_shared_fetch
     others = [asyncio.get_running_loop().create_task(cache.get_key(kid, alg)) for _ in range(20)]
     await asyncio.sleep(0)  # they join the flight
     if how == "wait_for":
-        with pytest.raises(TimeoutError):
+        # asyncio.TimeoutError: the builtin TimeoutError only from Python 3.11 on.
+        with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(first, 0.01)
     else:
         first.cancel()
