@@ -1,15 +1,14 @@
 """Log capture for leak tests, and a pytest plugin that applies it to a whole run.
 
 ``tests/test_limits_and_leaks.py`` uses :func:`capture_logs` and :func:`record_texts`
-directly. To check a *full suite run* as well, load the plugin::
-
-    python -m pytest -p tests.adversarial.leakcheck
+directly. The plugin checks a *full suite run* as well: pyproject's ``addopts``
+loads it on every run (``-p tests.adversarial.leakcheck``).
 
 Every test then runs with every ``asgi_auth0`` logger at DEBUG, and fails (at
 teardown) if any record's message, formatted traceback or extra field holds something
 shaped like a JWT segment (``eyJ`` + 16 base64url characters: the start of a
-base64url-encoded JSON object). The plugin is opt-in because DEBUG records also reach
-``caplog`` and could disturb tests that count log records.
+base64url-encoded JSON object). DEBUG records also reach ``caplog``: tests that
+count log records filter by level or logger name.
 """
 
 from __future__ import annotations
