@@ -19,6 +19,7 @@ picks a free port and prints it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -88,9 +89,37 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _HandshakeNoise(logging.Filter):
+    """Drops uvicorn's "ASGI callable returned without completing handshake." ERROR.
+
+    uvicorn's default WebSocket implementation (websockets-sansio, 0.54) logs it after
+    every handshake refused with an HTTP 401/403 denial response, although the client
+    got exactly that response (see the README's deployment notes). In a demo, an
+    ERROR after every refused connection reads as a bug.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing handshake" not in record.getMessage()
+
+
+def _show_library_logs() -> None:
+    # The library's loggers have no handler of their own (an application decides),
+    # so without this the demo would show only warnings, unformatted. Shown the way
+    # uvicorn shows its own lines: rejections, key loads, outages.
+    library = logging.getLogger("asgi_auth0")
+    if not library.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+        library.addHandler(handler)
+        library.setLevel(logging.INFO)
+        library.propagate = False
+
+
 def _serve(app: FastAPI, sock: socket.socket) -> None:
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", proxy_headers=False))
-    server.run(sockets=[sock])
+    config = uvicorn.Config(app, log_level="info", proxy_headers=False)  # sets up logging
+    logging.getLogger("uvicorn.error").addFilter(_HandshakeNoise())
+    _show_library_logs()
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:

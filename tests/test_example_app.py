@@ -545,12 +545,21 @@ def test_demo_websocket_over_real_uvicorn(demo: Demo) -> None:
 def test_demo_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     with run_demo(tmp_path) as demo:
         assert httpx.get(demo.base_url + "/api/public", timeout=10).status_code == 200
+        assert httpx.get(demo.base_url + "/api/private", timeout=10).status_code == 401
+        url = demo.base_url.replace("http://", "ws://") + "/ws"
+        with pytest.raises(InvalidStatus), ws_connect(url, open_timeout=10):
+            pass
     assert demo.process.returncode == 128 + 15
     log = demo.stderr()
     assert "Application shutdown complete" in log
     assert "Traceback" not in log
     # The uvicorn access log never shows a token.
     assert "eyJ" not in log
+    # The library's own lines show, formatted (the rejection log, not a line per
+    # request), and uvicorn's spurious ERROR after a WebSocket denial does not.
+    assert "asgi_auth0.middleware: request rejected: status=401 reason=missing_token" in log
+    assert "without completing handshake" not in log
+    assert "ERROR" not in log
 
 
 @pytest.mark.e2e
