@@ -14,13 +14,25 @@ import json
 import logging
 import math
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 from _clock import Clock
+from _jwks_support import (  # noqa: F401 (fixtures, used by name)
+    ISSUER,
+    JWKS_URI,
+    ONE_MIB,
+    P256,
+    Factory,
+    client,
+    clock,
+    issuer,
+    make,
+    mock_client,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -47,48 +59,6 @@ from asgi_auth0._signing import generate_private_key, public_jwk
 from asgi_auth0.testing import DISCOVERY_PATH, OAUTH_METADATA_PATH, LocalIssuer
 
 pytestmark = pytest.mark.anyio
-
-ISSUER = "https://issuer.test/"
-JWKS_URI = "https://issuer.test/.well-known/jwks.json"
-P256 = generate_private_key("P-256")
-# The contract's size cap, spelled out here rather than imported from the module.
-ONE_MIB = 1024 * 1024
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def issuer() -> Iterator[LocalIssuer]:
-    issuer = LocalIssuer(issuer=ISSUER, private_key=P256)
-    yield issuer
-    issuer.close()  # wakes any request a test left held
-
-
-@pytest.fixture
-async def client(issuer: LocalIssuer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.asgi_app)) as c:
-        yield c
-
-
-Factory = Callable[..., JWKSCache]
-
-
-@pytest.fixture
-def make(client: httpx.AsyncClient, clock: Clock) -> Factory:
-    def make(jwks_uri: str | None = JWKS_URI, **options: Any) -> JWKSCache:
-        options.setdefault("http_client", client)
-        options.setdefault("clock", clock)
-        options.setdefault("jitter", lambda: 0.0)  # backoff delays exactly 5, 10, 20 ...
-        return JWKSCache(jwks_uri, **options)
-
-    return make
-
-
-def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
 
 
 class Chunked(httpx.AsyncByteStream):

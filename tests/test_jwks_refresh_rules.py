@@ -14,62 +14,49 @@ import gzip
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 import httpx
 import pytest
 from _clock import Clock
+from _jwks_support import (  # noqa: F401 (fixtures, used by name)
+    ISSUER,
+    JWKS_URI,
+    ONE_MIB,
+    P256,
+    Factory,
+    client,
+    clock,
+    issuer,
+    make,
+    mock_client,
+)
 
 from asgi_auth0 import KeySetError
 from asgi_auth0._jwks import IssuerKeySets, JWKSCache, freshness_lifetime, parse_retry_after
-from asgi_auth0._signing import generate_private_key, public_jwk
+from asgi_auth0._signing import public_jwk
 from asgi_auth0.testing import DISCOVERY_PATH, OAUTH_METADATA_PATH, LocalIssuer
 
 pytestmark = pytest.mark.anyio
 
-ISSUER = "https://issuer.test/"
-JWKS_URI = "https://issuer.test/.well-known/jwks.json"
-P256 = generate_private_key("P-256")
-ONE_MIB = 1024 * 1024  # the contract's body cap
 GOOD = json.dumps({"keys": [public_jwk(P256, kid="k1", alg="ES256")]}).encode()
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def issuer() -> Iterator[LocalIssuer]:
-    issuer = LocalIssuer(issuer=ISSUER, private_key=P256)
-    yield issuer
-    issuer.close()
-
-
-@pytest.fixture
-async def client(issuer: LocalIssuer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.asgi_app)) as c:
-        yield c
-
-
-Factory = Callable[..., JWKSCache]
-
-
-@pytest.fixture
-def make(client: httpx.AsyncClient, clock: Clock) -> Factory:
-    def make(jwks_uri: str | None = JWKS_URI, **options: Any) -> JWKSCache:
-        options.setdefault("http_client", client)
-        options.setdefault("clock", clock)
-        options.setdefault("jitter", lambda: 0.0)
-        return JWKSCache(jwks_uri, **options)
-
-    return make
-
-
-def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+async def assert_body_accepted_or_too_large(
+    handler: Callable[[httpx.Request], httpx.Response], clock: Clock, accepted: bool
+) -> None:
+    """One refresh through ``handler``: it loads key k1, or fails as too large."""
+    async with mock_client(handler) as client:
+        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
+        if accepted:
+            await cache.refresh()
+            assert cache.status().kids == ("k1",)
+        else:
+            with pytest.raises(KeySetError):
+                await cache.refresh()
+            assert cache.status().last_error == "too_large"
 
 
 # -- Cache-Control and Retry-After (pure) ---------------------------------------------------
@@ -196,15 +183,7 @@ async def test_a_body_already_in_memory_without_a_length_is_capped_at_one_mebiby
         del response.headers["Content-Length"]
         return response
 
-    async with mock_client(handler) as client:
-        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
-        if accepted:
-            await cache.refresh()
-            assert cache.status().kids == ("k1",)
-        else:
-            with pytest.raises(KeySetError):
-                await cache.refresh()
-            assert cache.status().last_error == "too_large"
+    await assert_body_accepted_or_too_large(handler, clock, accepted)
 
 
 # Leaving the read loop (the only way to stop a stream that ignores close) abandons
@@ -251,15 +230,7 @@ async def test_a_gzip_body_is_capped_at_one_mebibyte_decoded(
             200, stream=Recorded(compressed), headers={"Content-Encoding": "gzip"}
         )
 
-    async with mock_client(handler) as client:
-        cache = JWKSCache(JWKS_URI, http_client=client, clock=clock)
-        if accepted:
-            await cache.refresh()
-            assert cache.status().kids == ("k1",)
-        else:
-            with pytest.raises(KeySetError):
-                await cache.refresh()
-            assert cache.status().last_error == "too_large"
+    await assert_body_accepted_or_too_large(handler, clock, accepted)
 
 
 @pytest.mark.parametrize(
