@@ -98,14 +98,14 @@ class KeySetError(Auth0Error):
     """No verification key can be obtained because the issuer is unreachable or broken."""
 
     status_code = 503
-    error = "temporarily_unavailable"
+    error: ClassVar[str | None] = "temporarily_unavailable"
     reason = "key_set_unavailable"
     description = "The token issuer's signing keys are temporarily unavailable."
 
     def __init__(self, detail: str | None = None, *, retry_after: int = 30) -> None:
         super().__init__(detail)
         #: Seconds a client should wait before retrying (the ``Retry-After`` header).
-        self.retry_after = max(1, int(retry_after))
+        self.retry_after: int = max(1, int(retry_after))
 
 
 class BearerError(Auth0Error):
@@ -119,7 +119,7 @@ class MissingTokenError(BearerError):
     """A token is required but the request carries none; answered with a bare challenge."""
 
     status_code = 401
-    error = None
+    error: ClassVar[str | None] = None
     reason = "missing_token"
     description = "Authentication required."
 
@@ -128,7 +128,7 @@ class InvalidRequestError(BearerError):
     """The ``Authorization`` header is malformed (RFC 6750 ``invalid_request``)."""
 
     status_code = 400
-    error = "invalid_request"
+    error: ClassVar[str | None] = "invalid_request"
     reason = "malformed_authorization"
     description = "The Authorization header is malformed."
 
@@ -152,7 +152,7 @@ class InvalidTokenError(BearerError):
     """The token is malformed, expired, forged or not meant for this API."""
 
     status_code = 401
-    error = "invalid_token"
+    error: ClassVar[str | None] = "invalid_token"
     reason = "invalid_token"
     description = "The access token is invalid."
 
@@ -280,7 +280,7 @@ class InsufficientScopeError(BearerError):
     """
 
     status_code = 403
-    error = "insufficient_scope"
+    error: ClassVar[str | None] = "insufficient_scope"
     reason = "insufficient_scope"
     description = "The access token lacks a required scope."
 

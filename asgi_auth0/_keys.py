@@ -308,7 +308,7 @@ class KeyIndex:
         #: Every usable key, in document order.
         self.keys: tuple[PublicKey, ...] = tuple(keys)
         #: How many JWKs were dropped as unusable.
-        self.skipped = skipped
+        self.skipped: int = skipped
         by_kid: dict[str | None, list[PublicKey]] = {}
         for key in keys:
             by_kid.setdefault(key.kid, []).append(key)

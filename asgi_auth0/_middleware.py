@@ -72,7 +72,7 @@ class Auth0User(BaseUser):
 
     def __init__(self, claims: Claims) -> None:
         #: The verified claims of the token.
-        self.claims = claims
+        self.claims: Claims = claims
 
     @property
     def is_authenticated(self) -> bool:

@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 import fastapi.routing
 from fastapi import FastAPI, Security
 from fastapi.encoders import jsonable_encoder
+from fastapi.openapi.models import SecurityBase as SecurityBaseModel
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer, OAuth2AuthorizationCodeBearer, SecurityScopes
 from fastapi.security.base import SecurityBase
@@ -88,7 +89,7 @@ __all__ = [
     "swagger_ui_init_oauth",
 ]
 
-logger = logging.getLogger("asgi_auth0.fastapi")
+logger: logging.Logger = logging.getLogger("asgi_auth0.fastapi")
 
 #: The name of the security scheme in ``components.securitySchemes``.
 SCHEME_NAME = "Auth0"
@@ -137,7 +138,7 @@ class _DeclaringBearer(_Auth0Bearer):
 #: own dependencies. Without scopes it only declares the scheme (no check at request
 #: time); with scopes (its own or a parent's) it requires a token that has all of them:
 #: 401 without a token, 403 ``insufficient_scope`` short of a scope.
-bearer_scheme = _DeclaringBearer()
+bearer_scheme: _DeclaringBearer = _DeclaringBearer()
 # What require_scopes/require_permissions nest: the same scheme, checking nothing.
 _declaration = _Auth0Bearer()
 _declaration.model = bearer_scheme.model
@@ -224,8 +225,8 @@ class _SchemeDependency(SecurityBase):
     """
 
     def __init__(self, name: str) -> None:
-        self.model = bearer_scheme.model
-        self.scheme_name = bearer_scheme.scheme_name
+        self.model: SecurityBaseModel = bearer_scheme.model
+        self.scheme_name: str = bearer_scheme.scheme_name
         # What FastAPI's error messages and debuggers show for the dependency.
         self.__name__ = self.__qualname__ = name
 
@@ -270,9 +271,9 @@ class _OptionalToken(_SchemeDependency):
 
 
 #: The verified :class:`Claims`; a request without a token gets 401.
-require_token = _RequireToken("require_token")
+require_token: _RequireToken = _RequireToken("require_token")
 #: The verified :class:`Claims`, or ``None`` for an anonymous request.
-optional_token = _OptionalToken("optional_token")
+optional_token: _OptionalToken = _OptionalToken("optional_token")
 
 
 def _checked_names(what: str, given: tuple[object, ...]) -> tuple[str, ...]:

@@ -78,7 +78,7 @@ __all__ = [
     "public_pem",
 ]
 
-logger = logging.getLogger("asgi_auth0.testing")
+logger: logging.Logger = logging.getLogger("asgi_auth0.testing")
 
 #: Where the issuer serves its JWKS (whatever the issuer's path).
 JWKS_PATH = "/.well-known/jwks.json"
