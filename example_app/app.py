@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Annotated, Any
 
 import anyio
@@ -81,7 +81,7 @@ def create_app(config: Auth0Config, *, description: str | None = None) -> FastAP
     verifier = TokenVerifier(config)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncGenerator[None, None]:
         # The key cache's background refresher lives exactly as long as the app: it
         # refreshes keys before they go stale, so no request waits on Auth0. (The
         # middleware has already loaded them during startup.) Running it here rather

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from _typecheckers import assert_pyright_strict_passes
 from example_support import Demo, demo_env, run_demo, serving
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect as ws_connect
@@ -598,3 +600,14 @@ def test_auth0_mode_protects_routes_with_the_configured_tenant(
         assert flows["Auth0"]["flows"]["authorizationCode"]["authorizationUrl"] == (
             auth0_issuer.issuer.rstrip("/") + "/authorize"
         )
+
+
+def test_the_example_passes_pyright_strict(tmp_path: Path) -> None:
+    # Newcomers copy the example into their editor; it must be clean there too (mypy
+    # --strict covers it in `make typecheck`).
+    shutil.copytree(
+        Path(__file__).parent.parent / "example_app",
+        tmp_path / "example_app",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    assert_pyright_strict_passes(tmp_path, ["example_app"])

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from _asgi import Message, drive
-from _mypy import assert_mypy_strict_passes
+from _typecheckers import assert_mypy_strict_passes
 from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
 from fastapi.security import SecurityScopes
 from starlette.requests import Request

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _mypy import assert_mypy_strict_passes
+from _typecheckers import assert_mypy_strict_passes, assert_pyright_strict_passes
 from example_support import REPO, serving
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -283,6 +283,14 @@ def test_runnable_samples_pass_mypy_strict(tmp_path: Path) -> None:
     for name, body in files.items():
         (tmp_path / name).write_text(body)
     assert_mypy_strict_passes(tmp_path, sorted(files))
+
+
+def test_runnable_samples_pass_pyright_strict(tmp_path: Path) -> None:
+    # The same samples as VS Code (Pylance) shows them to a user in strict mode.
+    files = runnable_files()
+    for name, body in files.items():
+        (tmp_path / name).write_text(body)
+    assert_pyright_strict_passes(tmp_path, sorted(files))
 
 
 def _parse_http(block: str) -> tuple[int, str, dict[str, str], str]:

@@ -13,40 +13,22 @@ check runs from the project's own dev dependencies with no npm registry.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from _typecheckers import run_basedpyright
 
 import asgi_auth0
 
 PACKAGE = Path(asgi_auth0.__file__).parent
-BASEDPYRIGHT = Path(sys.executable).parent / "basedpyright"
 
 
 def _verify_types(site: Path) -> dict[str, Any]:
     """Run ``--verifytypes`` on the copy of the package under ``site``."""
-    # pyright cannot follow the import hook of an editable install, so it reads a plain
-    # copy put on PYTHONPATH; the venv (found through VIRTUAL_ENV) gives it the
-    # dependencies' types.
-    env = dict(os.environ)
-    env["VIRTUAL_ENV"] = sys.prefix
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(site)
-    result = subprocess.run(
-        [str(BASEDPYRIGHT), "--verifytypes", "asgi_auth0", "--ignoreexternal", "--outputjson"],
-        cwd=site,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_basedpyright(
+        site, "--verifytypes", "asgi_auth0", "--ignoreexternal", package_root=site
     )
-    report: dict[str, Any] = json.loads(result.stdout)
-    return report
 
 
 def _copy_package(tmp_path: Path) -> Path:
