@@ -173,6 +173,27 @@ def _check_auth0_issuer(name: str, url: str, domain: str | None) -> None:
         )
 
 
+def _check_custom_domain(issuer: str, domain: str) -> None:
+    # domain= names the tenant whose JWKS verifies the tokens; an issuer beside it is
+    # that tenant's custom domain, which Auth0 writes as "https://{host}/" like the
+    # tenant itself. Caught here, a slip fails at startup, not on every token.
+    parts = urlsplit(issuer)
+    host = (parts.hostname or "").lower()
+    if host != domain and host.endswith(".auth0.com"):
+        raise ConfigError(
+            f"issuer {issuer!r} is another Auth0 tenant than domain={domain!r}: the keys "
+            f"come from {domain!r}, so that tenant's tokens would all fail; give domain= "
+            "alone, or the issuer of a custom domain of this tenant"
+        )
+    if parts.path != "/" or parts.query:
+        meant = f"{parts.scheme}://{parts.netloc}/"
+        raise ConfigError(
+            f"issuer {issuer!r} beside domain={domain!r} is an Auth0 custom domain, whose "
+            f"tokens carry iss {meant!r} (with the slash, no path), so every token would "
+            f"fail with invalid_issuer; write {meant!r}"
+        )
+
+
 def _check_audiences(name: str, value: object) -> tuple[str, ...]:
     audiences = _strings(name, value, allow_empty=False)
     for aud in audiences:
@@ -198,6 +219,11 @@ def _issuer_from_base_url(url: str, domain: str | None) -> str:
     other URL is kept exactly: Okta, Keycloak and Entra issuers have no slash.
     """
     domain = domain.lower() if domain is not None else None
+    if domain is not None:
+        # Beside AUTH0_DOMAIN the base URL is the tenant's or its custom domain's:
+        # Auth0's iss for either is "https://{host}/".
+        parts = urlsplit(url)
+        return url + "/" if not parts.path and not parts.query else url
     return url + "/" if _is_bare_auth0_url(url, domain) else url
 
 
@@ -255,6 +281,12 @@ class Auth0Config:
     # Derived once here so the request path never recomputes them.
     audiences: tuple[str, ...] = field(init=False, repr=False)
     issuers: tuple[str, ...] = field(init=False, repr=False)
+    # The domain that issuer and jwks_uri were derived from. dataclasses.replace()
+    # passes every init field back in, so replace(config, domain="prod...") would hand
+    # the old tenant's derived issuer and jwks_uri to __post_init__ as if written by
+    # hand: the "prod" config would then accept the old tenant's tokens. This field
+    # travels with them and tells a carried-over derived value from a chosen one.
+    _derived_from: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -262,13 +294,30 @@ class Auth0Config:
             raise ConfigError("give either domain= (an Auth0 tenant host) or issuer= (a URL)")
         if self.domain is not None:
             put(self, "domain", self.domain.lower() if isinstance(self.domain, str) else None)
+        old = self._derived_from
+        if isinstance(old, str) and old != self.domain:
+            # Copied from a config with another domain (dataclasses.replace): what was
+            # derived from the old domain is derived again, from the new one (or, with
+            # no domain now, left to discovery); values chosen by hand are kept.
+            stale = _issuer_from_domain(old)
+            if self.issuer == stale:
+                put(self, "issuer", None)
+            if self.jwks_uri == f"{stale}.well-known/jwks.json":
+                put(self, "jwks_uri", None)
+        put(self, "_derived_from", None)
+        custom_domain = False
+        if self.domain is not None:
             derived = _issuer_from_domain(self.domain)
+            custom_domain = self.issuer is not None and self.issuer != derived
             if self.issuer is None:
                 put(self, "issuer", derived)
             if self.jwks_uri is None:
                 put(self, "jwks_uri", f"{derived}.well-known/jwks.json")
+            put(self, "_derived_from", self.domain)
         issuer = validate_url("issuer", self.issuer)
         _check_auth0_issuer("issuer", issuer, self.domain)
+        if custom_domain:
+            _check_custom_domain(issuer, self.domain or "")
         put(self, "issuer", issuer)
         if self.jwks_uri is not None:
             validate_url("jwks_uri", self.jwks_uri)
@@ -338,6 +387,14 @@ class Auth0Config:
             or not re.fullmatch(r"[A-Za-z0-9._~-]{1,200}", self.client_id)
         ):
             raise ConfigError("client_id must be an Auth0 client id (letters, digits, . _ ~ -)")
+        if self.client_id is not None and self.client_id in audiences:
+            # An access token's aud names the API; an ID token's names the application.
+            # With the client id as an audience, ID tokens pass as access tokens.
+            raise ConfigError(
+                f"audience {self.client_id!r} is the application's client id: that is the "
+                "aud of ID tokens, so they would pass as access tokens; set audience to "
+                "your API's identifier (Auth0 dashboard: Applications > APIs)"
+            )
 
     @property
     def discovery_url(self) -> str:

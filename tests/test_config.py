@@ -355,3 +355,117 @@ def test_from_env_names_the_variable_with_the_userinfo_audience() -> None:
 )
 def test_audiences_that_merely_mention_userinfo_are_fine(audience: str) -> None:
     assert Auth0Config(domain="t.auth0.com", audience=audience).audiences == (audience,)
+
+
+# -- copies and custom domains ------------------------------------------------------------
+
+STAGING = "acme-staging.eu.auth0.com"
+PROD = "acme.eu.auth0.com"
+
+
+def test_replacing_the_domain_derives_issuer_and_jwks_uri_again() -> None:
+    # replace() hands every field back to __init__: the staging issuer and jwks_uri
+    # derived from the old domain must not ride along into the "prod" config, which
+    # would then accept the staging tenant's tokens and fetch its keys.
+    staging = Auth0Config(domain=STAGING, audience=AUD)
+    prod = dataclasses.replace(staging, domain=PROD)
+    assert prod.issuer == f"https://{PROD}/"
+    assert prod.issuers == (f"https://{PROD}/",)
+    assert prod.jwks_uri == f"https://{PROD}/.well-known/jwks.json"
+    assert prod == Auth0Config(domain=PROD, audience=AUD)
+    # And back again, from the copy.
+    assert dataclasses.replace(prod, domain=STAGING) == staging
+
+
+def test_replacing_the_domain_keeps_what_was_chosen_by_hand() -> None:
+    custom = Auth0Config(
+        domain=STAGING,
+        issuer="https://login.acme.example/",
+        jwks_uri="https://keys.acme.example/jwks.json",
+        audience=AUD,
+    )
+    moved = dataclasses.replace(custom, domain=PROD)
+    assert moved.issuer == "https://login.acme.example/"
+    assert moved.jwks_uri == "https://keys.acme.example/jwks.json"
+    # Only the derived one of the two is derived again.
+    half = dataclasses.replace(
+        Auth0Config(domain=STAGING, issuer="https://login.acme.example/", audience=AUD),
+        domain=PROD,
+    )
+    assert half.issuer == "https://login.acme.example/"
+    assert half.jwks_uri == f"https://{PROD}/.well-known/jwks.json"
+
+
+def test_replacing_other_fields_keeps_the_derived_values() -> None:
+    staging = Auth0Config(domain=STAGING, audience=AUD)
+    wider = dataclasses.replace(staging, audience=(AUD, "https://other.example.com"))
+    assert wider.issuer == staging.issuer
+    assert wider.jwks_uri == staging.jwks_uri
+
+
+def test_dropping_the_domain_leaves_the_keys_to_discovery() -> None:
+    # Without a domain there is nothing to derive the old jwks_uri from any more: the
+    # new issuer's keys are found by discovery, never at the old tenant.
+    okta = dataclasses.replace(
+        Auth0Config(domain=STAGING, audience=AUD), domain=None, issuer="https://acme.okta.com"
+    )
+    assert okta.issuer == "https://acme.okta.com"
+    assert okta.jwks_uri is None
+
+
+def test_the_derivation_record_is_not_part_of_the_value() -> None:
+    cfg = Auth0Config(domain=STAGING, audience=AUD)
+    assert "_derived_from" not in repr(cfg)
+    assert cfg == Auth0Config(
+        domain=STAGING,
+        issuer=f"https://{STAGING}/",
+        jwks_uri=f"https://{STAGING}/.well-known/jwks.json",
+        audience=AUD,
+    )
+    assert hash(cfg) == hash(Auth0Config(domain=STAGING, audience=AUD))
+
+
+def test_an_issuer_of_another_auth0_tenant_beside_domain_is_refused() -> None:
+    # The keys come from domain=; another tenant's tokens could never verify, and the
+    # usual cause is a config copied between environments.
+    with pytest.raises(ConfigError, match="another Auth0 tenant than domain"):
+        Auth0Config(domain=PROD, issuer=f"https://{STAGING}/", audience=AUD)
+
+
+@pytest.mark.parametrize(
+    ("issuer", "meant"),
+    [
+        ("https://login.acme.example", "https://login.acme.example/"),
+        ("https://login.acme.example/auth", "https://login.acme.example/"),
+        ("https://login.acme.example/?x=1", "https://login.acme.example/"),
+    ],
+)
+def test_a_custom_domain_issuer_not_spelled_as_auth0_writes_it_is_refused(
+    issuer: str, meant: str
+) -> None:
+    # Beside domain=, the issuer is the tenant's custom domain; Auth0 writes its iss as
+    # "https://{host}/", so any other spelling fails every token with invalid_issuer.
+    with pytest.raises(ConfigError, match=f"carry iss '{re.escape(meant)}'"):
+        Auth0Config(domain=PROD, issuer=issuer, audience=AUD)
+
+
+def test_from_env_reads_a_custom_domain_base_url_beside_auth0_domain() -> None:
+    # Auth0's SDKs write the base URL without the slash; beside AUTH0_DOMAIN it is the
+    # tenant's custom domain, whose iss has it.
+    cfg = Auth0Config.from_env(
+        {
+            "AUTH0_DOMAIN": PROD,
+            "AUTH0_ISSUER_BASE_URL": "https://login.acme.example",
+            "AUTH0_AUDIENCE": AUD,
+        }
+    )
+    assert cfg.issuer == "https://login.acme.example/"
+    assert cfg.jwks_uri == f"https://{PROD}/.well-known/jwks.json"
+
+
+def test_the_client_id_as_audience_is_refused() -> None:
+    # An ID token's aud is the application's client id: with it as the audience, ID
+    # tokens would pass as access tokens.
+    with pytest.raises(ConfigError, match="client id: that is the aud of ID tokens"):
+        Auth0Config(domain=PROD, audience=("abcDEF123", AUD), client_id="abcDEF123")
+    assert Auth0Config(domain=PROD, audience=AUD, client_id="abcDEF123").client_id == "abcDEF123"
