@@ -428,8 +428,8 @@ async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response:
 
 
 def _base_url(config: Auth0Config) -> str:
-    if config.domain:
-        return f"https://{config.domain}"
+    # The issuer, not the tenant domain: with a custom domain, Auth0 writes into iss the
+    # domain the login went through, and only the configured issuer passes the check.
     return (config.issuer or "").rstrip("/")
 
 
@@ -782,8 +782,10 @@ def configure_openapi(
       wrapping it): every operation outside its ``public_paths`` gets the ``Auth0``
       security requirement and its 401, like a route with a dependency.
     - With ``config.client_id`` set: the ``Auth0`` scheme becomes OAuth2
-      authorization code with ``https://{domain}/authorize`` and ``/oauth/token``,
-      and Swagger UI is set up for PKCE (unless ``swagger_ui_init_oauth`` was given to
+      authorization code with ``/authorize`` and ``/oauth/token`` on the issuer's host
+      (a custom domain given as ``issuer`` rather than the tenant's: Auth0 writes into
+      ``iss`` the domain the login went through), and Swagger UI is set up for PKCE
+      (unless ``swagger_ui_init_oauth`` was given to
       ``FastAPI()`` already). Register ``{your app}/docs/oauth2-redirect`` as an
       allowed callback URL of that Auth0 application. Another issuer's endpoints are
       elsewhere: give ``authorization_url`` and ``token_url`` (from its discovery

@@ -68,9 +68,9 @@ def with_custom_openapi(app: FastAPI, edit: Callable[[Schema], None]) -> None:
 # -- the OAuth2 scheme ------------------------------------------------------------------
 
 
-def test_oauth_urls_use_the_tenant_domain_when_the_issuer_is_a_custom_domain() -> None:
-    # Tokens carry the custom domain as iss; /authorize and /oauth/token are the
-    # tenant's, as configure_openapi's docstring says (https://{domain}/...).
+def test_oauth_urls_use_the_custom_domain_when_it_is_the_issuer() -> None:
+    # Auth0 writes into iss the domain the login went through: a login at the tenant
+    # domain would bring a token with the tenant's iss, which this config refuses.
     config = Auth0Config(
         domain="tenant.eu.auth0.com",
         issuer="https://login.example.test/",
@@ -80,8 +80,8 @@ def test_oauth_urls_use_the_tenant_domain_when_the_issuer_is_a_custom_domain() -
     app = app_with(("/me", [Depends(require_token)], None))
     configure_openapi(app, config)
     flow = app.openapi()["components"]["securitySchemes"][SCHEME_NAME]["flows"]
-    assert flow["authorizationCode"]["authorizationUrl"] == "https://tenant.eu.auth0.com/authorize"
-    assert flow["authorizationCode"]["tokenUrl"] == "https://tenant.eu.auth0.com/oauth/token"
+    assert flow["authorizationCode"]["authorizationUrl"] == "https://login.example.test/authorize"
+    assert flow["authorizationCode"]["tokenUrl"] == "https://login.example.test/oauth/token"
 
 
 def test_an_app_with_nothing_protected_gets_no_auth0_components() -> None:
