@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import math
 import sys
@@ -82,6 +84,26 @@ def _binding_of(cnf: object) -> str:
         if "x5t#S256" in cnf:
             return "certificate-bound token (cnf x5t#S256) presented as a bearer token"
     return "key-bound token (cnf) presented as a bearer token"
+
+
+def _peek(token: object, max_size: int) -> tuple[object, object, object]:
+    """``kid``, ``alg`` and ``iss`` of a token that failed before parsing completed,
+    read without any check, for a DEBUG line; ``None`` for whatever cannot be read."""
+    kid = alg = iss = None
+    if not isinstance(token, str) or len(token) > max_size:
+        return kid, alg, iss
+    segments = token.split(".")
+    objects: list[dict[str, Any]] = []
+    for segment in segments[:2]:
+        try:
+            value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+        except (ValueError, RecursionError):  # binascii.Error and UnicodeError are ValueErrors
+            value = None
+        objects.append(value if isinstance(value, dict) else {})
+    while len(objects) < 2:
+        objects.append({})
+    header, payload = objects
+    return header.get("kid"), header.get("alg"), payload.get("iss")
 
 
 class _CacheEntry(NamedTuple):
@@ -200,7 +222,7 @@ class TokenVerifier:
                 raise InvalidSignatureError("signature does not verify")
             claims, valid_until = self._check_claims(parsed)
         except Auth0Error as exc:
-            self._log_rejection(exc, parsed)
+            self._log_rejection(exc, parsed, token)
             raise
         if self._cache_size and type(token) is str:
             # Only an exact str is looked up (a subclass may hash or compare its own
@@ -308,14 +330,21 @@ class TokenVerifier:
             except KeyError:  # emptied by another thread meanwhile
                 pass
 
-    def _log_rejection(self, exc: Auth0Error, parsed: ParsedToken | None) -> None:
+    def _log_rejection(self, exc: Auth0Error, parsed: ParsedToken | None, token: object) -> None:
         if not logger.isEnabledFor(logging.DEBUG):
             return
-        # The reason, plus kid/alg/iss once the token parsed: repr-escaped and truncated,
-        # since they are attacker input. Never the token, never the claims.
-        kid = alg = iss = None
+        # The reason, plus kid/alg/iss: repr-escaped and truncated, since they are
+        # attacker input. Never the token, never the claims.
+        kid: object
+        alg: object
+        iss: object
         if parsed is not None:
             kid, alg, iss = parsed.kid, parsed.alg, parsed.payload.get("iss")
+        else:
+            # Refused before a ParsedToken existed (wrong iss or alg, a typ, a bad
+            # segment): exactly the failures where these values are the answer, so
+            # read them again without the checks, for this line only.
+            kid, alg, iss = _peek(token, self._max_size)
         logger.debug(
             "token rejected: reason=%s kid=%s alg=%s iss=%s",
             exc.reason,

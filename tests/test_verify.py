@@ -819,6 +819,69 @@ async def test_only_an_exact_str_token_is_cached() -> None:
     assert v.cache_info()["entries"] == 1
 
 
+def _debug_line(caplog: pytest.LogCaptureFixture) -> str:
+    [record] = [r for r in caplog.records if r.name == "asgi_auth0.verify"]
+    return record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("token", "error", "expected"),
+    [
+        # The issuer check runs before a parsed token exists: a v1/v2 or custom-domain
+        # mix-up shows the iss the token really carries.
+        (
+            lambda: make(iss="https://sts.windows.net/tid/"),
+            InvalidIssuerError,
+            ("reason=invalid_issuer", "iss='https://sts.windows.net/tid/'", "kid='RSA'"),
+        ),
+        # The allow-list is checked inside the parser (an HS256 API's token).
+        (
+            lambda: ".".join(
+                b64url(json.dumps(part).encode())
+                for part in ({"alg": "HS256", "kid": "hs"}, claims(), "mac")
+            ),
+            AlgorithmNotAllowedError,
+            ("reason=alg_not_allowed", "alg='HS256'", "kid='hs'", f"iss='{ISS}'"),
+        ),
+        # strict_typ: an ID token (typ JWT) sent to an RFC 9068 API.
+        (
+            make,
+            InvalidTypeError,
+            ("reason=invalid_typ", "alg='RS256'", f"iss='{ISS}'"),
+        ),
+    ],
+)
+async def test_early_rejections_still_log_kid_alg_iss(
+    token: Callable[[], str],
+    error: type[Exception],
+    expected: tuple[str, ...],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    strict = error is InvalidTypeError
+    value = token()
+    with caplog.at_level(logging.DEBUG, logger="asgi_auth0.verify"), pytest.raises(error):
+        await verifier(strict_typ=strict).verify(value)
+    message = _debug_line(caplog)
+    for part in expected:
+        assert part in message
+    for segment in value.split("."):
+        assert segment not in message
+
+
+@pytest.mark.parametrize(
+    "token", ["not-a-token", "a.b.c", "!!!.???.###", "e30.W10.c2ln", "x" * 20_000]
+)
+async def test_unreadable_tokens_log_none_for_what_cannot_be_read(
+    token: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.DEBUG, logger="asgi_auth0.verify"),
+        pytest.raises(InvalidTokenError),
+    ):
+        await verifier().verify(token)
+    assert "kid=None alg=None iss=None" in _debug_line(caplog)
+
+
 async def test_rejections_are_logged_with_reason_kid_alg_iss_and_no_token(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
