@@ -107,7 +107,9 @@ def _check_algorithms(name: str, value: object) -> tuple[str, ...]:
         if alg.upper().startswith("HS"):
             raise ConfigError(
                 f"{name}: {alg} is a shared-secret algorithm; a JWKS holds public keys, so "
-                "HS* would let anyone who knows the public key forge tokens"
+                "HS* would let anyone who knows the public key forge tokens (for an Auth0 "
+                "API signed with HS256, switch its JSON Web Token Signing Algorithm to "
+                "RS256 in the dashboard: Applications > APIs > your API > Settings)"
             )
         if alg not in SUPPORTED_ALGORITHMS:
             raise ConfigError(

@@ -258,7 +258,8 @@ class JWSParser:
         parts = segments.split(b".")
         if len(parts) != 3:
             raise MalformedTokenError(
-                "encrypted (JWE) tokens are not supported"
+                "encrypted (JWE) tokens are not supported (Auth0 issues one when the login "
+                "names no API: ask /authorize for audience=<your API identifier>)"
                 if len(parts) == 5
                 else "the token does not have three segments"
             )

@@ -211,6 +211,28 @@ def _report_unsatisfiable(declared: list[str]) -> None:
         )
 
 
+def _report_no_permissions_claim() -> None:
+    """Log, once, that a permission was required of a token with no ``permissions``.
+
+    Auth0 writes that claim only when the API has RBAC on with "Add Permissions in
+    the Access Token"; without it every such route answers 403, which looks like the
+    caller's fault, and the scopes the token does carry look like the answer.
+    """
+    if _NO_PERMISSIONS in _REPORTED:
+        return
+    _REPORTED.add(_NO_PERMISSIONS)
+    logger.warning(
+        "require_permissions refused a token that has no permissions claim at all: "
+        "Auth0 adds it only when the API's RBAC settings have 'Enable RBAC' and 'Add "
+        "Permissions in the Access Token' on (for the token's scope, use "
+        "require_scopes); every such request is refused with 403"
+    )
+
+
+# A key of _REPORTED no scope name can be: scope names are reported by their repr.
+_NO_PERMISSIONS = "no permissions claim"
+
+
 def _joined(first: list[str], then: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*first, *then)))
 
@@ -332,6 +354,8 @@ def _requirement(
         ok = not required.isdisjoint(granted) if any_of else required <= granted
         declared = security_scopes.scopes
         if not ok:
+            if kind == "permission" and "permissions" not in claims:
+                _report_no_permissions_claim()
             error = (
                 InsufficientPermissionError(names, "permission shortfall")
                 if kind == "permission"

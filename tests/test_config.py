@@ -469,3 +469,8 @@ def test_the_client_id_as_audience_is_refused() -> None:
     with pytest.raises(ConfigError, match="client id: that is the aud of ID tokens"):
         Auth0Config(domain=PROD, audience=("abcDEF123", AUD), client_id="abcDEF123")
     assert Auth0Config(domain=PROD, audience=AUD, client_id="abcDEF123").client_id == "abcDEF123"
+
+
+def test_the_hs256_refusal_says_how_to_fix_an_auth0_api() -> None:
+    with pytest.raises(ConfigError, match=r"switch its JSON Web Token Signing Algorithm to RS256"):
+        Auth0Config(domain=PROD, audience=AUD, algorithms=("HS256",))

@@ -254,6 +254,38 @@ async def test_a_declared_scope_no_token_can_have_is_logged_once(
 
 
 @pytest.mark.anyio
+async def test_a_permission_required_of_a_token_without_the_claim_is_explained_once(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Auth0 writes no permissions claim unless the API's RBAC settings ask for it: the
+    # 403 alone, with the scope the token does carry, points the wrong way.
+    monkeypatch.setattr(asgi_auth0.fastapi, "_REPORTED", set())
+    app = FastAPI()
+
+    @app.get("/admin")
+    async def admin(
+        claims: Annotated[Claims, Depends(require_permissions("read:admin"))],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.fastapi")
+    async with client(app) as c:
+        short = await c.get("/admin", headers=bearer(issuer.token(permissions=["read:x"])))
+        assert short.status_code == 403
+        assert not caplog.records  # a token with the claim simply lacks the permission
+        token = issuer.token(scope="read:admin")  # RBAC off: the name is in scope only
+        first, second = [await c.get("/admin", headers=bearer(token)) for _ in range(2)]
+    assert first.status_code == second.status_code == 403
+    warnings = [r for r in caplog.records if r.name == "asgi_auth0.fastapi"]
+    assert len(warnings) == 1, "logged once, not per request"
+    assert "Add Permissions in the Access Token" in warnings[0].getMessage()
+
+
+@pytest.mark.anyio
 async def test_without_declared_scopes_nothing_changes(
     verifier: TokenVerifier, issuer: LocalIssuer
 ) -> None:

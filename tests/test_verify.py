@@ -900,3 +900,15 @@ async def test_rejections_are_logged_with_reason_kid_alg_iss_and_no_token(
     assert "\n" not in message
     for segment in token.split("."):
         assert segment not in message
+
+
+async def test_an_encrypted_token_says_it_came_from_a_login_without_audience() -> None:
+    # Auth0's answer to a login that names no API is a JWE (five segments) for
+    # /userinfo: the commonest first mistake, so the detail in the logs names the fix.
+    jwe = ".".join(b64url(json.dumps(p).encode()) for p in ({"alg": "dir", "enc": "A256GCM"},))
+    jwe += ".." + ".".join(["aXY", "Y2lwaGVy", "dGFn"])
+    assert jwe.count(".") == 4
+    with pytest.raises(MalformedTokenError) as caught:
+        await verifier().verify(jwe)
+    assert caught.value.detail is not None
+    assert "audience=" in caught.value.detail
