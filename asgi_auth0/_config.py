@@ -175,6 +175,11 @@ def _check_auth0_issuer(name: str, url: str, domain: str | None) -> None:
         )
 
 
+# "client_id" is for Cognito only in practice: elsewhere a token carries an aud naming
+# its API, and matching the client instead would accept tokens minted for other APIs.
+_AUDIENCE_CLAIMS = ("aud", "client_id")
+
+
 def _check_custom_domain(issuer: str, domain: str) -> None:
     # domain= names the tenant whose JWKS verifies the tokens; an issuer beside it is
     # that tenant's custom domain, which Auth0 writes as "https://{host}/" like the
@@ -246,6 +251,10 @@ class Auth0Config:
     #: The API identifier(s); a token must name at least one in ``aud``. Auth0's
     #: ``https://{domain}/userinfo`` is refused: every token of the tenant carries it.
     audience: str | Sequence[str] = ()
+    #: The claim ``audience`` is matched against: ``"aud"``, or ``"client_id"`` for an
+    #: issuer whose access tokens have no ``aud`` (Amazon Cognito): ``audience`` is then
+    #: the app client id(s), and a token that has an ``aud`` is refused.
+    audience_claim: str = "aud"
     #: Allowed JWS algorithms (never ``none`` or ``HS*``).
     algorithms: Sequence[str] = ("RS256",)
     #: Seconds of clock skew tolerated on ``exp``, ``nbf`` and ``iat``.
@@ -335,6 +344,11 @@ class Auth0Config:
                 "audience is required: set it to your API identifier (e.g. "
                 "'https://api.example.com'); without it any token of the tenant would pass"
             )
+        if self.audience_claim not in _AUDIENCE_CLAIMS:
+            raise ConfigError(
+                f"audience_claim must be 'aud' or 'client_id' (for Amazon Cognito, whose "
+                f"access tokens carry no aud), got {self.audience_claim!r}"
+            )
         audiences = _check_audiences("audience", self.audience)
         put(self, "audience", audiences[0] if len(audiences) == 1 else audiences)
         put(self, "audiences", audiences)
@@ -389,7 +403,11 @@ class Auth0Config:
             or not re.fullmatch(r"[A-Za-z0-9._~-]{1,200}", self.client_id)
         ):
             raise ConfigError("client_id must be an Auth0 client id (letters, digits, . _ ~ -)")
-        if self.client_id is not None and self.client_id in audiences:
+        if (
+            self.audience_claim == "aud"
+            and self.client_id is not None
+            and self.client_id in audiences
+        ):
             # An access token's aud names the API; an ID token's names the application.
             # With the client id as an audience, ID tokens pass as access tokens.
             raise ConfigError(

@@ -155,6 +155,7 @@ class TokenVerifier:
         self._algorithms = frozenset(config.algorithms)
         self._issuers = frozenset(config.issuers)
         self._audiences = frozenset(config.audiences)
+        self._client_id_audience = config.audience_claim == "client_id"
         self._leeway = float(config.leeway)
         self._required = tuple(c for c in config.required_claims if c not in ("exp", "iss", "aud"))
         self._max_age = config.max_token_age
@@ -286,7 +287,9 @@ class TokenVerifier:
             raise MissingClaimError("iat is required when max_token_age is set")
 
         aud = payload.get("aud")
-        if type(aud) is str:
+        if self._client_id_audience:
+            self._check_client_id(payload, aud)
+        elif type(aud) is str:
             if aud not in self._audiences:
                 raise InvalidAudienceError("aud does not name this API")
         elif type(aud) is list and aud:
@@ -296,6 +299,11 @@ class TokenVerifier:
             if self._audiences.isdisjoint(aud):
                 raise InvalidAudienceError("aud does not name this API")
         elif aud is None:
+            if payload.get("token_use") == "access" and "client_id" in payload:
+                raise MissingClaimError(
+                    "aud is required (a Cognito access token has client_id instead: "
+                    "set audience_claim='client_id' and audience to the app client ids)"
+                )
             raise MissingClaimError("aud is required")
         else:
             raise InvalidAudienceError("aud is neither a string nor a non-empty array")
@@ -310,6 +318,24 @@ class TokenVerifier:
         if "cnf" in payload and not self._accept_bound:
             raise SenderConstrainedTokenError(_binding_of(payload["cnf"]))
         return Claims._adopt(payload), valid_until
+
+    def _check_client_id(self, payload: dict[str, Any], aud: object) -> None:
+        # Cognito's access tokens name the app client in client_id and have no aud;
+        # its ID tokens have aud (the client id) and no client_id. Refusing any aud
+        # keeps ID tokens out and tokens of issuers that do name their API.
+        if aud is not None:
+            raise InvalidAudienceError(
+                "the token has an aud, and audience_claim='client_id' accepts only "
+                "tokens without one (Cognito access tokens); an ID token has one"
+            )
+        client_id = payload.get("client_id")
+        if client_id is None:
+            raise MissingClaimError("client_id is required (audience_claim='client_id')")
+        if type(client_id) is not str or client_id not in self._audiences:
+            raise InvalidAudienceError("client_id does not name an accepted app client")
+        token_use = payload.get("token_use")
+        if token_use is not None and token_use != "access":  # noqa: S105 (a claim, not a secret)
+            raise InvalidClaimError("token_use is not 'access'")
 
     def _remember(self, token: str, claims: Claims, valid_until: float) -> None:
         source = self._key_set

@@ -462,15 +462,18 @@ def swagger_ui_init_oauth(config: Auth0Config) -> dict[str, Any]:
 
     Authorization code with PKCE (no client secret in the browser) for
     ``config.client_id``, and the API ``audience`` Auth0 needs to issue a JWT access
-    token rather than an opaque one.
+    token rather than an opaque one (not with ``audience_claim="client_id"``: there
+    the audiences are app clients, and the issuer has no audience parameter).
     """
     if not config.client_id:
         raise ConfigError("swagger_ui_init_oauth() needs a config with client_id")
-    return {
+    settings: dict[str, Any] = {
         "clientId": config.client_id,
         "usePkceWithAuthorizationCodeGrant": True,
-        "additionalQueryStringParams": {"audience": config.audiences[0]},
     }
+    if config.audience_claim == "aud":
+        settings["additionalQueryStringParams"] = {"audience": config.audiences[0]}
+    return settings
 
 
 def _login_urls(

@@ -1,0 +1,187 @@
+"""Amazon Cognito: access tokens with no ``aud``, matched on ``client_id``.
+
+Cognito's access tokens name the app client in ``client_id`` and say
+``token_use: "access"``; its ID tokens carry the client id in ``aud`` instead. With
+``audience_claim="client_id"`` the API accepts the first and refuses the second. The
+issuer here is a real one on 127.0.0.1 with Cognito's shape: a path (the user pool id),
+keys found by discovery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+
+from asgi_auth0 import (
+    Auth0Config,
+    Auth0Middleware,
+    Claims,
+    ConfigError,
+    ExpiredTokenError,
+    InvalidAudienceError,
+    InvalidClaimError,
+    InvalidIssuerError,
+    MissingClaimError,
+    StaticKeySet,
+    TokenVerifier,
+    require_scopes,
+    require_token,
+)
+from asgi_auth0._signing import PrivateKey
+from asgi_auth0.fastapi import swagger_ui_init_oauth
+from asgi_auth0.testing import LocalIssuer
+
+pytestmark = pytest.mark.anyio
+
+POOL = "/us-east-1_Example"
+CLIENT = "3n4b5urk1ft4fl3mg5e62d9ado"
+RESOURCE_SCOPE = "https://api.example.com/read"
+
+
+def cognito_access(issuer: LocalIssuer, **over: Any) -> str:
+    """An access token shaped as Cognito issues it."""
+    claims: dict[str, Any] = {
+        "aud": None,
+        "client_id": CLIENT,
+        "token_use": "access",
+        "username": "alice",
+        "scope": f"openid {RESOURCE_SCOPE}",
+        "cognito:groups": ["readers"],
+    }
+    claims.update(over)
+    return issuer.token("alice-sub", **claims)
+
+
+def cognito_id_token(issuer: LocalIssuer) -> str:
+    """An ID token of the same pool: aud is the client id, no client_id claim."""
+    return issuer.token("alice-sub", aud=CLIENT, token_use="id", email="a@example.com")
+
+
+@pytest.fixture
+async def pool(auth0_rsa_key: PrivateKey) -> AsyncIterator[LocalIssuer]:
+    async with LocalIssuer(private_key=auth0_rsa_key, issuer_path=POOL) as issuer:
+        yield issuer
+
+
+def config_for(issuer: LocalIssuer, **over: Any) -> Auth0Config:
+    settings: dict[str, Any] = {
+        "issuer": issuer.issuer,
+        "audience": CLIENT,
+        "audience_claim": "client_id",
+    }
+    settings.update(over)
+    return Auth0Config(**settings)
+
+
+def app_for(config: Auth0Config) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(claims: Annotated[Claims, Depends(require_token)]) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    @app.get("/read")
+    async def read(
+        claims: Annotated[Claims, Depends(require_scopes(RESOURCE_SCOPE))],
+    ) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    app.add_middleware(Auth0Middleware, config=config)
+    return app
+
+
+async def get(app: FastAPI, path: str, token: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        return await client.get(path, headers={"Authorization": f"Bearer {token}"})
+
+
+async def test_a_cognito_access_token_is_accepted_through_discovery(pool: LocalIssuer) -> None:
+    app = app_for(config_for(pool))
+    me = await get(app, "/me", cognito_access(pool))
+    assert (me.status_code, me.json()) == (200, {"sub": "alice-sub"})
+    # A resource server's scope is an ordinary scope name.
+    assert (await get(app, "/read", cognito_access(pool))).status_code == 200
+    short = await get(app, "/read", cognito_access(pool, scope="openid"))
+    assert short.status_code == 403
+    # The keys were found where Cognito publishes them: discovery under the pool.
+    assert pool.discovery_requests == 1
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (cognito_id_token, "invalid_audience"),
+        (lambda p: cognito_access(p, client_id="another-app-client"), "invalid_audience"),
+        (lambda p: cognito_access(p, client_id=None), "missing_claim"),
+        (lambda p: cognito_access(p, client_id=[CLIENT]), "invalid_audience"),
+        (lambda p: cognito_access(p, token_use="id"), "claim_invalid"),
+        # An aud (any issuer that names its API) is refused, even naming the client.
+        (lambda p: cognito_access(p, aud=CLIENT), "invalid_audience"),
+    ],
+    ids=["id-token", "other-client", "no-client-id", "client-id-array", "id-use", "has-aud"],
+)
+async def test_what_is_not_a_cognito_access_token_for_this_client_is_refused(
+    pool: LocalIssuer, token: Any, reason: str
+) -> None:
+    response = await get(app_for(config_for(pool)), "/me", token(pool))
+    assert response.status_code == 401
+    assert response.json()["reason"] == reason
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+
+
+async def test_the_default_audience_claim_refuses_cognito_access_tokens_and_says_why(
+    pool: LocalIssuer,
+) -> None:
+    # Matched on aud, a Cognito access token has none; only an ID token would pass,
+    # which is why the mode exists. The DEBUG line names the setting.
+    config = config_for(pool, audience_claim="aud")
+    verifier = TokenVerifier(config, key_set=StaticKeySet(pool.jwks))
+    with pytest.raises(MissingClaimError) as caught:
+        await verifier.verify(cognito_access(pool))
+    assert caught.value.detail is not None
+    assert "audience_claim='client_id'" in caught.value.detail
+    # A token without aud from anyone else gets the plain message.
+    with pytest.raises(MissingClaimError) as plain:
+        await verifier.verify(pool.token("bob", aud=None))
+    assert plain.value.detail == "aud is required"
+
+
+async def test_client_id_mode_checks_every_rule_the_verifier_has(pool: LocalIssuer) -> None:
+    # The mode swaps the audience check only: signature, iss and exp still apply.
+    verifier = TokenVerifier(config_for(pool), key_set=StaticKeySet(pool.jwks))
+    assert (await verifier.verify(cognito_access(pool))).sub == "alice-sub"
+    with pytest.raises(InvalidAudienceError):
+        await verifier.verify(cognito_access(pool, client_id="x"))
+    with pytest.raises(InvalidClaimError):
+        await verifier.verify(cognito_access(pool, token_use="refresh"))
+    with pytest.raises(ExpiredTokenError):
+        await verifier.verify(pool.expired_token(aud=None, client_id=CLIENT))
+    with pytest.raises(InvalidIssuerError):
+        await verifier.verify(cognito_access(pool, iss="https://cognito-idp.example/other"))
+
+
+def test_audience_claim_takes_aud_or_client_id_only() -> None:
+    with pytest.raises(ConfigError, match="audience_claim must be 'aud' or 'client_id'"):
+        Auth0Config(issuer="https://idp.example.com", audience="a", audience_claim="azp")
+
+
+def test_the_client_id_may_be_the_audience_in_client_id_mode() -> None:
+    # Swagger UI's login client is one of the accepted app clients: no ID-token risk
+    # here, since tokens with an aud are refused in this mode.
+    config = Auth0Config(
+        issuer="https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example",
+        audience=CLIENT,
+        audience_claim="client_id",
+        client_id=CLIENT,
+    )
+    settings = swagger_ui_init_oauth(config)
+    assert settings["clientId"] == CLIENT
+    # Cognito's /oauth2/authorize has no audience parameter.
+    assert "additionalQueryStringParams" not in settings
+    with pytest.raises(ConfigError, match="aud of ID tokens"):
+        Auth0Config(issuer="https://idp.example.com/", audience=CLIENT, client_id=CLIENT)
