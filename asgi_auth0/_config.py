@@ -350,6 +350,15 @@ class Auth0Config:
                 f"access tokens carry no aud), got {self.audience_claim!r}"
             )
         audiences = _check_audiences("audience", self.audience)
+        if "account" in audiences and any("/realms/" in urlsplit(i).path for i in self.issuers):
+            # Keycloak's default client scopes put aud "account" into the tokens of every
+            # client of the realm, as Auth0 does with /userinfo.
+            raise ConfigError(
+                "audience 'account' is the audience Keycloak adds to the tokens of every "
+                "client of the realm (its account console): accepting it would let in "
+                "tokens minted for any client; give your API's client an Audience mapper "
+                "and use the audience it adds"
+            )
         put(self, "audience", audiences[0] if len(audiences) == 1 else audiences)
         put(self, "audiences", audiences)
         put(self, "algorithms", _check_algorithms("algorithms", self.algorithms))

@@ -474,3 +474,14 @@ def test_the_client_id_as_audience_is_refused() -> None:
 def test_the_hs256_refusal_says_how_to_fix_an_auth0_api() -> None:
     with pytest.raises(ConfigError, match=r"switch its JSON Web Token Signing Algorithm to RS256"):
         Auth0Config(domain=PROD, audience=AUD, algorithms=("HS256",))
+
+
+def test_keycloaks_account_audience_is_refused_for_a_realm_issuer() -> None:
+    # Keycloak puts aud "account" into every client's tokens by default: as an API's
+    # audience it would accept tokens minted for any client of the realm.
+    realm = "https://sso.example.com/realms/acme"
+    with pytest.raises(ConfigError, match="Audience mapper"):
+        Auth0Config(issuer=realm, audience=("account", "orders-api"))
+    assert Auth0Config(issuer=realm, audience="orders-api").audiences == ("orders-api",)
+    # Elsewhere "account" is just a name.
+    assert Auth0Config(issuer="https://idp.example.com/", audience="account").audience == "account"
