@@ -139,6 +139,9 @@ _WAIT_SLACK = 1.0
 # Backoff delays are drawn from [(1 - _JITTER) * d, d] so that many processes that
 # failed together do not retry together.
 _JITTER = 0.25
+# An unknown kid that a refresh did not find is logged at INFO once per this many
+# seconds, the rest at DEBUG and counted: the kids are chosen by whoever sends tokens.
+_UNKNOWN_KID_LOG_WINDOW = 60.0
 _DIGITS = re.compile(r"[0-9]{1,15}")
 # Errors where the connection itself failed, so one immediate retry may succeed (a
 # pooled keep-alive connection the server had closed, a refused connect during a
@@ -498,6 +501,9 @@ class JWKSCache:
         self._fresh_until = -math.inf
         self._stale_until = -math.inf
         self._last_success_at: float | None = None
+        # The INFO line for unknown kids: when it was last written, how many since not.
+        self._unknown_logged_at: float | None = None
+        self._unknown_unlogged = 0
         # -- fetch bookkeeping --
         self._seq = 0
         self._inflight: _Flight | None = None
@@ -670,19 +676,42 @@ class JWKSCache:
             if flight.started >= arrived:
                 self._remember_absent(kid)
             self._emit("unknown_kid", kid=kid, alg=alg, action="refreshed")
-            # The kid is attacker input: escaped in the extra field too, since a
-            # %(kid)s formatter would otherwise print its newlines raw.
-            self._logger.info(
-                "unknown kid %s: not in the issuer's key set",
-                log_safe(kid),
-                extra={
-                    "reason": "unknown_kid",
-                    "kid": log_safe(kid),
-                    "alg": alg,
-                    "iss": self._issuer,
-                },
-            )
+            self._log_unknown_kid(kid, alg)
             raise
+
+    def _log_unknown_kid(self, kid: str | None, alg: str) -> None:
+        # Every caller that joined the refresh and still misses its kid comes here: a
+        # flood of random kids would otherwise write one INFO line per request, each
+        # with a kid of the sender's choosing. Once per window at INFO, then DEBUG.
+        now = self._clock()
+        last = self._unknown_logged_at
+        level, since = logging.DEBUG, ""
+        if last is None or now - last >= _UNKNOWN_KID_LOG_WINDOW:
+            level = logging.INFO
+            if self._unknown_unlogged and last is not None:
+                since = (
+                    f" ({self._unknown_unlogged} more unknown kids, at DEBUG, since the "
+                    f"line {now - last:.0f} s ago)"
+                )
+            self._unknown_logged_at, self._unknown_unlogged = now, 0
+        else:
+            self._unknown_unlogged += 1
+        if not self._logger.isEnabledFor(level):
+            return
+        # The kid is attacker input: escaped in the extra field too, since a %(kid)s
+        # formatter would otherwise print its newlines raw.
+        self._logger.log(
+            level,
+            "unknown kid %s: not in the issuer's key set%s",
+            log_safe(kid),
+            since,
+            extra={
+                "reason": "unknown_kid",
+                "kid": log_safe(kid),
+                "alg": alg,
+                "iss": self._issuer,
+            },
+        )
 
     @property
     def generation(self) -> int:
