@@ -180,13 +180,35 @@ def _check_auth0_issuer(name: str, url: str, domain: str | None) -> None:
 _AUDIENCE_CLAIMS = ("aud", "client_id")
 
 
+def _check_client_id_mode(config: Auth0Config) -> None:
+    # audience_claim="client_id" accepts only tokens without aud (Cognito's access
+    # tokens, which carry no typ either): each of these settings would refuse them all.
+    if config.domain is not None or _is_auth0_host(urlsplit(config.issuer or "").netloc, None):
+        raise ConfigError(
+            "audience_claim='client_id' is for issuers whose access tokens have no aud "
+            "(Amazon Cognito); Auth0's always do: keep audience_claim='aud'"
+        )
+    if config.strict_typ is True:
+        raise ConfigError(
+            "strict_typ=True with audience_claim='client_id': Cognito's access tokens "
+            "carry no typ header, so every one would be refused"
+        )
+    required = config.required_claims
+    if "aud" in (required if not isinstance(required, str) else (required,)):
+        raise ConfigError(
+            "required_claims names aud, which audience_claim='client_id' refuses in every token"
+        )
+
+
 def _check_custom_domain(issuer: str, domain: str) -> None:
     # domain= names the tenant whose JWKS verifies the tokens; an issuer beside it is
-    # that tenant's custom domain, which Auth0 writes as "https://{host}/" like the
-    # tenant itself. Caught here, a slip fails at startup, not on every token.
+    # the same tenant under its other name (a custom domain beside the canonical host,
+    # or the canonical host beside a custom domain given as domain=, as Auth0's
+    # quickstarts have custom-domain users write AUTH0_DOMAIN). Auth0 writes either
+    # as "https://{host}/". Caught here, a slip fails at startup, not on every token.
     parts = urlsplit(issuer)
     host = (parts.hostname or "").lower()
-    if host != domain and host.endswith(".auth0.com"):
+    if domain.endswith(".auth0.com") and host.endswith(".auth0.com") and host != domain:
         raise ConfigError(
             f"issuer {issuer!r} is another Auth0 tenant than domain={domain!r}: the keys "
             f"come from {domain!r}, so that tenant's tokens would all fail; give domain= "
@@ -195,9 +217,10 @@ def _check_custom_domain(issuer: str, domain: str) -> None:
     if parts.path != "/" or parts.query:
         meant = f"{parts.scheme}://{parts.netloc}/"
         raise ConfigError(
-            f"issuer {issuer!r} beside domain={domain!r} is an Auth0 custom domain, whose "
-            f"tokens carry iss {meant!r} (with the slash, no path), so every token would "
-            f"fail with invalid_issuer; write {meant!r}"
+            f"issuer {issuer!r} beside domain={domain!r} names the same Auth0 tenant "
+            f"(its custom domain or canonical host), whose tokens carry iss {meant!r} "
+            f"(with the slash, no path), so every token would fail with invalid_issuer; "
+            f"write {meant!r}"
         )
 
 
@@ -301,10 +324,8 @@ class Auth0Config:
 
     def __post_init__(self) -> None:
         put = object.__setattr__
-        if self.domain is None and self.issuer is None:
-            raise ConfigError("give either domain= (an Auth0 tenant host) or issuer= (a URL)")
-        if self.domain is not None:
-            put(self, "domain", self.domain.lower() if isinstance(self.domain, str) else None)
+        if isinstance(self.domain, str):
+            put(self, "domain", self.domain.lower())
         old = self._derived_from
         if isinstance(old, str) and old != self.domain:
             # Copied from a config with another domain (dataclasses.replace): what was
@@ -316,6 +337,8 @@ class Auth0Config:
             if self.jwks_uri == f"{stale}.well-known/jwks.json":
                 put(self, "jwks_uri", None)
         put(self, "_derived_from", None)
+        if self.domain is None and self.issuer is None:
+            raise ConfigError("give either domain= (an Auth0 tenant host) or issuer= (a URL)")
         custom_domain = False
         if self.domain is not None:
             derived = _issuer_from_domain(self.domain)
@@ -349,6 +372,8 @@ class Auth0Config:
                 f"audience_claim must be 'aud' or 'client_id' (for Amazon Cognito, whose "
                 f"access tokens carry no aud), got {self.audience_claim!r}"
             )
+        if self.audience_claim == "client_id":
+            _check_client_id_mode(self)
         audiences = _check_audiences("audience", self.audience)
         if "account" in audiences and any("/realms/" in urlsplit(i).path for i in self.issuers):
             # Keycloak's default client scopes put aud "account" into the tokens of every
@@ -416,9 +441,12 @@ class Auth0Config:
             self.audience_claim == "aud"
             and self.client_id is not None
             and self.client_id in audiences
+            and (self.domain is not None or _is_auth0_host(urlsplit(issuer).netloc, None))
         ):
             # An access token's aud names the API; an ID token's names the application.
-            # With the client id as an audience, ID tokens pass as access tokens.
+            # With the client id as an audience, ID tokens pass as access tokens. Only
+            # for Auth0, where an API identifier is never a client id: with Entra ID one
+            # app registration may be both the API and the Swagger client.
             raise ConfigError(
                 f"audience {self.client_id!r} is the application's client id: that is the "
                 "aud of ID tokens, so they would pass as access tokens; set audience to "

@@ -288,7 +288,7 @@ class TokenVerifier:
 
         aud = payload.get("aud")
         if self._client_id_audience:
-            self._check_client_id(payload, aud)
+            self._check_client_id(payload)
         elif type(aud) is str:
             if aud not in self._audiences:
                 raise InvalidAudienceError("aud does not name this API")
@@ -319,11 +319,12 @@ class TokenVerifier:
             raise SenderConstrainedTokenError(_binding_of(payload["cnf"]))
         return Claims._adopt(payload), valid_until
 
-    def _check_client_id(self, payload: dict[str, Any], aud: object) -> None:
+    def _check_client_id(self, payload: dict[str, Any]) -> None:
         # Cognito's access tokens name the app client in client_id and have no aud;
         # its ID tokens have aud (the client id) and no client_id. Refusing any aud
-        # keeps ID tokens out and tokens of issuers that do name their API.
-        if aud is not None:
+        # keeps ID tokens out and tokens of issuers that do name their API. A present
+        # null is a wrong type, not an absent claim, here as everywhere.
+        if "aud" in payload:
             raise InvalidAudienceError(
                 "the token has an aud, and audience_claim='client_id' accepts only "
                 "tokens without one (Cognito access tokens); an ID token has one"
@@ -333,8 +334,7 @@ class TokenVerifier:
             raise MissingClaimError("client_id is required (audience_claim='client_id')")
         if type(client_id) is not str or client_id not in self._audiences:
             raise InvalidAudienceError("client_id does not name an accepted app client")
-        token_use = payload.get("token_use")
-        if token_use is not None and token_use != "access":  # noqa: S105 (a claim, not a secret)
+        if "token_use" in payload and payload["token_use"] != "access":  # noqa: S105
             raise InvalidClaimError("token_use is not 'access'")
 
     def _remember(self, token: str, claims: Claims, valid_until: float) -> None:
@@ -371,12 +371,14 @@ class TokenVerifier:
             # segment): exactly the failures where these values are the answer, so
             # read them again without the checks, for this line only.
             kid, alg, iss = _peek(token, self._max_size)
+        # The detail is our own words (never token bytes): the why of the reason.
         logger.debug(
-            "token rejected: reason=%s kid=%s alg=%s iss=%s",
+            "token rejected: reason=%s kid=%s alg=%s iss=%s: %s",
             exc.reason,
             _log_safe(kid),
             _log_safe(alg),
             _log_safe(iss),
+            exc.detail or exc.description,
             extra={
                 "reason": exc.reason,
                 "detail": exc.detail,

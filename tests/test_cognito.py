@@ -42,6 +42,10 @@ CLIENT = "3n4b5urk1ft4fl3mg5e62d9ado"
 RESOURCE_SCOPE = "https://api.example.com/read"
 
 
+# A claim present with the value null (LocalIssuer.token leaves None claims out).
+_NULL = object()
+
+
 def cognito_access(issuer: LocalIssuer, **over: Any) -> str:
     """An access token shaped as Cognito issues it."""
     claims: dict[str, Any] = {
@@ -53,7 +57,18 @@ def cognito_access(issuer: LocalIssuer, **over: Any) -> str:
         "cognito:groups": ["readers"],
     }
     claims.update(over)
-    return issuer.token("alice-sub", **claims)
+    nulls = [name for name, value in claims.items() if value is _NULL]
+    if not nulls:
+        return issuer.token("alice-sub", **claims)
+    payload = dict(pool_claims(issuer), **{k: v for k, v in claims.items() if v is not None})
+    payload.update(dict.fromkeys(nulls))
+    return issuer.sign({"alg": "RS256", "typ": "JWT", "kid": issuer.current_kid}, payload)
+
+
+def pool_claims(issuer: LocalIssuer) -> dict[str, Any]:
+    """The registered claims LocalIssuer.token would write, without aud."""
+    now = int(issuer.clock())
+    return {"iss": issuer.issuer, "sub": "alice-sub", "iat": now, "exp": now + 3600}
 
 
 def cognito_id_token(issuer: LocalIssuer) -> str:
@@ -122,8 +137,20 @@ async def test_a_cognito_access_token_is_accepted_through_discovery(pool: LocalI
         (lambda p: cognito_access(p, token_use="id"), "claim_invalid"),
         # An aud (any issuer that names its API) is refused, even naming the client.
         (lambda p: cognito_access(p, aud=CLIENT), "invalid_audience"),
+        # A present null is a wrong type, not an absent claim.
+        (lambda p: cognito_access(p, aud=_NULL), "invalid_audience"),
+        (lambda p: cognito_access(p, token_use=_NULL), "claim_invalid"),
     ],
-    ids=["id-token", "other-client", "no-client-id", "client-id-array", "id-use", "has-aud"],
+    ids=[
+        "id-token",
+        "other-client",
+        "no-client-id",
+        "client-id-array",
+        "id-use",
+        "has-aud",
+        "null-aud",
+        "null-token-use",
+    ],
 )
 async def test_what_is_not_a_cognito_access_token_for_this_client_is_refused(
     pool: LocalIssuer, token: Any, reason: str
@@ -184,4 +211,28 @@ def test_the_client_id_may_be_the_audience_in_client_id_mode() -> None:
     # Cognito's /oauth2/authorize has no audience parameter.
     assert "additionalQueryStringParams" not in settings
     with pytest.raises(ConfigError, match="aud of ID tokens"):
-        Auth0Config(issuer="https://idp.example.com/", audience=CLIENT, client_id=CLIENT)
+        Auth0Config(domain="t.auth0.com", audience=CLIENT, client_id=CLIENT)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"domain": "t.auth0.com"}, "Auth0's always do"),
+        ({"issuer": "https://t.eu.auth0.com/"}, "Auth0's always do"),
+        ({"strict_typ": True}, "carry no typ header"),
+        ({"required_claims": ("iat", "aud")}, "required_claims names aud"),
+    ],
+)
+def test_client_id_mode_refuses_settings_under_which_no_token_could_pass(
+    settings: dict[str, Any], message: str
+) -> None:
+    options: dict[str, Any] = {
+        "issuer": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example",
+        "audience": CLIENT,
+        "audience_claim": "client_id",
+    }
+    if "domain" in settings:
+        del options["issuer"]
+    options.update(settings)
+    with pytest.raises(ConfigError, match=message):
+        Auth0Config(**options)

@@ -485,3 +485,40 @@ def test_keycloaks_account_audience_is_refused_for_a_realm_issuer() -> None:
     assert Auth0Config(issuer=realm, audience="orders-api").audiences == ("orders-api",)
     # Elsewhere "account" is just a name.
     assert Auth0Config(issuer="https://idp.example.com/", audience="account").audience == "account"
+
+
+def test_the_canonical_issuer_beside_a_custom_domain_given_as_domain_is_kept() -> None:
+    # Auth0's quickstarts have custom-domain users put the custom domain in
+    # AUTH0_DOMAIN; the canonical host's tokens (e.g. machine-to-machine ones) verify
+    # with the same keys, so the canonical issuer beside it is the same tenant.
+    cfg = Auth0Config(
+        domain="login.example.com",
+        issuer="https://tenant.eu.auth0.com/",
+        additional_issuers=["https://login.example.com/"],
+        audience=AUD,
+    )
+    assert cfg.issuers == ("https://tenant.eu.auth0.com/", "https://login.example.com/")
+    assert cfg.jwks_uri == "https://login.example.com/.well-known/jwks.json"
+    env = Auth0Config.from_env(
+        {
+            "AUTH0_DOMAIN": "login.example.com",
+            "AUTH0_ISSUER_BASE_URL": "https://tenant.eu.auth0.com",
+            "AUTH0_AUDIENCE": AUD,
+        }
+    )
+    assert env.issuer == "https://tenant.eu.auth0.com/"
+
+
+def test_the_client_id_may_be_the_audience_outside_auth0() -> None:
+    # Entra ID: one app registration may be both the API and Swagger UI's client.
+    cfg = Auth0Config(
+        issuer="https://login.microsoftonline.com/tid/v2.0",
+        audience="2f3c6a1e-0000-4000-8000-000000000001",
+        client_id="2f3c6a1e-0000-4000-8000-000000000001",
+    )
+    assert cfg.client_id in cfg.audiences
+
+
+def test_replacing_the_domain_with_none_asks_for_an_issuer() -> None:
+    with pytest.raises(ConfigError, match="give either domain="):
+        dataclasses.replace(Auth0Config(domain=STAGING, audience=AUD), domain=None)

@@ -819,6 +819,11 @@ async def test_only_an_exact_str_token_is_cached() -> None:
     assert v.cache_info()["entries"] == 1
 
 
+def caught_detail(caplog: pytest.LogCaptureFixture) -> object:
+    [record] = [r for r in caplog.records if r.name == "asgi_auth0.verify"]
+    return getattr(record, "detail", None)
+
+
 def _debug_line(caplog: pytest.LogCaptureFixture) -> str:
     [record] = [r for r in caplog.records if r.name == "asgi_auth0.verify"]
     return record.getMessage()
@@ -864,6 +869,8 @@ async def test_early_rejections_still_log_kid_alg_iss(
     message = _debug_line(caplog)
     for part in expected:
         assert part in message
+    # And why, in our own words (the exception's detail).
+    assert message.endswith(": " + str(caught_detail(caplog)))
     for segment in value.split("."):
         assert segment not in message
 
