@@ -38,7 +38,10 @@ from asgi_auth0 import (
     BearerError,
     InsufficientScopeError,
     KeySetError,
+    StaticKeySet,
+    TokenVerifier,
 )
+from asgi_auth0._signing import PrivateKey
 from asgi_auth0.pytest_plugin import TokenFactory
 from asgi_auth0.testing import LocalIssuer
 
@@ -85,9 +88,55 @@ def test_runnable_blocks_are_the_expected_files() -> None:
         "spa_api.py",
         "starlette_app.py",
         "verify_tokens.py",
+        "issuers.py",
         "conftest.py",
         "test_myapp.py",
     }
+
+
+# Per issuer in the README's list: a token shaped as that issuer issues it (besides
+# iss, sub, iat and exp), and the scopes its scope claim grants.
+_ISSUER_TOKENS: dict[str, tuple[dict[str, Any], frozenset[str]]] = {
+    "auth0_custom_domain": (
+        {"aud": ["https://api.acme.com", "https://login.acme.com/userinfo"], "scope": "read:a"},
+        frozenset({"read:a"}),
+    ),
+    "okta": (
+        {"aud": "api://default", "scp": ["orders.read"], "cid": "0oa1"},
+        frozenset({"orders.read"}),
+    ),
+    "entra": (
+        {"aud": "6e74172b-be56-4843-9ff4-e66a39bb12e3", "scp": "Orders.Read", "ver": "2.0"},
+        frozenset({"Orders.Read"}),
+    ),
+    "keycloak": (
+        {"aud": ["orders-api", "account"], "azp": "web", "scope": "openid orders"},
+        frozenset({"openid", "orders"}),
+    ),
+    "cognito": (
+        {"client_id": "3n4b5urk1ft4fl3mg5e62d9ado", "token_use": "access", "scope": "openid"},
+        frozenset({"openid"}),
+    ),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", sorted(_ISSUER_TOKENS))
+async def test_each_issuer_config_accepts_that_issuers_tokens(
+    name: str, auth0_rsa_key: PrivateKey
+) -> None:
+    config = load("issuers.py")[name]
+    assert isinstance(config, Auth0Config)
+    claims, scopes = _ISSUER_TOKENS[name]
+    minter = LocalIssuer(issuer=config.issuer or "", private_key=auth0_rsa_key)
+    verifier = TokenVerifier(config, key_set=StaticKeySet(minter.jwks))
+    token = minter.token("someone", **{"aud": None, **claims})
+    verified = await verifier.verify(token)
+    assert verified.sub == "someone"
+    assert verified.scopes == scopes
+    # And its other issuer's tokens too, where it lists one.
+    for other in config.additional_issuers:
+        assert (await verifier.verify(minter.token("x", iss=other, **claims))).sub == "x"
 
 
 def test_quickstart_is_exactly_the_two_make_commands() -> None:
