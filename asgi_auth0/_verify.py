@@ -304,6 +304,11 @@ class TokenVerifier:
                     "aud is required (a Cognito access token has client_id instead: "
                     "set audience_claim='client_id' and audience to the app client ids)"
                 )
+            if "/realms/" in str(payload.get("iss")):
+                raise MissingClaimError(
+                    "aud is required (Keycloak writes one when the client has an Audience "
+                    "mapper naming this API)"
+                )
             raise MissingClaimError("aud is required")
         else:
             raise InvalidAudienceError("aud is neither a string nor a non-empty array")

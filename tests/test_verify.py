@@ -919,3 +919,15 @@ async def test_an_encrypted_token_says_it_came_from_a_login_without_audience() -
         await verifier().verify(jwe)
     assert caught.value.detail is not None
     assert "audience=" in caught.value.detail
+
+
+async def test_a_keycloak_token_without_aud_says_where_aud_comes_from() -> None:
+    realm = "https://sso.example.com/realms/acme"
+    v = verifier(issuer=realm)
+    with pytest.raises(MissingClaimError) as caught:
+        await v.verify(make(iss=realm, aud=_DROP))
+    assert caught.value.detail is not None
+    assert "Audience mapper" in caught.value.detail
+    with pytest.raises(MissingClaimError) as plain:
+        await verifier().verify(make(aud=_DROP))
+    assert plain.value.detail == "aud is required"
