@@ -236,3 +236,26 @@ def test_client_id_mode_refuses_settings_under_which_no_token_could_pass(
     options.update(settings)
     with pytest.raises(ConfigError, match=message):
         Auth0Config(**options)
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        # RFC 9068-style client_id with no token_use: not Cognito's shape.
+        {"client_id": CLIENT},
+        # token_use "access" alone: no client to name in audience.
+        {"token_use": "access"},
+    ],
+    ids=["client-id-only", "token-use-only"],
+)
+async def test_the_cognito_hint_needs_both_token_use_access_and_client_id(
+    pool: LocalIssuer, claims: dict[str, Any]
+) -> None:
+    # Pointing at audience_claim='client_id' is advice for a Cognito access token only;
+    # a token without aud that is not one gets the plain message.
+    verifier = TokenVerifier(
+        config_for(pool, audience_claim="aud"), key_set=StaticKeySet(pool.jwks)
+    )
+    with pytest.raises(MissingClaimError) as caught:
+        await verifier.verify(pool.token("bob", aud=None, **claims))
+    assert caught.value.detail == "aud is required"

@@ -1,0 +1,138 @@
+"""Log rules the other tests left unpinned (found by mutation testing).
+
+The unknown-kid INFO line is rate-limited to one per 60 s window: these tests pin the
+window's edge and the wording of the line that opens a new window. The verifier's DEBUG
+line reads kid, alg and iss again for a token refused before parsing completed, up to
+the size the parser itself accepts.
+"""
+
+# ruff: noqa: F811 (the fixtures imported from _jwks_support are used by name)
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from _clock import Clock
+from _jwks_support import (  # noqa: F401 (fixtures, used by name)
+    Factory,
+    client,
+    clock,
+    issuer,
+    make,
+)
+
+from asgi_auth0 import (
+    Auth0Config,
+    InvalidIssuerError,
+    StaticKeySet,
+    TokenTooLargeError,
+    TokenVerifier,
+    UnknownKeyError,
+)
+from asgi_auth0.testing import LocalIssuer
+
+pytestmark = pytest.mark.anyio
+
+
+def unknown_kid_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "asgi_auth0.jwks" and r.getMessage().startswith("unknown kid")
+    ]
+
+
+async def test_an_unknown_kid_exactly_a_window_after_the_info_line_is_at_info(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The window is 60 s: the line 60 s after the last INFO line opens the next one.
+    cache = make(refresh_cooldown=20)
+    await cache.refresh()
+    clock.advance(31)
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0.jwks")
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("first", "ES256")
+    clock.advance(30)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("within", "ES256")
+    clock.advance(30)  # exactly 60 s after the first line
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("edge", "ES256")
+    assert issuer.jwks_requests == 4  # each miss was past the cooldown: a refresh each
+    levels = [level for level, _ in unknown_kid_lines(caplog)]
+    assert levels == [logging.INFO, logging.DEBUG, logging.INFO]
+
+
+async def test_the_next_info_line_counts_hidden_kids_only_when_there_were_some(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # After a quiet minute (no kid demoted to DEBUG) the INFO line has no
+    # "(0 more unknown kids ...)" tail: there is nothing to count.
+    cache = make(refresh_cooldown=30)
+    await cache.refresh()
+    clock.advance(31)
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0.jwks")
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("first", "ES256")
+    clock.advance(61)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key("second", "ES256")
+    lines = unknown_kid_lines(caplog)
+    assert lines == [
+        (logging.INFO, "unknown kid 'first': not in the issuer's key set"),
+        (logging.INFO, "unknown kid 'second': not in the issuer's key set"),
+    ]
+
+
+async def test_a_token_of_exactly_the_size_limit_refused_early_logs_its_kid_alg_iss(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The parser accepts a token of exactly max_token_size bytes, so the DEBUG line
+    # reads it too: a token from another issuer shows the iss it carries.
+    token = issuer.token(iss="https://other.example/")
+    config = Auth0Config(
+        issuer=issuer.issuer,
+        audience="https://api.example.com",
+        algorithms=("ES256",),
+        max_token_size=len(token),
+    )
+    verifier = TokenVerifier(config, key_set=StaticKeySet(issuer.jwks))
+    with (
+        caplog.at_level(logging.DEBUG, logger="asgi_auth0.verify"),
+        pytest.raises(InvalidIssuerError),
+    ):
+        await verifier.verify(token)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "asgi_auth0.verify"]
+    assert f"kid='{issuer.current_kid}' alg='ES256' iss='https://other.example/'" in line
+    # One byte over the limit, nothing is read: the parser never looked at it either.
+    caplog.clear()
+    with (
+        caplog.at_level(logging.DEBUG, logger="asgi_auth0.verify"),
+        pytest.raises(TokenTooLargeError),
+    ):
+        await verifier.verify(token + "A")
+    [line] = [r.getMessage() for r in caplog.records if r.name == "asgi_auth0.verify"]
+    assert "kid=None alg=None iss=None" in line
+
+
+@pytest.mark.parametrize("kid_length", [1, 2, 3, 4])
+async def test_early_rejections_read_kid_and_iss_whatever_the_segment_length(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture, kid_length: int
+) -> None:
+    # Token segments are unpadded base64url: the DEBUG line's second reading restores
+    # the padding for each length a segment can have (every residue mod 4).
+    kid = "k" * kid_length
+    iss = "https://other.example/" + "p" * kid_length
+    token = issuer.sign({"alg": "ES256", "kid": kid}, {"iss": iss, "exp": 2**31})
+    config = Auth0Config(
+        issuer=issuer.issuer, audience="https://api.example.com", algorithms=("ES256",)
+    )
+    verifier = TokenVerifier(config, key_set=StaticKeySet(issuer.jwks))
+    with (
+        caplog.at_level(logging.DEBUG, logger="asgi_auth0.verify"),
+        pytest.raises(InvalidIssuerError),
+    ):
+        await verifier.verify(token)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "asgi_auth0.verify"]
+    assert f"kid='{kid}' alg='ES256' iss='{iss}'" in line
