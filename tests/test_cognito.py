@@ -259,3 +259,16 @@ async def test_the_cognito_hint_needs_both_token_use_access_and_client_id(
     with pytest.raises(MissingClaimError) as caught:
         await verifier.verify(pool.token("bob", aud=None, **claims))
     assert caught.value.detail == "aud is required"
+
+
+def test_required_claims_as_one_string_is_one_claim_name_in_client_id_mode() -> None:
+    # A bare string is one claim name (as everywhere in the config), not a sequence of
+    # letters: "audit" does not name aud, "aud" does.
+    options: dict[str, Any] = {
+        "issuer": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example",
+        "audience": CLIENT,
+        "audience_claim": "client_id",
+    }
+    assert Auth0Config(**options, required_claims="audit").required_claims == ("audit",)
+    with pytest.raises(ConfigError, match="required_claims names aud"):
+        Auth0Config(**options, required_claims="aud")

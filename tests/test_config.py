@@ -522,3 +522,29 @@ def test_the_client_id_may_be_the_audience_outside_auth0() -> None:
 def test_replacing_the_domain_with_none_asks_for_an_issuer() -> None:
     with pytest.raises(ConfigError, match="give either domain="):
         dataclasses.replace(Auth0Config(domain=STAGING, audience=AUD), domain=None)
+
+
+@pytest.mark.parametrize("base_url", ["https://login.acme.example/", f"https://{PROD}/"])
+def test_from_env_keeps_a_base_url_that_already_has_its_slash_beside_auth0_domain(
+    base_url: str,
+) -> None:
+    # Only the bare host gets the slash: one written with it is the issuer as it is.
+    cfg = Auth0Config.from_env(
+        {"AUTH0_DOMAIN": PROD, "AUTH0_ISSUER_BASE_URL": base_url, "AUTH0_AUDIENCE": AUD}
+    )
+    assert cfg.issuer == base_url
+    assert cfg.jwks_uri == f"https://{PROD}/.well-known/jwks.json"
+
+
+@pytest.mark.parametrize(
+    "where",
+    [{"issuer": f"https://{PROD}/"}, {"domain": "login.acme.example"}],
+    ids=["auth0-issuer-without-domain", "custom-domain-as-domain"],
+)
+def test_the_client_id_as_audience_is_refused_however_the_auth0_tenant_is_given(
+    where: dict[str, str],
+) -> None:
+    # An Auth0 tenant is an Auth0 tenant whether named by its issuer alone or by its
+    # custom domain in domain=: its ID tokens carry the client id as aud either way.
+    with pytest.raises(ConfigError, match="client id: that is the aud of ID tokens"):
+        Auth0Config(**where, audience=("abcDEF123", AUD), client_id="abcDEF123")
