@@ -193,8 +193,7 @@ def _check_client_id_mode(config: Auth0Config) -> None:
             "strict_typ=True with audience_claim='client_id': Cognito's access tokens "
             "carry no typ header, so every one would be refused"
         )
-    required = config.required_claims
-    if "aud" in (required if not isinstance(required, str) else (required,)):
+    if "aud" in _strings("required_claims", config.required_claims, allow_empty=True):
         raise ConfigError(
             "required_claims names aud, which audience_claim='client_id' refuses in every token"
         )

@@ -548,3 +548,14 @@ def test_the_client_id_as_audience_is_refused_however_the_auth0_tenant_is_given(
     # custom domain in domain=: its ID tokens carry the client id as aud either way.
     with pytest.raises(ConfigError, match="client id: that is the aud of ID tokens"):
         Auth0Config(**where, audience=("abcDEF123", AUD), client_id="abcDEF123")
+
+
+@pytest.mark.parametrize("required", [5, None])
+def test_a_bad_required_claims_is_a_config_error_in_client_id_mode_too(required: object) -> None:
+    with pytest.raises(ConfigError, match="required_claims must be a string or a sequence"):
+        Auth0Config(
+            issuer="https://cognito-idp.us-east-1.amazonaws.com/us-east-1_X",
+            audience="c",
+            audience_claim="client_id",
+            required_claims=required,  # type: ignore[arg-type]
+        )
