@@ -669,51 +669,6 @@ async def test_an_unknown_kid_refreshes_at_most_once_per_cooldown(
     assert issuer.jwks_requests == 3
 
 
-async def test_unknown_kids_joining_one_refresh_log_one_info_line_per_minute(
-    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Every caller that joined the refresh and still misses its kid used to log at
-    # INFO: 300 concurrent random kids, 300 lines, each with a kid the sender chose.
-    cache = make(refresh_cooldown=30)
-    await cache.refresh()
-    clock.advance(31)
-    caplog.set_level(logging.DEBUG, logger="asgi_auth0.jwks")
-
-    async def flood(prefix: str, n: int) -> None:
-        async def call(i: int) -> None:
-            with pytest.raises(UnknownKeyError):
-                await cache.get_key(f"{prefix}-{i}", "ES256")
-
-        issuer.hold()
-        async with anyio.create_task_group() as tg:
-            for i in range(n):
-                tg.start_soon(call, i)
-            await issuer.wait_for_waiting_async(1)
-            await anyio.wait_all_tasks_blocked()
-            issuer.release()
-
-    def lines(level: int) -> list[str]:
-        return [
-            r.getMessage()
-            for r in caplog.records
-            if r.name == "asgi_auth0.jwks"
-            and r.levelno == level
-            and "unknown kid" in r.getMessage()
-        ]
-
-    await flood("random", 300)
-    assert issuer.jwks_requests == 2
-    assert len(lines(logging.INFO)) == 1
-    assert len(lines(logging.DEBUG)) == 299  # each one is still there at DEBUG
-    # A minute on, the next refresh's first miss is at INFO again, with the count.
-    clock.advance(61)
-    await flood("later", 5)
-    assert issuer.jwks_requests == 3
-    info = lines(logging.INFO)
-    assert len(info) == 2
-    assert "(299 more unknown kids, at DEBUG, since the line 61 s ago)" in info[1]
-
-
 async def test_a_rotated_in_key_is_found_by_one_refresh(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:

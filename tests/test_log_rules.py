@@ -1,7 +1,8 @@
-"""Log rules the other tests left unpinned (found by mutation testing).
+"""Log rules: what an attacker's tokens can make us write, and what we read for it.
 
 The unknown-kid INFO line is rate-limited to one per 60 s window: these tests pin the
-window's edge and the wording of the line that opens a new window. The verifier's DEBUG
+flood it exists for, the window's edge and the wording of the line that opens a new
+window (the last two found by mutation testing). The verifier's DEBUG
 line reads kid, alg and iss again for a token refused before parsing completed, up to
 the size the parser itself accepts.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 import pytest
 from _clock import Clock
 from _jwks_support import (  # noqa: F401 (fixtures, used by name)
@@ -30,6 +32,7 @@ from asgi_auth0 import (
     TokenVerifier,
     UnknownKeyError,
 )
+from asgi_auth0._jwks import JWKSCache
 from asgi_auth0.testing import LocalIssuer
 
 pytestmark = pytest.mark.anyio
@@ -43,22 +46,64 @@ def unknown_kid_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]
     ]
 
 
+async def loaded_cache(
+    make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture, *, cooldown: float
+) -> JWKSCache:
+    """A cache with its keys loaded and its cooldown over, logging at DEBUG."""
+    cache = make(refresh_cooldown=cooldown)
+    await cache.refresh()
+    clock.advance(31)
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0.jwks")
+    return cache
+
+
+async def miss(cache: JWKSCache, kid: str) -> None:
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key(kid, "ES256")
+
+
+async def test_unknown_kids_joining_one_refresh_log_one_info_line_per_minute(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every caller that joined the refresh and still misses its kid used to log at
+    # INFO: 300 concurrent random kids, 300 lines, each with a kid the sender chose.
+    cache = await loaded_cache(make, clock, caplog, cooldown=30)
+
+    async def flood(prefix: str, n: int) -> None:
+        issuer.hold()
+        async with anyio.create_task_group() as tg:
+            for i in range(n):
+                tg.start_soon(miss, cache, f"{prefix}-{i}")
+            await issuer.wait_for_waiting_async(1)
+            await anyio.wait_all_tasks_blocked()
+            issuer.release()
+
+    def lines(level: int) -> list[str]:
+        return [text for at, text in unknown_kid_lines(caplog) if at == level]
+
+    await flood("random", 300)
+    assert issuer.jwks_requests == 2
+    assert len(lines(logging.INFO)) == 1
+    assert len(lines(logging.DEBUG)) == 299  # each one is still there at DEBUG
+    # A minute on, the next refresh's first miss is at INFO again, with the count.
+    clock.advance(61)
+    await flood("later", 5)
+    assert issuer.jwks_requests == 3
+    info = lines(logging.INFO)
+    assert len(info) == 2
+    assert "(299 more unknown kids, at DEBUG, since the line 61 s ago)" in info[1]
+
+
 async def test_an_unknown_kid_exactly_a_window_after_the_info_line_is_at_info(
     issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The window is 60 s: the line 60 s after the last INFO line opens the next one.
-    cache = make(refresh_cooldown=20)
-    await cache.refresh()
-    clock.advance(31)
-    caplog.set_level(logging.DEBUG, logger="asgi_auth0.jwks")
-    with pytest.raises(UnknownKeyError):
-        await cache.get_key("first", "ES256")
+    cache = await loaded_cache(make, clock, caplog, cooldown=20)
+    await miss(cache, "first")
     clock.advance(30)
-    with pytest.raises(UnknownKeyError):
-        await cache.get_key("within", "ES256")
+    await miss(cache, "within")
     clock.advance(30)  # exactly 60 s after the first line
-    with pytest.raises(UnknownKeyError):
-        await cache.get_key("edge", "ES256")
+    await miss(cache, "edge")
     assert issuer.jwks_requests == 4  # each miss was past the cooldown: a refresh each
     levels = [level for level, _ in unknown_kid_lines(caplog)]
     assert levels == [logging.INFO, logging.DEBUG, logging.INFO]
@@ -69,15 +114,10 @@ async def test_the_next_info_line_counts_hidden_kids_only_when_there_were_some(
 ) -> None:
     # After a quiet minute (no kid demoted to DEBUG) the INFO line has no
     # "(0 more unknown kids ...)" tail: there is nothing to count.
-    cache = make(refresh_cooldown=30)
-    await cache.refresh()
-    clock.advance(31)
-    caplog.set_level(logging.DEBUG, logger="asgi_auth0.jwks")
-    with pytest.raises(UnknownKeyError):
-        await cache.get_key("first", "ES256")
+    cache = await loaded_cache(make, clock, caplog, cooldown=30)
+    await miss(cache, "first")
     clock.advance(61)
-    with pytest.raises(UnknownKeyError):
-        await cache.get_key("second", "ES256")
+    await miss(cache, "second")
     lines = unknown_kid_lines(caplog)
     assert lines == [
         (logging.INFO, "unknown kid 'first': not in the issuer's key set"),
