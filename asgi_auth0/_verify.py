@@ -244,10 +244,6 @@ class TokenVerifier:
             raise InvalidIssuerError("iss is missing or not a string")
         if iss not in self._issuers:
             raise InvalidIssuerError("iss is not a configured issuer")
-        if self._strict_typ:
-            typ = parsed.header.get("typ")
-            if type(typ) is not str or typ.lower() not in _AT_JWT_TYPES:
-                raise InvalidTypeError("typ is not at+jwt")
         return parsed
 
     def _check_claims(self, parsed: ParsedToken) -> tuple[Claims, float]:
@@ -278,13 +274,6 @@ class TokenVerifier:
                 raise InvalidClaimError("iat is not a NumericDate")
             if iat > now + leeway:
                 raise IssuedInFutureError("iat is in the future")
-            if self._max_age is not None:
-                too_old_at = iat + self._max_age + leeway
-                if now >= too_old_at:
-                    raise TokenTooOldError("iat is older than max_token_age")
-                valid_until = min(valid_until, too_old_at)
-        elif self._max_age is not None:
-            raise MissingClaimError("iat is required when max_token_age is set")
 
         aud = payload.get("aud")
         if self._client_id_audience:
@@ -313,9 +302,23 @@ class TokenVerifier:
         else:
             raise InvalidAudienceError("aud is neither a string nor a non-empty array")
 
+        # The rest in the contract's order (DESIGN.md): typ, required claims, then
+        # max_token_age. It decides which reason a token failing several checks gets.
+        if self._strict_typ:
+            typ = parsed.header.get("typ")
+            if type(typ) is not str or typ.lower() not in _AT_JWT_TYPES:
+                raise InvalidTypeError("typ is not at+jwt")
         for name in self._required:
             if payload.get(name) is None:
                 raise MissingClaimError(f"required claim {name} is missing")
+        max_age = self._max_age
+        if max_age is not None:
+            if "iat" not in payload:
+                raise MissingClaimError("iat is required when max_token_age is set")
+            too_old_at = payload["iat"] + max_age + leeway
+            if now >= too_old_at:
+                raise TokenTooOldError("iat is older than max_token_age")
+            valid_until = min(valid_until, too_old_at)
         # A null sub is refused like any other non-string: Claims.sub would read it as
         # "no subject", which code keyed on sub must never see from a signed token.
         if "sub" in payload and type(payload["sub"]) is not str:
@@ -372,8 +375,8 @@ class TokenVerifier:
         if parsed is not None:
             kid, alg, iss = parsed.kid, parsed.alg, parsed.payload.get("iss")
         else:
-            # Refused before a ParsedToken existed (wrong iss or alg, a typ, a bad
-            # segment): exactly the failures where these values are the answer, so
+            # Refused before a ParsedToken existed (wrong iss or alg, a bad segment):
+            # exactly the failures where these values are the answer, so
             # read them again without the checks, for this line only.
             kid, alg, iss = _peek(token, self._max_size)
         # The detail is our own words (never token bytes): the why of the reason.

@@ -95,7 +95,7 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 ED25519_L = 2**252 + 27742317777372353535851937790883648493
 
 # Which step of verification refuses the token (DESIGN.md's order).
-PRECHECK = "precheck"  # size, shape, header, alg allow-list, crit/b64, kid, iss, typ
+PRECHECK = "precheck"  # size, shape, header, alg allow-list, crit/b64, kid, iss
 KEY = "key"  # key lookup by kid and alg
 SIGNATURE = "signature"
 CLAIMS = "claims"
@@ -107,7 +107,7 @@ _DEFAULT_STAGE = {
     "AlgorithmNotAllowedError": PRECHECK,
     "UnsupportedHeaderError": PRECHECK,
     "InvalidIssuerError": PRECHECK,
-    "InvalidTypeError": PRECHECK,
+    "InvalidTypeError": CLAIMS,
     "UnknownKeyError": KEY,
     "InvalidSignatureError": SIGNATURE,
     "ExpiredTokenError": CLAIMS,
@@ -1601,6 +1601,51 @@ def _ordering(b: _Builder) -> None:
         f"{h}.{seg(claims(jti='ordering', aud='https://other.example'))}.{bad_sig}",
         "InvalidSignatureError",
         "the signature is checked before aud as well",
+    )
+    # DESIGN.md's order after the signature: exp, nbf, iat, aud, typ, required
+    # claims, max_token_age. It decides the reason a token failing several gets.
+    b.add(
+        "ordering/forged-with-wrong-typ",
+        f"{seg(header('RS256', typ='JWT'))}.{seg(claims(jti='ordering'))}.{bad_sig}",
+        "InvalidSignatureError",
+        "typ is a claims-stage check: a forged token is refused for its signature first",
+        strict_typ=True,
+    )
+    b.add(
+        "ordering/expired-with-wrong-typ",
+        jws(header("RS256", typ="JWT"), claims(jti="ordering", exp=NOW - 1000)),
+        "ExpiredTokenError",
+        "exp is checked before typ",
+        strict_typ=True,
+    )
+    b.add(
+        "ordering/wrong-audience-with-wrong-typ",
+        jws(header("RS256", typ="JWT"), claims(jti="ordering", aud="https://other.example")),
+        "InvalidAudienceError",
+        "aud is checked before typ",
+        strict_typ=True,
+    )
+    b.add(
+        "ordering/wrong-typ-missing-required-claim",
+        jws(header("RS256", typ="JWT"), claims(jti="ordering", iat=DROP)),
+        "InvalidTypeError",
+        "typ is checked before the required claims",
+        strict_typ=True,
+    )
+    b.add(
+        "ordering/too-old-wrong-audience",
+        jws(header("RS256"), claims(jti="ordering", iat=NOW - 600, aud="https://other.example")),
+        "InvalidAudienceError",
+        "max_token_age comes last: aud is checked before it",
+        max_token_age=60,
+    )
+    b.add(
+        "ordering/too-old-missing-required-claim",
+        jws(header("RS256"), claims(jti="ordering", iat=NOW - 600)),
+        "MissingClaimError",
+        "max_token_age comes last: the required claims are checked before it",
+        max_token_age=60,
+        required_claims=("iat", "azp"),
     )
     b.add(
         "ordering/wrong-issuer-unknown-kid",
