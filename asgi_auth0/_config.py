@@ -512,8 +512,34 @@ class Auth0Config:
         client_id = read("AUTH0_CLIENT_ID")
         if client_id is not None:
             attempt("AUTH0_CLIENT_ID", "client_id", client_id)
+        from_environment = {
+            key: var
+            for key, var in (
+                ("domain", "AUTH0_DOMAIN"),
+                ("issuer", "AUTH0_ISSUER_BASE_URL"),
+                ("audience", "AUTH0_AUDIENCE"),
+                ("algorithms", "AUTH0_ALGORITHMS"),
+                ("client_id", "AUTH0_CLIENT_ID"),
+            )
+            if key in kwargs and key not in overrides
+        }
         kwargs.update(overrides)
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ConfigError as exc:
+            # Rules over several settings (an issuer beside a domain, the client id as
+            # audience) or Auth0's issuer spelling fail only here: name the variables
+            # they were read from, as for a bad value alone.
+            message = str(exc)
+            named = [
+                var
+                for key, var in from_environment.items()
+                if key in message or key.replace("_", " ") in message
+            ]
+            named = named or list(from_environment.values())
+            if not named:
+                raise
+            raise ConfigError(f"{', '.join(named)}: {message}") from exc
 
     @staticmethod
     def _check_one(key: str, value: Any) -> None:

@@ -559,3 +559,36 @@ def test_a_bad_required_claims_is_a_config_error_in_client_id_mode_too(required:
             audience_claim="client_id",
             required_claims=required,  # type: ignore[arg-type]
         )
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        # Auth0's issuer spelling, checked only when the config is built.
+        ({"AUTH0_ISSUER_BASE_URL": "https://TENANT.auth0.com/"}, "AUTH0_ISSUER_BASE_URL: "),
+        (
+            {"AUTH0_DOMAIN": "tenant.auth0.com", "AUTH0_ISSUER_BASE_URL": "https://o.auth0.com/"},
+            "AUTH0_DOMAIN, AUTH0_ISSUER_BASE_URL: ",
+        ),
+        (
+            {"AUTH0_DOMAIN": "tenant.auth0.com", "AUTH0_CLIENT_ID": "abc123"},
+            "AUTH0_AUDIENCE, AUTH0_CLIENT_ID: ",
+        ),
+    ],
+)
+def test_from_env_names_the_variables_of_a_rule_over_several_settings(
+    env: dict[str, str], named: str
+) -> None:
+    # DESIGN.md: a bad value raises ConfigError naming the variable, also when the
+    # rule that refuses it looks at several settings together.
+    env = {"AUTH0_AUDIENCE": "abc123" if "AUTH0_CLIENT_ID" in env else AUD, **env}
+    with pytest.raises(ConfigError) as caught:
+        Auth0Config.from_env(env)
+    assert str(caught.value).startswith(named)
+
+
+def test_from_env_leaves_errors_of_overrides_alone() -> None:
+    # Every setting came from the caller's keywords: no variable to name.
+    with pytest.raises(ConfigError) as caught:
+        Auth0Config.from_env({}, domain="t.auth0.com", audience=AUD, realm='"')
+    assert str(caught.value).startswith("realm must be")
