@@ -28,6 +28,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
 from ._errors import Auth0Error, BearerError, InsufficientScopeError, KeySetError
+from ._keys import log_safe
 
 logger = logging.getLogger("asgi_auth0.middleware")
 
@@ -182,6 +183,15 @@ def _request_line(scope: Mapping[str, Any]) -> str:
     return f"{method} {path}"
 
 
+def _facts(token_facts: tuple[object, object, object] | None) -> tuple[str, dict[str, str]]:
+    """The log text and extra fields for a token's kid, alg and iss (escaped)."""
+    if token_facts is None:
+        return "", {}
+    kid, alg, iss = token_facts
+    fields = {"kid": log_safe(kid), "alg": log_safe(alg), "iss": log_safe(iss)}
+    return f" kid={fields['kid']} alg={fields['alg']} iss={fields['iss']}", fields
+
+
 class Responder:
     """Builds the response for a rejected request: one realm, one response hook.
 
@@ -207,7 +217,12 @@ class Responder:
         self._logged_at: dict[tuple[int, str], float] = {}
         self._suppressed: dict[tuple[int, str], int] = {}
 
-    def log_rejection(self, scope: Mapping[str, Any], challenge: Challenge) -> None:
+    def log_rejection(
+        self,
+        scope: Mapping[str, Any],
+        challenge: Challenge,
+        token_facts: tuple[object, object, object] | None = None,
+    ) -> None:
         """Log a rejected request: once per status and reason per minute, then a count.
 
         Anyone can send bad tokens, and during an issuer outage every request may get
@@ -215,9 +230,11 @@ class Responder:
         logs. The first rejection of a kind in a window is logged (INFO, or WARNING
         for 5xx) with method and path (never the query string, which may hold a
         WebSocket token); the rest are counted, and the next logged line says how many.
-        Each one is logged at DEBUG. Never the token, the header or the claims.
+        Each one is logged at DEBUG. ``token_facts`` (the token's ``kid``, ``alg`` and
+        ``iss``) are shown escaped. Never the token, the header or the claims.
         """
         status, reason = challenge.status_code, challenge.reason
+        facts, fields = _facts(token_facts)
         key = (status, reason)
         now = self.clock()
         last = self._logged_at.get(key)
@@ -225,11 +242,12 @@ class Responder:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
-                    "request rejected: status=%s reason=%s %s",
+                    "request rejected: status=%s reason=%s %s%s",
                     status,
                     reason,
                     _request_line(scope),
-                    extra={"reason": reason, "scope_type": scope.get("type")},
+                    facts,
+                    extra={"reason": reason, "scope_type": scope.get("type"), **fields},
                 )
             return
         self._logged_at[key] = now
@@ -241,12 +259,18 @@ class Responder:
                 since = f" ({more} more like it, unlogged, since the line {now - last:.0f} s ago)"
             logger.log(
                 level,
-                "request rejected: status=%s reason=%s %s%s",
+                "request rejected: status=%s reason=%s %s%s%s",
                 status,
                 reason,
                 _request_line(scope),
+                facts,
                 since,
-                extra={"reason": reason, "scope_type": scope.get("type"), "suppressed": more},
+                extra={
+                    "reason": reason,
+                    "scope_type": scope.get("type"),
+                    "suppressed": more,
+                    **fields,
+                },
             )
 
     def challenge(self, exc: Auth0Error) -> Challenge:

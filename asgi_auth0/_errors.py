@@ -84,6 +84,9 @@ class Auth0Error(Exception):
         # ``detail`` is for server logs only (e.g. which claim failed); it is built
         # from our own words, never from token bytes, and never sent to clients.
         self.detail = detail
+        #: ``(kid, alg, iss)`` of the refused token as it read, for the rejection log
+        #: (escaped there); ``None`` when no token was involved or it could not be read.
+        self.token_facts: tuple[object, object, object] | None = None
         super().__init__(detail or self.description)
 
 

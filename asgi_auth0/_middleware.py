@@ -440,7 +440,7 @@ class Auth0Middleware:
         accepted: bool = False,
     ) -> None:
         challenge = self._responder.challenge(exc)
-        self._responder.log_rejection(scope, challenge)
+        self._responder.log_rejection(scope, challenge, exc.token_facts)
         if scope["type"] == "websocket":
             if accepted:
                 await send({"type": "websocket.close", "code": _close_code(exc)})

@@ -39,6 +39,8 @@ from ._keys import PublicKey, wrap_foreign_key
 __all__ = ["TokenVerifier"]
 
 logger = logging.getLogger("asgi_auth0.verify")
+# Where the middleware logs rejections (asgi_auth0._challenge): it shows kid/alg/iss.
+_REJECTION_LOGGER = logging.getLogger("asgi_auth0.middleware")
 
 # Beyond 9999-12-31 a NumericDate is a mistake or an attack, not a real lifetime.
 _MAX_NUMERIC_DATE = 253402300799
@@ -365,20 +367,24 @@ class TokenVerifier:
                 pass
 
     def _log_rejection(self, exc: Auth0Error, parsed: ParsedToken | None, token: object) -> None:
-        if not logger.isEnabledFor(logging.DEBUG):
-            return
-        # The reason, plus kid/alg/iss: repr-escaped and truncated, since they are
-        # attacker input. Never the token, never the claims.
+        # kid/alg/iss ride on the exception to the middleware's rejection line too
+        # (escaped there, as here: they are attacker input). Never the token, never
+        # the claims.
         kid: object
         alg: object
         iss: object
         if parsed is not None:
             kid, alg, iss = parsed.kid, parsed.alg, parsed.payload.get("iss")
-        else:
+        elif _REJECTION_LOGGER.isEnabledFor(logging.INFO) or logger.isEnabledFor(logging.DEBUG):
             # Refused before a ParsedToken existed (wrong iss or alg, a bad segment):
-            # exactly the failures where these values are the answer, so
-            # read them again without the checks, for this line only.
+            # exactly the failures where these values are the answer, so read them
+            # again without the checks, for the logs only.
             kid, alg, iss = _peek(token, self._max_size)
+        else:
+            return
+        exc.token_facts = (kid, alg, iss)
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
         # The detail is our own words (never token bytes): the why of the reason.
         logger.debug(
             "token rejected: reason=%s kid=%s alg=%s iss=%s: %s",

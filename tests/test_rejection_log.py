@@ -61,15 +61,16 @@ async def test_a_flood_of_one_kind_is_one_line_per_window_then_a_count(
         for _ in range(50):
             assert (await c.get("/orders/7", headers=headers)).status_code == 401
             clock.advance(1)  # 50 s: all inside one window
+        facts = f"kid={issuer.current_kid!r} alg='RS256' iss={issuer.issuer!r}"
         assert rejections(caplog) == [
-            "request rejected: status=401 reason=token_expired GET '/orders/7'"
+            f"request rejected: status=401 reason=token_expired GET '/orders/7' {facts}"
         ]
         # Each one is still there for whoever turns DEBUG on.
         assert len(rejections(caplog, logging.DEBUG)) == 50
         clock.advance(REJECTION_LOG_WINDOW - 50)
         await c.get("/orders/8", headers=headers)
     assert rejections(caplog)[1] == (
-        "request rejected: status=401 reason=token_expired GET '/orders/8' "
+        f"request rejected: status=401 reason=token_expired GET '/orders/8' {facts} "
         "(49 more like it, unlogged, since the line 60 s ago)"
     )
 
@@ -116,7 +117,8 @@ async def test_an_outage_warns_once_per_window_not_once_per_request(
             r = await c.get("/", headers={"Authorization": f"Bearer {token}"})
             assert r.status_code == 503
     assert rejections(caplog, logging.WARNING) == [
-        "request rejected: status=503 reason=key_set_unavailable GET '/'"
+        "request rejected: status=503 reason=key_set_unavailable GET '/' "
+        f"kid={issuer.current_kid!r} alg='RS256' iss={issuer.issuer!r}"
     ]
 
 
@@ -132,11 +134,12 @@ async def test_the_line_never_holds_the_query_string_and_escapes_the_path(
         clock.advance(REJECTION_LOG_WINDOW)
         await c.get("/" + "x" * 500, headers=headers)
     first, second = rejections(caplog)
-    assert first.endswith("GET '/a\\nforged'")  # one line: the newline is escaped
+    assert "GET '/a\\nforged' kid=" in first  # one line: the newline is escaped
+    assert "\n" not in first
     assert secret not in first
     assert secret.split(".")[2] not in first
-    assert second.endswith("...")
-    assert len(second) < 220
+    assert "... kid=" in second  # the path is cut short, the rest of the line stays
+    assert len(second) < 320
 
 
 async def test_rejections_answered_inside_the_app_are_logged_the_same_way(
@@ -161,3 +164,25 @@ async def test_rejections_answered_inside_the_app_are_logged_the_same_way(
     assert rejections(caplog) == [
         "request rejected: status=403 reason=insufficient_scope GET '/sub/admin'"
     ]
+
+
+async def test_the_line_shows_the_kid_alg_and_iss_the_token_carries(
+    verifier: TokenVerifier, issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # DESIGN.md: logs carry reason, kid, alg, iss. With INFO alone (the verifier's own
+    # DEBUG line off), a token refused before it parsed fully still shows them: an
+    # issuer mix-up is diagnosed from this line.
+    clock = Clock()
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    other = issuer.wrong_issuer_token()
+    async with client(middleware(verifier, clock)) as c:
+        await c.get("/", headers={"Authorization": f"Bearer {other}"})
+        await c.get("/", headers={"Authorization": "Bearer not.a.jwt"})
+    wrong_issuer, garbage = rejections(caplog)
+    assert "reason=invalid_issuer" in wrong_issuer
+    assert f"kid={issuer.current_kid!r} alg='RS256'" in wrong_issuer
+    assert "iss='https://" in wrong_issuer
+    assert issuer.issuer not in wrong_issuer  # the token's iss, not ours
+    assert garbage.endswith("kid=None alg=None iss=None")
+    [record] = [r for r in caplog.records if "invalid_issuer" in r.getMessage()]
+    assert record.kid == repr(issuer.current_kid)  # structured, for JSON log handlers
