@@ -232,7 +232,8 @@ def parse_jwk(jwk: object) -> PublicKey:
     if use is not None and use != "sig":
         raise KeyRejected("use is not 'sig'")
     key_ops = jwk.get("key_ops")
-    if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+    # A tuple is what a JWKS built in Python code (StaticKeySet) may hold; JSON gives lists.
+    if key_ops is not None and (not isinstance(key_ops, (list, tuple)) or "verify" not in key_ops):
         raise KeyRejected("key_ops does not allow 'verify'")
     declared = jwk.get("alg")
     if declared is not None and not isinstance(declared, str):
@@ -358,7 +359,7 @@ def parse_jwks(
     if not isinstance(document, Mapping):
         raise ValueError("the JWKS is not a JSON object")
     entries = document.get("keys")
-    if not isinstance(entries, list):
+    if not isinstance(entries, (list, tuple)):
         raise ValueError("the JWKS has no 'keys' array")
     if len(entries) > MAX_JWKS_KEYS:
         raise ValueError(f"the JWKS has more than {MAX_JWKS_KEYS} keys")

@@ -109,3 +109,14 @@ def test_a_set_of_usable_keys_logs_nothing(caplog: pytest.LogCaptureFixture) -> 
     caplog.set_level(logging.DEBUG, logger="asgi_auth0.keys")
     assert StaticKeySet({"keys": [rsa_jwk("a"), rsa_jwk("b")]}).index.kids() == {"a", "b"}
     assert caplog.records == []
+
+
+@pytest.mark.anyio
+async def test_a_jwks_built_in_code_may_use_tuples() -> None:
+    # StaticKeySet(jwks: Mapping): a document built in Python, not parsed from JSON,
+    # may hold tuples where JSON has arrays; they mean the same.
+    keys = StaticKeySet({"keys": (rsa_jwk("t", key_ops=("verify",)),)})
+    assert (await keys.get_key("t", "RS256")).kid == "t"
+    # key_ops is still read: a tuple without "verify" refuses the key.
+    with pytest.raises(ConfigError, match="key_ops does not allow 'verify'"):
+        StaticKeySet({"keys": (rsa_jwk("s", key_ops=("sign",)),)})
