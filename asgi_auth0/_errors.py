@@ -79,14 +79,15 @@ class Auth0Error(Exception):
     error: ClassVar[str | None] = None
     reason: ClassVar[str] = "auth0_error"
     description: ClassVar[str] = "Authentication failed."
+    #: ``(kid, alg, iss)`` of the refused token as it read, for the rejection log
+    #: (escaped there); ``None`` when no token was involved or it could not be read.
+    #: A class-level default, so a subclass whose ``__init__`` skips ours has it too.
+    token_facts: tuple[object, object, object] | None = None
 
     def __init__(self, detail: str | None = None) -> None:
         # ``detail`` is for server logs only (e.g. which claim failed); it is built
         # from our own words, never from token bytes, and never sent to clients.
         self.detail = detail
-        #: ``(kid, alg, iss)`` of the refused token as it read, for the rejection log
-        #: (escaped there); ``None`` when no token was involved or it could not be read.
-        self.token_facts: tuple[object, object, object] | None = None
         super().__init__(detail or self.description)
 
 
@@ -104,11 +105,13 @@ class KeySetError(Auth0Error):
     error: ClassVar[str | None] = "temporarily_unavailable"
     reason = "key_set_unavailable"
     description = "The token issuer's signing keys are temporarily unavailable."
+    #: Seconds a client should wait before retrying (the ``Retry-After`` header). A
+    #: class-level default too: a custom key source's subclass may skip our __init__.
+    retry_after: int = 30
 
     def __init__(self, detail: str | None = None, *, retry_after: int = 30) -> None:
         super().__init__(detail)
-        #: Seconds a client should wait before retrying (the ``Retry-After`` header).
-        self.retry_after: int = max(1, int(retry_after))
+        self.retry_after = max(1, int(retry_after))
 
 
 class BearerError(Auth0Error):

@@ -186,3 +186,31 @@ async def test_the_line_shows_the_kid_alg_and_iss_the_token_carries(
     assert garbage.endswith("kid=None alg=None iss=None")
     [record] = [r for r in caplog.records if "invalid_issuer" in r.getMessage()]
     assert record.kid == repr(issuer.current_kid)  # structured, for JSON log handlers
+
+
+class _Bare(KeySetError):
+    """A custom key source's error whose __init__ skips ours."""
+
+    def __init__(self) -> None:
+        Exception.__init__(self, "down")
+        self.detail = None
+
+
+class BareErrorKeySet:
+    generation = 1
+
+    async def get_key(self, kid: str | None, alg: str) -> Any:
+        raise _Bare()
+
+
+async def test_an_error_whose_init_skips_ours_is_still_answered_and_logged(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
+    verifier = TokenVerifier(issuer.config(), key_set=BareErrorKeySet())
+    async with client(middleware(verifier, Clock())) as c:
+        r = await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "30"
+    [line] = rejections(caplog, logging.WARNING)
+    assert f"kid={issuer.current_kid!r}" in line
