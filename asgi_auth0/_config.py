@@ -489,12 +489,16 @@ class Auth0Config:
         if audience is None and "audience" not in overrides:
             raise ConfigError("AUTH0_AUDIENCE is not set")
 
+        # Which variable each setting was read from, to name it in a later error.
+        variables: dict[str, str] = {}
+
         def attempt(var: str, key: str, value: Any) -> None:
             try:
                 cls._check_one(key, value)
             except ConfigError as exc:
                 raise ConfigError(f"{var}: {exc}") from exc
             kwargs[key] = value
+            variables[key] = var
 
         if domain is not None:
             attempt("AUTH0_DOMAIN", "domain", domain)
@@ -512,17 +516,7 @@ class Auth0Config:
         client_id = read("AUTH0_CLIENT_ID")
         if client_id is not None:
             attempt("AUTH0_CLIENT_ID", "client_id", client_id)
-        from_environment = {
-            key: var
-            for key, var in (
-                ("domain", "AUTH0_DOMAIN"),
-                ("issuer", "AUTH0_ISSUER_BASE_URL"),
-                ("audience", "AUTH0_AUDIENCE"),
-                ("algorithms", "AUTH0_ALGORITHMS"),
-                ("client_id", "AUTH0_CLIENT_ID"),
-            )
-            if key in kwargs and key not in overrides
-        }
+        from_environment = {k: var for k, var in variables.items() if k not in overrides}
         kwargs.update(overrides)
         try:
             return cls(**kwargs)
