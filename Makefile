@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-oldest test-newest test-floors lint typecheck unit fuzz bench install clean
+.PHONY: demo test test-oldest test-312 test-newest test-floors lint typecheck unit fuzz bench install clean
 
 # FLOORS=1 (make test-floors) pins every runtime dependency to its declared floor.
 $(STAMP): pyproject.toml $(if $(FLOORS),.ci/floors.py)
@@ -42,6 +42,15 @@ test-oldest:
 	@if [ -z "$(PYTHON310)" ]; then echo "test-oldest: no Python 3.10 found, skipped"; \
 	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHON310) VENV=.venv310; fi
 
+## The test suite again on Python 3.12, in its own venv (.venv312), so that with the
+## default interpreter, test-oldest and test-newest every supported minor version gets
+## a run; skipped with a message when no 3.12 interpreter is found.
+PYTHON312 ?= $(shell for c in $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python) python3.12; do \
+	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' 2>/dev/null && { echo "$$c"; break; }; done)
+test-312:
+	@if [ -z "$(PYTHON312)" ]; then echo "test-312: no Python 3.12 found, skipped"; \
+	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHON312) VENV=.venv312; fi
+
 ## The test suite again on the newest Python 3.12+ found (pyenv's or on PATH), in its own
 ## venv (.venv-newest); skipped with a message when there is none.
 PYTHONNEWEST ?= $(shell for c in $(shell ls -d $(HOME)/.pyenv/versions/3.*/bin/python 2>/dev/null | sort -rV) \
@@ -70,4 +79,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .venv310 .venv-newest .venv-floors .venv-floors310 .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv310 .venv312 .venv-newest .venv-floors .venv-floors310 .mypy_cache .ruff_cache .pytest_cache .hypothesis

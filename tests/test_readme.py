@@ -146,8 +146,8 @@ def test_quickstart_is_exactly_the_two_make_commands() -> None:
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^demo:.*\n\t\$\(PY\) -m example_app$", makefile, re.MULTILINE)
     assert re.search(r"^test: lint typecheck unit$", makefile, re.MULTILINE)
-    # CI runs the README's command first, then the same tests on the oldest and the
-    # newest Python, then with the runtime dependencies at their floors.
+    # CI runs the README's command first, then the same tests on the oldest Python,
+    # 3.12 and the newest, then with the runtime dependencies at their floors.
     ci_make_lines = [
         line.strip()
         for line in (REPO / ".ci" / "run").read_text().splitlines()
@@ -156,10 +156,11 @@ def test_quickstart_is_exactly_the_two_make_commands() -> None:
     assert ci_make_lines == [
         "make test",
         "make test-oldest",
+        "make test-312",
         "make test-newest",
         "make test-floors",
     ]
-    for target in ("test-oldest", "test-newest"):
+    for target in ("test-oldest", "test-312", "test-newest"):
         assert re.search(
             rf"^{target}:\n.*\n\telse \$\(MAKE\) --no-print-directory unit ",
             makefile,
