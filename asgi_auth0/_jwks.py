@@ -64,10 +64,12 @@ Single flight, generations, cancellation
     older response can never overwrite a newer key set. :attr:`JWKSCache.generation`
     moves whenever the usable keys change (the verifier drops cached verdicts then).
     Callers wait on an event, each under its own cancel scope, so a caller that goes
-    away (a client disconnect) does not cancel the fetch: the runner performs it when
-    there is one, else the first caller starts it, bounded by ``fetch_timeout``:
-    shielded on trio, and in a task of its own on asyncio, where a native
-    cancellation (``task.cancel()``, ``asyncio.wait_for``) gets through any shield.
+    away (its deadline, a client disconnect) stops waiting at once and never cancels
+    the fetch. The runner performs it when there is one; else the first caller starts
+    it in a task of its own (a system task on trio), bounded by ``fetch_timeout``, and
+    then waits like everyone else. A fetch that ends without an outcome (the cache
+    closed, the runner stopped) answers its waiters with 503 and does not count
+    towards the unknown-``kid`` cooldown.
 """
 
 from __future__ import annotations
@@ -220,6 +222,9 @@ class _Flight:
     done: anyio.Event = field(default_factory=anyio.Event)
     ok: bool = False
     failure: _FetchFailure | None = None
+    #: For a fetch an unknown kid triggered: when the one before it began (the cooldown
+    #: goes back to that if this one ends without an outcome).
+    cooldown_before: float | None = None
 
 
 @dataclass(frozen=True)
@@ -491,7 +496,9 @@ class JWKSCache:
         # -- the key set and its clock (written only by _install) --
         self._index: KeyIndex | None = None
         self._fingerprint: object = None
-        # Fetches performed in tasks of their own (asyncio; see _perform_for_all).
+        # Fetches performed in tasks of their own (see _start_fetch), by flight, so that
+        # aclose() can cancel them; on asyncio also their tasks (it keeps weak ones).
+        self._detached: dict[_Flight, anyio.CancelScope] = {}
         self._fetch_tasks: set[asyncio.Task[None]] = set()
         # Read through the generation property; bumped by _install and on expiry.
         self._generation = 0
@@ -819,35 +826,49 @@ class JWKSCache:
         flight = self._inflight
         if flight is None:
             flight = self._new_flight(trigger)
-            if not self._runner_active:
-                await self._perform_for_all(flight)
-                return flight
-            self._pending = flight
-            self._wake_runner()
+            if self._runner_active:
+                self._pending = flight
+                self._wake_runner()
+            else:
+                self._start_fetch(flight)
+        # The caller that started the fetch waits like any other: its deadline or a
+        # client disconnect ends its wait here, and the fetch goes on for the others.
         with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
             await flight.done.wait()
         return flight
 
-    async def _perform_for_all(self, flight: _Flight) -> None:
-        """Perform ``flight`` for every caller waiting on it: this caller going away
-        must not abort it. _perform bounds it by fetch_timeout."""
+    def _start_fetch(self, flight: _Flight) -> None:
+        """Perform ``flight`` in a task of its own, for every caller waiting on it.
+
+        Performed in the caller's task, the fetch would either die with that caller
+        (asyncio's native cancellation, ``task.cancel()`` and ``asyncio.timeout``,
+        gets through any shield) or, shielded, hold the caller past its own deadline.
+        _perform bounds it by fetch_timeout; aclose() cancels it.
+        """
+        scope = anyio.CancelScope()
+        self._detached[flight] = scope
+
+        async def perform() -> None:
+            try:
+                with scope:
+                    await self._perform(flight)
+            finally:
+                self._detached.pop(flight, None)
+
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:  # trio: its cancellation is scope-based, so a shield holds
+        except RuntimeError:
             loop = None
         if loop is None:
-            with anyio.CancelScope(shield=True):
-                await self._perform(flight)
+            # trio, the other backend anyio runs on: without a nursery of the caller's
+            # to outlive it, a system task (trio cancels those when its run ends).
+            import trio  # noqa: PLC0415 (only under trio; not a dependency)
+
+            trio.lowlevel.spawn_system_task(perform, name="asgi_auth0 JWKS fetch")
             return
-        # asyncio: anyio's shield cannot stop a native cancellation (task.cancel(),
-        # asyncio.wait_for, asyncio.timeout, a TaskGroup: what queue workers and
-        # grpc.aio use), which would abort the fetch and fail every caller waiting on
-        # it. In a task of its own, the fetch runs on whatever happens to this one.
-        task = loop.create_task(self._perform(flight))
+        task = loop.create_task(perform())
         self._fetch_tasks.add(task)  # a strong reference until done (asyncio keeps a weak one)
         task.add_done_callback(self._fetch_tasks.discard)
-        with anyio.CancelScope(shield=True):
-            await asyncio.shield(task)
 
     def _new_flight(self, trigger: str) -> _Flight:
         self._seq += 1
@@ -855,8 +876,19 @@ class JWKSCache:
         flight = _Flight(self._seq, trigger, now)
         self._inflight = flight
         if trigger == "unknown_kid":
+            flight.cooldown_before = self._last_unknown_kid_fetch
             self._last_unknown_kid_fetch = now
         return flight
+
+    def _forget_unanswered(self, flight: _Flight) -> None:
+        """A fetch ended without an outcome (cancelled: the cache closed, the runner
+        stopped): it told nobody anything about the key set. Its waiters get 503; it
+        must not also hold back the next unknown-kid refresh, or a token bearing a
+        newly published kid would get 401 for a whole cooldown with the issuer fine."""
+        if flight.ok or flight.failure is not None:
+            return
+        if flight.cooldown_before is not None and self._last_unknown_kid_fetch == flight.started:
+            self._last_unknown_kid_fetch = flight.cooldown_before
 
     async def _perform(self, flight: _Flight) -> None:
         self._fetch_count += 1
@@ -886,6 +918,7 @@ class JWKSCache:
         finally:
             if self._inflight is flight:
                 self._inflight = None
+            self._forget_unanswered(flight)
             flight.done.set()
 
     async def _fetch(self) -> _Fetched:
@@ -1167,6 +1200,7 @@ class JWKSCache:
                 # Handed over but never started: release its waiters (as a failure).
                 if self._inflight is pending:
                     self._inflight = None
+                self._forget_unanswered(pending)
                 pending.done.set()
 
     def _background_due(self) -> float:
@@ -1238,11 +1272,14 @@ class JWKSCache:
         """Close the HTTP client if the cache created it (an injected one is left open).
 
         The cache stays usable: a later fetch creates a new client. A fetch still
-        running in a task of its own (a caller that started it was cancelled) is
-        cancelled first, so no task outlives the cache's client.
+        running in a task of its own (see the module docstring) is cancelled first, so
+        no task outlives the cache's client; its waiters get 503.
         """
-        for task in list(self._fetch_tasks):
-            task.cancel()
+        running = list(self._detached.items())
+        for _, scope in running:
+            scope.cancel()
+        for flight, _ in running:
+            await flight.done.wait()
         if self._fetch_tasks:
             await asyncio.wait(list(self._fetch_tasks))
         client = self._client
