@@ -236,6 +236,20 @@ class _Fetched:
     refused: tuple[str, ...] = ()
 
 
+def _running_loop() -> object:
+    """The event loop running now: asyncio's loop, or the token of this ``trio.run``."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    try:
+        import trio  # noqa: PLC0415 (not asyncio: the other backend anyio runs on)
+
+        return trio.lowlevel.current_trio_token()
+    except (ImportError, RuntimeError):  # no event loop at all: nothing to bind to
+        return None
+
+
 def freshness_lifetime(
     cache_control: Iterable[str],
     age: str | None,
@@ -492,6 +506,7 @@ class JWKSCache:
         self._logger = logger if logger is not None else logging.getLogger("asgi_auth0.jwks")
         self._client = http_client
         self._owns_client = http_client is None
+        self._client_loop: object = None  # the event loop our own client was made in
 
         # -- the key set and its clock (written only by _install) --
         self._index: KeyIndex | None = None
@@ -855,11 +870,8 @@ class JWKSCache:
             finally:
                 self._detached.pop(flight, None)
 
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None:
+        loop = _running_loop()
+        if not isinstance(loop, asyncio.AbstractEventLoop):
             # trio, the other backend anyio runs on: without a nursery of the caller's
             # to outlive it, a system task (trio cancels those when its run ends).
             import trio  # noqa: PLC0415 (only under trio; not a dependency)
@@ -1025,11 +1037,20 @@ class JWKSCache:
         return _parse_json(body, what), headers
 
     def _http_client(self) -> httpx.AsyncClient:
-        if self._client is None:
+        client = self._client
+        if not self._owns_client and client is not None:
+            return client
+        loop = _running_loop()
+        if client is None or self._client_loop is not loop:
             # Created on first use (not at construction: no I/O, no event loop needed
-            # then). trust_env=False: nothing but Auth0Config.from_env reads the
+            # then), and again in another event loop: an httpx client belongs to the
+            # loop it was made in (on trio, to one trio.run), and the same app or
+            # verifier is often run by one test on trio and the next on asyncio. The
+            # client left behind holds no connection (no keep-alive, below).
+            # trust_env=False: nothing but Auth0Config.from_env reads the
             # environment; inject a client to use a proxy.
-            self._client = httpx.AsyncClient(
+            self._client_loop = loop
+            client = self._client = httpx.AsyncClient(
                 follow_redirects=False,
                 timeout=self._fetch_timeout,
                 trust_env=False,
@@ -1039,7 +1060,7 @@ class JWKSCache:
                 # would leave its socket open until garbage collection.
                 limits=httpx.Limits(max_connections=4, max_keepalive_connections=0),
             )
-        return self._client
+        return client
 
     # -- installing results -------------------------------------------------------------
 
