@@ -33,6 +33,7 @@ import anyio.abc
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -639,14 +640,33 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
     directly (``Auth0Middleware(app)`` rather than ``app.add_middleware``), and for
     every app mounted inside (``app.mount("/v1", sub_app)``). Registered there, our
     handler answers the rejection itself, exactly as we would. Done here, when the
-    outer app builds its middleware: after the routes are set up, and before a
+    outer app builds its middleware: after the routes are set up, and usually before a
     mounted app builds its own stack (on its first request), which reads the handlers.
+    A mounted app that already served requests on its own (a test of the sub-app
+    alone, then the whole app) has its stack built: the handler also goes into that
+    stack's ExceptionMiddleware, which reads its handlers on every exception.
     """
     from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
 
     for found in _starlette_apps_inside(app):
-        if AuthenticationRejected not in found.exception_handlers:
-            found.add_exception_handler(AuthenticationRejected, rejection_handler)
+        if AuthenticationRejected in found.exception_handlers:
+            continue  # the application answers rejections its own way
+        found.add_exception_handler(AuthenticationRejected, rejection_handler)
+        built = _built_exception_middleware(found)
+        if built is not None:
+            built.add_exception_handler(AuthenticationRejected, rejection_handler)
+
+
+def _built_exception_middleware(app: Starlette) -> ExceptionMiddleware | None:
+    """The ExceptionMiddleware of ``app``'s middleware stack, if it is built already."""
+    node: Any = app.middleware_stack
+    for _ in range(64):  # a bound: a cycle of .app attributes must not hang startup
+        if node is None or isinstance(node, Starlette):
+            return None
+        if isinstance(node, ExceptionMiddleware):
+            return node
+        node = getattr(node, "app", None)
+    return None
 
 
 def _starlette_apps_inside(app: ASGIApp) -> Iterator[Starlette]:

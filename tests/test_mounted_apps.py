@@ -123,3 +123,30 @@ async def test_a_mounted_apps_own_handler_is_kept(verifier: TokenVerifier) -> No
     async with client(app) as c:
         r = await c.get("/sub/who")
     assert (r.status_code, r.text) == (418, "ours")
+
+
+@pytest.mark.parametrize("kind", ["fastapi", "starlette"])
+async def test_a_sub_app_that_served_requests_alone_is_answered_once_mounted(
+    verifier: TokenVerifier, issuer: LocalIssuer, kind: str
+) -> None:
+    # A module-level sub-app, tested on its own first (its middleware stack gets built
+    # then, from the handlers it had), then mounted in the protected app: the
+    # handler registered later still answers its rejections, instead of its
+    # ServerErrorMiddleware answering 500 before the middleware's 401.
+    sub: Starlette = fastapi_sub() if kind == "fastapi" else starlette_sub()
+    path = "/who" if kind == "fastapi" else "/private"
+    async with client(sub) as c:
+        alone = await c.get(path)
+    assert alone.status_code == 500  # alone, nothing answers the rejection
+    assert sub.middleware_stack is not None
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    app.mount("/sub", sub)
+    async with client(app) as c:
+        anonymous = await c.get("/sub" + path)
+        token = issuer.token(sub="root", scope="admin")
+        ok = await c.get("/sub" + path, headers={"Authorization": f"Bearer {token}"})
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.json()["reason"] == "missing_token"
+    assert ok.status_code == 200
+    assert ok.json() == {"sub": "root"}
