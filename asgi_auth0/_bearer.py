@@ -27,6 +27,7 @@ from ._errors import InvalidRequestError, MalformedQueryTokenError, MultipleToke
 __all__ = [
     "bearer_token",
     "is_token68",
+    "missing_token_hint",
     "not_token68_error",
     "parse_authorization",
     "query_token",
@@ -120,6 +121,26 @@ def bearer_token(
     if found is None:
         return None
     return parse_authorization(found, check_token68=check_token68)
+
+
+def missing_token_hint(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Why a request that found no bearer token still sent an ``Authorization``
+    header, for the rejection log (never the header itself); ``None`` if it sent none.
+
+    A token pasted without ``Bearer `` is the usual slip of a hand-written client or
+    test, and reads as anonymous (RFC 6750: another scheme is not ours); the 401 alone
+    does not say so. Called on the rejection path only.
+    """
+    for name, value in headers:
+        if len(name) == 13 and name.lower() == _AUTHORIZATION:
+            credentials = value.strip(_OWS)
+            if b" " not in credentials and credentials.count(b".") in (2, 4):
+                return (
+                    "the Authorization header holds a bare token, with no scheme: "
+                    "send 'Authorization: Bearer <token>'"
+                )
+            return "the Authorization header uses a scheme other than Bearer"
+    return None
 
 
 def query_token(query_string: bytes, param: str) -> str | None:

@@ -222,6 +222,7 @@ class Responder:
         scope: Mapping[str, Any],
         challenge: Challenge,
         token_facts: tuple[object, object, object] | None = None,
+        detail: str | None = None,
     ) -> None:
         """Log a rejected request: once per status and reason per minute, then a count.
 
@@ -231,10 +232,17 @@ class Responder:
         for 5xx) with method and path (never the query string, which may hold a
         WebSocket token); the rest are counted, and the next logged line says how many.
         Each one is logged at DEBUG. ``token_facts`` (the token's ``kid``, ``alg`` and
-        ``iss``) are shown escaped. Never the token, the header or the claims.
+        ``iss``) are shown escaped, then the error's ``detail``, the why behind the
+        reason ("exp has passed", "refresh cooldown"; our own words, escaped anyway, as
+        a custom key source may raise its own). Never the token, the header or the claims.
         """
         status, reason = challenge.status_code, challenge.reason
         facts, fields = _facts(token_facts)
+        if detail:
+            plain = isinstance(detail, str) and detail.isprintable() and len(detail) <= 200
+            shown = detail if plain else log_safe(detail)
+            facts = f"{facts}: {shown}"
+            fields["detail"] = shown
         key = (status, reason)
         now = self.clock()
         last = self._logged_at.get(key)

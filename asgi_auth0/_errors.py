@@ -83,6 +83,8 @@ class Auth0Error(Exception):
     #: (escaped there); ``None`` when no token was involved or it could not be read.
     #: A class-level default, so a subclass whose ``__init__`` skips ours has it too.
     token_facts: tuple[object, object, object] | None = None
+    #: Why, in our own words, for server logs only (class-level default as above).
+    detail: str | None = None
 
     def __init__(self, detail: str | None = None) -> None:
         # ``detail`` is for server logs only (e.g. which claim failed); it is built

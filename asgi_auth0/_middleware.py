@@ -37,7 +37,13 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ._bearer import bearer_token, is_token68, not_token68_error, token_from_scope
+from ._bearer import (
+    bearer_token,
+    is_token68,
+    missing_token_hint,
+    not_token68_error,
+    token_from_scope,
+)
 from ._challenge import Responder, ResponseHook
 from ._claims import Claims
 from ._config import Auth0Config
@@ -398,7 +404,11 @@ class Auth0Middleware:
                 claims = None
                 public = self.public_paths
                 if public is not None and route_path(scope) not in public:
-                    raise MissingTokenError("a token is required outside the public paths")
+                    hint = missing_token_hint(scope.get("headers") or ())
+                    raise MissingTokenError(
+                        "a token is required outside the public paths"
+                        + (f"; {hint}" if hint else "")
+                    )
         except Auth0Error as exc:
             await self._reject(exc, scope, receive, send)
             return
@@ -441,7 +451,7 @@ class Auth0Middleware:
         accepted: bool = False,
     ) -> None:
         challenge = self._responder.challenge(exc)
-        self._responder.log_rejection(scope, challenge, exc.token_facts)
+        self._responder.log_rejection(scope, challenge, exc.token_facts, exc.detail)
         if scope["type"] == "websocket":
             if accepted:
                 await send({"type": "websocket.close", "code": _close_code(exc)})

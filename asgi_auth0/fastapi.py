@@ -63,6 +63,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
+from ._bearer import missing_token_hint
 from ._challenge import scope_token_ok
 from ._claims import Claims
 from ._config import Auth0Config, validate_url
@@ -159,8 +160,12 @@ def _reject(conn: HTTPConnection, error: Auth0Error) -> NoReturn:
 def _claims_or_reject(conn: HTTPConnection) -> Claims:
     claims, _ = auth_state(conn.scope)
     if claims is None:
-        _reject(conn, MissingTokenError())
+        _reject(conn, _missing_token(conn))
     return claims
+
+
+def _missing_token(conn: HTTPConnection) -> MissingTokenError:
+    return MissingTokenError(missing_token_hint(conn.scope.get("headers") or ()))
 
 
 # The any_of dependencies made, and their names; weak so discarded ones do not pile up.
@@ -178,7 +183,7 @@ def _check_declared(
     the token must have all of them (in ``scope``/``scp``, never ``permissions``).
     A shortfall's challenge names them, and ``joined`` (scopes required with them)."""
     if claims is None:
-        _reject(conn, MissingTokenError())
+        _reject(conn, _missing_token(conn))
     if not claims.scopes.issuperset(declared):
         _report_unsatisfiable(declared)
         _reject(conn, InsufficientScopeError(_joined(declared, joined), "declared scope shortfall"))
@@ -431,7 +436,7 @@ async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response:
         raise exc
     _, responder = auth_state(conn.scope)
     challenge = responder.challenge(exc.error)
-    responder.log_rejection(conn.scope, challenge)
+    responder.log_rejection(conn.scope, challenge, exc.error.token_facts, exc.error.detail)
     if isinstance(conn, WebSocket):
         close_code = 1013 if challenge.status_code >= 500 else 1008
         if conn.application_state is WebSocketState.CONNECTED:

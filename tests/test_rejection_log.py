@@ -63,15 +63,16 @@ async def test_a_flood_of_one_kind_is_one_line_per_window_then_a_count(
             clock.advance(1)  # 50 s: all inside one window
         facts = f"kid={issuer.current_kid!r} alg='RS256' iss={issuer.issuer!r}"
         assert rejections(caplog) == [
-            f"request rejected: status=401 reason=token_expired GET '/orders/7' {facts}"
+            f"request rejected: status=401 reason=token_expired GET '/orders/7' {facts}: "
+            "exp has passed"
         ]
         # Each one is still there for whoever turns DEBUG on.
         assert len(rejections(caplog, logging.DEBUG)) == 50
         clock.advance(REJECTION_LOG_WINDOW - 50)
         await c.get("/orders/8", headers=headers)
     assert rejections(caplog)[1] == (
-        f"request rejected: status=401 reason=token_expired GET '/orders/8' {facts} "
-        "(49 more like it, unlogged, since the line 60 s ago)"
+        f"request rejected: status=401 reason=token_expired GET '/orders/8' {facts}: "
+        "exp has passed (49 more like it, unlogged, since the line 60 s ago)"
     )
 
 
@@ -118,7 +119,8 @@ async def test_an_outage_warns_once_per_window_not_once_per_request(
             assert r.status_code == 503
     assert rejections(caplog, logging.WARNING) == [
         "request rejected: status=503 reason=key_set_unavailable GET '/' "
-        f"kid={issuer.current_kid!r} alg='RS256' iss={issuer.issuer!r}"
+        f"kid={issuer.current_kid!r} alg='RS256' iss={issuer.issuer!r}: "
+        "the issuer is unreachable"
     ]
 
 
@@ -162,7 +164,7 @@ async def test_rejections_answered_inside_the_app_are_logged_the_same_way(
             r = await c.get("/sub/admin", headers={"Authorization": f"Bearer {issuer.token()}"})
             assert r.status_code == 403
     assert rejections(caplog) == [
-        "request rejected: status=403 reason=insufficient_scope GET '/sub/admin'"
+        "request rejected: status=403 reason=insufficient_scope GET '/sub/admin': scope shortfall"
     ]
 
 
@@ -183,7 +185,7 @@ async def test_the_line_shows_the_kid_alg_and_iss_the_token_carries(
     assert f"kid={issuer.current_kid!r} alg='RS256'" in wrong_issuer
     assert "iss='https://" in wrong_issuer
     assert issuer.issuer not in wrong_issuer  # the token's iss, not ours
-    assert garbage.endswith("kid=None alg=None iss=None")
+    assert "kid=None alg=None iss=None: " in garbage
     [record] = [r for r in caplog.records if "invalid_issuer" in r.getMessage()]
     assert record.kid == repr(issuer.current_kid)  # structured, for JSON log handlers
 
@@ -193,7 +195,6 @@ class _Bare(KeySetError):
 
     def __init__(self) -> None:
         Exception.__init__(self, "down")
-        self.detail = None
 
 
 class BareErrorKeySet:
@@ -214,3 +215,72 @@ async def test_an_error_whose_init_skips_ours_is_still_answered_and_logged(
     assert r.headers["retry-after"] == "30"
     [line] = rejections(caplog, logging.WARNING)
     assert f"kid={issuer.current_kid!r}" in line
+
+
+class NewlineKeySet:
+    generation = 1
+
+    async def get_key(self, kid: str | None, alg: str) -> Any:
+        raise KeySetError("upstream said:\nforged line")
+
+
+async def test_the_line_ends_with_the_detail_escaped_when_it_is_not_plain(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Our details are our own words, but a custom key source may raise its own.
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
+    verifier = TokenVerifier(issuer.config(), key_set=NewlineKeySet())
+    async with client(middleware(verifier, Clock())) as c:
+        await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
+    [line] = rejections(caplog, logging.WARNING)
+    assert line.endswith(": 'upstream said:\\nforged line'")
+    assert "\n" not in line
+    [record] = [r for r in caplog.records if r.name == "asgi_auth0.middleware"]
+    assert record.detail == "'upstream said:\\nforged line'"  # structured too
+
+
+BARE = "the Authorization header holds a bare token, with no scheme"
+OTHER = "the Authorization header uses a scheme other than Bearer"
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+async def test_a_token_sent_without_bearer_says_so_in_the_line(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    fail_closed: bool,
+) -> None:
+    # Another scheme reads as anonymous (RFC 6750), so the answer is a bare 401
+    # missing_token: right, and baffling when the client pasted the token without
+    # "Bearer ". The line says which it was, never what the header held.
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(claims: Annotated[Claims, Depends(require_scopes("read"))]) -> Any:
+        return {}
+
+    if fail_closed:
+        app.add_middleware(Auth0Middleware, verifier=verifier, require_token=True)
+    else:
+        app.add_middleware(Auth0Middleware, verifier=verifier)
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0.middleware")
+    token = issuer.token()
+    async with client(app) as c:
+        answers = [
+            await c.get("/me", headers=headers)
+            for headers in (
+                {"Authorization": token},
+                {"Authorization": "Basic dXNlcjpwYXNzd29yZA=="},
+                {},
+            )
+        ]
+    assert [r.status_code for r in answers] == [401, 401, 401]
+    assert {r.json()["reason"] for r in answers} == {"missing_token"}
+    assert not any("Authorization" in r.text for r in answers)  # for the log, not clients
+    bare, basic, none = rejections(caplog, logging.DEBUG)
+    assert bare.endswith(BARE + ": send 'Authorization: Bearer <token>'")
+    assert basic.endswith(OTHER)
+    assert BARE not in none
+    assert OTHER not in none
+    assert token.split(".")[1] not in bare
+    assert "dXNlcjpwYXNzd29yZA" not in basic
