@@ -33,18 +33,24 @@ Fixtures:
     One RSA private key for the whole session, so each test's issuer starts in
     milliseconds instead of generating a key. Every issuer still gets its own random
     ``kid``, server, counters and state; only the key material is shared.
+
+Annotate fixtures with :class:`asgi_auth0.testing.TokenFactory` (the type of
+``auth0_token``), imported from :mod:`asgi_auth0.testing`. (It is re-exported here
+too; this module opts out of pytest's assertion rewriting, PYTEST_DONT_REWRITE, as it
+has no ``assert`` to rewrite, so importing it from a ``conftest.py`` before pytest
+registers it is harmless even under ``filterwarnings = error``.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
 from ._config import Auth0Config
 from ._signing import PrivateKey, generate_private_key
-from .testing import LocalIssuer
+from .testing import LocalIssuer, TokenFactory
 
 __all__ = [
     "TokenFactory",
@@ -54,21 +60,6 @@ __all__ = [
     "auth0_rsa_key",
     "auth0_token",
 ]
-
-
-class TokenFactory(Protocol):
-    """The type of the ``auth0_token`` fixture: :meth:`LocalIssuer.token`'s signature."""
-
-    def __call__(
-        self,
-        sub: str | None = ...,
-        scope: Any = ...,
-        permissions: Any = ...,
-        expires_in: float = ...,
-        **claims: Any,
-    ) -> str:
-        """Mint a signed access token for the test's issuer."""
-        ...
 
 
 @pytest.fixture(scope="session")

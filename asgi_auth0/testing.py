@@ -56,7 +56,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import anyio
@@ -74,6 +74,7 @@ __all__ = [
     "OAUTH_METADATA_PATH",
     "LocalIssuer",
     "PrivateKey",
+    "TokenFactory",
     "generate_private_key",
     "public_pem",
 ]
@@ -377,6 +378,27 @@ class _Runner:
         self.server.join_handlers(_JOIN_TIMEOUT)
         self._wake_r.close()
         self._wake_w.close()
+
+
+class TokenFactory(Protocol):
+    """The type of :meth:`LocalIssuer.token` as a callable, e.g. of the pytest plugin's
+    ``auth0_token`` fixture: annotate fixtures and tests with it.
+
+    Import it from here (``from asgi_auth0.testing import TokenFactory``) rather than
+    from :mod:`asgi_auth0.pytest_plugin`: a ``conftest.py`` that imports the plugin
+    module itself does so before pytest registers it as a plugin.
+    """
+
+    def __call__(
+        self,
+        sub: str | None = ...,
+        scope: Any = ...,
+        permissions: Any = ...,
+        expires_in: float = ...,
+        **claims: Any,
+    ) -> str:
+        """Mint a signed access token for the issuer."""
+        ...
 
 
 class LocalIssuer:

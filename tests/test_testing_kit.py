@@ -33,13 +33,13 @@ from asgi_auth0 import (
 )
 from asgi_auth0._keys import b64url_decode, parse_jwks
 from asgi_auth0._signing import PrivateKey, generate_private_key
-from asgi_auth0.pytest_plugin import TokenFactory
 from asgi_auth0.testing import (
     ALL_PATHS,
     DISCOVERY_PATH,
     JWKS_PATH,
     OAUTH_METADATA_PATH,
     LocalIssuer,
+    TokenFactory,
     public_pem,
 )
 
