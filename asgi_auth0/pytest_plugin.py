@@ -39,6 +39,12 @@ Annotate fixtures with :class:`asgi_auth0.testing.TokenFactory` (the type of
 too; this module opts out of pytest's assertion rewriting, PYTEST_DONT_REWRITE, as it
 has no ``assert`` to rewrite, so importing it from a ``conftest.py`` before pytest
 registers it is harmless even under ``filterwarnings = error``.)
+
+Warnings the package logs once per process (a route declaring a scope no token can
+have, ``require_permissions`` meeting a token with no ``permissions`` claim) are
+logged once per *test* under this plugin: an autouse fixture forgets what was
+reported before each test, so a test asserting such a warning with ``caplog`` passes
+whatever ran before it.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from typing import Any
 
 import pytest
 
+# Costs nothing: importing the package (for Auth0Config) imports .fastapi already.
+from . import fastapi as _fastapi
 from ._config import Auth0Config
 from ._signing import PrivateKey, generate_private_key
 from .testing import LocalIssuer, TokenFactory
@@ -60,6 +68,14 @@ __all__ = [
     "auth0_rsa_key",
     "auth0_token",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _asgi_auth0_log_once_reset() -> None:
+    """Forget the log-once warnings already reported, so each test sees its own."""
+    # Read through the module at each test rather than bound at import, so it is the
+    # set the reporting functions use now (a test may swap it with monkeypatch).
+    _fastapi._REPORTED.clear()
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,65 @@ def test_admin_token(admin_token: str) -> None:
     assert admin_token.count(".") == 2
 """
 
+# Two tests, each on its own app, each asserting the warnings the package logs once
+# per process: the second passes only if the plugin reset them in between.
+_TEST_LOG_ONCE = """\
+import logging
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI, Security
+
+from asgi_auth0 import (
+    Auth0Middleware,
+    Claims,
+    StaticKeySet,
+    TokenVerifier,
+    require_permissions,
+    require_token,
+)
+from asgi_auth0.testing import LocalIssuer
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("attempt", [1, 2])
+async def test_log_once_warnings_are_logged(
+    auth0_rsa_key, caplog: pytest.LogCaptureFixture, attempt: int
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    issuer = LocalIssuer(issuer="https://tenant.example.test/", private_key=auth0_rsa_key)
+    app = FastAPI()
+    app.add_middleware(
+        Auth0Middleware,
+        verifier=TokenVerifier(issuer.config(), key_set=StaticKeySet(issuer.jwks)),
+    )
+
+    @app.delete("/items")
+    async def delete(claims: Claims = Depends(require_permissions("delete:items"))) -> None:
+        pass
+
+    @app.get("/bulk")
+    async def bulk(
+        claims: Annotated[Claims, Security(require_token, scopes=["read:a write:a"])],
+    ) -> None:
+        pass
+
+    headers = {"Authorization": f"Bearer {issuer.token(scope='delete:items')}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        assert (await client.delete("/items", headers=headers)).status_code == 403
+        assert (await client.get("/bulk", headers=headers)).status_code == 403
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("no permissions claim" in m for m in messages), messages
+    assert any("'read:a write:a'" in m for m in messages), messages
+"""
+
 
 def run_pytest(project: Path, files: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Write ``files`` into ``project`` and run pytest there, as its own root."""
@@ -71,3 +130,13 @@ def test_token_factory_is_one_type_wherever_it_is_imported() -> None:
     assert pytest_plugin.TokenFactory is testing.TokenFactory
     assert "TokenFactory" in testing.__all__
     assert "TokenFactory" in pytest_plugin.__all__
+
+
+def test_log_once_warnings_are_logged_again_in_each_test(tmp_path: Path) -> None:
+    files = {
+        "conftest.py": 'pytest_plugins = ["asgi_auth0.pytest_plugin"]\n',
+        "test_log_once.py": _TEST_LOG_ONCE,
+    }
+    result = run_pytest(tmp_path, files)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
