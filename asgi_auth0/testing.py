@@ -99,6 +99,8 @@ _LOOPBACK = "127.0.0.1"
 _DEFAULT_AUDIENCE = "https://api.example.test"
 _WRONG_ISSUER = "https://wrong-issuer.example.test/"
 _WRONG_AUDIENCE = "https://another-api.example.test"
+# The leeway of config() (it sets none): expired_token() must mint a token past it.
+_CONFIG_LEEWAY = float(Auth0Config.leeway)
 # How long close() waits for one server thread to finish before giving up on it.
 _JOIN_TIMEOUT = 5.0
 _KEY_TYPES = frozenset(DEFAULT_ALG)
@@ -860,7 +862,28 @@ class LocalIssuer:
         return self.sign(header, payload, kid=key.kid, signing_alg=signing_alg)
 
     def expired_token(self, expired_for: float = 3600, **claims: Any) -> str:
-        """A token whose ``exp`` passed ``expired_for`` seconds ago (well past leeway)."""
+        """A token whose ``exp`` passed ``expired_for`` seconds ago (an hour by default).
+
+        It is meant to be refused as expired, so ``expired_for`` must be more than the
+        ``leeway`` of :meth:`config` (5 s, the :class:`~asgi_auth0.Auth0Config`
+        default); a smaller value raises :class:`ValueError`, as such a token would
+        still verify. With a config of your own with a larger ``leeway``, pass more
+        than that. To test the leeway itself, mint the token you want with
+        :meth:`token`: ``token(expires_in=-2)`` expired two seconds ago.
+        ``claims`` (and ``now``) are passed to :meth:`token`.
+        """
+        if (
+            isinstance(expired_for, bool)
+            or not isinstance(expired_for, (int, float))
+            or not math.isfinite(expired_for)
+        ):
+            raise ValueError(f"expired_for must be a finite number of seconds, got {expired_for!r}")
+        if expired_for <= _CONFIG_LEEWAY:
+            raise ValueError(
+                f"expired_for must be more than the {_CONFIG_LEEWAY:g} s leeway of config() "
+                f"(got {expired_for!r}), or the token may still verify; to mint a token "
+                f"that expired inside the leeway, use token(expires_in=-seconds)"
+            )
         now = float(self.clock()) if "now" not in claims else float(claims.pop("now"))
         lifetime = 3600.0
         return self.token(expires_in=lifetime, now=now - expired_for - lifetime, **claims)

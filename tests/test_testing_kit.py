@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import socket
 import threading
 import time
@@ -168,6 +169,35 @@ def test_bad_tokens_are_bad_for_one_reason_only(asgi_issuer: LocalIssuer) -> Non
     expired = decode_part(asgi_issuer.expired_token(expired_for=100, now=FROZEN), 1)
     assert expired["exp"] == int(FROZEN) - 100
     assert expired["iat"] < expired["exp"]
+
+
+@pytest.mark.anyio
+async def test_an_expired_token_is_refused_just_past_the_leeway(asgi_issuer: LocalIssuer) -> None:
+    # config() keeps the default 5 s leeway; 6 s past exp is outside it.
+    assert asgi_issuer.config().leeway == 5
+    verifier = verifier_for(asgi_issuer)
+    with pytest.raises(ExpiredTokenError):
+        await verifier.verify(asgi_issuer.expired_token(expired_for=6))
+
+
+@pytest.mark.parametrize("expired_for", [-10, 0, 1, 4.5, 5, math.nan, math.inf, True, "60"])
+def test_expired_token_refuses_an_age_the_leeway_would_forgive(
+    asgi_issuer: LocalIssuer, expired_for: Any
+) -> None:
+    # expired_token() promises a token that config() refuses as expired; one that
+    # expired inside the 5 s leeway would verify, so asking for it is a mistake.
+    with pytest.raises(ValueError, match="expired_for"):
+        asgi_issuer.expired_token(expired_for=expired_for)
+
+
+@pytest.mark.anyio
+async def test_a_token_inside_the_leeway_is_minted_with_token_expires_in(
+    asgi_issuer: LocalIssuer,
+) -> None:
+    with pytest.raises(ValueError, match=r"token\(expires_in=-seconds\)"):
+        asgi_issuer.expired_token(expired_for=2)
+    claims = await verifier_for(asgi_issuer).verify(asgi_issuer.token(expires_in=-2))
+    assert claims["exp"] < time.time()
 
 
 def test_sign_crafts_arbitrary_tokens(asgi_issuer: LocalIssuer) -> None:
