@@ -653,6 +653,15 @@ class LocalIssuer:
         fast; any keyword overrides those or sets other options. Pass
         ``jwks_uri=None`` to make the config find the JWKS by discovery, which works
         for issuers with a path too (as long as the issuer's URL is this server's).
+
+        Nothing else is shortened: ``leeway`` (5 s), the key cache's
+        ``jwks_refresh_cooldown`` (30 s) and ``jwks_cache_ttl`` are production's, as
+        is the key cache's backoff after a failed fetch (5 s, doubling). So within
+        one test, a token from a second :meth:`rotate` is refused as an unknown
+        ``kid`` until the cooldown has passed (pass ``jwks_refresh_cooldown=0`` to
+        test several rotations), and after :meth:`fail_with` and :meth:`heal` the
+        keys reload only when the backoff ends (``await verifier.refresh()``, or
+        ``refresh()`` on the key set, fetches at once: it ignores both).
         """
         with self._cond:
             algs = [self._keys[self._current].alg]

@@ -26,6 +26,7 @@ from asgi_auth0 import (
     InvalidIssuerError,
     InvalidSignatureError,
     InvalidTokenError,
+    JWKSCache,
     KeySetError,
     MissingClaimError,
     StaticKeySet,
@@ -735,6 +736,67 @@ async def test_asgi_app_serves_counts_and_misbehaves(asgi_issuer: LocalIssuer) -
         with pytest.raises(ConnectionResetError):
             await client.get(asgi_issuer.jwks_uri)
     assert asgi_issuer.requests[JWKS_PATH] == 4
+
+
+# -- rotation and outages within one test (what the README tells users) ---------------
+
+
+@pytest.mark.anyio
+async def test_a_second_rotation_in_one_test_meets_the_refresh_cooldown(
+    auth0_issuer: LocalIssuer,
+) -> None:
+    # config() keeps production's 30 s cooldown; the cache's clock stands still here.
+    cooldown = auth0_issuer.config().jwks_refresh_cooldown
+    assert cooldown == 30
+    async with JWKSCache(
+        auth0_issuer.jwks_uri, refresh_cooldown=cooldown, clock=lambda: FROZEN
+    ) as cache:
+        verifier = TokenVerifier(auth0_issuer.config(), key_set=cache)
+        await verifier.verify(auth0_issuer.token())
+        auth0_issuer.rotate()
+        await verifier.verify(auth0_issuer.token())  # the unknown kid refreshes the set
+        auth0_issuer.rotate()
+        with pytest.raises(UnknownKeyError):
+            await verifier.verify(auth0_issuer.token())  # within the cooldown
+        # The README's remedy for a test that needs it now: refresh() ignores cooldown.
+        await verifier.refresh()
+        assert (await verifier.verify(auth0_issuer.token())).sub == "user-1"
+    assert auth0_issuer.jwks_requests == 3
+
+
+@pytest.mark.anyio
+async def test_with_no_cooldown_every_rotation_in_a_test_verifies(
+    auth0_issuer: LocalIssuer,
+) -> None:
+    # The README's remedy for tests that rotate more than once.
+    verifier = TokenVerifier(auth0_issuer.config(jwks_refresh_cooldown=0))
+    try:
+        for _ in range(3):
+            auth0_issuer.rotate()
+            assert (await verifier.verify(auth0_issuer.token())).sub == "user-1"
+    finally:
+        await verifier.aclose()
+    assert auth0_issuer.jwks_requests == 3
+
+
+@pytest.mark.anyio
+async def test_after_heal_keys_reload_at_once_only_on_refresh(
+    auth0_issuer: LocalIssuer,
+) -> None:
+    # After a failed fetch the cache backs off (5 s at first); the clock stands still,
+    # so without refresh() the healed issuer is not asked again.
+    async with JWKSCache(auth0_issuer.jwks_uri, clock=lambda: FROZEN) as cache:
+        verifier = TokenVerifier(auth0_issuer.config(), key_set=cache)
+        auth0_issuer.fail_with(503)
+        with pytest.raises(KeySetError):
+            await verifier.verify(auth0_issuer.token())
+        auth0_issuer.heal()
+        with pytest.raises(KeySetError):
+            await verifier.verify(auth0_issuer.token())  # backing off: no fetch
+        assert auth0_issuer.jwks_requests == 1
+        await verifier.refresh()  # ignores the backoff
+        assert (await verifier.verify(auth0_issuer.token())).sub == "user-1"
+    assert auth0_issuer.jwks_requests == 2
 
 
 # -- the pytest plugin ----------------------------------------------------------------
