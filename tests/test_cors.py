@@ -19,8 +19,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from asgi_auth0 import Auth0Config, Auth0Middleware, Claims, require_scopes
-from asgi_auth0.pytest_plugin import TokenFactory
-from asgi_auth0.testing import LocalIssuer
+from asgi_auth0.testing import LocalIssuer, TokenFactory
 
 pytestmark = pytest.mark.anyio
 

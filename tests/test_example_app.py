@@ -28,8 +28,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from asgi_auth0 import Auth0Config, ConfigError
-from asgi_auth0.pytest_plugin import TokenFactory
-from asgi_auth0.testing import LocalIssuer
+from asgi_auth0.testing import LocalIssuer, TokenFactory
 from example_app import ADMIN_PERMISSION, MESSAGES_SCOPE, PUBLIC_PATHS, create_app
 from example_app.__main__ import config_from_env, listen_address, main
 from example_app.dev import DEV_SUBJECT, dev_banner, listen_url

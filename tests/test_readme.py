@@ -42,8 +42,7 @@ from asgi_auth0 import (
     TokenVerifier,
 )
 from asgi_auth0._signing import PrivateKey
-from asgi_auth0.pytest_plugin import TokenFactory
-from asgi_auth0.testing import LocalIssuer
+from asgi_auth0.testing import LocalIssuer, TokenFactory
 
 README = (REPO / "README.md").read_text()
 _FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
