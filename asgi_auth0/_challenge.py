@@ -183,13 +183,24 @@ def _request_line(scope: Mapping[str, Any]) -> str:
     return f"{method} {path}"
 
 
-def _facts(token_facts: tuple[object, object, object] | None) -> tuple[str, dict[str, str]]:
-    """The log text and extra fields for a token's kid, alg and iss (escaped)."""
-    if token_facts is None:
-        return "", {}
-    kid, alg, iss = token_facts
-    fields = {"kid": log_safe(kid), "alg": log_safe(alg), "iss": log_safe(iss)}
-    return f" kid={fields['kid']} alg={fields['alg']} iss={fields['iss']}", fields
+def _facts(
+    token_facts: tuple[object, object, object] | None, detail: object
+) -> tuple[str, dict[str, str]]:
+    """The log text and extra fields for a token's kid, alg and iss (escaped), then the
+    error's detail (shown as is when it is a short printable string, else escaped)."""
+    text, fields = "", {}
+    if token_facts is not None:
+        kid, alg, iss = token_facts
+        fields = {"kid": log_safe(kid), "alg": log_safe(alg), "iss": log_safe(iss)}
+        text = f" kid={fields['kid']} alg={fields['alg']} iss={fields['iss']}"
+    if detail:
+        if isinstance(detail, str) and detail.isprintable() and len(detail) <= 200:
+            shown = detail
+        else:
+            shown = log_safe(detail)
+        fields["detail"] = shown
+        text = f"{text}: {shown}"
+    return text, fields
 
 
 class Responder:
@@ -237,18 +248,13 @@ class Responder:
         a custom key source may raise its own). Never the token, the header or the claims.
         """
         status, reason = challenge.status_code, challenge.reason
-        facts, fields = _facts(token_facts)
-        if detail:
-            plain = isinstance(detail, str) and detail.isprintable() and len(detail) <= 200
-            shown = detail if plain else log_safe(detail)
-            facts = f"{facts}: {shown}"
-            fields["detail"] = shown
         key = (status, reason)
         now = self.clock()
         last = self._logged_at.get(key)
         if last is not None and now - last < REJECTION_LOG_WINDOW:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             if logger.isEnabledFor(logging.DEBUG):
+                facts, fields = _facts(token_facts, detail)
                 logger.debug(
                     "request rejected: status=%s reason=%s %s%s",
                     status,
@@ -262,6 +268,7 @@ class Responder:
         more = self._suppressed.pop(key, 0)
         level = logging.WARNING if status >= 500 else logging.INFO
         if logger.isEnabledFor(level):
+            facts, fields = _facts(token_facts, detail)
             since = ""
             if more and last is not None:
                 since = f" ({more} more like it, unlogged, since the line {now - last:.0f} s ago)"

@@ -75,12 +75,14 @@ Single flight, generations, cancellation
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
 import math
 import random
 import re
+import sys
 import time
 import zlib
 from collections import OrderedDict
@@ -225,6 +227,8 @@ class _Flight:
     #: For a fetch an unknown kid triggered: when the one before it began (the cooldown
     #: goes back to that if this one ends without an outcome).
     cooldown_before: float | None = None
+    #: The event loop it runs in (see _running_loop): its event is bound to that loop.
+    loop: object = None
 
 
 @dataclass(frozen=True)
@@ -237,16 +241,21 @@ class _Fetched:
 
 
 def _running_loop() -> object:
-    """The event loop running now: asyncio's loop, or the token of this ``trio.run``."""
+    """The event loop running now: the token of this ``trio.run``, or asyncio's loop.
+
+    trio first: in trio's guest mode on an asyncio host, asyncio's running loop is the
+    host's, and a trio task must still be treated as trio. (Only a program that
+    imported trio can be running it.)
+    """
+    trio = sys.modules.get("trio")
+    if trio is not None:
+        try:
+            return trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            pass
     try:
         return asyncio.get_running_loop()
-    except RuntimeError:
-        pass
-    try:
-        import trio  # noqa: PLC0415 (not asyncio: the other backend anyio runs on)
-
-        return trio.lowlevel.current_trio_token()
-    except (ImportError, RuntimeError):  # no event loop at all: nothing to bind to
+    except RuntimeError:  # no event loop at all: nothing to bind to
         return None
 
 
@@ -838,7 +847,7 @@ class JWKSCache:
 
     async def _refresh_now(self, trigger: str) -> _Flight:
         """Join the fetch under way or start one; wait for it (never cancelling it)."""
-        flight = self._inflight
+        flight = self._current_flight()
         if flight is None:
             flight = self._new_flight(trigger)
             if self._runner_active:
@@ -850,6 +859,24 @@ class JWKSCache:
         # client disconnect ends its wait here, and the fetch goes on for the others.
         with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
             await flight.done.wait()
+        return flight
+
+    def _current_flight(self) -> _Flight | None:
+        """The fetch under way, if it runs in this event loop.
+
+        One begun in another loop can never be joined from this one (its event belongs
+        to that loop), and may never finish at all: the loop was closed with it
+        pending, or ended before its task first ran. It is forgotten, so this loop
+        fetches for itself instead of waiting for it, or failing, forever.
+        """
+        flight = self._inflight
+        if flight is not None and flight.loop is not _running_loop():
+            self._inflight = None
+            if self._pending is flight:
+                self._pending = None
+            self._detached.pop(flight, None)
+            self._forget_unanswered(flight)
+            return None
         return flight
 
     def _start_fetch(self, flight: _Flight) -> None:
@@ -867,10 +894,21 @@ class JWKSCache:
             try:
                 with scope:
                     await self._perform(flight)
+            except Exception:
+                # _perform contains the fetch's own failures; what is left is ours or
+                # a logging filter's, after the outcome. Nothing may escape: on trio
+                # an exception out of a system task ends the whole program.
+                with contextlib.suppress(Exception):
+                    self._logger.error(
+                        "unexpected error after fetching the JWKS of %s",
+                        self._issuer or self._jwks_uri,
+                        exc_info=True,
+                        extra={"reason": "unexpected", "iss": self._issuer},
+                    )
             finally:
                 self._detached.pop(flight, None)
 
-        loop = _running_loop()
+        loop = flight.loop
         if not isinstance(loop, asyncio.AbstractEventLoop):
             # trio, the other backend anyio runs on: without a nursery of the caller's
             # to outlive it, a system task (trio cancels those when its run ends).
@@ -885,7 +923,7 @@ class JWKSCache:
     def _new_flight(self, trigger: str) -> _Flight:
         self._seq += 1
         now = self._clock()
-        flight = _Flight(self._seq, trigger, now)
+        flight = _Flight(self._seq, trigger, now, loop=_running_loop())
         self._inflight = flight
         if trigger == "unknown_kid":
             flight.cooldown_before = self._last_unknown_kid_fetch
@@ -1198,7 +1236,7 @@ class JWKSCache:
                     self._pending = None
                     await self._perform(pending)
                     continue
-                inflight = self._inflight
+                inflight = self._current_flight()
                 if inflight is not None:
                     # A fetch a request started inline before the runner began.
                     await inflight.done.wait()
@@ -1294,15 +1332,28 @@ class JWKSCache:
 
         The cache stays usable: a later fetch creates a new client. A fetch still
         running in a task of its own (see the module docstring) is cancelled first, so
-        no task outlives the cache's client; its waiters get 503.
+        no task outlives the cache's client; its waiters get 503. Stop the background
+        refresher first (leave its ``running()`` block; the middleware does so at
+        shutdown): a fetch it is performing would meet the closed client.
         """
-        running = list(self._detached.items())
-        for _, scope in running:
-            scope.cancel()
-        for flight, _ in running:
-            await flight.done.wait()
-        if self._fetch_tasks:
-            await asyncio.wait(list(self._fetch_tasks))
+        loop = _running_loop()
+        # Rounds, not one pass: a request may start another fetch while we wait. A
+        # fetch the background refresher performs is its own: stop it first.
+        for _ in range(8):
+            running = [(f, scope) for f, scope in self._detached.items() if f.loop is loop]
+            if not running:
+                break
+            for _, scope in running:
+                scope.cancel()
+            for flight, _ in running:
+                await flight.done.wait()
+        # Fetches of an event loop that is gone: nothing to wait for, nothing to keep.
+        for flight in [f for f in self._detached if f.loop is not loop]:
+            del self._detached[flight]
+        tasks = [t for t in self._fetch_tasks if t.get_loop() is loop]
+        self._fetch_tasks.intersection_update(tasks)
+        if tasks:
+            await asyncio.wait(tasks)
         client = self._client
         if self._owns_client and client is not None:
             self._client = None

@@ -14,6 +14,7 @@ No sleeps: the issuer holds its answer until released, and waits use events.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import anyio
@@ -149,4 +150,39 @@ async def test_a_completed_unknown_kid_fetch_still_starts_the_cooldown(
     with pytest.raises(Exception, match="cooldown"):
         await cache.get_key("another-unpublished", issuer.alg)
     assert issuer.jwks_requests == fetched + 1
+    await cache.aclose()
+
+
+class _FailsOnLoaded(logging.Filter):
+    """A logging filter with a bug: it raises on the "JWKS ... loaded" line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "loaded" in record.getMessage():
+            raise ValueError("a buggy log filter")
+        return True
+
+
+async def test_an_error_after_the_fetch_never_escapes_its_task(
+    issuer: LocalIssuer, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The fetch runs in a task of its own, on trio a system task, and an exception
+    # out of a trio system task ends the whole program (every request, the server).
+    # What _perform does not contain itself (here a logging filter raising on the
+    # line _install writes) is logged and stops there; this caller and the rest of
+    # the program carry on.
+    logger = logging.getLogger("asgi_auth0.tests.buggy_filter")
+    logger.addFilter(_FailsOnLoaded())
+    caplog.set_level(logging.INFO, logger=logger.name)
+    cache = JWKSCache(
+        issuer.jwks_uri, http_client=client, fetch_timeout=FETCH_TIMEOUT, logger=logger
+    )
+    try:
+        # The key set was installed before the line that failed: the caller has it.
+        key = await cache.get_key(issuer.current_kid, issuer.alg)
+        await anyio.sleep(0)  # the program is still running
+    finally:
+        logger.filters.clear()
+    assert key.kid == issuer.current_kid
+    assert any("unexpected error after fetching" in r.getMessage() for r in caplog.records)
+    assert issuer.jwks_requests == 1
     await cache.aclose()

@@ -79,3 +79,54 @@ def test_an_app_answers_in_every_event_loop_it_is_run_in(issuer: LocalIssuer) ->
             return f"{response.status_code} {response.text}"
 
         assert run(call) == '200 {"sub":"user-1"}'
+
+
+def test_a_fetch_left_behind_by_a_finished_loop_does_not_block_the_next(
+    issuer: LocalIssuer,
+) -> None:
+    # A request started in a loop's last moments: asyncio.run ends and cancels the
+    # fetch's task before it first ran, so nothing ever finishes that fetch. The next
+    # loop must fetch for itself, not wait on (or fail over) an event of a dead loop.
+    cache = JWKSCache(issuer.jwks_uri)
+
+    async def leave_a_fetch_behind() -> None:
+        asyncio.get_running_loop().create_task(cache.get_key(issuer.current_kid, issuer.alg))
+
+    asyncio.run(leave_a_fetch_behind())
+    assert issuer.jwks_requests == 0
+
+    async def current_kid() -> str:
+        return (await cache.get_key(issuer.current_kid, issuer.alg)).kid or ""
+
+    for run in (run_asyncio, run_trio):
+        assert run(current_kid) == issuer.current_kid
+    assert issuer.jwks_requests == 1
+
+    async def close() -> str:
+        await cache.aclose()  # of this loop: nothing of the dead one to wait for
+        return "closed"
+
+    assert run_asyncio(close) == "closed"
+
+
+def test_trio_in_guest_mode_on_an_asyncio_host_is_treated_as_trio(issuer: LocalIssuer) -> None:
+    # In guest mode asyncio's running loop is the host's even inside trio tasks; the
+    # fetch must still run as trio (it used to hang the waiters until fetch_timeout).
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=5)
+
+    async def in_trio() -> list[str]:
+        with trio.fail_after(4):
+            return [(await cache.get_key(issuer.current_kid, issuer.alg)).kid or "" for _ in "ab"]
+
+    async def host() -> Any:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Any] = loop.create_future()
+        trio.lowlevel.start_guest_run(
+            in_trio,
+            run_sync_soon_threadsafe=loop.call_soon_threadsafe,
+            done_callback=done.set_result,
+        )
+        return (await done).unwrap()
+
+    assert asyncio.run(host()) == [issuer.current_kid] * 2
+    assert issuer.jwks_requests == 1

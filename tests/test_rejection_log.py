@@ -284,3 +284,21 @@ async def test_a_token_sent_without_bearer_says_so_in_the_line(
     assert OTHER not in none
     assert token.split(".")[1] not in bare
     assert "dXNlcjpwYXNzd29yZA" not in basic
+
+
+class LongDetailKeySet:
+    generation = 1
+
+    async def get_key(self, kid: str | None, alg: str) -> Any:
+        raise KeySetError("upstream said: " + "x" * 300)
+
+
+async def test_a_long_detail_is_cut_short(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
+    verifier = TokenVerifier(issuer.config(), key_set=LongDetailKeySet())
+    async with client(middleware(verifier, Clock())) as c:
+        await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
+    [line] = rejections(caplog, logging.WARNING)
+    assert line.endswith(": 'upstream said: " + "x" * 61 + "...")
