@@ -28,7 +28,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
 from ._errors import Auth0Error, BearerError, InsufficientScopeError, KeySetError
-from ._keys import log_safe
+from ._keys import log_field, log_safe
 
 logger = logging.getLogger("asgi_auth0.middleware")
 
@@ -185,14 +185,16 @@ def _request_line(scope: Mapping[str, Any]) -> str:
 
 def _facts(
     token_facts: tuple[object, object, object] | None, detail: object
-) -> tuple[str, dict[str, str]]:
-    """The log text and extra fields for a token's kid, alg and iss (escaped), then the
-    error's detail (shown as is when it is a short printable string, else escaped)."""
-    text, fields = "", {}
+) -> tuple[str, dict[str, object]]:
+    """The log text and extra fields for a token's kid, alg and iss (escaped in the
+    text; as :func:`log_field` puts them in the fields), then the error's detail
+    (shown as is when it is a short printable string, else escaped)."""
+    text = ""
+    fields: dict[str, object] = {}
     if token_facts is not None:
         kid, alg, iss = token_facts
-        fields = {"kid": log_safe(kid), "alg": log_safe(alg), "iss": log_safe(iss)}
-        text = f" kid={fields['kid']} alg={fields['alg']} iss={fields['iss']}"
+        fields = {"kid": log_field(kid), "alg": log_field(alg), "iss": log_field(iss)}
+        text = f" kid={log_safe(kid)} alg={log_safe(alg)} iss={log_safe(iss)}"
     if detail:
         if isinstance(detail, str) and detail.isprintable() and len(detail) <= 200:
             shown = detail

@@ -105,7 +105,7 @@ from ._errors import (
     KeySetError,
     UnknownKeyError,
 )
-from ._keys import MAX_KID_LENGTH, KeyIndex, PublicKey, log_safe, parse_jwks
+from ._keys import MAX_KID_LENGTH, KeyIndex, PublicKey, log_field, log_safe, parse_jwks
 
 __all__ = [
     "MAX_JWKS_BYTES",
@@ -532,6 +532,8 @@ class JWKSCache:
         self._fresh_until = -math.inf
         self._stale_until = -math.inf
         self._last_success_at: float | None = None
+        # When a failing on_event hook was last logged at WARNING.
+        self._hook_warned_at: float | None = None
         # The INFO line for unknown kids: when it was last written, how many since not.
         self._unknown_logged_at: float | None = None
         self._unknown_unlogged = 0
@@ -642,7 +644,10 @@ class JWKSCache:
         return self._find_after_fetch(kid, alg, flight, now)
 
     async def _get_key_without_set(self, kid: str | None, alg: str, now: float) -> PublicKey:
-        if self._index is not None and not self._expired_noted:
+        # An outage that outlasted max_stale is an ERROR: tokens are refused now. A set
+        # that merely aged unused (no refresher, no traffic, no failed fetch) is not:
+        # this request refreshes it like any other, quietly.
+        if self._index is not None and self._failures and not self._expired_noted:
             self._expired_noted = True
             self._logger.error(
                 "JWKS of %s is older than max_stale and cannot be refreshed; refusing tokens",
@@ -678,7 +683,7 @@ class JWKSCache:
                 log_safe(kid),
                 extra={
                     "reason": "unknown_kid",
-                    "kid": log_safe(kid),
+                    "kid": log_field(kid),
                     "alg": alg,
                     "iss": self._issuer,
                 },
@@ -738,7 +743,7 @@ class JWKSCache:
             since,
             extra={
                 "reason": "unknown_kid",
-                "kid": log_safe(kid),
+                "kid": log_field(kid),
                 "alg": alg,
                 "iss": self._issuer,
             },
@@ -1110,6 +1115,7 @@ class JWKSCache:
             return
         now = self._clock()
         self._installed_seq = flight.seq
+        recovered_after = self._failures
         changed = fetched.fingerprint != self._fingerprint
         if changed:
             self._index = fetched.index
@@ -1141,6 +1147,15 @@ class JWKSCache:
             self._generation,
             extra={"reason": "refresh", "iss": self._issuer},
         )
+        if recovered_after and not changed:
+            # The outage was logged at WARNING (and ERROR); its end gets a line at
+            # INFO too, even when the keys came back unchanged.
+            self._logger.info(
+                "JWKS of %s fetched again after %d failed attempts",
+                self._issuer or self._jwks_uri,
+                recovered_after,
+                extra={"reason": "recovered", "iss": self._issuer},
+            )
         for why in fetched.refused:
             # Logged with the set (INFO when it changed, else DEBUG), not on every
             # refresh: an issuer that always publishes a key we cannot use is normal.
@@ -1203,7 +1218,21 @@ class JWKSCache:
         try:
             hook(name, info)
         except Exception:
-            self._logger.warning("the JWKSCache on_event hook raised", exc_info=True)
+            # Events follow requests (one per unknown kid), so a broken hook would
+            # otherwise write a traceback per request, as many as a client sends:
+            # WARNING once a minute, the rest at DEBUG.
+            now = self._clock()
+            last = self._hook_warned_at
+            if last is None or now - last >= _UNKNOWN_KID_LOG_WINDOW:
+                self._hook_warned_at = now
+                self._logger.warning(
+                    "the JWKSCache on_event hook raised (on %s; more within a minute at DEBUG)",
+                    name,
+                    exc_info=True,
+                    extra={"reason": "on_event_failed", "iss": self._issuer},
+                )
+            else:
+                self._logger.debug("the JWKSCache on_event hook raised (on %s)", name)
 
     # -- background refresh -------------------------------------------------------------
 

@@ -69,6 +69,16 @@ def log_safe(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def log_field(value: object) -> object:
+    """A value for a log record's ``extra`` fields: a short printable string as it
+    is, so that one issuer (or kid) reads the same in every record, whichever logger
+    wrote it, and a log query can join them; ``None`` as ``None``; anything else
+    escaped as by :func:`log_safe`. A printable string cannot break a line."""
+    if value is None or (isinstance(value, str) and value.isprintable() and len(value) <= 80):
+        return value
+    return log_safe(value)
+
+
 class KeyRejected(ValueError):
     """A JWK that cannot be used for verification; ``str()`` says why (no key bytes)."""
 

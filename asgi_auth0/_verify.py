@@ -34,7 +34,7 @@ from ._errors import (
 from ._jose import JWSParser, ParsedToken
 from ._jwks import key_source_for_config
 from ._jwks import log_safe as _log_safe
-from ._keys import PublicKey, wrap_foreign_key
+from ._keys import PublicKey, log_field, wrap_foreign_key
 
 __all__ = ["TokenVerifier"]
 
@@ -396,9 +396,9 @@ class TokenVerifier:
             extra={
                 "reason": exc.reason,
                 "detail": exc.detail,
-                "kid": _log_safe(kid),
-                "alg": _log_safe(alg),
-                "iss": _log_safe(iss),
+                "kid": log_field(kid),
+                "alg": log_field(alg),
+                "iss": log_field(iss),
             },
         )
 

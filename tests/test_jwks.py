@@ -986,6 +986,76 @@ async def test_known_kids_keep_working_for_max_stale_while_the_issuer_fails(
     assert cache.generation == NOT_VOUCHED
 
 
+async def test_the_expiry_error_is_for_outages_not_for_a_set_that_aged_unused(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No refresher and no traffic for longer than ttl + max_stale (a second issuer
+    # used at night): the next request refreshes, quietly. Only an outage that
+    # outlasted max_stale is an ERROR ("refusing tokens").
+    cache = make(ttl=600, max_stale=3600)
+    kid = issuer.current_kid
+    await cache.get_key(kid, "ES256")
+    clock.advance(600 + 3600 + 1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "asgi_auth0.jwks"):
+        assert (await cache.get_key(kid, "ES256")).kid == kid
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    issuer.fail_with(500)
+    clock.advance(600 + 3600 + 1)
+    with caplog.at_level(logging.WARNING, "asgi_auth0.jwks"), pytest.raises(KeySetError):
+        await cache.get_key(kid, "ES256")  # its refresh fails: the outage starts
+    clock.advance(5)  # past the backoff
+    with caplog.at_level(logging.WARNING, "asgi_auth0.jwks"), pytest.raises(KeySetError):
+        await cache.get_key(kid, "ES256")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "older than max_stale and cannot be refreshed" in errors[0]
+
+
+async def test_the_end_of_an_outage_is_logged_at_info_even_with_the_same_keys(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = make(ttl=600)
+    await cache.get_key(issuer.current_kid, "ES256")
+    issuer.fail_with(500)
+    clock.advance(601)
+    await cache.get_key(issuer.current_kid, "ES256")  # stale; the refresh fails
+    clock.advance(5)
+    await cache.get_key(issuer.current_kid, "ES256")  # fails again
+    issuer.heal()
+    clock.advance(10)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "asgi_auth0.jwks"):
+        await cache.get_key(issuer.current_kid, "ES256")  # works: the same keys
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
+        f"JWKS of {issuer.jwks_uri} fetched again after 2 failed attempts"
+    ]
+
+
+async def test_a_failing_on_event_hook_is_a_warning_once_a_minute(
+    issuer: LocalIssuer, make: Factory, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Events follow requests (one per unknown kid): a broken metrics hook must not
+    # let a client decide how many tracebacks the application logs.
+    def broken(name: str, info: dict[str, Any]) -> None:
+        raise RuntimeError("metrics backend down")
+
+    cache = make(on_event=broken)
+    await cache.get_key(issuer.current_kid, "ES256")
+    with caplog.at_level(logging.DEBUG, "asgi_auth0.jwks"):
+        for i in range(50):
+            with pytest.raises(UnknownKeyError):
+                await cache.get_key(f"random-{i}", "ES256")
+        clock.advance(60)
+        with pytest.raises(UnknownKeyError):
+            await cache.get_key("random-again", "ES256")
+    hook_lines = [r for r in caplog.records if "on_event hook raised" in r.getMessage()]
+    warnings = [r for r in hook_lines if r.levelno == logging.WARNING]
+    assert len(warnings) == 2  # the first, and the first a minute later
+    assert len(hook_lines) > 50  # every one still at DEBUG
+    assert warnings[0].exc_info is not None
+
+
 def test_from_config_says_where_the_jwks_uri_comes_from() -> None:
     config = Auth0Config(issuer=ISSUER, audience="https://api.test", jwks_uri=JWKS_URI)
     with pytest.raises(ConfigError, match="takes the jwks_uri from the config"):

@@ -187,7 +187,7 @@ async def test_the_line_shows_the_kid_alg_and_iss_the_token_carries(
     assert issuer.issuer not in wrong_issuer  # the token's iss, not ours
     assert "kid=None alg=None iss=None: " in garbage
     [record] = [r for r in caplog.records if "invalid_issuer" in r.getMessage()]
-    assert record.kid == repr(issuer.current_kid)  # structured, for JSON log handlers
+    assert record.kid == issuer.current_kid  # structured, for JSON log handlers
 
 
 class _Bare(KeySetError):
@@ -302,3 +302,37 @@ async def test_a_long_detail_is_cut_short(
         await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
     [line] = rejections(caplog, logging.WARNING)
     assert line.endswith(": 'upstream said: " + "x" * 61 + "...")
+
+
+async def test_one_issuer_reads_the_same_in_every_logger_s_fields(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A log query joining the 503 a client got to the failed fetch behind it: the
+    # key cache's records and the middleware's carry the issuer in one spelling
+    # (DESIGN.md: logs carry reason, kid, alg, iss). The line's text escapes them.
+    issuer.fail_with(500)
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    verifier = TokenVerifier(issuer.config())
+    async with client(middleware(verifier, Clock())) as c:
+        r = await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
+    await verifier.aclose()
+    assert r.status_code == 503
+    fetch = [rec for rec in caplog.records if rec.name == "asgi_auth0.jwks"]
+    answer = [rec for rec in caplog.records if rec.name == "asgi_auth0.middleware"]
+    assert fetch
+    assert answer
+    assert {rec.iss for rec in fetch} == {rec.iss for rec in answer} == {issuer.issuer}
+    assert answer[0].alg == "RS256"
+    assert f"iss={issuer.issuer!r}" in answer[0].getMessage()
+
+
+async def test_a_field_that_is_not_plain_is_escaped(
+    verifier: TokenVerifier, issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_auth0.middleware")
+    token = issuer.unknown_kid_token("line\nbreak")  # refused, and logged
+    async with client(middleware(verifier, Clock())) as c:
+        await c.get("/", headers={"Authorization": f"Bearer {token}"})
+    [record] = [r for r in caplog.records if r.name == "asgi_auth0.middleware"]
+    assert record.kid == repr("line\nbreak")
+    assert "\n" not in record.getMessage()
