@@ -167,12 +167,18 @@ def create_app(config: Auth0Config, *, description: str | None = None) -> FastAP
     @app.get("/health", summary="Signing-key cache state")
     async def health() -> JSONResponse:
         """The signing-key cache's state. 503 while no key set is usable (the issuer
-        was never reached, or has failed for longer than ``jwks_max_stale``)."""
+        was never reached, or has failed for longer than ``jwks_max_stale``).
+
+        With several issuers (``additional_issuers``), one that is down makes the
+        status ``degraded`` but not 503: the others' tokens are still served, and
+        every replica sees the same outage, so a load balancer pulling them all
+        would take the working issuers down too.
+        """
         key_sets = _key_set_status(verifier.key_set)
-        usable = all(s["state"] in ("fresh", "stale", "empty") for s in key_sets)
+        usable = [s["state"] in ("fresh", "stale", "empty") for s in key_sets]
         return JSONResponse(
-            {"status": "ok" if usable else "degraded", "key_sets": key_sets},
-            status_code=200 if usable else 503,
+            {"status": "ok" if all(usable) else "degraded", "key_sets": key_sets},
+            status_code=200 if any(usable) else 503,
         )
 
     return app

@@ -222,6 +222,24 @@ async def test_unreachable_issuer_gives_503_and_an_unhealthy_health_check(
         assert (await client.get("/api/private")).status_code == 401
 
 
+@pytest.mark.anyio
+async def test_one_issuer_down_of_two_is_degraded_but_healthy(
+    auth0_issuer: LocalIssuer, auth0_token: TokenFactory
+) -> None:
+    # A tenant migration: the old tenant is unreachable, the current one works. Every
+    # replica sees the same, so a 503 would have a load balancer pull them all.
+    with LocalIssuer() as old:  # on 127.0.0.1, like the current one
+        config = auth0_issuer.config(additional_issuers=(old.issuer,))
+        old.stop()
+        async with serving(create_app(config)) as client:
+            response = await client.get("/api/private", headers=bearer(auth0_token()))
+            assert response.status_code == 200
+            status, body = await health(client)
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert sorted(s["state"] for s in body["key_sets"]) == ["failing", "fresh"]
+
+
 # -- OpenAPI and Swagger UI ------------------------------------------------------------
 
 
