@@ -525,11 +525,19 @@ class Auth0Config:
             # audience) or Auth0's issuer spelling fail only here: name the variables
             # they were read from, as for a bad value alone.
             message = str(exc)
-            named = [
-                var
-                for key, var in from_environment.items()
-                if key in message or key.replace("_", " ") in message
-            ]
+
+            def mentions(key: str) -> bool:
+                # Whole words: "issuer" is not named by "additional_issuers".
+                return bool(re.search(rf"\b{key}\b", message)) or key.replace("_", " ") in message
+
+            # A message begins with the setting it is about; one passed in code
+            # ("additional_issuers entry ...") is no variable's fault.
+            subject = re.match(r"[a-z_]+", message)
+            if subject is not None and subject.group() in overrides:
+                raise
+            named = [var for key, var in from_environment.items() if mentions(key)]
+            if not named and any(mentions(key) for key in overrides):
+                raise
             named = named or list(from_environment.values())
             if not named:
                 raise

@@ -592,3 +592,21 @@ def test_from_env_leaves_errors_of_overrides_alone() -> None:
     with pytest.raises(ConfigError) as caught:
         Auth0Config.from_env({}, domain="t.auth0.com", audience=AUD, realm='"')
     assert str(caught.value).startswith("realm must be")
+
+
+@pytest.mark.parametrize(
+    ("extra", "start"),
+    [
+        (["https://acme.eu.auth0.com"], "additional_issuers entry"),  # no trailing slash
+        (["http://old.example.com/"], "additional_issuers must use https://"),
+    ],
+)
+def test_from_env_does_not_blame_a_variable_for_a_setting_passed_in_code(
+    extra: list[str], start: str
+) -> None:
+    # The message's words ("issuer", "domain=") named AUTH0_ISSUER_BASE_URL and
+    # AUTH0_DOMAIN, which were fine; the setting at fault came from the keywords.
+    env = {"AUTH0_DOMAIN": "acme.eu.auth0.com", "AUTH0_AUDIENCE": AUD}
+    with pytest.raises(ConfigError) as caught:
+        Auth0Config.from_env(env, additional_issuers=extra)
+    assert str(caught.value).startswith(start)
