@@ -99,18 +99,26 @@ async def test_each_kind_gets_its_own_first_line(
     ]
 
 
-class DownKeySet:
+class FailingKeySet:
+    """A custom key source that answers every lookup with ``error``."""
+
     generation = 1
 
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
     async def get_key(self, kid: str | None, alg: str) -> Any:
-        raise KeySetError("the issuer is unreachable", retry_after=30)
+        raise self.error
 
 
 async def test_an_outage_warns_once_per_window_not_once_per_request(
     issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock()
-    verifier = TokenVerifier(issuer.config(), key_set=DownKeySet())
+    verifier = TokenVerifier(
+        issuer.config(),
+        key_set=FailingKeySet(KeySetError("the issuer is unreachable", retry_after=30)),
+    )
     caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
     async with client(middleware(verifier, clock)) as c:
         for i in range(200):
@@ -197,18 +205,11 @@ class _Bare(KeySetError):
         Exception.__init__(self, "down")
 
 
-class BareErrorKeySet:
-    generation = 1
-
-    async def get_key(self, kid: str | None, alg: str) -> Any:
-        raise _Bare()
-
-
 async def test_an_error_whose_init_skips_ours_is_still_answered_and_logged(
     issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
-    verifier = TokenVerifier(issuer.config(), key_set=BareErrorKeySet())
+    verifier = TokenVerifier(issuer.config(), key_set=FailingKeySet(_Bare()))
     async with client(middleware(verifier, Clock())) as c:
         r = await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
     assert r.status_code == 503
@@ -217,19 +218,14 @@ async def test_an_error_whose_init_skips_ours_is_still_answered_and_logged(
     assert f"kid={issuer.current_kid!r}" in line
 
 
-class NewlineKeySet:
-    generation = 1
-
-    async def get_key(self, kid: str | None, alg: str) -> Any:
-        raise KeySetError("upstream said:\nforged line")
-
-
 async def test_the_line_ends_with_the_detail_escaped_when_it_is_not_plain(
     issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Our details are our own words, but a custom key source may raise its own.
     caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
-    verifier = TokenVerifier(issuer.config(), key_set=NewlineKeySet())
+    verifier = TokenVerifier(
+        issuer.config(), key_set=FailingKeySet(KeySetError("upstream said:\nforged line"))
+    )
     async with client(middleware(verifier, Clock())) as c:
         await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
     [line] = rejections(caplog, logging.WARNING)
@@ -286,18 +282,13 @@ async def test_a_token_sent_without_bearer_says_so_in_the_line(
     assert "dXNlcjpwYXNzd29yZA" not in basic
 
 
-class LongDetailKeySet:
-    generation = 1
-
-    async def get_key(self, kid: str | None, alg: str) -> Any:
-        raise KeySetError("upstream said: " + "x" * 300)
-
-
 async def test_a_long_detail_is_cut_short(
     issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
-    verifier = TokenVerifier(issuer.config(), key_set=LongDetailKeySet())
+    verifier = TokenVerifier(
+        issuer.config(), key_set=FailingKeySet(KeySetError("upstream said: " + "x" * 300))
+    )
     async with client(middleware(verifier, Clock())) as c:
         await c.get("/", headers={"Authorization": f"Bearer {issuer.token()}"})
     [line] = rejections(caplog, logging.WARNING)
