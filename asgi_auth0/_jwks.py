@@ -630,7 +630,7 @@ class JWKSCache:
             return key
         # Past freshness, within max_stale: the known kid is served from the stale set.
         self._note_stale(now)
-        if self._runner_active or self._inflight is not None or now < self._next_attempt_at:
+        if self._runner_active or self._current_flight() is not None or now < self._next_attempt_at:
             # A runner (or a fetch under way, or backoff) takes care of freshness;
             # this request does not wait.
             self._kick(now)
@@ -654,7 +654,7 @@ class JWKSCache:
                 self._issuer or self._jwks_uri,
                 extra={"reason": "key_set_expired", "iss": self._issuer},
             )
-        if self._inflight is None and now < self._next_attempt_at:
+        if self._current_flight() is None and now < self._next_attempt_at:
             raise self._unavailable(now, "the issuer's key set is unavailable (backing off)")
         flight = await self._refresh_now("load")
         if not flight.ok:
@@ -669,7 +669,7 @@ class JWKSCache:
                 self._emit("unknown_kid", kid=kid, alg=alg, action="negative_cache")
                 raise UnknownKeyError("no key with this kid (known to be absent)")
             del self._negative[kid]
-        if self._inflight is None and (
+        if self._current_flight() is None and (
             now - self._last_unknown_kid_fetch < self._cooldown or now < self._next_attempt_at
         ):
             if self._failures:
