@@ -1,4 +1,4 @@
-"""Rejection-log rules of session 7 that mutation testing found unchecked.
+"""Rejection-log rules that mutation testing found unchecked.
 
 Each test fails under a mutant the log test files let through: the level of the line
 (INFO for 4xx, WARNING for 5xx, not merely "at least INFO"), the count only when

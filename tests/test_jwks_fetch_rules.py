@@ -1,4 +1,4 @@
-"""JWKSCache rules of session 7 that mutation testing found unchecked.
+"""JWKSCache fetch rules that mutation testing found unchecked.
 
 Each test fails under one or more mutants of asgi_auth0/_jwks.py that the JWKS test
 files let through: a program that never imported trio, a cancelled fetch that was not

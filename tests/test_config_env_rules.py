@@ -1,5 +1,5 @@
-"""Auth0Config.from_env error naming and LocalIssuer.expired_token: two rules of
-session 7 that mutation testing found unchecked.
+"""Auth0Config.from_env error naming and LocalIssuer.expired_token: two rules that
+mutation testing found unchecked.
 
 from_env names the variables a cross-field rule was read from, and never blames a
 variable for a setting passed in code, also when the message begins with no setting's
