@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-import httpx
 import pytest
 from _clock import Clock
+from _rejection_support import OTHER, FailingKeySet, client, middleware
 from fastapi import Depends, FastAPI
-from starlette.responses import PlainTextResponse
-from starlette.types import Receive, Scope, Send
 
 from asgi_auth0._challenge import REJECTION_LOG_WINDOW
 from asgi_auth0._claims import Claims
@@ -27,20 +25,6 @@ from asgi_auth0.fastapi import require_scopes
 from asgi_auth0.testing import LocalIssuer
 
 pytestmark = pytest.mark.anyio
-
-
-async def ok(scope: Scope, receive: Receive, send: Send) -> None:
-    await PlainTextResponse("ok")(scope, receive, send)
-
-
-def middleware(verifier: Any, clock: Clock) -> Auth0Middleware:
-    mw = Auth0Middleware(ok, verifier=verifier)
-    mw._responder.clock = clock
-    return mw
-
-
-def client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
 def rejections(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
@@ -97,18 +81,6 @@ async def test_each_kind_gets_its_own_first_line(
         "reason=malformed_token",
         "reason=malformed_authorization",
     ]
-
-
-class FailingKeySet:
-    """A custom key source that answers every lookup with ``error``."""
-
-    generation = 1
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    async def get_key(self, kid: str | None, alg: str) -> Any:
-        raise self.error
 
 
 async def test_an_outage_warns_once_per_window_not_once_per_request(
@@ -236,7 +208,6 @@ async def test_the_line_ends_with_the_detail_escaped_when_it_is_not_plain(
 
 
 BARE = "the Authorization header holds a bare token, with no scheme"
-OTHER = "the Authorization header uses a scheme other than Bearer"
 
 
 @pytest.mark.parametrize("fail_closed", [False, True])

@@ -11,19 +11,15 @@ injected; nothing sleeps.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-import httpx
 import pytest
 from _clock import Clock
-from starlette.responses import PlainTextResponse
-from starlette.types import Receive, Scope, Send
+from _rejection_support import OTHER, FailingKeySet, client, middleware
 
 from asgi_auth0._bearer import missing_token_hint
 from asgi_auth0._challenge import REJECTION_LOG_WINDOW
 from asgi_auth0._errors import KeySetError
 from asgi_auth0._keys import log_field, log_safe
-from asgi_auth0._middleware import Auth0Middleware
 from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.testing import LocalIssuer
 
@@ -31,33 +27,6 @@ BARE = (
     "the Authorization header holds a bare token, with no scheme: "
     "send 'Authorization: Bearer <token>'"
 )
-OTHER = "the Authorization header uses a scheme other than Bearer"
-
-
-async def ok(scope: Scope, receive: Receive, send: Send) -> None:
-    await PlainTextResponse("ok")(scope, receive, send)
-
-
-def middleware(verifier: Any, clock: Clock) -> Auth0Middleware:
-    mw = Auth0Middleware(ok, verifier=verifier)
-    mw._responder.clock = clock
-    return mw
-
-
-def client(app: Any) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
-
-
-class FailingKeySet:
-    """A custom key source that answers every lookup with ``error``."""
-
-    generation = 1
-
-    def __init__(self, error: Exception) -> None:
-        self.error = error
-
-    async def get_key(self, kid: str | None, alg: str) -> Any:
-        raise self.error
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
