@@ -40,11 +40,11 @@ too; this module opts out of pytest's assertion rewriting, PYTEST_DONT_REWRITE, 
 has no ``assert`` to rewrite, so importing it from a ``conftest.py`` before pytest
 registers it is harmless even under ``filterwarnings = error``.)
 
-Warnings the package logs once per process (a route declaring a scope no token can
-have, ``require_permissions`` meeting a token with no ``permissions`` claim) are
-logged once per *test* under this plugin: an autouse fixture forgets what was
-reported before each test, so a test asserting such a warning with ``caplog`` passes
-whatever ran before it.
+Lines the package logs only once per process (the ERROR for each scope a route
+declares that no token can have, the WARNING when ``require_permissions`` meets a
+token with no ``permissions`` claim) are logged once per *test* under this plugin: an
+autouse fixture forgets what was reported before each test, so a test asserting such
+a line with ``caplog`` passes whatever ran before it.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ __all__ = [
 
 @pytest.fixture(autouse=True)
 def _asgi_auth0_log_once_reset() -> None:
-    """Forget the log-once warnings already reported, so each test sees its own."""
+    """Forget the log-once lines already reported, so each test sees its own."""
     # Read through the module at each test rather than bound at import, so it is the
     # set the reporting functions use now (a test may swap it with monkeypatch).
     _fastapi._REPORTED.clear()
