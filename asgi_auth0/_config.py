@@ -292,7 +292,8 @@ class Auth0Config:
     accept_bound_tokens: bool = False
     #: Where the issuer publishes its keys; derived from ``domain`` or discovered.
     jwks_uri: str | None = None
-    #: Seconds a fetched key set is fresh when the issuer sends no ``Cache-Control``.
+    #: Seconds a fetched key set is fresh when the issuer sends no ``Cache-Control:
+    #: max-age`` (``no-cache``/``no-store`` give the lower bound, never a fetch per request).
     jwks_cache_ttl: float = 600
     #: Minimum seconds between two refreshes triggered by unknown ``kid`` values.
     jwks_refresh_cooldown: float = 30

@@ -8,8 +8,9 @@ responses, background tasks and context variables behave exactly as without it. 
 raised by the application is never turned into an authentication error.
 
 The one exception it catches from downstream is :class:`AuthenticationRejected`, which
-only the FastAPI dependencies raise (before any response is started) to have their
-rejection answered here, exactly like the middleware's own.
+the FastAPI dependencies raise (before any response is started), and application code
+may raise too (the README's Starlette sample does), to have a rejection answered here,
+exactly like the middleware's own.
 
 Across the application's lifespan (when the server runs one) it warms the key set at
 startup and runs the key source's background refresher in a task group it owns, so
