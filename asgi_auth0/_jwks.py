@@ -65,11 +65,13 @@ Single flight, generations, cancellation
     moves whenever the usable keys change (the verifier drops cached verdicts then).
     Callers wait on an event, each under its own cancel scope, so a caller that goes
     away (its deadline, a client disconnect) stops waiting at once and never cancels
-    the fetch. The runner performs it when there is one; else the first caller starts
-    it in a task of its own (a system task on trio), bounded by ``fetch_timeout``, and
-    then waits like everyone else. A fetch that ends without an outcome (the cache
-    closed, the runner stopped) answers its waiters with 503 and does not count
-    towards the unknown-``kid`` cooldown.
+    the fetch. The runner performs it when there is one in the caller's event loop;
+    else the first caller starts it in a task of its own (a system task on trio),
+    bounded by ``fetch_timeout``, and then waits like everyone else. A runner left
+    behind in an event loop that stopped running (closed or dropped with the runner
+    still pending) is forgotten: it vouches for nothing, and a new one may start. A
+    fetch that ends without an outcome (the cache closed, the runner stopped) answers
+    its waiters with 503 and does not count towards the unknown-``kid`` cooldown.
 """
 
 from __future__ import annotations
@@ -185,7 +187,8 @@ class JWKSStatus:
     #: Seconds until the next fetch is due: a refresh, or a retry after backoff
     #: (``0``: on the next request, or now if a runner is active).
     next_refresh_in: float
-    #: Whether a background runner is active.
+    #: Whether a background runner is alive (not one left behind in an event loop
+    #: that stopped running).
     background: bool
 
     def as_dict(self) -> dict[str, Any]:
@@ -238,6 +241,23 @@ class _Fetched:
     lifetime: float
     #: Why each key left out was left out ("key #2 (kid 'x'): use is not 'sig'").
     refused: tuple[str, ...] = ()
+
+
+@dataclass(eq=False)
+class _Runner:
+    """One background refresher (a call of :meth:`JWKSCache.run`) and its event loop.
+
+    Fetches are handed only to a refresher of the caller's own loop (see
+    _running_loop): its wake event belongs to that loop, and a loop that stopped
+    running with the refresher still pending (closed, or simply dropped) will never
+    run it again. See JWKSCache._runner_alive for when it counts as there at all.
+    """
+
+    loop: object
+    #: The same loop when it is asyncio's (``None``: a trio token).
+    asyncio_loop: asyncio.AbstractEventLoop | None
+    #: Set to wake it early; replaced after each wake (an Event cannot be cleared).
+    wake: anyio.Event = field(default_factory=anyio.Event)
 
 
 def _running_loop() -> object:
@@ -555,9 +575,8 @@ class JWKSCache:
         self._stale_warned = False
         self._expired_noted = False
         self._negative: OrderedDict[str | None, float] = OrderedDict()
-        # -- background runner --
-        self._runner_active = False
-        self._wake: anyio.Event | None = None
+        # -- background runner (see _Runner) --
+        self._runner: _Runner | None = None
 
     @classmethod
     def from_config(
@@ -630,7 +649,11 @@ class JWKSCache:
             return key
         # Past freshness, within max_stale: the known kid is served from the stale set.
         self._note_stale(now)
-        if self._runner_active or self._current_flight() is not None or now < self._next_attempt_at:
+        if (
+            self._runner_alive()
+            or self._current_flight() is not None
+            or now < self._next_attempt_at
+        ):
             # A runner (or a fetch under way, or backoff) takes care of freshness;
             # this request does not wait.
             self._kick(now)
@@ -776,7 +799,9 @@ class JWKSCache:
         if self._index is None:
             return self._generation
         generation = self._counted_generation()
-        return generation if self._runner_active else NOT_VOUCHED
+        # Only a live refresher vouches: one left behind in a loop that no longer runs
+        # refreshes nothing, here or anywhere.
+        return generation if self._runner_alive() else NOT_VOUCHED
 
     def _counted_generation(self) -> int:
         """The generation, with the last good set's expiry counted if it has passed."""
@@ -810,7 +835,7 @@ class JWKSCache:
         # --lifespan off): a refresh is simply due, and this request is making it. A
         # warning would cry outage once per freshness period; if that refresh fails,
         # this is called again and warns then.
-        quiet = self._last_error is None and not self._runner_active
+        quiet = self._last_error is None and not self._runner_alive()
         if not self._stale_noted:
             self._stale_noted = True
             if quiet:
@@ -855,10 +880,13 @@ class JWKSCache:
         flight = self._current_flight()
         if flight is None:
             flight = self._new_flight(trigger)
-            if self._runner_active:
+            runner = self._runner
+            if runner is not None and runner.loop is flight.loop:
                 self._pending = flight
-                self._wake_runner()
+                runner.wake.set()
             else:
+                # No refresher, or one of another event loop, which cannot be woken
+                # from here and may never run again: fetch for ourselves.
                 self._start_fetch(flight)
         # The caller that started the fetch waits like any other: its deadline or a
         # client disconnect ends its wait here, and the fetch goes on for the others.
@@ -1252,20 +1280,31 @@ class JWKSCache:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """The background refresher; runs until cancelled. For ``task_group.start``."""
-        if self._runner_active:
+        """The background refresher; runs until cancelled. For ``task_group.start``.
+
+        Raises :class:`RuntimeError` if the cache already has a live one. A refresher
+        left behind in an event loop that stopped running (closed or dropped without
+        cancelling it) is not live: it is forgotten, and this one takes over.
+        """
+        if self._runner_alive():
             raise RuntimeError("this JWKSCache already has a background refresher")
-        self._runner_active = True
-        self._wake = anyio.Event()
+        loop = _running_loop()
+        runner = self._runner = _Runner(
+            loop, loop if isinstance(loop, asyncio.AbstractEventLoop) else None
+        )
         try:
             task_status.started()
-            while True:
+            # Left only if another refresher took over while this one's loop was not
+            # running (a loop that was stopped and has now been run again): the
+            # cache is the newer one's.
+            while self._runner is runner:
+                # First: forgets a fetch of another loop, and its hand-over with it.
+                inflight = self._current_flight()
                 pending = self._pending
                 if pending is not None:
                     self._pending = None
                     await self._perform(pending)
                     continue
-                inflight = self._current_flight()
                 if inflight is not None:
                     # A fetch a request started inline before the runner began.
                     await inflight.done.wait()
@@ -1278,18 +1317,39 @@ class JWKSCache:
                 # Sleeps on the event loop's clock; requests wake it early when the
                 # cache's own clock says a refresh is due (they differ only in tests).
                 with anyio.move_on_after(due - now):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+                    await runner.wake.wait()
+                runner.wake = anyio.Event()
         finally:
-            self._runner_active = False
-            self._wake = None
-            pending, self._pending = self._pending, None
-            if pending is not None:
-                # Handed over but never started: release its waiters (as a failure).
-                if self._inflight is pending:
-                    self._inflight = None
-                self._forget_unanswered(pending)
-                pending.done.set()
+            if self._runner is runner:
+                self._runner = None
+                pending, self._pending = self._pending, None
+                if pending is not None:
+                    # Handed over but never started: release its waiters (as a failure).
+                    if self._inflight is pending:
+                        self._inflight = None
+                    self._forget_unanswered(pending)
+                    pending.done.set()
+
+    def _runner_alive(self) -> bool:
+        """Whether the background refresher is alive, and so keeps the key set fresh.
+
+        An asyncio loop that no longer runs (stopped or closed with the refresher
+        still pending) never runs it again; one merely paused finds, if it runs again,
+        that a newer refresher took over (see run()). A trio run that ends cancels and
+        unwinds every task in it, run()'s finally included, so a trio refresher still
+        here belongs to a run still going.
+
+        Not "in the caller's loop": a refresher running in another thread's loop
+        refreshes too, and status() is often asked from a worker thread. Handing it
+        a fetch does take the same loop (see _refresh_now). Cheap, for
+        :attr:`generation` on the verifier's cache hits past freshness: the running
+        loop is not asked for (that costs an exception whenever trio is imported).
+        """
+        runner = self._runner
+        if runner is None:
+            return False
+        loop = runner.asyncio_loop
+        return True if loop is None else loop.is_running()
 
     def _background_due(self) -> float:
         if self._index is None:
@@ -1297,17 +1357,16 @@ class JWKSCache:
         return max(self._refresh_at, self._next_attempt_at)
 
     def _kick(self, now: float) -> None:
+        runner = self._runner
         if (
-            self._runner_active
+            runner is not None
             and self._inflight is None
             and now >= self._next_attempt_at
             and now >= self._refresh_at
+            # Last, and only when a refresh is due: the wake event is the loop's own.
+            and runner.loop is _running_loop()
         ):
-            self._wake_runner()
-
-    def _wake_runner(self) -> None:
-        if self._wake is not None:
-            self._wake.set()
+            runner.wake.set()
 
     # -- introspection and lifecycle ------------------------------------------------------
 
@@ -1322,7 +1381,8 @@ class JWKSCache:
             state = "fresh"
         else:
             state = "stale"
-        if self._runner_active:
+        background = self._runner_alive()
+        if background:
             due = self._background_due()
         elif index is None or self._usable(now) is None:
             due = self._next_attempt_at
@@ -1343,7 +1403,7 @@ class JWKSCache:
             else max(0.0, now - self._last_success_at),
             last_error=self._last_error,
             next_refresh_in=max(0.0, due - now) if math.isfinite(due) else 0.0,
-            background=self._runner_active,
+            background=background,
         )
 
     @property
