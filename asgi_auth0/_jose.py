@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ from ._keys import MAX_KID_LENGTH, b64url_decode_bytes, decode_translated
 
 __all__ = [
     "HEADER_CACHE_SIZE",
+    "MAX_JSON_CONTAINERS",
     "MAX_JSON_DEPTH",
     "JWSParser",
     "ParsedToken",
@@ -33,6 +35,13 @@ __all__ = [
 
 #: Nesting deeper than this in a header or payload is refused as malformed.
 MAX_JSON_DEPTH = 16
+
+#: More JSON objects and arrays than this in one header or payload is refused as
+#: malformed. Each costs the parser a Python call or more (the duplicate-member check,
+#: the depth walk, freezing a header), so a token made of ``[{},{},...]`` cost an
+#: attacker nothing to send and the server milliseconds to refuse. Real access tokens
+#: hold a handful (Keycloak's ``resource_access``, one per client, among the most).
+MAX_JSON_CONTAINERS = 256
 
 
 class ParsedToken(NamedTuple):
@@ -80,15 +89,23 @@ _decoder = json.JSONDecoder(
 
 
 def _too_deep(value: Any, limit: int) -> bool:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    # Level by level, with no generator or tuple per container: a token may hold up to
+    # MAX_JSON_CONTAINERS of them, and each used to cost about a microsecond here.
+    # (The decoder builds exact dicts and lists, so type() is enough.)
+    level: list[Any] = [value]
+    depth = 1
+    while level:
+        below: list[Any] = []
+        for item in level:
+            for child in item.values() if type(item) is dict else item:
+                kind = type(child)
+                if kind is dict or kind is list:
+                    below.append(child)
+        if below:
+            depth += 1
+            if depth > limit:
+                return True
+        level = below
     return False
 
 
@@ -154,18 +171,40 @@ def loads_strict(raw: bytes) -> Any:
     return value
 
 
+# A JSON string, escapes and all; the closing quote is optional so that a match can
+# never fail once begun (a failing match retried at every later quote would make this
+# quadratic in the token's length).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+
+
+def _containers(raw: bytes) -> int:
+    """The ``{`` and ``[`` of ``raw`` outside its strings: for valid JSON, exactly its
+    number of objects and arrays (for invalid JSON, no fewer than a parser would build
+    before it fails)."""
+    outside = _JSON_STRING.sub(b"", raw)
+    return outside.count(b"{") + outside.count(b"[")
+
+
 def _json_object(segment: bytes, what: str, decode: _Decode) -> dict[str, Any]:
     try:
         raw = decode(segment)
+    except ValueError as exc:
+        raise MalformedTokenError(f"{what} is not base64url-encoded UTF-8 JSON") from exc
+    # Brackets inside strings make this count err on the safe side, so the exact
+    # count, and the depth walk below, run for unusual documents only.
+    brackets = raw.count(b"{") + raw.count(b"[")
+    if brackets > MAX_JSON_CONTAINERS and _containers(raw) > MAX_JSON_CONTAINERS:
+        # Before parsing: refusing must cost less than what is refused.
+        raise MalformedTokenError(
+            f"{what} holds more than {MAX_JSON_CONTAINERS} JSON objects and arrays"
+        )
+    try:
         value = loads_strict(raw)
     except ValueError as exc:
         raise MalformedTokenError(f"{what} is not base64url-encoded UTF-8 JSON") from exc
     if type(value) is not dict:
         raise MalformedTokenError(f"{what} is not a JSON object")
-    # Nesting can only exceed the limit if the text holds more brackets than that
-    # (brackets inside strings just make the count err on the safe side), so the
-    # walk runs for unusual documents only.
-    if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and _too_deep(value, MAX_JSON_DEPTH):
+    if brackets > MAX_JSON_DEPTH and _too_deep(value, MAX_JSON_DEPTH):
         raise MalformedTokenError(f"{what} nests JSON too deeply")
     return value
 

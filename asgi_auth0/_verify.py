@@ -31,7 +31,7 @@ from ._errors import (
     SenderConstrainedTokenError,
     TokenTooOldError,
 )
-from ._jose import JWSParser, ParsedToken
+from ._jose import MAX_JSON_CONTAINERS, JWSParser, ParsedToken
 from ._jwks import key_source_for_config
 from ._jwks import log_safe as _log_safe
 from ._keys import PublicKey, log_field, wrap_foreign_key
@@ -98,7 +98,12 @@ def _peek(token: object, max_size: int) -> tuple[object, object, object]:
     objects: list[dict[str, Any]] = []
     for segment in segments[:2]:
         try:
-            value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+            raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+            # Not worth more than the check that refused it: an attacker's thousands of
+            # nested containers stay unread (the log line then shows no kid or alg).
+            value = (
+                None if raw.count(b"{") + raw.count(b"[") > MAX_JSON_CONTAINERS else json.loads(raw)
+            )
         except (ValueError, RecursionError):  # binascii.Error and UnicodeError are ValueErrors
             value = None
         objects.append(value if isinstance(value, dict) else {})

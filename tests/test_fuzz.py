@@ -70,7 +70,7 @@ from asgi_auth0 import (
 )
 from asgi_auth0._bearer import token_from_scope
 from asgi_auth0._config import SUPPORTED_ALGORITHMS
-from asgi_auth0._jose import MAX_JSON_DEPTH, parse_compact
+from asgi_auth0._jose import MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, parse_compact
 from asgi_auth0._jwks import MAX_JWKS_BYTES
 from asgi_auth0._keys import (
     MAX_JWKS_KEYS,
@@ -255,6 +255,14 @@ def _depth(value: object) -> int:
     return 0
 
 
+def _containers(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + sum(_containers(v) for v in value.values())
+    if isinstance(value, list):
+        return 1 + sum(_containers(v) for v in value)
+    return 0
+
+
 def _non_finite(value: object) -> bool:
     if isinstance(value, float):
         return not math.isfinite(value)
@@ -269,8 +277,12 @@ def expected_refusals(header: dict[str, Any], payload: dict[str, Any]) -> set[ty
     """An independent model of the rules: what a genuinely signed token may be refused
     with (the empty set: it must be accepted). Defaults: iat required, leeway 5."""
     for part in (header, payload):
-        if _non_finite(part) or _depth(part) > MAX_JSON_DEPTH:
-            return {MalformedTokenError}  # not JSON (NaN, Infinity) or too deep
+        if (
+            _non_finite(part)
+            or _depth(part) > MAX_JSON_DEPTH
+            or _containers(part) > MAX_JSON_CONTAINERS
+        ):
+            return {MalformedTokenError}  # not JSON (NaN, Infinity), too deep or too many
     iss = payload.get("iss")
     if type(iss) is not str or iss != ISS:
         return {InvalidIssuerError}  # checked before any key lookup or claim

@@ -16,6 +16,7 @@ token) or attacker-controlled text with its control characters intact.
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -45,7 +46,7 @@ from asgi_auth0 import (
     require_scopes,
     require_token,
 )
-from asgi_auth0._jose import MAX_JSON_DEPTH
+from asgi_auth0._jose import MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, JWSParser
 from asgi_auth0._jwks import MAX_JWKS_BYTES
 from asgi_auth0._keys import MAX_JWKS_KEYS, MAX_KID_LENGTH, parse_jwks
 from asgi_auth0._signing import DEFAULT_ALG, public_jwk
@@ -140,6 +141,85 @@ async def test_pathological_nesting_is_malformed_not_a_recursion_error() -> None
         with pytest.raises(MalformedTokenError):
             await verifier.verify(token)
     assert keys.calls == 0
+
+
+# -- JSON objects and arrays per segment -----------------------------------------------------
+
+
+def _flat(containers: int) -> list[Any]:
+    """A member value holding exactly ``containers`` objects and arrays in all."""
+    return [{} for _ in range(containers - 1)]
+
+
+async def test_a_payload_may_hold_max_json_containers_and_no_more() -> None:
+    verifier, _ = _verifier()
+    # The payload object itself is one of them.
+    at_limit = generate.good("ES256", many=_flat(MAX_JSON_CONTAINERS - 1))
+    assert len((await verifier.verify(at_limit))["many"]) == MAX_JSON_CONTAINERS - 2
+    with pytest.raises(MalformedTokenError, match="more than 256 JSON objects and arrays"):
+        await verifier.verify(generate.good("ES256", many=_flat(MAX_JSON_CONTAINERS)))
+
+
+async def test_a_header_over_the_container_limit_is_refused_and_never_cached() -> None:
+    verifier, keys = _verifier()
+    parser = JWSParser(max_size=16384, algorithms=frozenset(ALL_ALGS))
+    header = generate.header("ES256", ext=_flat(MAX_JSON_CONTAINERS))
+    token = generate.jws(header, generate.claims())
+    with pytest.raises(MalformedTokenError, match="header holds more than"):
+        parser.parse(token)
+    assert parser.cached_headers == 0
+    with pytest.raises(MalformedTokenError, match="header holds more than"):
+        await verifier.verify(token)
+    assert keys.calls == 0
+    # One container fewer is an ordinary header.
+    header = generate.header("ES256", ext=_flat(MAX_JSON_CONTAINERS - 1))
+    assert await verifier.verify(generate.jws(header, generate.claims()))
+
+
+async def test_brackets_inside_strings_are_not_counted_as_containers() -> None:
+    verifier, _ = _verifier()
+    # A claim carrying JSON as text (an Auth0 Action copying metadata, say), with
+    # escaped quotes that must not end the string early.
+    text = '{"a": [' + '"\\"[{", ' * 400 + "]}"
+    token = generate.good("ES256", note=text, many=_flat(MAX_JSON_CONTAINERS - 2))
+    assert (await verifier.verify(token))["note"] == text
+
+
+async def test_the_container_limit_is_checked_before_the_json_is_parsed() -> None:
+    verifier, _ = _verifier()
+    # Thousands of containers, then a syntax error: refused for the count, which
+    # needs no parse, not for the syntax, which the parser would reach only after
+    # building every container before it.
+    raw = b'{"iss": "' + ISS.encode() + b'", "many": [' + b"{}, " * 2500 + b"}"
+    with pytest.raises(MalformedTokenError, match="more than 256 JSON objects and arrays"):
+        await verifier.verify(generate.jws(generate.header("ES256"), raw))
+
+
+async def test_counting_containers_stays_linear_on_an_unterminated_string() -> None:
+    verifier, _ = _verifier(max_token_size=1 << 20)
+    # Brackets enough for the exact count, then a string that never ends, full of
+    # escaped quotes. A string pattern that could fail once begun would be retried at
+    # each of those 300,000 quotes, each time to the end: hours at this size, where
+    # the count takes milliseconds (pytest's timeout is the judge here, not a clock).
+    raw = b'{"iss": "' + ISS.encode() + b'", "a": "' + b"[" * 300 + b'\\"' * 300_000
+    with pytest.raises(MalformedTokenError, match="not base64url-encoded UTF-8 JSON"):
+        await verifier.verify(generate.jws(generate.header("ES256"), raw))
+
+
+async def test_a_refused_flood_of_containers_is_not_parsed_for_the_log_either(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    verifier, _ = _verifier()
+    header = generate.header("ES256", kid="peek-me", ext=_flat(MAX_JSON_CONTAINERS * 4))
+    small = generate.header("ES256", kid="peek-me", ext=_flat(3))
+    with caplog.at_level(logging.DEBUG, logger="asgi_auth0"):
+        for hdr in (header, small):
+            with pytest.raises(MalformedTokenError):
+                await verifier.verify(generate.jws(hdr, b"not json"))
+    kids = [getattr(r, "kid", None) for r in caplog.records if hasattr(r, "kid")]
+    # The small header's kid is read for the log line; the flood's is left unread.
+    assert "peek-me" in kids
+    assert kids.count("peek-me") == 1
 
 
 # -- the JWKS: number of keys, nesting, kid length --------------------------------------------
