@@ -305,7 +305,8 @@ class Auth0Config:
     additional_issuers: Sequence[str] = ()
     #: Tokens longer than this many bytes are refused before any parsing.
     max_token_size: int = 16 * 1024
-    #: How many verified tokens to remember (0 turns the cache off).
+    #: How many verified tokens to remember (0 turns the cache off); at most 2,048
+    #: token characters each on average, so large tokens get fewer entries.
     token_cache_size: int = 4096
     #: The realm of the ``WWW-Authenticate`` challenge.
     realm: str = "api"

@@ -58,6 +58,13 @@ def _is_date(value: object) -> bool:
 # An OrderedDict entry: its hash-table slot and index plus its linked-list node.
 _CACHE_SLOT_BYTES = 100
 
+#: The verified-token cache holds at most ``token_cache_size`` times this many token
+#: characters in all. An entry costs a few times its token's length (the claims),
+#: so a count alone let issuer-signed tokens with large claims hold about a GiB at the
+#: default size; this keeps the worst case near 50 MiB and never binds on ordinary
+#: tokens (about 1 KiB from Auth0): large ones just get fewer entries.
+CACHE_CHARS_PER_ENTRY = 2048
+
 
 def _deep_size(claims: Claims) -> int:
     """Bytes held by ``claims``: the object, its mapping, and every key and value."""
@@ -172,6 +179,10 @@ class TokenVerifier:
         self._parser = JWSParser(max_size=self._max_size, algorithms=self._algorithms)
         self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._cache_size = config.token_cache_size
+        # Token characters held now, and at most; room for one token of the largest
+        # size at least, however small the cache.
+        self._cache_chars = 0
+        self._cache_char_budget = max(self._cache_size * CACHE_CHARS_PER_ENTRY, self._max_size)
 
     @property
     def key_set(self) -> Any:
@@ -197,7 +208,8 @@ class TokenVerifier:
                 except KeyError:  # another thread evicted it meanwhile; the verdict stands
                     pass
                 return entry.claims
-            self._cache.pop(token, None)
+            if self._cache.pop(token, None) is not None:
+                self._cache_chars -= len(token)
         parsed: ParsedToken | None = None
         try:
             parsed = self.precheck(token)
@@ -364,12 +376,18 @@ class TokenVerifier:
             # freshness with no refresher).
             return
         cache = self._cache
+        chars = self._cache_chars
+        if token not in cache:  # else: a concurrent verification of it got here first
+            chars += len(token)
         cache[token] = _new_entry((claims, valid_until, generation, source))
-        if len(cache) > self._cache_size:
-            try:  # noqa: SIM105 (suppress() costs a context manager per cold token)
-                cache.popitem(last=False)
+        while len(cache) > self._cache_size or chars > self._cache_char_budget:
+            try:
+                oldest, _ = cache.popitem(last=False)
             except KeyError:  # emptied by another thread meanwhile
-                pass
+                chars = 0
+                break
+            chars -= len(oldest)
+        self._cache_chars = chars
 
     def _log_rejection(self, exc: Auth0Error, parsed: ParsedToken | None, token: object) -> None:
         # kid/alg/iss ride on the exception to the middleware's rejection line too
@@ -412,13 +430,17 @@ class TokenVerifier:
     def clear_cache(self) -> None:
         """Forget every cached verification."""
         self._cache.clear()
+        self._cache_chars = 0
 
     def cache_info(self) -> dict[str, int]:
         """Size and an estimate of the memory of the verified-token cache.
 
         ``approx_bytes_per_entry`` is measured on the oldest entry: the token string,
         the entry, the claims with every key and value they hold, and the cache's own
-        slot. (The allocator's overhead comes on top.)
+        slot. (The allocator's overhead comes on top.) ``token_chars`` is the length of
+        the cached tokens together; the oldest are dropped when it would pass
+        ``max_token_chars`` (``token_cache_size`` times 2,048, or one largest token),
+        as when the entries would pass ``max_entries``.
         """
         entries = len(self._cache)
         per_entry = 0
@@ -435,6 +457,8 @@ class TokenVerifier:
             "entries": entries,
             "max_entries": self._cache_size,
             "approx_bytes_per_entry": per_entry,
+            "token_chars": self._cache_chars,
+            "max_token_chars": self._cache_char_budget,
         }
 
     async def refresh(self) -> None:

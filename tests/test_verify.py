@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from asgi_auth0 import (
@@ -696,6 +697,82 @@ async def test_cache_size_is_bounded_and_configurable() -> None:
     off = verifier(token_cache_size=0)
     await off.verify(make())
     assert off.cache_info()["entries"] == 0
+
+
+async def test_cache_holds_at_most_2048_token_characters_per_entry() -> None:
+    # Budget: 8 entries x 2,048 = 16,384 characters. Tokens of about 3,400 fill it
+    # at 4 entries; the oldest go first, as when the entry count is reached.
+    v = verifier(token_cache_size=8, max_token_size=4096)
+    large = [make(jti=str(i), pad="x" * 2000) for i in range(8)]
+    assert {len(t) for t in large} == {len(large[0])}
+    assert 3000 < len(large[0]) < 4096
+    for token in large:
+        await v.verify(token)
+    info = v.cache_info()
+    assert info["max_token_chars"] == 8 * 2048
+    assert info["entries"] == 16384 // len(large[0])
+    assert info["token_chars"] == sum(len(t) for t in large[-info["entries"] :])
+    assert info["token_chars"] <= info["max_token_chars"]
+    # Ordinary tokens never meet the budget: the count binds first.
+    small = verifier(token_cache_size=8)
+    for i in range(10):
+        await small.verify(make(jti=str(i)))
+    assert small.cache_info()["entries"] == 8
+
+
+async def test_cache_always_has_room_for_one_token_of_the_largest_size() -> None:
+    v = verifier(token_cache_size=1, max_token_size=4096)
+    token = make(pad="x" * 2000)
+    assert len(token) > 2048
+    await v.verify(token)
+    info = v.cache_info()
+    assert (info["entries"], info["token_chars"], info["max_token_chars"]) == (1, len(token), 4096)
+
+
+async def test_a_token_verified_twice_at_once_is_counted_once() -> None:
+    class Gated:
+        """Holds every key lookup until released, so both verifications are cold."""
+
+        generation = 1
+
+        def __init__(self) -> None:
+            self.inner = StaticKeySet(jwks("RSA"))
+            self.release = anyio.Event()
+
+        async def get_key(self, kid: str | None, alg: str) -> Any:
+            await self.release.wait()
+            return await self.inner.get_key(kid, alg)
+
+    keys = Gated()
+    v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=keys, clock=lambda: NOW)
+    token = make()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(v.verify, token)
+        tg.start_soon(v.verify, token)
+        await anyio.wait_all_tasks_blocked()
+        keys.release.set()
+    info = v.cache_info()
+    assert (info["entries"], info["token_chars"]) == (1, len(token))
+
+
+async def test_cache_character_count_follows_drops_and_clears() -> None:
+    now = [NOW]
+    v = verifier(clock=lambda: now[0], leeway=0)
+    token, other = make(exp=NOW + 10), make(exp=NOW + 100, jti="other")
+    await v.verify(token)
+    await v.verify(other)
+    await v.verify(other)  # a hit adds nothing
+    assert v.cache_info()["token_chars"] == len(token) + len(other)
+    now[0] = NOW + 10  # the first one's verdict is dropped on its next use
+    with pytest.raises(ExpiredTokenError):
+        await v.verify(token)
+    assert v.cache_info()["token_chars"] == len(other)
+    v.clear_cache()
+    assert v.cache_info()["token_chars"] == 0
+    # Counted from zero again: an over-count left behind would evict early.
+    for i in range(3):
+        await v.verify(make(jti=str(i)))
+    assert v.cache_info()["entries"] == 3
 
 
 async def test_max_token_age_is_honoured_on_cache_hits() -> None:
