@@ -71,6 +71,7 @@ from asgi_auth0 import (
 from asgi_auth0._bearer import token_from_scope
 from asgi_auth0._config import SUPPORTED_ALGORITHMS
 from asgi_auth0._jose import MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, parse_compact
+from asgi_auth0._jose import _containers as count_containers
 from asgi_auth0._jwks import MAX_JWKS_BYTES
 from asgi_auth0._keys import (
     MAX_JWKS_KEYS,
@@ -199,6 +200,22 @@ any_token = st.one_of(
 
 
 # -- the token parser ------------------------------------------------------------------
+
+
+# Strings made of the characters that could fool a count of brackets outside strings.
+_tricky_text = st.text(alphabet='"\\{}[]/ u', max_size=12)
+_tricky_values = st.recursive(
+    st.none() | st.integers() | _tricky_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_tricky_text, inner, max_size=4),
+    max_leaves=16,
+)
+
+
+@fuzz(400)
+@given(_tricky_values, st.booleans())
+def test_the_container_count_matches_the_json_exactly(value: Any, ascii_only: bool) -> None:
+    raw = json.dumps(value, ensure_ascii=ascii_only).encode()
+    assert count_containers(raw) == _containers(value)
 
 
 @fuzz(400)

@@ -198,9 +198,9 @@ async def test_the_container_limit_is_checked_before_the_json_is_parsed() -> Non
 async def test_counting_containers_stays_linear_on_an_unterminated_string() -> None:
     verifier, _ = _verifier(max_token_size=1 << 20)
     # Brackets enough for the exact count, then a string that never ends, full of
-    # escaped quotes. A string pattern that could fail once begun would be retried at
-    # each of those 300,000 quotes, each time to the end: hours at this size, where
-    # the count takes milliseconds (pytest's timeout is the judge here, not a clock).
+    # escaped quotes. A count that rescanned the rest at each of those 300,000 quotes
+    # (as a string pattern that can fail once begun does) would take hours at this
+    # size, where it takes milliseconds (pytest's timeout is the judge, not a clock).
     raw = b'{"iss": "' + ISS.encode() + b'", "a": "' + b"[" * 300 + b'\\"' * 300_000
     with pytest.raises(MalformedTokenError, match="not base64url-encoded UTF-8 JSON"):
         await verifier.verify(generate.jws(generate.header("ES256"), raw))
