@@ -79,9 +79,15 @@ def validate_url(name: str, url: object) -> str:
 def _seconds(name: str, value: object, *, minimum: float, maximum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or not minimum <= value <= maximum:
-        raise ConfigError(f"{name} must be between {minimum} and {maximum} seconds, got {value}")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float: not a ValueError
+        seconds = math.inf
+    if not math.isfinite(seconds) or not minimum <= seconds <= maximum:
+        raise ConfigError(
+            f"{name} must be between {minimum} and {maximum} seconds, got {seconds:g}"
+        )
+    return seconds
 
 
 def _strings(name: str, value: object, *, allow_empty: bool) -> tuple[str, ...]:

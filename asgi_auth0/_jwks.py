@@ -395,9 +395,15 @@ def _key_index(document: object) -> tuple[KeyIndex, tuple[str, ...]]:
 def _seconds(name: str, value: object, *, minimum: float, positive: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number of seconds")
-    if not math.isfinite(value) or value < minimum or (positive and value <= 0):
-        raise ConfigError(f"{name} must be a finite number of seconds >= {minimum}, got {value}")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float: not a ValueError
+        seconds = math.inf
+    if not math.isfinite(seconds) or seconds < minimum or (positive and seconds <= 0):
+        raise ConfigError(
+            f"{name} must be a finite number of seconds >= {minimum}, got {seconds:g}"
+        )
+    return seconds
 
 
 _T = TypeVar("_T")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from asgi_auth0 import Auth0Config, ConfigError
+from asgi_auth0 import Auth0Config, ConfigError, JWKSCache
 from asgi_auth0._config import is_loopback_host, validate_url
 
 AUD = "https://api.example.com"
@@ -180,3 +180,38 @@ def test_from_env_blames_a_bad_domain_alone_beside_a_good_issuer_base_url() -> N
     with pytest.raises(ConfigError) as caught:
         Auth0Config.from_env(env)
     assert str(caught.value).startswith("AUTH0_DOMAIN: domain must be a bare host name")
+
+
+_DURATIONS = (
+    "leeway",
+    "max_token_age",
+    "jwks_cache_ttl",
+    "jwks_refresh_cooldown",
+    "jwks_fetch_timeout",
+    "jwks_max_stale",
+)
+_CACHE_DURATIONS = (
+    "ttl",
+    "refresh_cooldown",
+    "fetch_timeout",
+    "max_stale",
+    "min_ttl",
+    "max_ttl",
+    "backoff_min",
+    "backoff_max",
+    "negative_ttl",
+)
+
+
+@pytest.mark.parametrize("name", _DURATIONS)
+def test_a_duration_too_large_for_a_float_is_a_config_error(name: str) -> None:
+    # float(10**400) raises OverflowError, which is not a ValueError: every invalid
+    # setting must still be the one documented ConfigError.
+    with pytest.raises(ConfigError, match=f"^{name} must be between"):
+        Auth0Config(domain=DOMAIN, audience=AUD, **{name: 10**400})
+
+
+@pytest.mark.parametrize("name", _CACHE_DURATIONS)
+def test_a_key_cache_duration_too_large_for_a_float_is_a_config_error(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name} must be a finite number"):
+        JWKSCache("https://tenant.example.com/.well-known/jwks.json", **{name: 10**400})
