@@ -1452,7 +1452,12 @@ class JWKSCache:
         client = self._client
         if self._owns_client and client is not None:
             self._client = None
-            await client.aclose()
+            # One made in another event loop is dropped, not closed: closing takes its
+            # pool's lock, which older anyio binds to the loop that made it (from trio,
+            # a client of a dead asyncio loop failed with "no running event loop").
+            # It holds no connection to close (no keep-alive, see _http_client).
+            if self._client_loop is loop:
+                await client.aclose()
 
     async def __aenter__(self) -> JWKSCache:
         return self
