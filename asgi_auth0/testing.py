@@ -131,6 +131,17 @@ ASGIReceive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 ASGISend = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
+def _is_finite_number(value: object) -> bool:
+    # math.isfinite raises OverflowError on an int too large for a float (10**400):
+    # that is not a finite number of seconds either, and must read as a ValueError.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _key_kind(key: PrivateKey) -> str:
     """``"RSA"``, ``"P-256"``, ``"P-384"``, ``"P-521"`` or ``"Ed25519"`` for a private key."""
     if isinstance(key, rsa.RSAPrivateKey):
@@ -848,7 +859,16 @@ class LocalIssuer:
           raises :class:`ValueError` saying so. For full control use :meth:`sign`.
         """
         key = self._signing_key(kid)
-        issued = float(self.clock() if now is None else now)
+        try:
+            issued = float(self.clock() if now is None else now)
+            ends = issued + expires_in
+        except OverflowError:  # an int too large for a float: 10**400
+            ends = math.inf
+        if not math.isfinite(ends):
+            raise ValueError(
+                f"now + expires_in must be a finite number of seconds, got expires_in="
+                f"{expires_in!r}; to mint any exp at all, however odd, pass exp= itself"
+            )
         payload: dict[str, Any] = {
             "iss": self.issuer,
             "sub": sub,
@@ -881,11 +901,7 @@ class LocalIssuer:
         :meth:`token`: ``token(expires_in=-2)`` expired two seconds ago.
         ``claims`` (and ``now``) are passed to :meth:`token`.
         """
-        if (
-            isinstance(expired_for, bool)
-            or not isinstance(expired_for, (int, float))
-            or not math.isfinite(expired_for)
-        ):
+        if not _is_finite_number(expired_for):
             raise ValueError(f"expired_for must be a finite number of seconds, got {expired_for!r}")
         if expired_for <= _CONFIG_LEEWAY:
             raise ValueError(
@@ -893,7 +909,10 @@ class LocalIssuer:
                 f"(got {expired_for!r}), or the token may still verify; to mint a token "
                 f"that expired inside the leeway, use token(expires_in=-seconds)"
             )
-        now = float(self.clock()) if "now" not in claims else float(claims.pop("now"))
+        now_given = self.clock() if "now" not in claims else claims.pop("now")
+        if not _is_finite_number(now_given):
+            raise ValueError(f"now must be a finite number of seconds, got {now_given!r}")
+        now = float(now_given)
         lifetime = 3600.0
         return self.token(expires_in=lifetime, now=now - expired_for - lifetime, **claims)
 
@@ -1044,7 +1063,7 @@ class LocalIssuer:
         A delayed request counts in :attr:`waiting`. :meth:`heal` ends the delay of
         requests already waiting; :meth:`stop` and :meth:`close` drop them unanswered.
         """
-        if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0:
+        if not _is_finite_number(seconds) or seconds < 0:
             raise ValueError("seconds must be a non-negative number")
         self._set_fault("delay", float(seconds), paths)
 

@@ -181,7 +181,11 @@ async def test_an_expired_token_is_refused_just_past_the_leeway(asgi_issuer: Loc
         await verifier.verify(asgi_issuer.expired_token(expired_for=6))
 
 
-@pytest.mark.parametrize("expired_for", [-10, 0, 1, 4.5, 5, math.nan, math.inf, True, "60"])
+@pytest.mark.parametrize(
+    "expired_for",
+    [-10, 0, 1, 4.5, 5, math.nan, math.inf, 10**400, True, "60"],
+    ids=lambda v: repr(v)[:12],
+)
 def test_expired_token_refuses_an_age_the_leeway_would_forgive(
     asgi_issuer: LocalIssuer, expired_for: Any
 ) -> None:
@@ -189,6 +193,33 @@ def test_expired_token_refuses_an_age_the_leeway_would_forgive(
     # expired inside the 5 s leeway would verify, so asking for it is a mistake.
     with pytest.raises(ValueError, match="expired_for"):
         asgi_issuer.expired_token(expired_for=expired_for)
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("token", {"expires_in": 10**400}),
+        ("token", {"expires_in": math.inf}),
+        ("token", {"expires_in": math.nan}),
+        ("token", {"now": 10**400}),
+        ("token", {"now": 1e308, "expires_in": 1e308}),
+        ("expired_token", {"now": 10**400}),
+        ("expired_token", {"now": math.nan}),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "-".join(f"{k}={v[k]!r:.8}" for k in v),
+)
+def test_minting_with_seconds_no_float_can_hold_is_a_value_error(
+    asgi_issuer: LocalIssuer, method: str, kwargs: dict[str, Any]
+) -> None:
+    # An int too large for a float (10**400) used to escape as OverflowError, and an
+    # infinite exp from math.floor(inf) too: the kit's own misuse errors are ValueErrors.
+    with pytest.raises(ValueError, match="finite number of seconds"):
+        getattr(asgi_issuer, method)(**kwargs)
+
+
+def test_an_odd_exp_is_still_minted_through_the_exp_claim(asgi_issuer: LocalIssuer) -> None:
+    # The refusal above is about the convenience arguments; exp= itself stays free.
+    assert decode_part(asgi_issuer.token(exp=10**400), 1)["exp"] == 10**400
 
 
 @pytest.mark.anyio
@@ -465,6 +496,19 @@ def test_cache_control_header_survives_heal(auth0_issuer: LocalIssuer) -> None:
         assert client.get(auth0_issuer.jwks_uri).headers["cache-control"] == "max-age=300"
         auth0_issuer.cache_control(None)
         assert "cache-control" not in client.get(auth0_issuer.jwks_uri).headers
+
+
+@pytest.mark.parametrize(
+    "seconds", [-1, math.nan, math.inf, 10**400, True, "1"], ids=lambda v: repr(v)[:12]
+)
+def test_slow_refuses_a_delay_that_is_not_a_finite_duration(
+    auth0_issuer: LocalIssuer, seconds: Any
+) -> None:
+    with pytest.raises(ValueError, match="non-negative number"):
+        auth0_issuer.slow(seconds)
+    # Nothing was set: the issuer still answers at once.
+    with httpx.Client(timeout=5) as client:
+        assert client.get(auth0_issuer.jwks_uri).status_code == 200
 
 
 @pytest.mark.anyio
