@@ -183,6 +183,10 @@ class TokenVerifier:
         # size at least, however small the cache.
         self._cache_chars = 0
         self._cache_char_budget = max(self._cache_size * CACHE_CHARS_PER_ENTRY, self._max_size)
+        # The newest generation seen from each key source (by id, with the source held
+        # so the id cannot be reused): when it moves, the verdicts vouched for by the
+        # old one are dropped at once, not left to age out of the LRU order.
+        self._generations: dict[int, tuple[object, int]] = {}
 
     @property
     def key_set(self) -> Any:
@@ -208,7 +212,12 @@ class TokenVerifier:
                 except KeyError:  # another thread evicted it meanwhile; the verdict stands
                     pass
                 return entry.claims
-            if self._cache.pop(token, None) is not None:
+            current = getattr(entry.source, "generation", None)
+            if type(current) is int and current >= 0 and current != entry.generation:
+                # The keys changed (generations only grow): no verdict of the old set
+                # is any use now, this token's included.
+                self._drop_stale(entry.source, current)
+            elif self._cache.pop(token, None) is not None:
                 self._cache_chars -= len(token)
         parsed: ParsedToken | None = None
         try:
@@ -375,6 +384,11 @@ class TokenVerifier:
             # one that does not vouch for cached verdicts right now (JWKSCache past
             # freshness with no refresher).
             return
+        seen = self._generations.get(id(source))
+        if seen is None or seen[1] != generation:
+            if seen is not None:
+                self._drop_stale(source, generation)
+            self._generations[id(source)] = (source, generation)
         cache = self._cache
         chars = self._cache_chars
         if token not in cache:  # else: a concurrent verification of it got here first
@@ -388,6 +402,22 @@ class TokenVerifier:
                 break
             chars -= len(oldest)
         self._cache_chars = chars
+
+    def _drop_stale(self, source: object, generation: int) -> None:
+        # Once per key change of one source: a walk over the cache (a few ms at most
+        # for a full default one), so cache_info() and memory reflect the change at
+        # the first verification after it, whatever tokens come next.
+        cache = self._cache
+        for token, entry in list(cache.items()):
+            if (
+                entry.source is source
+                and entry.generation != generation
+                and cache.pop(token, None) is not None
+            ):
+                self._cache_chars -= len(token)
+        seen = self._generations.get(id(source))
+        if seen is None or seen[1] != generation:
+            self._generations[id(source)] = (source, generation)
 
     def _log_rejection(self, exc: Auth0Error, parsed: ParsedToken | None, token: object) -> None:
         # kid/alg/iss ride on the exception to the middleware's rejection line too
@@ -431,6 +461,7 @@ class TokenVerifier:
         """Forget every cached verification."""
         self._cache.clear()
         self._cache_chars = 0
+        self._generations.clear()
 
     def cache_info(self) -> dict[str, int]:
         """Size and an estimate of the memory of the verified-token cache.
