@@ -23,8 +23,10 @@ HEADER = ["clause", "requirement", "how asgi_auth0 meets it", "tests"]
 DEPARTURE = "`departure`"
 NODE_ID = re.compile(r"`(tests/[A-Za-z0-9_/]+\.py)::([A-Za-z_][A-Za-z0-9_]*)(\[[^`]*\])?`")
 #: Every RFC the task covers has its own table.
-SPECS = ("RFC 6750", "RFC 7515", "RFC 7517", "RFC 7518", "RFC 7519", "RFC 8725", "RFC 9068")
-SPECS += ("RFC 8414", "OpenID Connect Discovery", "RFC 9449")
+SPECS = (
+    *("RFC 6750", "RFC 7515", "RFC 7517", "RFC 7518", "RFC 7519", "RFC 8725", "RFC 9068"),
+    *("RFC 8414", "OpenID Connect Discovery", "RFC 9449"),
+)
 
 
 def _cells(line: str) -> list[str]:

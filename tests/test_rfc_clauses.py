@@ -140,7 +140,8 @@ async def test_rfc7517_5_unknown_jwk_set_members_are_ignored(jwks_server: LocalI
 # -- RFC 7518: JSON Web Algorithms -----------------------------------------------------------
 
 
-def _pss_token(key: rsa.RSAPrivateKey, kid: str, salt_length: int) -> str:
+def _pss_token(key: rsa.RSAPrivateKey, kid: str, salt_length: Any) -> str:
+    """A PS256 token signed with a PSS salt of ``salt_length`` (an int, or PSS.MAX_LENGTH)."""
     header = b64url(json.dumps({"alg": "PS256", "typ": "JWT", "kid": kid}).encode())
     claims = {"iss": ISS, "aud": AUD, "sub": "u", "iat": NOW, "exp": NOW + 60}
     payload = b64url(json.dumps(claims).encode())
@@ -173,7 +174,8 @@ async def test_rfc7518_3_5_pss_salt_length_equals_the_hash_length(
 @pytest.mark.anyio
 async def test_rfc7519_4_unknown_claims_are_ignored_and_kept(minter: LocalIssuer) -> None:
     # RFC 7519 §4: claims an implementation does not understand MUST be ignored.
-    token = minter.token(**{"https://example.com/roles": ["admin"], "x-unregistered": {"a": 1}})
+    unknown: dict[str, Any] = {"https://example.com/roles": ["admin"], "x-unregistered": {"a": 1}}
+    token = minter.token(**unknown)
     claims = await verifier_for(minter).verify(token)
     assert claims["https://example.com/roles"] == ("admin",)
     assert claims["x-unregistered"] == {"a": 1}
