@@ -13,7 +13,13 @@ from urllib.parse import urlsplit
 
 from ._errors import ConfigError
 
-__all__ = ["SUPPORTED_ALGORITHMS", "Auth0Config", "is_loopback_host", "validate_url"]
+__all__ = [
+    "SUPPORTED_ALGORITHMS",
+    "Auth0Config",
+    "is_loopback_host",
+    "validate_issuer",
+    "validate_url",
+]
 
 #: Every JWS algorithm the library can verify with a public key.
 SUPPORTED_ALGORITHMS: frozenset[str] = frozenset(
@@ -73,6 +79,19 @@ def validate_url(name: str, url: object) -> str:
         raise ConfigError(f"{name} must not have a #fragment: {url!r}")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise ConfigError(f"{name} contains whitespace or control characters")
+    return url
+
+
+def validate_issuer(name: str, url: object) -> str:
+    """:func:`validate_url`, and no ``?query`` either: an issuer identifier has neither
+    query nor fragment (RFC 8414 §2, OpenID Connect Discovery §3). With one, the
+    discovery URL built from it would put ``/.well-known/...`` inside the query."""
+    return _no_query(name, validate_url(name, url))
+
+
+def _no_query(name: str, url: str) -> str:
+    if "?" in url:
+        raise ConfigError(f"{name} must not have a ?query: {url!r}")
     return url
 
 
@@ -356,9 +375,11 @@ class Auth0Config:
                 put(self, "jwks_uri", f"{derived}.well-known/jwks.json")
             put(self, "_derived_from", self.domain)
         issuer = validate_url("issuer", self.issuer)
+        # Auth0's own spelling first: for its hosts that message names the right one.
         _check_auth0_issuer("issuer", issuer, self.domain)
         if custom_domain:
             _check_custom_domain(issuer, self.domain or "")
+        _no_query("issuer", issuer)
         put(self, "issuer", issuer)
         if self.jwks_uri is not None:
             validate_url("jwks_uri", self.jwks_uri)
@@ -366,6 +387,7 @@ class Auth0Config:
         for iss in extra:
             validate_url("additional_issuers", iss)
             _check_auth0_issuer("additional_issuers entry", iss, self.domain)
+            _no_query("additional_issuers", iss)
         put(self, "additional_issuers", extra)
         put(self, "issuers", tuple(dict.fromkeys((self.issuer, *extra))))
 
@@ -556,7 +578,7 @@ class Auth0Config:
         if key == "domain":
             _issuer_from_domain(value)
         elif key == "issuer":
-            validate_url("issuer", value)
+            validate_issuer("issuer", value)
         elif key == "audience":
             _check_audiences("audience", value)
         elif key == "algorithms":

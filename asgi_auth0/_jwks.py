@@ -99,7 +99,7 @@ import anyio.abc
 import httpx
 from cryptography.hazmat.primitives import serialization
 
-from ._config import Auth0Config, discovery_url_for, validate_url
+from ._config import Auth0Config, discovery_url_for, validate_issuer, validate_url
 from ._errors import (
     AlgorithmNotAllowedError,
     ConfigError,
@@ -506,7 +506,7 @@ class JWKSCache:
         if jwks_uri is None and issuer is None:
             raise ConfigError("JWKSCache needs jwks_uri, or issuer to find it by discovery")
         self._jwks_uri = None if jwks_uri is None else validate_url("jwks_uri", jwks_uri)
-        self._issuer = None if issuer is None else validate_url("issuer", issuer)
+        self._issuer = None if issuer is None else validate_issuer("issuer", issuer)
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise ConfigError("http_client must be an httpx.AsyncClient")
         self._ttl = _seconds("ttl", ttl, minimum=0, positive=True)

@@ -64,7 +64,7 @@ import anyio.to_thread
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from ._config import Auth0Config, validate_url
+from ._config import Auth0Config, validate_issuer
 from ._signing import DEFAULT_ALG, PrivateKey, b64url, generate_private_key, public_jwk, sign
 
 __all__ = [
@@ -472,7 +472,7 @@ class LocalIssuer:
         if not isinstance(audience, str) or not audience:
             raise ValueError("audience must be a non-empty string")
         if issuer is not None:
-            validate_url("issuer", issuer)
+            validate_issuer("issuer", issuer)
         if issuer_path is not None:
             if issuer is not None:
                 raise ValueError("give issuer= or issuer_path=, not both")

@@ -304,10 +304,24 @@ async def test_rfc8725_3_1_each_key_is_used_with_exactly_one_algorithm(
     assert len(accepted) <= 1, accepted
 
 
-@pytest.mark.xfail(strict=True, reason="not met: an issuer with a query component is accepted")
-def test_rfc8414_2_an_issuer_with_a_query_component_is_refused() -> None:
+@pytest.mark.parametrize(
+    "issuer", ["https://idp.example.com/?tenant=a", "https://idp.example.com/?"]
+)
+def test_rfc8414_2_an_issuer_with_a_query_component_is_refused(
+    issuer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # RFC 8414 §2 and OIDC Discovery §3: an issuer identifier has no query or fragment
-    # component. A fragment is refused; a query is kept, and the discovery URL built
-    # from it puts /.well-known/... inside the query string.
-    with pytest.raises(ConfigError):
-        Auth0Config(issuer="https://idp.example.com/?tenant=a", audience=AUD)
+    # component. With one, the discovery URL built from it would put /.well-known/...
+    # inside the query string. Every place an issuer is given refuses it.
+    with pytest.raises(ConfigError, match=r"issuer must not have a \?query"):
+        Auth0Config(issuer=issuer, audience=AUD)
+    with pytest.raises(ConfigError, match=r"additional_issuers must not have a \?query"):
+        Auth0Config(issuer="https://idp.example.com/", additional_issuers=[issuer], audience=AUD)
+    with pytest.raises(ConfigError, match=r"issuer must not have a \?query"):
+        JWKSCache(issuer=issuer)
+    monkeypatch.setenv("AUTH0_ISSUER", issuer)
+    monkeypatch.setenv("AUTH0_AUDIENCE", AUD)
+    with pytest.raises(ConfigError, match="AUTH0_ISSUER"):
+        Auth0Config.from_env()
+    # A JWKS URL may have a query (some issuers version their key sets that way).
+    JWKSCache("https://idp.example.com/keys?version=2")
