@@ -465,7 +465,9 @@ def wrap_foreign_key(kid: str | None, alg: str, key: object) -> PublicKey:
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < _MIN_RSA_BITS:
             raise KeySetError("the key source returned an RSA key under 2048 bits")
-        return PublicKey(kid, "RSA", None, _RSA_ALGS, key)
+        # The source chose this key for this alg: bound to it alone (RFC 8725 §3.1).
+        fits = frozenset({alg}) if alg in _RSA_ALGS else _RSA_ALGS
+        return PublicKey(kid, "RSA", None, fits, key)
     if isinstance(key, ec.EllipticCurvePublicKey):
         for crv, (curve, ec_alg, length) in _EC_CURVES.items():
             if curve.name == key.curve.name:

@@ -34,7 +34,7 @@ from ._errors import (
 from ._jose import MAX_JSON_CONTAINERS, JWSParser, ParsedToken
 from ._jwks import key_source_for_config
 from ._jwks import log_safe as _log_safe
-from ._keys import PublicKey, log_field, wrap_foreign_key
+from ._keys import _RSA_ALGS, PublicKey, log_field, wrap_foreign_key
 
 __all__ = ["TokenVerifier"]
 
@@ -167,6 +167,11 @@ class TokenVerifier:
         self._source_for = getattr(key_set, "source_for", None)
         # Precomputed once so the request path only does set lookups.
         self._algorithms = frozenset(config.algorithms)
+        # RFC 8725 §3.1: each key is used with exactly one algorithm. A JWK that names
+        # none fits several only if it is RSA (RS256 ... PS512; an EC curve fixes its
+        # algorithm, and EdDSA/Ed25519 are two names of one): such a key verifies only
+        # the first allowed RSA algorithm, in the order of config.algorithms.
+        self._rsa_alg = next((a for a in config.algorithms if a in _RSA_ALGS), None)
         self._issuers = frozenset(config.issuers)
         self._audiences = frozenset(config.audiences)
         self._client_id_audience = config.audience_claim == "client_id"
@@ -247,6 +252,11 @@ class TokenVerifier:
                 key = wrap_foreign_key(parsed.kid, alg, key)
             if alg not in key.algorithms:
                 raise AlgorithmNotAllowedError("the key does not fit the token's alg")
+            if len(key.algorithms) > 1 and key.kty == "RSA" and alg != self._rsa_alg:
+                raise AlgorithmNotAllowedError(
+                    f"the key's JWK names no alg, so it verifies one algorithm only: "
+                    f"{self._rsa_alg}, the first RSA one in algorithms (RFC 8725 §3.1)"
+                )
             if not key.verify(alg, parsed.signing_input, parsed.signature):
                 raise InvalidSignatureError("signature does not verify")
             claims, valid_until = self._check_claims(parsed)

@@ -23,6 +23,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from asgi_auth0 import (
+    AlgorithmNotAllowedError,
     Auth0Config,
     Auth0Error,
     Auth0Middleware,
@@ -281,27 +282,82 @@ def test_oidc_discovery_4_a_path_issuer_loses_its_terminating_slash() -> None:
 # -- requirements the package does not meet yet (reported; strict xfail) ---------------------
 
 
-@pytest.mark.anyio
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met: a JWK without alg verifies every allowed algorithm of its key type",
-)
-async def test_rfc8725_3_1_each_key_is_used_with_exactly_one_algorithm(
-    minter: LocalIssuer,
-) -> None:
-    # RFC 8725 §3.1: each key MUST be used with exactly one algorithm. With two RSA
-    # algorithms allowed and a JWK that names none, one key verifies both today.
-    jwks = {"keys": [{k: v for k, v in jwk.items() if k != "alg"} for jwk in minter.jwks["keys"]]}
-    config = minter.config(algorithms=("RS256", "PS256"))
-    verifier = TokenVerifier(config, key_set=StaticKeySet(jwks), clock=lambda: NOW)
+def _without_alg(jwks: dict[str, Any]) -> dict[str, Any]:
+    return {"keys": [{k: v for k, v in jwk.items() if k != "alg"} for jwk in jwks["keys"]]}
+
+
+async def _accepted(verifier: TokenVerifier, tokens: dict[str, str]) -> set[str]:
     accepted = set()
-    for alg in ("RS256", "PS256"):
+    for alg, token in tokens.items():
         try:
-            await verifier.verify(minter.token(headers={"alg": alg}))
+            await verifier.verify(token)
         except BearerError:
             continue
         accepted.add(alg)
-    assert len(accepted) <= 1, accepted
+    return accepted
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("algorithms", "bound_to"),
+    [(("RS256", "PS256"), "RS256"), (("PS256", "RS256"), "PS256"), (("ES256", "PS384"), "PS384")],
+)
+async def test_rfc8725_3_1_each_key_is_used_with_exactly_one_algorithm(
+    minter: LocalIssuer, algorithms: tuple[str, ...], bound_to: str
+) -> None:
+    # RFC 8725 §3.1: each key MUST be used with exactly one algorithm. An RSA JWK that
+    # names no alg fits six; it verifies only the first RSA algorithm of the allow-list.
+    verifier = TokenVerifier(
+        minter.config(algorithms=algorithms),
+        key_set=StaticKeySet(_without_alg(minter.jwks)),
+        clock=lambda: NOW,
+    )
+    rsa_algs = [a for a in algorithms if a.startswith(("RS", "PS"))]
+    tokens = {alg: minter.token(headers={"alg": alg}) for alg in rsa_algs}
+    assert await _accepted(verifier, tokens) == {bound_to}
+    refused = next(alg for alg in rsa_algs if alg != bound_to) if len(rsa_algs) > 1 else None
+    if refused is not None:
+        with pytest.raises(AlgorithmNotAllowedError, match=f"only: {bound_to}"):
+            await verifier.verify(tokens[refused])
+
+
+@pytest.mark.anyio
+async def test_rfc8725_3_1_a_jwk_naming_its_alg_is_used_with_that_one(
+    minter: LocalIssuer,
+) -> None:
+    # A JWK that names its alg is bound to it whatever the allow-list's order; two JWKs
+    # of two algorithms (Auth0 publishes alg on every key) each verify their own.
+    second = minter.add_key(alg="PS256")
+    verifier = verifier_for(minter, algorithms=("PS256", "RS256"))
+    tokens = {
+        "RS256": minter.token(),
+        "PS256": minter.token(kid=second),
+        "RS256-on-PS256-key": minter.token(kid=second, headers={"alg": "RS256"}),
+    }
+    assert await _accepted(verifier, tokens) == {"RS256", "PS256"}
+
+
+@pytest.mark.anyio
+async def test_rfc8725_3_1_a_foreign_rsa_key_is_bound_to_the_alg_it_was_asked_for(
+    minter: LocalIssuer,
+) -> None:
+    # A custom key source returning a raw cryptography key chose it for one alg.
+    public = minter.private_key.public_key()
+    asked: list[str] = []
+
+    class Source:
+        generation = 0
+
+        async def get_key(self, kid: str | None, alg: str) -> object:
+            asked.append(alg)
+            return public
+
+    verifier = TokenVerifier(
+        minter.config(algorithms=("RS256", "PS256")), key_set=Source(), clock=lambda: NOW
+    )
+    tokens = {alg: minter.token(headers={"alg": alg}) for alg in ("RS256", "PS256")}
+    assert await _accepted(verifier, tokens) == {"RS256", "PS256"}
+    assert asked == ["RS256", "PS256"]
 
 
 @pytest.mark.parametrize(

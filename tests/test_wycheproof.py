@@ -128,13 +128,20 @@ def _vectors(kind: str) -> Iterator[Any]:
 
 
 def verify_jws_signature(
-    token: str, keys: KeyIndex, algorithms: frozenset[str], trace: list[str] | None = None
+    token: str,
+    keys: KeyIndex,
+    algorithms: frozenset[str],
+    trace: list[str] | None = None,
+    *,
+    rsa_alg: str = "RS256",
 ) -> None:
     """Verify a compact JWS's signature the way the library does; raise on refusal.
 
     The order and the primitives are those of ``parse_compact`` and ``TokenVerifier``;
     only the payload is taken as opaque bytes (it must still be canonical base64url).
-    ``trace`` collects the steps passed ("parsed", then "key").
+    ``trace`` collects the steps passed ("parsed", then "key"). ``rsa_alg`` is the
+    one algorithm an RSA JWK without ``alg`` verifies: the first RSA algorithm of the
+    configured allow-list (RFC 8725 §3.1).
     """
     trace = [] if trace is None else trace
     if not token.isascii():
@@ -166,6 +173,8 @@ def verify_jws_signature(
         raise MalformedTokenError("encoding") from exc
     trace.append("parsed")
     key = keys.find(kid, alg)
+    if len(key.algorithms) > 1 and key.kty == "RSA" and alg != rsa_alg:
+        raise AlgorithmNotAllowedError("one algorithm per key")
     trace.append("key")
     signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
     if not key.verify(alg, signing_input, signature):
@@ -301,9 +310,11 @@ def test_the_signature_layer_agrees_with_the_token_verifier_on_the_corpus() -> N
         if case.expect == "TokenTooLargeError":
             continue
         trace: list[str] = []
-        algorithms = frozenset(case.config_dict()["algorithms"])
+        allowed = case.config_dict()["algorithms"]
+        algorithms = frozenset(allowed)
+        rsa_alg = next((a for a in allowed if a.startswith(("RS", "PS"))), "RS256")
         try:
-            verify_jws_signature(case.token, keys, algorithms, trace)
+            verify_jws_signature(case.token, keys, algorithms, trace, rsa_alg=rsa_alg)
         except InvalidTokenError as exc:
             if type(exc).__name__ != case.expect:
                 # TokenVerifier stopped earlier, at the payload, which the harness

@@ -66,9 +66,19 @@ DEFAULT_CONFIG: dict[str, Any] = {
 LONG_KID = "k" * 256
 
 # Which key each issuer kid names, and the JWK "alg" it publishes (None: none).
+# The RSA key is also published once per RSA algorithm under a JWK naming it: a JWK
+# without alg is bound to the first RSA algorithm allowed (RS256 here; RFC 8725 §3.1,
+# one algorithm per key), so the other five reach the key through their own JWK. (A
+# real issuer would use a key per algorithm; a verifier cannot tell, and these cases
+# test the verifier.)
 JWKS_LAYOUT: tuple[tuple[str, str, str | None], ...] = (
     ("rsa", "rsa", None),
     ("rsa-rs256", "rsa", "RS256"),
+    ("rsa-rs384", "rsa", "RS384"),
+    ("rsa-rs512", "rsa", "RS512"),
+    ("rsa-ps256", "rsa", "PS256"),
+    ("rsa-ps384", "rsa", "PS384"),
+    ("rsa-ps512", "rsa", "PS512"),
     (LONG_KID, "rsa", None),
     ("p256", "p256", None),
     ("p384", "p384", None),
@@ -77,7 +87,8 @@ JWKS_LAYOUT: tuple[tuple[str, str, str | None], ...] = (
 )
 #: The issuer kid whose key fits each algorithm most naturally.
 KID_FOR_ALG = {
-    **dict.fromkeys(("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"), "rsa"),
+    "RS256": "rsa",
+    **{alg: f"rsa-{alg.lower()}" for alg in ("RS384", "RS512", "PS256", "PS384", "PS512")},
     "ES256": "p256",
     "ES384": "p384",
     "ES512": "p521",
@@ -85,7 +96,8 @@ KID_FOR_ALG = {
     "Ed25519": "ed25519",
 }
 _KEY_ALGS = {
-    "rsa": frozenset(KID_FOR_ALG) - {"ES256", "ES384", "ES512", "EdDSA", "Ed25519"},
+    # No alg in its JWK: bound to RS256, the first RSA algorithm of ALL_ALGS.
+    "rsa": frozenset({"RS256"}),
     "p256": frozenset({"ES256"}),
     "p384": frozenset({"ES384"}),
     "p521": frozenset({"ES512"}),
@@ -559,14 +571,26 @@ def _alg_key_mismatch(b: _Builder) -> None:
                     f"{alg} fits the {kid} key",
                 )
                 continue
+            if kid == "rsa" and alg.startswith(("RS", "PS")):
+                why = (
+                    f"the RSA key published as 'rsa' has no alg in its JWK, so it is used "
+                    f"with one algorithm only, RS256, the first RSA one allowed (RFC 8725 "
+                    f"§3.1): a {alg} token is refused before any signature check, though "
+                    f"signed properly by that very key"
+                )
+            else:
+                why = (
+                    f"the key published as {kid!r} cannot verify {alg} (kty/crv must fit "
+                    "the token's alg), so the lookup refuses before any signature check"
+                )
             b.add(
                 f"alg-key-mismatch/{alg}-on-{kid}",
                 # Signed properly under alg by the issuer key that does fit it; only
-                # the kid points at a key of another type or curve.
+                # the kid points at a key of another type or curve (or, for 'rsa', at
+                # the same key bound to another algorithm).
                 jws(header(alg, kid), claims()),
                 "AlgorithmNotAllowedError",
-                f"the key published as {kid!r} cannot verify {alg} (kty/crv must fit the "
-                "token's alg), so the lookup refuses before any signature check",
+                why,
                 stage=KEY,
             )
     b.add(
@@ -605,7 +629,7 @@ def _alg_key_mismatch(b: _Builder) -> None:
                 continue
             b.add(
                 f"alg-key-mismatch/{actual}-signature-as-{claimed}",
-                jws(header(claimed, "rsa"), claims(), alg=actual, signer="rsa"),
+                jws(header(claimed), claims(), alg=actual, signer="rsa"),
                 "InvalidSignatureError",
                 f"the RSA key fits both, but a {actual} signature is checked as {claimed} "
                 "(padding and hash come from the header's alg, so it fails)",
