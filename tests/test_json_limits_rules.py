@@ -41,7 +41,7 @@ async def test_a_payload_at_the_depth_limit_is_accepted_when_it_is_walked(
     # The payload object is level 1; "deep" adds 15 more: 16 levels, the limit. The
     # siblings put the bracket count over 16, so the depth walk does run.
     verifier = _verifier(issuer)
-    siblings = [[], {}, [{}]]
+    siblings: list[Any] = [[], {}, [{}]]
     token = issuer.token(deep=_chain(MAX_JSON_DEPTH - 1, kind), siblings=siblings)
     claims = await verifier.verify(token)
     assert claims["siblings"] == ((), {}, ({},))  # frozen: arrays are tuples
@@ -55,7 +55,7 @@ async def test_a_header_at_the_depth_limit_is_accepted_when_it_is_walked(
     issuer: LocalIssuer, kind: str
 ) -> None:
     verifier = _verifier(issuer)
-    siblings = [{}, {}, []]
+    siblings: list[Any] = [{}, {}, []]
     token = issuer.token(headers={"ext": _chain(MAX_JSON_DEPTH - 1, kind), "more": siblings})
     assert (await verifier.verify(token))["sub"] == "user-1"
     too_deep = issuer.token(headers={"ext": _chain(MAX_JSON_DEPTH, kind), "more": siblings})

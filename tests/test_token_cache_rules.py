@@ -216,7 +216,7 @@ async def test_the_log_peek_reads_a_header_of_exactly_max_json_containers(
     # which the parser accepts; the token is refused later for its issuer, before a
     # ParsedToken exists, so kid and alg are peeked for the log line.
     verifier = _verifier(issuer)
-    ext = [{} for _ in range(MAX_JSON_CONTAINERS - 2)]
+    ext: list[Any] = [{} for _ in range(MAX_JSON_CONTAINERS - 2)]
     token = issuer.token(headers={"kid": "peek-me", "ext": ext}, iss="https://elsewhere.test/")
     with (
         caplog.at_level(logging.DEBUG, logger="asgi_auth0"),
