@@ -93,3 +93,18 @@ async def test_a_header_of_exactly_max_json_containers_is_accepted_when_counted(
     over = issuer.token(headers={"note": note, "ext": _flat(MAX_JSON_CONTAINERS)})
     with pytest.raises(MalformedTokenError, match="header holds more than 256 JSON objects"):
         await verifier.verify(over)
+
+
+@pytest.mark.parametrize("escaped", ["\\", '"', '\\"'], ids=["backslash", "quote", "both"])
+async def test_escapes_at_the_end_of_a_string_do_not_shift_the_container_count(
+    issuer: LocalIssuer, escaped: str
+) -> None:
+    # A string ending in an escaped backslash or quote, then one full of brackets: the
+    # count must still see where each string ends (a backslash pair is not an escaped
+    # quote), or the brackets inside "text" are counted and these exactly-at-the-limit
+    # payloads refused.
+    verifier = _verifier(issuer)
+    text = "[{" * 150
+    token = issuer.token(a=escaped, text=text, many=_flat(MAX_JSON_CONTAINERS - 1))
+    claims = await verifier.verify(token)
+    assert (claims["a"], claims["text"]) == (escaped, text)
