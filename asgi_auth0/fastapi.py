@@ -43,6 +43,7 @@ scheme with Auth0's ``/authorize`` and ``/oauth/token`` URLs and PKCE in Swagger
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import weakref
@@ -740,6 +741,24 @@ def _require_everywhere(schema: dict[str, Any], policies: list[PublicPaths]) -> 
     return protected
 
 
+def _scopes_in_words(operation: dict[str, Any], requirements: list[dict[str, Any]]) -> str:
+    """For OpenAPI 3.0, which lets only OAuth2 and OpenID Connect requirements list
+    scopes (3.1 lets any): empty the bearer scheme's lists in ``operation`` and return
+    what they said, in words, for its 403 description."""
+    alternatives = [" and ".join(r[SCHEME_NAME]) for r in requirements if r[SCHEME_NAME]]
+    emptied: list[Any] = []
+    for requirement in operation.get("security") or ():
+        kept = (
+            {**requirement, SCHEME_NAME: []}
+            if isinstance(requirement, dict) and SCHEME_NAME in requirement
+            else requirement
+        )
+        if kept not in emptied:
+            emptied.append(kept)
+    operation["security"] = emptied
+    return f" Needs {' or '.join(alternatives)}."
+
+
 def _decorate(
     schema: dict[str, Any],
     login: tuple[str, str, str] | None,
@@ -759,6 +778,8 @@ def _decorate(
             SCHEME_NAME, jsonable_encoder(bearer_scheme.model, by_alias=True, exclude_none=True)
         )
     protected = False
+    # FastAPI writes 3.1 unless the app sets openapi_version, as some tools need 3.0.
+    legacy = str(schema.get("openapi", "")).startswith("3.0.")
     for path_item in (schema.get("paths") or {}).values():
         if not isinstance(path_item, dict):  # a document of the app's own making
             continue
@@ -776,17 +797,37 @@ def _decorate(
             scopes = {s for r in requirements for s in r[SCHEME_NAME]}
             all_scopes |= scopes
             responses = operation.setdefault("responses", {})
+            # The middleware answers a malformed Authorization header (or a token sent
+            # two ways) with 400 before any route runs, optional token or not.
+            responses.setdefault(
+                "400",
+                _error_response(
+                    "Malformed request: an Authorization header that is not one Bearer "
+                    "token, or a token sent more than one way (invalid_request)."
+                ),
+            )
             responses.setdefault(
                 "401", _error_response("Missing, invalid or expired access token.")
             )
             if scopes:
-                responses.setdefault(
-                    "403", _error_response("The access token lacks a required scope or permission.")
-                )
+                why = "The access token lacks a required scope or permission."
+                if legacy and login is None:
+                    why += _scopes_in_words(operation, requirements)
+                responses.setdefault("403", _error_response(why))
     if not protected:
         return schema
     components = schema.setdefault("components", {})
-    components.setdefault("schemas", {}).setdefault(_ERROR_SCHEMA_NAME, _ERROR_SCHEMA)
+    # A copy per document: an app (or a tool) editing its document must not edit
+    # every other app's.
+    error_schema = copy.deepcopy(_ERROR_SCHEMA)
+    if legacy:
+        # 3.0 has no "null" type; it spells a nullable string this way.
+        error_schema["properties"]["error"] = {
+            **error_schema["properties"]["error"],
+            "type": "string",
+            "nullable": True,
+        }
+    components.setdefault("schemas", {}).setdefault(_ERROR_SCHEMA_NAME, error_schema)
     if login is not None:
         components.setdefault("securitySchemes", {})[SCHEME_NAME] = _oauth2_scheme(
             login, all_scopes
@@ -803,8 +844,13 @@ def configure_openapi(
 ) -> None:
     """Complete ``app``'s OpenAPI document and Swagger UI for asgi_auth0.
 
-    - Operations protected by an asgi_auth0 dependency document their 401 and (when
-      they need scopes or permissions) 403 responses, with the error body schema.
+    - Operations protected by an asgi_auth0 dependency document their 400 (a
+      malformed ``Authorization`` header), 401 and (when they need scopes or
+      permissions) 403 responses, with the error body schema.
+    - A document the app labels OpenAPI 3.0 (``app.openapi_version``) stays valid
+      3.0: the error schema's nullable ``error`` is spelled ``nullable: true``, and
+      without ``client_id`` (a bearer scheme, which 3.0 lets list no scopes) the
+      scopes move from the requirement into the 403's description.
     - ``any_of=True`` names become alternative requirements (``[{"Auth0": ["a"]},
       {"Auth0": ["b"]}]``; FastAPI alone publishes ``{"Auth0": ["a", "b"]}``, which
       reads "both"); past 16 alternatives the operation's description says it instead.

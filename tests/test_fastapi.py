@@ -527,14 +527,15 @@ def test_protected_operations_carry_the_security_requirement(verifier: TokenVeri
     assert "security" not in operation(schema, "/public")
 
 
-def test_configure_openapi_documents_401_and_403(verifier: TokenVerifier) -> None:
+def test_configure_openapi_documents_400_401_and_403(verifier: TokenVerifier) -> None:
     app = build_app(verifier)
     configure_openapi(app, verifier.config)
     schema = app.openapi()
     me = operation(schema, "/me")["responses"]
     read = operation(schema, "/read")["responses"]
-    assert set(me) == {"200", "401"}
-    assert set(read) == {"200", "401", "403"}
+    assert set(me) == {"200", "400", "401"}
+    assert set(read) == {"200", "400", "401", "403"}
+    assert "invalid_request" in me["400"]["description"]
     assert "WWW-Authenticate" in read["403"]["headers"]
     ref = read["401"]["content"]["application/json"]["schema"]["$ref"]
     name = ref.rsplit("/", 1)[1]
