@@ -36,6 +36,7 @@ from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedU
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import HTTPConnection
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._bearer import (
@@ -404,6 +405,11 @@ class Auth0Middleware:
             else:
                 claims = None
                 public = self.public_paths
+                if public is not None:
+                    # Here, not per request: the apps mounted in this one find their
+                    # protection through it when their OpenAPI document is built, and
+                    # a request for a document carries no token.
+                    _note_host(scope)
                 if public is not None and route_path(scope) not in public:
                     hint = missing_token_hint(scope.get("headers") or ())
                     raise MissingTokenError(
@@ -475,6 +481,8 @@ class Auth0Middleware:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._lifespan_state = scope.get("state")
+        if self.public_paths is not None:
+            _note_host(scope)
 
         # Only observe: every message passes through unchanged, in order.
         async def observed_receive() -> Message:
@@ -744,10 +752,48 @@ _WRAPPED_FAIL_CLOSED: weakref.WeakKeyDictionary[Starlette, PublicPaths] = (
 )
 
 
+# Starlette apps a fail-closed middleware runs in (seen as scope["app"] at startup or
+# on a request without a token): the apps mounted in them are protected too.
+_FAIL_CLOSED_HOSTS: weakref.WeakSet[Starlette] = weakref.WeakSet()
+
+
+def _note_host(scope: Scope) -> None:
+    host = scope.get("app")
+    if isinstance(host, Starlette) and host not in _FAIL_CLOSED_HOSTS:
+        _FAIL_CLOSED_HOSTS.add(host)
+
+
+def _mount_prefixes(routes: object, target: object, prefix: str, depth: int) -> Iterator[str]:
+    """Where ``target`` is mounted among ``routes`` (nested mounts included)."""
+    if depth > 8 or not isinstance(routes, list):
+        return
+    for route in routes:
+        if not isinstance(route, Mount):
+            continue
+        path = prefix + route.path
+        if route.app is target:
+            yield path
+        else:
+            yield from _mount_prefixes(getattr(route, "routes", None), target, path, depth + 1)
+
+
 def fail_closed_policies(app: Starlette) -> list[PublicPaths]:
     """The public paths of every ``Auth0Middleware(require_token=True)`` around ``app``:
-    added with ``app.add_middleware`` or wrapping ``app`` itself. Empty when none
-    requires a token (then every route decides through its dependencies)."""
+    added with ``app.add_middleware``, wrapping ``app`` itself, or around an app that
+    ``app`` is mounted in (known once that app has started or served a request).
+    Empty when none requires a token (then every route decides through its
+    dependencies)."""
+    policies = _own_policies(app)
+    for host in [*_FAIL_CLOSED_HOSTS, *_WRAPPED_FAIL_CLOSED.keys()]:
+        if host is app:
+            continue
+        prefixes = list(_mount_prefixes(host.routes, app, "", 0))
+        if prefixes:
+            policies += [p.below(prefix) for p in _own_policies(host) for prefix in prefixes]
+    return policies
+
+
+def _own_policies(app: Starlette) -> list[PublicPaths]:
     policies = []
     for entry in getattr(app, "user_middleware", ()):
         cls = getattr(entry, "cls", None)

@@ -79,6 +79,21 @@ class PublicPaths:
         ``/items/{id}``) is public: an exact entry equal to it, or a subtree above it."""
         return template in self._exact or template.startswith(self._prefixes)
 
+    def below(self, prefix: str) -> PublicPaths:
+        """These public paths as an application mounted at ``prefix`` sees them: the
+        entries under it, with the prefix taken off (``"/v1/ping"`` at ``"/v1"`` is
+        ``"/ping"``), and ``"/*"`` when a subtree covers all of it. A prefix with a
+        path parameter (``"/{tenant}"``) keeps only a subtree above its fixed part."""
+        if "{" in prefix:
+            fixed = prefix[: prefix.index("{")]
+            covered = any(fixed.startswith(p) for p in self._prefixes)
+            return PublicPaths(["/*"] if covered else [])
+        base = prefix.rstrip("/") + "/"
+        if base.startswith(self._prefixes):
+            return PublicPaths(["/*"])
+        cut = len(base) - 1
+        return PublicPaths([entry[cut:] for entry in self.entries if entry.startswith(base)])
+
     def __repr__(self) -> str:
         return f"PublicPaths({list(self.entries)!r})"
 

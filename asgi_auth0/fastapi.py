@@ -857,8 +857,10 @@ def configure_openapi(
     - An operation whose only asgi_auth0 dependency is ``optional_token`` (without
       scopes) is published as ``[{}, {"Auth0": []}]``: a token is optional.
     - With ``Auth0Middleware(require_token=True)`` on the app (``add_middleware`` or
-      wrapping it): every operation outside its ``public_paths`` gets the ``Auth0``
-      security requirement and its 401, like a route with a dependency.
+      wrapping it), or on an app this one is mounted in (known once that app has
+      started or served a request without a token): every operation outside its
+      ``public_paths`` gets the ``Auth0`` security requirement and its 401, like a
+      route with a dependency.
     - With ``config.client_id`` set: the ``Auth0`` scheme becomes OAuth2
       authorization code with ``/authorize`` and ``/oauth/token`` on the issuer's host
       (a custom domain given as ``issuer`` rather than the tenant's: Auth0 writes into

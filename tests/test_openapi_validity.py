@@ -20,16 +20,21 @@ import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Security
 from fastapi.security import APIKeyHeader
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount
 
 from asgi_auth0 import (
     Auth0Config,
     Auth0Middleware,
+    StaticKeySet,
     configure_openapi,
     optional_token,
     require_permissions,
     require_scopes,
     require_token,
 )
+from asgi_auth0._public import PublicPaths
 from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.fastapi import SCHEME_NAME, bearer_scheme
 from asgi_auth0.testing import LocalIssuer
@@ -41,6 +46,8 @@ TENANT = Auth0Config(
     domain="tenant.eu.auth0.com", audience="https://api.example.com", client_id="cid"
 )
 BEARER_ONLY = Auth0Config(domain="tenant.eu.auth0.com", audience="https://api.example.com")
+#: Keys for a verifier that must never fetch any (the tokens here never verify).
+NO_NETWORK_KEYS = LocalIssuer(key_type="Ed25519").jwks
 _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
@@ -331,13 +338,16 @@ async def test_a_malformed_authorization_header_gets_a_documented_answer(
             assert_documented(doc, path, "get", response)
 
 
-def mounted_under_fail_closed() -> tuple[FastAPI, FastAPI]:
+def mounted_under_fail_closed(
+    public: tuple[str, ...] | list[str] = ("/v1/openapi.json", "/v1/ping"),
+) -> tuple[FastAPI, FastAPI]:
     outer = FastAPI()
     outer.add_middleware(
         Auth0Middleware,
-        config=BEARER_ONLY,
+        # No network: the keys are never needed, and a lifespan would warm them.
+        verifier=TokenVerifier(BEARER_ONLY, key_set=StaticKeySet(NO_NETWORK_KEYS)),
         require_token=True,
-        public_paths=["/v1/openapi.json", "/v1/ping"],
+        public_paths=list(public),
     )
     sub = FastAPI()
     configure_openapi(sub, BEARER_ONLY)
@@ -356,11 +366,6 @@ async def test_a_mounted_app_is_protected_by_the_fail_closed_middleware_around_i
         assert (await client.get("/v1/plain")).status_code == 401
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a FastAPI app mounted under a fail-closed Auth0Middleware documents "
-    "the routes the middleware protects as public (no security, no 401)",
-)
 @pytest.mark.anyio
 async def test_a_mounted_app_documents_the_protection_around_it() -> None:
     outer, _ = mounted_under_fail_closed()
@@ -388,6 +393,82 @@ def test_each_document_has_its_own_error_schema() -> None:
         # or every later test in this process would see it.
         error.clear()
         error.update(before)
+
+
+@pytest.mark.anyio
+async def test_an_app_mounted_two_levels_down_in_a_plain_starlette_app_is_documented() -> None:
+    sub = FastAPI()
+    configure_openapi(sub, BEARER_ONLY)
+    sub.get("/ping")(_endpoint)
+    sub.get("/plain")(_endpoint)
+    middle = Starlette(routes=[Mount("/v1", app=sub)])
+    outer = Starlette(
+        routes=[Mount("/api", app=middle)],
+        middleware=[
+            Middleware(
+                Auth0Middleware,
+                verifier=TokenVerifier(BEARER_ONLY, key_set=StaticKeySet(NO_NETWORK_KEYS)),
+                require_token=True,
+                public_paths=["/api/v1/openapi.json", "/api/v1/ping"],
+            )
+        ],
+    )
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        doc = (await client.get("/api/v1/openapi.json")).json()
+        assert (await client.get("/api/v1/plain")).status_code == 401
+    assert op(doc, "/ping").get("security") is None
+    assert op(doc, "/plain")["security"] == [{SCHEME_NAME: []}]
+
+
+@pytest.mark.anyio
+async def test_a_mounted_app_is_documented_once_the_app_around_it_has_started() -> None:
+    # No request needed: the lifespan startup of the outer app makes it known.
+    outer, sub = mounted_under_fail_closed(public=["/v1/ping"])
+    messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent: list[str] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+
+    await outer({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    doc = sub.openapi()
+    assert op(doc, "/ping").get("security") is None
+    assert op(doc, "/plain")["security"] == [{SCHEME_NAME: []}]
+
+
+@pytest.mark.anyio
+async def test_a_mounted_app_under_a_public_subtree_stays_public() -> None:
+    outer, _ = mounted_under_fail_closed(public=["/v1/*"])
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        doc = (await client.get("/v1/openapi.json")).json()
+        assert (await client.get("/v1/plain")).status_code == 200
+    assert op(doc, "/plain").get("security") is None
+
+
+@pytest.mark.parametrize(
+    ("entries", "prefix", "below"),
+    [
+        (["/v1/ping", "/v1/static/*", "/health"], "/v1", ["/ping", "/static/*"]),
+        (["/v1/"], "/v1", ["/"]),
+        (["/v1"], "/v1", []),  # the mount point itself is no path of the mounted app
+        (["/v1/*"], "/v1", ["/*"]),
+        (["/*"], "/v1", ["/*"]),
+        (["/v10/ping", "/v/*"], "/v1", []),  # near misses stay closed
+        (["/t/*"], "/t/{tenant}", ["/*"]),
+        (["/t/a/ping"], "/t/{tenant}", []),  # can't tell which tenant: closed
+        (["/ping"], "", ["/ping"]),
+    ],
+)
+def test_public_paths_as_a_mounted_app_sees_them(
+    entries: list[str], prefix: str, below: list[str]
+) -> None:
+    assert list(PublicPaths(entries).below(prefix).entries) == below
 
 
 def openapi_30_doc(config: Auth0Config) -> Doc:
