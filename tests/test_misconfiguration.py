@@ -1,0 +1,508 @@
+"""Misconfigurations a team makes putting asgi_auth0 in front of an API (audit 19).
+
+The project promises to be impossible to misconfigure silently: a mistake should be a
+``ConfigError`` at construction, a warning at startup, or a rejection whose log line
+names the cause. The strict xfails are the mistakes that are still silent, or whose
+every request is refused with nothing that points at the cause (the catalogue, with
+reproducers, is /work/audit19/REPORT.md). The passing tests pin the answers that do
+name the cause and that no other test file pins.
+
+Keys come from a LocalIssuer: as a static key set where no fetch is involved, over
+its real HTTP server on 127.0.0.1 where the fetch is the point.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection
+
+from asgi_auth0 import (
+    Auth0Config,
+    Auth0Middleware,
+    Claims,
+    ConfigError,
+    InvalidTokenError,
+    KeySetError,
+    StaticKeySet,
+    TokenVerifier,
+    require_scopes,
+    require_token,
+)
+from asgi_auth0._signing import PrivateKey
+from asgi_auth0.testing import LocalIssuer
+
+API = "https://api.example.com"
+COGNITO = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbCdEf123"
+COGNITO_CLIENT = "3n4b5urk1ft4fl3mg5e62d9ado"
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+ENTRA = f"https://login.microsoftonline.com/{TENANT}/v2.0"
+ENTRA_APP = "6e74172b-be56-4843-9ff4-e66a39bb12e3"
+
+
+def finding(why: str) -> pytest.MarkDecorator:
+    return pytest.mark.xfail(strict=True, reason=f"finding: {why}")
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+def minting(
+    key: PrivateKey, issuer: str = "https://tenant.example.test/", **kw: Any
+) -> LocalIssuer:
+    """An issuer that only mints (no server): its keys go in a StaticKeySet."""
+    return LocalIssuer(issuer=issuer, private_key=key, kid="k1", **kw)
+
+
+def static_verifier(minter: LocalIssuer, **overrides: Any) -> TokenVerifier:
+    return TokenVerifier(minter.config(**overrides), key_set=StaticKeySet(minter.jwks))
+
+
+def api(verifier: TokenVerifier, *scopes: str, **middleware: Any) -> FastAPI:
+    """An app with /me (any token), /scoped (require_scopes(*scopes)) and /health."""
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=verifier, **middleware)
+
+    @app.get("/me")
+    async def me(claims: Annotated[Claims, Depends(require_token)]) -> dict[str, str | None]:
+        return {"sub": claims.sub}
+
+    needed = require_scopes(*(scopes or ("read:messages",)))
+
+    @app.get("/scoped")
+    async def scoped(claims: Annotated[Claims, Depends(needed)]) -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/health")
+    async def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+async def get(
+    app: Any, path: str, token: str | None = None, *, root_path: str = ""
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    transport = httpx.ASGITransport(app=app, root_path=root_path)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.get(root_path + path, headers=headers)
+
+
+def lines(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
+    """What an operator sees: asgi_auth0 records at ``level`` and above."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("asgi_auth0") and r.levelno >= level
+    ]
+
+
+def rejection_line(caplog: pytest.LogCaptureFixture) -> str:
+    found = [line for line in lines(caplog) if line.startswith("request rejected:")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@contextmanager
+def server(key: PrivateKey, **kw: Any) -> Iterator[LocalIssuer]:
+    with LocalIssuer(private_key=key, kid="k1", **kw) as issuer:
+        yield issuer
+
+
+# -- findings: accepted at construction, and tokens it should refuse get in -----------
+
+
+@finding(
+    "a Cognito issuer with the default audience_claim='aud' and audience = the app "
+    "client id accepts Cognito ID tokens (aud = client id) and refuses every access token"
+)
+@pytest.mark.anyio
+async def test_cognito_in_aud_mode_lets_no_id_token_in(auth0_rsa_key: PrivateKey) -> None:
+    try:
+        config = Auth0Config(issuer=COGNITO, audience=COGNITO_CLIENT)
+    except ConfigError as exc:  # the better answer: say so before any token arrives
+        refused = str(exc)
+    else:
+        refused = ""
+    if refused:
+        assert "audience_claim" in refused
+        return
+    cognito = minting(auth0_rsa_key, COGNITO, audience=COGNITO_CLIENT)
+    verifier = TokenVerifier(config, key_set=StaticKeySet(cognito.jwks))
+    id_token = cognito.token(aud=COGNITO_CLIENT, token_use="id", email="a@example.com")
+    with pytest.raises(InvalidTokenError):
+        await verifier.verify(id_token)
+
+
+@finding(
+    "audience = the Auth0 Management API (https://{domain}/api/v2/) is accepted: every "
+    "token minted for Auth0's own API, by any application of the tenant, passes"
+)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"domain": "tenant.eu.auth0.com", "audience": "https://tenant.eu.auth0.com/api/v2/"},
+        {"domain": "tenant.eu.auth0.com", "audience": "https://tenant.eu.auth0.com/api/v2"},
+        {"issuer": "https://login.acme.com/", "audience": "https://login.acme.com/api/v2/"},
+    ],
+)
+def test_the_management_api_is_not_an_audience(settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="Management API"):
+        Auth0Config(**settings)
+
+
+@finding(
+    "websocket_query_param names that parse_qsl can never produce ('=', '&', '#', "
+    "space, control characters) are accepted: every browser handshake is anonymous"
+)
+@pytest.mark.parametrize("name", ["access_token=", "token&v=1", "access_token#", "a\x00b"])
+def test_a_query_parameter_name_that_can_never_match_is_refused(
+    auth0_rsa_key: PrivateKey, name: str
+) -> None:
+    verifier = static_verifier(minting(auth0_rsa_key))
+    with pytest.raises(ConfigError, match="websocket_query_param"):
+        Auth0Middleware(FastAPI(), verifier=verifier, websocket_query_param=name)
+
+
+@finding(
+    "Entra multi-tenant placeholders are accepted as issuers: no token ever carries "
+    "'{tenantid}', 'common', 'organizations' or 'consumers' in iss"
+)
+@pytest.mark.parametrize(
+    "issuer",
+    [
+        "https://login.microsoftonline.com/{tenantid}/v2.0",
+        "https://login.microsoftonline.com/common/v2.0",
+        "https://login.microsoftonline.com/organizations/v2.0",
+        "https://login.microsoftonline.com/consumers/v2.0",
+    ],
+)
+def test_an_entra_tenant_placeholder_is_not_an_issuer(issuer: str) -> None:
+    with pytest.raises(ConfigError, match="issuer"):
+        Auth0Config(issuer=issuer, audience=ENTRA_APP)
+
+
+@finding(
+    'an audience copied with its quotes (AUTH0_AUDIENCE="https://api..." from an '
+    ".env file read by docker --env-file) is accepted: every token fails invalid_audience"
+)
+@pytest.mark.parametrize("quoted", [f'"{API}"', f"'{API}'"])
+def test_a_quoted_audience_is_refused(quoted: str) -> None:
+    with pytest.raises(ConfigError, match="AUTH0_AUDIENCE"):
+        Auth0Config.from_env({"AUTH0_DOMAIN": "tenant.eu.auth0.com", "AUTH0_AUDIENCE": quoted})
+
+
+@finding(
+    "jwks_uri set to the discovery document is accepted; every fetch then fails "
+    "(not_a_jwks) and every token gets 503"
+)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {
+            "domain": "tenant.eu.auth0.com",
+            "jwks_uri": "https://tenant.eu.auth0.com/.well-known/openid-configuration",
+        },
+        {
+            "issuer": "https://sso.acme.com/realms/acme",
+            "jwks_uri": "https://sso.acme.com/realms/acme/.well-known/openid-configuration",
+        },
+    ],
+)
+def test_the_discovery_url_is_not_a_jwks_uri(settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match="jwks_uri"):
+        Auth0Config(audience=API, **settings)
+
+
+@finding(
+    "jwks_uri on another Auth0 tenant than domain= is accepted; every token then fails "
+    "unknown_kid and no line names the URL the keys came from"
+)
+def test_a_jwks_uri_of_another_auth0_tenant_is_refused() -> None:
+    with pytest.raises(ConfigError, match="jwks_uri"):
+        Auth0Config(
+            domain="prod.eu.auth0.com",
+            audience=API,
+            jwks_uri="https://staging.eu.auth0.com/.well-known/jwks.json",
+        )
+
+
+class _Nobody(AuthenticationBackend):
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, BaseUser] | None:
+        return None
+
+
+@finding(
+    "a leftover Starlette AuthenticationMiddleware inside Auth0Middleware overwrites "
+    "scope['user']/['auth']: Starlette's @requires answers 403 to valid tokens, unlogged"
+)
+def test_an_authentication_middleware_inside_is_warned_about(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    verifier = static_verifier(minting(auth0_rsa_key))
+    inner = AuthenticationMiddleware(FastAPI(), backend=_Nobody())
+    Auth0Middleware(inner, verifier=verifier)
+    assert any("AuthenticationMiddleware" in line for line in lines(caplog, logging.WARNING))
+
+
+# -- findings: every request refused, and the log line does not say why ---------------
+
+
+@finding("invalid_audience names neither the token's aud nor the near miss with audience")
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("configured", "token_aud", "hint"),
+    [
+        (API + "/", API, "trailing slash"),  # Auth0 API identifier typed with a slash
+        (API, API + "/", "trailing slash"),
+        ("https://API.example.com", API, "case"),
+        (f"api://{ENTRA_APP}", ENTRA_APP, "api://"),  # Entra v2 aud is the bare app id
+    ],
+)
+async def test_an_audience_near_miss_is_named(
+    auth0_rsa_key: PrivateKey, configured: str, token_aud: str, hint: str
+) -> None:
+    issuer = minting(auth0_rsa_key, audience=token_aud)
+    verifier = static_verifier(issuer, audience=configured)
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.verify(issuer.token())
+    assert caught.value.reason == "invalid_audience"
+    assert hint in (caught.value.detail or "")
+
+
+@finding(
+    "audience set to the client id of the application (the token's azp), not the API: "
+    "every access token fails invalid_audience with 'aud does not name this API'"
+)
+@pytest.mark.anyio
+async def test_an_audience_that_is_the_tokens_azp_is_named(auth0_rsa_key: PrivateKey) -> None:
+    spa = "kXb3lQ9cV2mN8pR4sT6uW1yZ0aBcDeFg"
+    issuer = minting(auth0_rsa_key, audience=API)
+    verifier = static_verifier(issuer, audience=spa)
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.verify(issuer.token(azp=spa))
+    assert caught.value.reason == "invalid_audience"
+    assert "azp" in (caught.value.detail or "")
+
+
+@finding(
+    "an Entra v1 token (iss https://sts.windows.net/{tid}/) against the v2 issuer of the "
+    "same tenant: the line shows iss but not that it is the v1 issuer of this tenant"
+)
+@pytest.mark.anyio
+async def test_an_entra_v1_token_of_the_configured_tenant_is_named(
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    entra = minting(auth0_rsa_key, ENTRA, audience=ENTRA_APP)
+    verifier = static_verifier(entra)
+    v1 = entra.token(iss=f"https://sts.windows.net/{TENANT}/", ver="1.0", tid=TENANT)
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.verify(v1)
+    assert caught.value.reason == "invalid_issuer"
+    assert "v1" in (caught.value.detail or "")
+
+
+@finding(
+    "an issuer given with a trailing slash its tokens lack (Okta custom AS) and an "
+    "explicit jwks_uri: invalid_issuer, and nothing says the two differ by a slash"
+)
+@pytest.mark.anyio
+async def test_an_issuer_near_miss_is_named(auth0_rsa_key: PrivateKey) -> None:
+    okta = minting(auth0_rsa_key, "https://acme.okta.com/oauth2/default", audience="api://default")
+    verifier = static_verifier(okta, issuer=okta.issuer + "/")
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.verify(okta.token())
+    assert caught.value.reason == "invalid_issuer"
+    assert "trailing slash" in (caught.value.detail or "")
+
+
+@finding(
+    "require_scopes refusing a name the token carries in another form (an Auth0 RBAC "
+    "permission, Entra's scp without the api:// prefix, Cognito's with the resource "
+    "server prefix) or a token with no scope claim at all (Entra app-only, roles): "
+    "every request 403 'scope shortfall', nothing points at the cause"
+)
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("required", "claims", "hint"),
+    [
+        ("read:messages", {"scope": "openid", "permissions": ["read:messages"]}, "permission"),
+        (f"api://{ENTRA_APP}/read", {"scp": "read"}, "'read'"),
+        ("read", {"scope": "https://api.example.com/read"}, "https://api.example.com/read"),
+        ("read:messages", {"roles": ["Messages.Read"]}, "no scope"),
+    ],
+)
+async def test_a_scope_near_miss_is_named(
+    auth0_rsa_key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    required: str,
+    claims: dict[str, Any],
+    hint: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    issuer = minting(auth0_rsa_key, audience=API)
+    app = api(static_verifier(issuer), required)
+    response = await get(app, "/scoped", issuer.token(**claims))
+    assert response.status_code == 403
+    assert any(hint in line for line in lines(caplog)), lines(caplog)
+
+
+@finding(
+    "fail closed, a public path that differs from the request path by a trailing slash "
+    "or by the root_path prefix: 401 'a token is required outside the public paths'"
+)
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("listed", "root_path", "hint"),
+    [("/health/", "", "'/health/'"), ("/api/health", "/api", "root_path")],
+)
+async def test_a_public_path_near_miss_is_named(
+    auth0_rsa_key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    listed: str,
+    root_path: str,
+    hint: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    verifier = static_verifier(minting(auth0_rsa_key))
+    app = api(verifier, require_token=True, public_paths=[listed])
+    response = await get(app, "/health", root_path=root_path)
+    assert response.status_code == 401
+    assert hint in rejection_line(caplog)
+
+
+@finding(
+    "this server's clock hours ahead of the issuer's: every fresh token is 'exp has "
+    "passed', exactly like a genuinely old one; the line says not by how much"
+)
+@pytest.mark.anyio
+async def test_an_expiry_says_by_how_much(auth0_rsa_key: PrivateKey) -> None:
+    issuer = minting(auth0_rsa_key, clock=lambda: time.time() - 7200)
+    verifier = static_verifier(issuer)
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.verify(issuer.token(expires_in=3600))
+    assert caught.value.reason == "token_expired"
+    assert "3600 s" in (caught.value.detail or "") or "1 h" in (caught.value.detail or "")
+
+
+@finding(
+    "a jwks_uri that answers 404 (or is another tenant's): the key cache's lines name "
+    "the issuer, never the URL it fetched, so the wrong URL cannot be seen"
+)
+@pytest.mark.anyio
+async def test_a_failed_fetch_names_the_url_it_fetched(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    with server(auth0_rsa_key) as issuer:
+        wrong = issuer.url + "/jwks.json"
+        verifier = TokenVerifier(issuer.config(jwks_uri=wrong))
+        try:
+            with pytest.raises(KeySetError):
+                await verifier.refresh()
+        finally:
+            await verifier.aclose()
+    assert any(wrong in line for line in lines(caplog, logging.WARNING)), lines(caplog)
+
+
+# -- the answers that do name the cause (pinned nowhere else) --------------------------
+
+
+@pytest.mark.anyio
+async def test_a_keycloak_issuer_without_its_realm_says_so_at_startup_and_per_request(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    # issuer="https://sso.acme.com" for a realm's "https://sso.acme.com/realms/acme":
+    # discovery 404s at startup (WARNING naming it), and each refusal shows the
+    # token's iss, with the realm the configuration lacks.
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    with server(auth0_rsa_key, issuer_path="/realms/acme", audience="orders-api") as kc:
+        verifier = TokenVerifier(kc.config(issuer=kc.url, jwks_uri=None))
+        try:
+            with pytest.raises(KeySetError):
+                await verifier.refresh()
+            assert any(
+                "failed (http_status: the discovery answered HTTP 404)" in line
+                for line in lines(caplog, logging.WARNING)
+            ), lines(caplog)
+            caplog.clear()
+            response = await get(api(verifier), "/me", kc.token())
+        finally:
+            await verifier.aclose()
+    assert response.status_code == 401
+    assert response.json()["reason"] == "invalid_issuer"
+    line = rejection_line(caplog)
+    assert "reason=invalid_issuer" in line
+    assert f"iss='{kc.url}/realms/acme': iss is not a configured issuer" in line
+
+
+# Mistakes whose every request is refused with a line that names the cause.
+_NAMED = [
+    pytest.param(
+        {"issuer": COGNITO, "audience": COGNITO_CLIENT, "audience_claim": "client_id"},
+        {"aud": COGNITO_CLIENT, "token_use": "id"},
+        "reason=invalid_audience",
+        "an ID token has one",
+        id="cognito-id-token-sent",
+    ),
+    pytest.param(
+        {},
+        {"headers": {"alg": "ES256"}, "signing_alg": "RS256"},
+        "reason=alg_not_allowed",
+        "alg='ES256' iss='https://tenant.example.test/': alg is not in the allow-list",
+        id="issuer-signs-with-an-algorithm-not-configured",
+    ),
+    pytest.param(
+        {"strict_typ": True},
+        {},
+        "reason=invalid_typ",
+        "typ is not at+jwt",
+        id="strict-typ-with-auth0s-default-profile",
+    ),
+    pytest.param(
+        {"required_claims": ("iat", "email")},
+        {},
+        "reason=missing_claim",
+        "required claim email is missing",
+        id="required-claim-machine-tokens-lack",
+    ),
+    pytest.param(
+        {"max_token_size": 1024},
+        {"permissions": [f"perm:{i:03d}" for i in range(100)]},
+        "reason=token_too_large",
+        "the token is longer than 1024 bytes",
+        id="max-token-size-below-rbac-tokens",
+    ),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("settings", "claims", "reason", "cause"), _NAMED)
+async def test_the_rejection_line_names_the_cause(
+    auth0_rsa_key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    settings: dict[str, Any],
+    claims: dict[str, Any],
+    reason: str,
+    cause: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    issuer_url = settings.get("issuer", "https://tenant.example.test/")
+    issuer = minting(auth0_rsa_key, issuer_url, audience=settings.get("audience", API))
+    verifier = static_verifier(issuer, **settings)
+    response = await get(api(verifier), "/me", issuer.token(**claims))
+    assert response.status_code == 401
+    line = rejection_line(caplog)
+    assert reason in line
+    assert line.endswith(cause)
