@@ -248,9 +248,72 @@ def _check_custom_domain(issuer: str, domain: str) -> None:
         )
 
 
+# Entra ID's multi-tenant endpoints: their discovery documents name the issuer with a
+# "{tenantid}" placeholder, and no token carries any of these in its iss.
+_ENTRA_HOSTS = ("login.microsoftonline.com", "sts.windows.net", "login.microsoftonline.us")
+_ENTRA_PLACEHOLDERS = frozenset({"{tenantid}", "common", "organizations", "consumers"})
+
+
+def _check_issuer_is_one_tenant(name: str, url: str) -> None:
+    parts = urlsplit(url)
+    first = parts.path.strip("/").split("/")[0].lower()
+    if "{" in url or "}" in url or (
+        (parts.hostname or "") in _ENTRA_HOSTS and first in _ENTRA_PLACEHOLDERS
+    ):
+        raise ConfigError(
+            f"{name} {url!r} names no tenant: Entra ID tokens carry iss "
+            "'https://login.microsoftonline.com/<tenant id>/v2.0' with the tenant's id; "
+            "list each tenant you accept (issuer= and additional_issuers=)"
+        )
+
+
+def _is_cognito(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host.startswith("cognito-idp.") and host.endswith(".amazonaws.com")
+
+
+def _check_not_the_issuers_api(audiences: tuple[str, ...], hosts: set[str]) -> None:
+    # https://{tenant}/api/v2/ is the Auth0 Management API: every application of the
+    # tenant may get tokens for it, so accepting it lets in tokens minted for Auth0.
+    for aud in audiences:
+        parts = urlsplit(aud)
+        if (parts.hostname or "").lower() in hosts and parts.path.rstrip("/") == "/api/v2":
+            raise ConfigError(
+                f"audience {aud!r} is the Auth0 Management API's, which tokens minted for "
+                "Auth0 itself carry: create an API for your service (Applications > APIs) "
+                "and use its identifier"
+            )
+
+
+def _check_jwks_uri(jwks_uri: str, domain: str | None, issuers: tuple[str, ...]) -> None:
+    parts = urlsplit(jwks_uri)
+    if "/.well-known/openid-configuration" in parts.path or (
+        "/.well-known/oauth-authorization-server" in parts.path
+    ):
+        raise ConfigError(
+            f"jwks_uri {jwks_uri!r} is a discovery document, not a key set: give the "
+            "jwks_uri it names, or leave jwks_uri out to have it discovered"
+        )
+    host = (parts.hostname or "").lower()
+    own = {domain} | {(urlsplit(i).hostname or "").lower() for i in issuers}
+    if domain is not None and _is_auth0_host(host, None) and host not in own:
+        raise ConfigError(
+            f"jwks_uri {jwks_uri!r} is on another Auth0 tenant than domain={domain!r}: "
+            "its keys never sign this tenant's tokens; leave jwks_uri out (domain= "
+            "derives it)"
+        )
+
+
 def _check_audiences(name: str, value: object) -> tuple[str, ...]:
     audiences = _strings(name, value, allow_empty=False)
     for aud in audiences:
+        if len(aud) >= 2 and aud[0] == aud[-1] and aud[0] in "\"'":
+            # An .env line read without a shell (docker --env-file, some CI secret
+            # stores) keeps its quotes; no token's aud has them.
+            raise ConfigError(
+                f"{name} {aud!r} is wrapped in quotes, which no token's aud has: "
+                "write it without them"
+            )
         parts = urlsplit(aud)
         if parts.scheme.lower() in ("https", "http") and parts.path == "/userinfo":
             # Auth0 adds https://{domain}/userinfo as a second aud to every access
@@ -380,16 +443,19 @@ class Auth0Config:
         if custom_domain:
             _check_custom_domain(issuer, self.domain or "")
         _no_query("issuer", issuer)
+        _check_issuer_is_one_tenant("issuer", issuer)
         put(self, "issuer", issuer)
-        if self.jwks_uri is not None:
-            validate_url("jwks_uri", self.jwks_uri)
         extra = _strings("additional_issuers", self.additional_issuers, allow_empty=True)
         for iss in extra:
             validate_url("additional_issuers", iss)
             _check_auth0_issuer("additional_issuers entry", iss, self.domain)
             _no_query("additional_issuers", iss)
+            _check_issuer_is_one_tenant("additional_issuers entry", iss)
         put(self, "additional_issuers", extra)
         put(self, "issuers", tuple(dict.fromkeys((self.issuer, *extra))))
+        if self.jwks_uri is not None:
+            validate_url("jwks_uri", self.jwks_uri)
+            _check_jwks_uri(self.jwks_uri, self.domain, self.issuers)
 
         if self.audience in ((), "", None):
             raise ConfigError(
@@ -403,7 +469,18 @@ class Auth0Config:
             )
         if self.audience_claim == "client_id":
             _check_client_id_mode(self)
+        elif any(_is_cognito(i) for i in self.issuers):
+            raise ConfigError(
+                "a Cognito user pool's access tokens carry no aud (they name the app "
+                "client in client_id), so with audience_claim='aud' only its ID tokens "
+                "would pass: set audience_claim='client_id' and audience to the app "
+                "client id(s)"
+            )
         audiences = _check_audiences("audience", self.audience)
+        _check_not_the_issuers_api(
+            audiences,
+            {(urlsplit(i).hostname or "").lower() for i in self.issuers} | {self.domain or ""},
+        )
         if "account" in audiences and any("/realms/" in urlsplit(i).path for i in self.issuers):
             # Keycloak's default client scopes put aud "account" into the tokens of every
             # client of the realm, as Auth0 does with /userinfo.

@@ -119,13 +119,9 @@ def server(key: PrivateKey, **kw: Any) -> Iterator[LocalIssuer]:
         yield issuer
 
 
-# -- findings: accepted at construction, and tokens it should refuse get in -----------
+# -- mistakes refused at construction (each was accepted, and let tokens in or none) --
 
 
-@finding(
-    "a Cognito issuer with the default audience_claim='aud' and audience = the app "
-    "client id accepts Cognito ID tokens (aud = client id) and refuses every access token"
-)
 @pytest.mark.anyio
 async def test_cognito_in_aud_mode_lets_no_id_token_in(auth0_rsa_key: PrivateKey) -> None:
     try:
@@ -144,10 +140,6 @@ async def test_cognito_in_aud_mode_lets_no_id_token_in(auth0_rsa_key: PrivateKey
         await verifier.verify(id_token)
 
 
-@finding(
-    "audience = the Auth0 Management API (https://{domain}/api/v2/) is accepted: every "
-    "token minted for Auth0's own API, by any application of the tenant, passes"
-)
 @pytest.mark.parametrize(
     "settings",
     [
@@ -175,10 +167,6 @@ def test_a_query_parameter_name_with_url_delimiters_is_refused(
         Auth0Middleware(FastAPI(), verifier=verifier, websocket_query_param=name)
 
 
-@finding(
-    "Entra multi-tenant placeholders are accepted as issuers: no token ever carries "
-    "'{tenantid}', 'common', 'organizations' or 'consumers' in iss"
-)
 @pytest.mark.parametrize(
     "issuer",
     [
@@ -193,20 +181,12 @@ def test_an_entra_tenant_placeholder_is_not_an_issuer(issuer: str) -> None:
         Auth0Config(issuer=issuer, audience=ENTRA_APP)
 
 
-@finding(
-    'an audience copied with its quotes (AUTH0_AUDIENCE="https://api..." from an '
-    ".env file read by docker --env-file) is accepted: every token fails invalid_audience"
-)
 @pytest.mark.parametrize("quoted", [f'"{API}"', f"'{API}'"])
 def test_a_quoted_audience_is_refused(quoted: str) -> None:
     with pytest.raises(ConfigError, match="AUTH0_AUDIENCE"):
         Auth0Config.from_env({"AUTH0_DOMAIN": "tenant.eu.auth0.com", "AUTH0_AUDIENCE": quoted})
 
 
-@finding(
-    "jwks_uri set to the discovery document is accepted; every fetch then fails "
-    "(not_a_jwks) and every token gets 503"
-)
 @pytest.mark.parametrize(
     "settings",
     [
@@ -225,10 +205,6 @@ def test_the_discovery_url_is_not_a_jwks_uri(settings: dict[str, Any]) -> None:
         Auth0Config(audience=API, **settings)
 
 
-@finding(
-    "jwks_uri on another Auth0 tenant than domain= is accepted; every token then fails "
-    "unknown_kid and no line names the URL the keys came from"
-)
 def test_a_jwks_uri_of_another_auth0_tenant_is_refused() -> None:
     with pytest.raises(ConfigError, match="jwks_uri"):
         Auth0Config(
