@@ -1,0 +1,813 @@
+"""Model-based (stateful) tests of ``JWKSCache`` and the verifier's token cache on top.
+
+A hypothesis :class:`RuleBasedStateMachine` drives one ``JWKSCache`` (fake monotonic
+clock, no jitter) and one ``TokenVerifier`` over it (fake wall clock, a small token
+cache) through random sequences of: key rotations at the issuer (add, remove, replace
+a kid's key, with keys of two types), issuer faults and recovery, clock moves across
+the ttl, cooldown, backoff, negative-cache and max_stale boundaries, ``get_key`` for
+known, unknown, removed and never-published kids, ``verify`` of fresh, replayed,
+expired and foreign-signed tokens, ``refresh()``, concurrent bursts, and ``aclose()``.
+
+After every step the cache is checked against a small model of the policy the module
+docstring of ``asgi_auth0/_jwks.py`` states (when a request fetches, what it answers
+from the last good set, cooldown, backoff, negative cache, max_stale, generation), and
+against rules that need no model: only the documented exception types escape; a burst
+of concurrent callers costs at most one fetch; unknown-kid refreshes start at least
+``refresh_cooldown`` apart; a verified-token cache hit answers exactly what the full
+verification would (so a removed key never validates again from the cache);
+``cache_info()`` stays within its bounds; after ``aclose()`` no fetch task is left.
+
+The issuer is an ``httpx.MockTransport`` handler. That is deliberate: thousands of
+steps each need per-fetch control of the answer (a given JWKS, a 500, a 503 with
+``Retry-After``, a timeout, a real hang cut by ``fetch_timeout``, a non-JWKS body, an
+oversized body) at no cost, which a real server cannot give cheaply; the real-server
+integration tests (tests/test_jwks_integration.py) exist beside these.
+
+Each test case runs its own event loop in a blocking portal (asyncio and trio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import httpx
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from asgi_auth0 import (
+    AlgorithmNotAllowedError,
+    Auth0Config,
+    BearerError,
+    ExpiredTokenError,
+    InvalidSignatureError,
+    KeySetError,
+    PublicKey,
+    TokenVerifier,
+    UnknownKeyError,
+)
+from asgi_auth0._jwks import NOT_VOUCHED, JWKSCache
+from asgi_auth0._signing import generate_private_key, public_jwk, sign_jws
+
+ISS = "https://issuer.model.test/"
+AUD = "https://api.model.test"
+JWKS_URI = "https://issuer.model.test/.well-known/jwks.json"
+
+# Key material, generated once (Ed25519 and P-256 generation is fast, but not free).
+# Materials 0-3 are Ed25519 (EdDSA), 4-5 P-256 (ES256); 6 is never published.
+MATERIALS = [generate_private_key("Ed25519") for _ in range(4)] + [
+    generate_private_key("P-256") for _ in range(2)
+]
+NEVER_PUBLISHED = len(MATERIALS)
+MATERIALS.append(generate_private_key("Ed25519"))
+ALG = ["EdDSA"] * 4 + ["ES256"] * 2 + ["EdDSA"]
+PUBLIC = [m.public_key() for m in MATERIALS]
+KIDS = ["a", "b", "c", "d"]
+UNPUBLISHED_KID = "zz"  # never in any published set
+
+# The cache's settings (seconds on the fake monotonic clock, except FETCH_TIMEOUT,
+# which is a real deadline: the hanging issuer costs that much real time).
+TTL = 600.0
+COOLDOWN = 30.0
+MAX_STALE = 1800.0
+BACKOFF_MIN = 5.0
+BACKOFF_MAX = 300.0
+NEGATIVE_TTL = 300.0
+NEGATIVE_SIZE = 3
+FETCH_TIMEOUT = 0.25
+RETRY_AFTER = 120
+REAL_HANGS = 2
+# Nothing may take longer than fetch_timeout plus the waiters' 1 s slack: beyond this a
+# call counts as hung (a test failure with the steps, not a pytest timeout).
+HUNG = 5.0
+LEEWAY = 5.0
+TOKEN_CACHE_SIZE = 3
+MAX_TOKEN_SIZE = 8192
+
+# What the issuer answers. "ok" serves the published set (no usable key when empty).
+MODES = ["ok", "500", "503", "timeout", "hang", "connect", "not_jwks", "oversized"]
+OVERSIZED = b'{"keys": [], "pad": "' + b"x" * (1024 * 1024) + b'"}'
+# Handler calls per fetch: a connection error gets one immediate retry.
+CALLS_PER_FETCH = {"connect": 2}
+
+# Clock moves that land on and around the policy's boundaries.
+STEPS = [1, 4, 5, 10, 29, 30, 31, 60, 119, 120, 299, 300, 301, 480, 599, 600, 1800, 2400]
+
+GET_KEY_ERRORS = (UnknownKeyError, KeySetError, AlgorithmNotAllowedError)
+
+Outcome = tuple[str, Any]  # ("key", material) | ("error", exception class) | ("claims", None)
+
+
+@dataclass(frozen=True)
+class Token:
+    kid: str
+    material: int
+    exp: float
+    text: str = field(repr=False)
+
+
+@dataclass
+class Model:
+    """What the module docstring of _jwks.py says the cache holds and will do."""
+
+    installed: dict[str, int] | None = None  # kid -> material of the last good set
+    fresh_until: float = -math.inf
+    stale_until: float = -math.inf
+    failures: int = 0
+    next_attempt: float = -math.inf
+    last_unknown_fetch: float = -math.inf
+    negative: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    generation: int = 0
+    expiry_counted: bool = False
+    fetches: int = 0
+    failed_fetches: int = 0
+
+    def usable(self, now: float) -> dict[str, int] | None:
+        return self.installed if self.installed is not None and now < self.stale_until else None
+
+    def lookup(self, keys: dict[str, int], kid: str, alg: str) -> Outcome:
+        if kid not in keys:
+            return ("error", UnknownKeyError)
+        material = keys[kid]
+        if ALG[material] != alg:
+            return ("error", AlgorithmNotAllowedError)
+        return ("key", material)
+
+    def count_expiry(self, now: float) -> None:
+        if not self.expiry_counted and self.installed is not None and now >= self.stale_until:
+            self.expiry_counted = True
+            self.generation += 1
+
+    def remember_absent(self, kid: str, now: float) -> None:
+        self.negative[kid] = now + NEGATIVE_TTL
+        self.negative.move_to_end(kid)
+        while len(self.negative) > NEGATIVE_SIZE:
+            self.negative.popitem(last=False)
+
+
+def backoff(failures: int, retry_after: float | None) -> float:
+    delay = min(BACKOFF_MAX, BACKOFF_MIN * 2.0 ** (failures - 1))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, BACKOFF_MAX))
+    return delay
+
+
+def describe(result: object) -> Outcome:
+    """An observed result in the model's terms."""
+    if isinstance(result, BaseException):
+        return ("error", type(result))
+    if isinstance(result, PublicKey):
+        for material, public in enumerate(PUBLIC):
+            if result.key == public:
+                return ("key", material)
+        return ("key", "foreign")
+    return ("claims", None)
+
+
+class JWKSModelMachine(RuleBasedStateMachine):
+    """One JWKSCache + TokenVerifier per test case, on ``backend``."""
+
+    backend = "asyncio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack = contextlib.ExitStack()
+        self.portal = self.stack.enter_context(
+            anyio.from_thread.start_blocking_portal(self.backend)
+        )
+        self.now = 1000.0  # fake monotonic clock of the cache
+        self.wall = 1_700_000_000.0  # fake wall clock of the verifier
+        self.published: dict[str, int] = {}
+        self.mode = "ok"
+        self.calls = 0  # handler calls
+        self.gate: anyio.Event | None = None
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.unknown_kid_starts: list[float] = []
+        self.model = Model()
+        self.closed = False
+        self.hangs_left = REAL_HANGS
+        self.hold = False  # the next fetch never answers (aclose cancels it)
+        self.cancel_next_fetch = False  # the model's side of that
+        self.accepted: list[Token] = []  # tokens that verified, to replay
+        self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.handler))
+        self.cache = JWKSCache(
+            JWKS_URI,
+            http_client=self.client,
+            ttl=TTL,
+            refresh_cooldown=COOLDOWN,
+            fetch_timeout=FETCH_TIMEOUT,
+            max_stale=MAX_STALE,
+            backoff_min=BACKOFF_MIN,
+            backoff_max=BACKOFF_MAX,
+            negative_cache_size=NEGATIVE_SIZE,
+            negative_ttl=NEGATIVE_TTL,
+            clock=lambda: self.now,
+            jitter=lambda: 0.0,
+            on_event=self.on_event,
+        )
+        config = Auth0Config(
+            issuer=ISS,
+            jwks_uri=JWKS_URI,
+            audience=AUD,
+            algorithms=("EdDSA", "ES256"),
+            leeway=LEEWAY,
+            token_cache_size=TOKEN_CACHE_SIZE,
+            max_token_size=MAX_TOKEN_SIZE,
+        )
+        self.verifier = TokenVerifier(config, key_set=self.cache, clock=lambda: self.wall)
+
+    # -- the issuer -------------------------------------------------------------------
+
+    async def handler(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        mode = self.mode
+        if self.hold:
+            await anyio.sleep_forever()
+        if self.gate is not None:
+            await self.gate.wait()
+        if mode == "ok":
+            keys = [public_jwk(MATERIALS[m], kid=kid) for kid, m in sorted(self.published.items())]
+            return httpx.Response(200, json={"keys": keys})
+        if mode == "500":
+            return httpx.Response(500, text="oops")
+        if mode == "503":
+            return httpx.Response(503, headers={"Retry-After": str(RETRY_AFTER)})
+        if mode == "timeout":
+            raise httpx.ReadTimeout("slow", request=request)
+        if mode == "hang":
+            if self.hangs_left:
+                # A real hang, cut by fetch_timeout; it costs that much real time, so
+                # after a few per test case the same failure comes at once.
+                self.hangs_left -= 1
+                await anyio.sleep_forever()
+            raise httpx.ReadTimeout("slow", request=request)
+        if mode == "connect":
+            raise httpx.ConnectError("refused", request=request)
+        if mode == "not_jwks":
+            return httpx.Response(200, text="<html>login</html>")
+        return httpx.Response(200, content=OVERSIZED)
+
+    def on_event(self, name: str, info: Any) -> None:
+        self.events.append((name, dict(info)))
+        if name in ("refresh", "refresh_error") and info.get("trigger") == "unknown_kid":
+            self.unknown_kid_starts.append(info["started"])
+
+    def fetch_succeeds(self) -> bool:
+        return self.mode == "ok" and bool(self.published)
+
+    def apply_fetch(self, trigger: str) -> bool:
+        """The model's view of one fetch at ``self.now`` with the issuer as it is;
+        whether it installed a different key set."""
+        m = self.model
+        changed = False
+        m.fetches += 1
+        if trigger == "unknown_kid":
+            m.last_unknown_fetch = self.now
+        if self.fetch_succeeds():
+            if m.installed != self.published:
+                changed = True
+                m.generation += 1
+                m.negative.clear()
+            m.installed = dict(self.published)
+            m.fresh_until = self.now + TTL
+            m.stale_until = m.fresh_until + MAX_STALE
+            m.failures = 0
+            m.next_attempt = -math.inf
+            m.expiry_counted = False
+        else:
+            m.failures += 1
+            m.failed_fetches += 1
+            retry_after = RETRY_AFTER if self.mode == "503" else None
+            m.next_attempt = self.now + backoff(m.failures, retry_after)
+        return changed
+
+    # -- driving the cache ------------------------------------------------------------
+
+    def call(self, fn: Callable[[], Awaitable[Any]]) -> tuple[Any, int]:
+        """Run ``fn`` in the loop; its result (or the exception it raised) and the number
+        of handler calls it caused."""
+        before = self.calls
+
+        async def run() -> Any:
+            with anyio.move_on_after(HUNG):
+                try:
+                    return await fn()
+                except Exception as exc:
+                    return exc
+            raise AssertionError(f"the call did not return within {HUNG} s")
+
+        return self.portal.call(run), self.calls - before
+
+    def fetches_seen(self, calls: int) -> int:
+        per = CALLS_PER_FETCH.get(self.mode, 1)
+        assert calls % per == 0, (calls, self.mode)
+        return calls // per
+
+    def model_get_key(self, kid: str, alg: str) -> tuple[Outcome, str | None]:
+        """Predict a lone get_key(kid, alg) now: its outcome and the fetch it makes.
+
+        Applies the fetch (if any) and the negative cache to the model.
+        """
+        m, now = self.model, self.now
+        keys = m.usable(now)
+        if keys is None:
+            if now < m.next_attempt:
+                return ("error", KeySetError), None
+            return self.after_fetch(kid, alg, "load", on_failure=("error", KeySetError))
+        found = m.lookup(keys, kid, alg)
+        if found[0] == "key":
+            if now < m.fresh_until or now < m.next_attempt:
+                return found, None
+            # Past freshness, no runner, no backoff: this request refreshes inline and
+            # is answered from the stale set if that fails.
+            return self.after_fetch(kid, alg, "stale", on_failure=found)
+        if found[1] is AlgorithmNotAllowedError:
+            return found, None
+        expires = m.negative.get(kid)
+        if expires is not None:
+            if now < expires:
+                m.negative.move_to_end(kid)
+                return ("error", UnknownKeyError), None
+            del m.negative[kid]
+        if now - m.last_unknown_fetch < COOLDOWN or now < m.next_attempt:
+            return ("error", KeySetError if m.failures else UnknownKeyError), None
+        return self.after_fetch(kid, alg, "unknown_kid", on_failure=("error", KeySetError))
+
+    def after_fetch(
+        self, kid: str, alg: str, trigger: str, *, on_failure: Outcome
+    ) -> tuple[Outcome, str]:
+        if self.cancel_next_fetch:
+            # Cancelled by aclose(): no outcome. It counts as a fetch begun, but not as
+            # a failure, and not towards the unknown-kid cooldown.
+            self.cancel_next_fetch = False
+            self.model.fetches += 1
+            return on_failure, trigger
+        ok = self.fetch_succeeds()
+        self.apply_fetch(trigger)
+        if not ok:
+            return on_failure, trigger
+        assert self.model.installed is not None
+        found = self.model.lookup(self.model.installed, kid, alg)
+        if found == ("error", UnknownKeyError):
+            self.model.remember_absent(kid, self.now)
+        return found, trigger
+
+    def model_verify(self, token: Token) -> tuple[Outcome, str | None]:
+        """The full verification path (a cache hit must answer the same)."""
+        found, trigger = self.model_get_key(token.kid, ALG[token.material])
+        if found[0] != "key":
+            return found, trigger
+        if found[1] != token.material:
+            return ("error", InvalidSignatureError), trigger
+        if token.exp <= self.wall - LEEWAY:
+            return ("error", ExpiredTokenError), trigger
+        return ("claims", None), trigger
+
+    def check_documented_type(self, result: object, verify: bool) -> None:
+        if isinstance(result, BaseException):
+            allowed: tuple[type[BaseException], ...] = (
+                (BearerError, KeySetError) if verify else GET_KEY_ERRORS
+            )
+            assert isinstance(result, allowed), f"undocumented {type(result).__name__}: {result}"
+            if isinstance(result, KeySetError):
+                assert result.retry_after is not None
+                assert 1 <= result.retry_after <= BACKOFF_MAX, result.retry_after
+
+    def check_one(self, expected: tuple[Outcome, str | None], result: object, calls: int) -> None:
+        outcome, trigger = expected
+        seen = self.fetches_seen(calls)
+        assert seen == (trigger is not None), (
+            f"expected {'a ' + trigger if trigger else 'no'} fetch, saw {seen}"
+        )
+        got = describe(result)
+        event(f"{outcome[0]} {getattr(outcome[1], '__name__', '')} after {trigger} fetch")
+        assert got == outcome, f"expected {outcome}, got {got} ({result!r})"
+
+    # -- rules: the issuer ------------------------------------------------------------
+
+    @initialize(load=st.booleans())
+    def publish_first_key(self, load: bool) -> None:
+        self.published = {"a": 0}
+        if load:  # as at an app's startup
+            self.refresh()
+
+    @rule(kid=st.sampled_from(KIDS), material=st.integers(0, NEVER_PUBLISHED - 1))
+    def issuer_publishes(self, kid: str, material: int) -> None:
+        """Add a kid, or replace the key under a published one (maybe of another type)."""
+        self.published[kid] = material
+
+    @rule(kid=st.sampled_from(KIDS))
+    def issuer_removes(self, kid: str) -> None:
+        self.published.pop(kid, None)
+
+    @rule(mode=st.sampled_from(MODES))
+    def issuer_mode(self, mode: str) -> None:
+        self.mode = mode
+
+    @rule()
+    def issuer_recovers(self) -> None:
+        self.mode = "ok"
+
+    # -- rules: time ------------------------------------------------------------------
+
+    @rule(seconds=st.sampled_from(STEPS))
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.wall += seconds
+
+    # -- rules: the cache -------------------------------------------------------------
+
+    @rule(kid=st.sampled_from([*KIDS, UNPUBLISHED_KID]), alg=st.sampled_from(["EdDSA", "ES256"]))
+    def get_key(self, kid: str, alg: str) -> None:
+        expected = self.model_get_key(kid, alg)
+        result, calls = self.call(lambda: self.cache.get_key(kid, alg))
+        self.check_documented_type(result, verify=False)
+        self.check_one(expected, result, calls)
+
+    @rule()
+    def refresh(self) -> None:
+        ok = self.fetch_succeeds()
+        self.apply_fetch("manual")
+        result, calls = self.call(self.cache.refresh)
+        assert self.fetches_seen(calls) == 1
+        if ok:
+            assert result is None, result
+        else:
+            assert isinstance(result, KeySetError), result
+            assert result.retry_after is not None
+            assert result.retry_after >= 1
+
+    # -- rules: the verifier ----------------------------------------------------------
+
+    tokens = Bundle("tokens")
+
+    def sign(self, kid: str, material: int, lifetime: int, big: bool) -> Token:
+        exp = int(self.wall) + lifetime
+        payload: dict[str, Any] = {
+            "iss": ISS,
+            "aud": AUD,
+            "sub": "user",
+            "iat": int(self.wall),
+            "exp": exp,
+        }
+        if big:  # large tokens exercise the cache's character budget
+            payload["pad"] = "p" * 2500
+        header = {"alg": ALG[material], "typ": "JWT", "kid": kid}
+        return Token(kid, material, float(exp), sign_jws(MATERIALS[material], header, payload))
+
+    @rule(
+        target=tokens,
+        kid=st.sampled_from([*KIDS, UNPUBLISHED_KID]),
+        material=st.integers(0, NEVER_PUBLISHED),
+        lifetime=st.sampled_from([20, 100_000]),
+        big=st.booleans(),
+    )
+    def mint_any(self, kid: str, material: int, lifetime: int, big: bool) -> Token:
+        """A token under any kid and key: published, removed, never published, mixed."""
+        return self.sign(kid, material, lifetime, big)
+
+    @precondition(lambda self: self.published)
+    @rule(
+        target=tokens,
+        data=st.data(),
+        lifetime=st.sampled_from([20, 100_000]),
+        big=st.booleans(),
+    )
+    def mint_current(self, data: st.DataObject, lifetime: int, big: bool) -> Token:
+        """A token signed by a key the issuer publishes now, as the issuer would."""
+        kid = data.draw(st.sampled_from(sorted(self.published)), label="kid")
+        return self.sign(kid, self.published[kid], lifetime, big)
+
+    @rule(token=tokens)
+    def verify(self, token: Token) -> None:
+        expected = self.model_verify(token)
+        result, calls = self.call(lambda: self.verifier.verify(token.text))
+        self.check_documented_type(result, verify=True)
+        self.check_one(expected, result, calls)
+        if expected[0][0] == "claims" and token not in self.accepted:
+            self.accepted.append(token)
+
+    @precondition(lambda self: self.accepted)
+    @rule(data=st.data())
+    def replay(self, data: st.DataObject) -> None:
+        """A token that verified before, again: a cache hit must say what the full
+        verification would say now."""
+        self.verify(data.draw(st.sampled_from(self.accepted), label="token"))
+
+    # -- rules: concurrency -----------------------------------------------------------
+
+    def run_burst(self, make: list[Callable[[], Awaitable[Any]]]) -> tuple[list[Any], int]:
+        """Start every call at once, hold the issuer until all are blocked, release."""
+        before = self.calls
+
+        async def burst() -> list[Any]:
+            results: list[Any] = [None] * len(make)
+
+            async def one(i: int) -> None:
+                try:
+                    results[i] = await make[i]()
+                except Exception as exc:
+                    results[i] = exc
+
+            gate = self.gate = anyio.Event()
+            try:
+                with anyio.move_on_after(HUNG) as scope:
+                    async with anyio.create_task_group() as group:
+                        for i in range(len(make)):
+                            group.start_soon(one, i)
+                        await self.settle()
+                        gate.set()
+            finally:
+                self.gate = None
+            if scope.cancelled_caught:
+                raise AssertionError(f"the burst did not end within {HUNG} s: {results}")
+            return results
+
+        return self.portal.call(burst), self.calls - before
+
+    async def settle(self) -> None:
+        """Return once every other task in the loop is blocked (the burst's callers on
+        the fetch, the fetch on the issuer's gate)."""
+        if self.backend != "asyncio":
+            await anyio.wait_all_tasks_blocked()
+            return
+        # anyio's wait_all_tasks_blocked() polls every 0.1 s on asyncio, which thousands
+        # of bursts cannot afford; the same test, yielding instead of sleeping.
+        this = asyncio.current_task()
+        while True:
+            await asyncio.sleep(0)
+            if all(
+                task is this or (task._fut_waiter is not None and not task._fut_waiter.done())  # type: ignore[attr-defined]
+                for task in asyncio.all_tasks()
+            ):
+                return
+
+    @rule(
+        n=st.integers(2, 6),
+        kid=st.sampled_from([*KIDS, UNPUBLISHED_KID]),
+        alg=st.sampled_from(["EdDSA", "ES256"]),
+    )
+    def burst_get_key(self, n: int, kid: str, alg: str) -> None:
+        """N callers for the same kid: one fetch at most, one answer (or the stale one)."""
+        before = self.model_lookup_now(kid, alg)
+        expected = self.model_get_key(kid, alg)
+        results, calls = self.run_burst([lambda: self.cache.get_key(kid, alg)] * n)
+        self.check_burst(expected, before, results, calls, verify=False)
+
+    @rule(n=st.integers(2, 6), token=tokens)
+    def burst_verify(self, n: int, token: Token) -> None:
+        before = self.verify_outcome_from(
+            self.model_lookup_now(token.kid, ALG[token.material]), token
+        )
+        expected = self.model_verify(token)
+        results, calls = self.run_burst([lambda: self.verifier.verify(token.text)] * n)
+        self.check_burst(expected, before, results, calls, verify=True)
+        if expected[0][0] == "claims" and token not in self.accepted:
+            self.accepted.append(token)
+
+    def model_lookup_now(self, kid: str, alg: str) -> Outcome | None:
+        keys = self.model.usable(self.now)
+        return None if keys is None else self.model.lookup(keys, kid, alg)
+
+    def verify_outcome_from(self, found: Outcome | None, token: Token) -> Outcome | None:
+        if found is None or found[0] != "key":
+            return found
+        if found[1] != token.material:
+            return ("error", InvalidSignatureError)
+        if token.exp <= self.wall - LEEWAY:
+            return ("error", ExpiredTokenError)
+        return ("claims", None)
+
+    def check_burst(
+        self,
+        expected: tuple[Outcome, str | None],
+        stale: Outcome | None,
+        results: list[Any],
+        calls: int,
+        *,
+        verify: bool,
+        seen: int | None = None,
+    ) -> None:
+        outcome, trigger = expected
+        event(f"burst: {outcome[0]} {getattr(outcome[1], '__name__', '')} after {trigger} fetch")
+        for result in results:
+            self.check_documented_type(result, verify=verify)
+        if seen is None:
+            seen = self.fetches_seen(calls)
+        assert seen <= 1, f"{len(results)} concurrent callers made {seen} fetches"
+        assert seen == (trigger is not None), (trigger, seen)
+        got = [describe(r) for r in results]
+        if trigger == "stale":
+            # The first caller refreshes inline; the rest are served the stale set
+            # while it does (module docstring: "without waiting").
+            assert sorted(got, key=repr) == sorted(
+                [outcome] + [stale] * (len(results) - 1), key=repr
+            ), (got, outcome, stale)
+        else:
+            assert got == [outcome] * len(results), (got, outcome)
+
+    @rule(
+        ops=st.lists(
+            st.one_of(
+                st.tuples(
+                    st.just("get_key"),
+                    st.sampled_from([*KIDS, UNPUBLISHED_KID]),
+                    st.sampled_from(["EdDSA", "ES256"]),
+                ),
+                st.tuples(st.just("refresh"), st.none(), st.none()),
+            ),
+            min_size=2,
+            max_size=6,
+        )
+    )
+    def burst_mixed(self, ops: list[tuple[str, str | None, str | None]]) -> None:
+        """Different kids and refresh() at once: at most one fetch; every answer is what
+        the set before or the set after that fetch gives."""
+        m = self.model
+        pre = None if m.usable(self.now) is None else dict(m.installed or {})
+        pre_negative = dict(m.negative)
+        makers: list[Callable[[], Awaitable[Any]]] = []
+        for op, kid, alg in ops:
+            if op == "refresh":
+                makers.append(self.cache.refresh)
+            else:
+                assert kid is not None
+                assert alg is not None
+                makers.append(lambda kid=kid, alg=alg: self.cache.get_key(kid, alg))
+        ok = self.fetch_succeeds()
+        n_events = len(self.events)
+        results, calls = self.run_burst(makers)
+        seen = self.fetches_seen(calls)
+        assert seen <= 1, f"{len(ops)} concurrent callers made {seen} fetches"
+        fetch_events = [e for e in self.events[n_events:] if e[0] in ("refresh", "refresh_error")]
+        assert len(fetch_events) == seen, (fetch_events, seen)
+        changed = False
+        if seen:
+            changed = self.apply_fetch(fetch_events[0][1]["trigger"])
+        post = m.usable(self.now)
+        for (op, kid, alg), result in zip(ops, results, strict=True):
+            if op == "refresh":
+                if seen == 0:
+                    raise AssertionError("refresh() made no fetch")
+                assert (result is None) == ok, result
+                continue
+            self.check_documented_type(result, verify=False)
+            assert kid is not None
+            assert alg is not None
+            allowed: set[Outcome] = {("error", KeySetError), ("error", UnknownKeyError)}
+            for keys in (pre, post):
+                if keys is not None:
+                    allowed.add(m.lookup(keys, kid, alg))
+            got = describe(result)
+            assert got in allowed, (op, kid, alg, got, allowed)
+        # Which joiners found their kid absent depends on the order the tasks ran:
+        # take the cache's negative cache, after checking it holds nothing else.
+        negative = OrderedDict(self.cache._negative)
+        for kid, expires in negative.items():
+            assert kid is not None
+            fresh_entry = (
+                post is not None and kid not in post and expires == self.now + NEGATIVE_TTL
+            )
+            assert fresh_entry or (kid in pre_negative and not changed), (kid, expires)
+        m.negative = negative  # type: ignore[assignment]
+
+    @rule(
+        n=st.integers(1, 4),
+        kid=st.sampled_from([*KIDS, UNPUBLISHED_KID]),
+        alg=st.sampled_from(["EdDSA", "ES256"]),
+    )
+    def aclose_during_fetch(self, n: int, kid: str, alg: str) -> None:
+        """aclose() while callers wait on a fetch the issuer never answers: the fetch is
+        cancelled; they are answered as after a failed fetch, at once; it does not
+        count as a failure, nor towards the unknown-kid cooldown; the cache stays usable.
+        """
+        stale = self.model_lookup_now(kid, alg)
+        self.cancel_next_fetch = True
+        expected = self.model_get_key(kid, alg)
+        self.cancel_next_fetch = False
+        before = self.calls
+        results: list[Any] = [None] * n
+
+        async def one(i: int) -> None:
+            try:
+                results[i] = await self.cache.get_key(kid, alg)
+            except Exception as exc:
+                results[i] = exc
+
+        async def scenario() -> bool:
+            self.hold = True
+            try:
+                with anyio.move_on_after(HUNG) as scope:
+                    async with anyio.create_task_group() as group:
+                        for i in range(n):
+                            group.start_soon(one, i)
+                        await self.settle()
+                        await self.cache.aclose()
+            finally:
+                self.hold = False
+            return scope.cancelled_caught
+
+        hung = self.portal.call(scenario)
+        assert not hung, f"callers still waiting {HUNG} s after aclose(): {results}"
+        calls = self.calls - before  # a held fetch is one call, whatever the mode
+        self.check_burst(expected, stale, results, calls, verify=False, seen=calls)
+
+    # -- invariants -------------------------------------------------------------------
+
+    @invariant()
+    def matches_model(self) -> None:
+        m = self.model
+        m.count_expiry(self.now)
+        status = self.cache.status()
+        assert status.fetch_count == m.fetches, (status.fetch_count, m.fetches)
+        assert status.failed_fetch_count == m.failed_fetches
+        assert status.consecutive_failures == m.failures
+        assert status.generation == m.generation, (status.generation, m.generation)
+        if m.installed is None:
+            assert status.kids == ()
+        else:
+            assert status.kids == tuple(sorted(m.installed))
+        if m.usable(self.now) is None:
+            assert status.state == ("failing" if m.failures else "empty")
+        else:
+            assert status.state == ("fresh" if self.now < m.fresh_until else "stale")
+        # The generation the verifier reads: vouched only within freshness (no runner).
+        if self.now < m.fresh_until or m.installed is None:
+            assert self.cache.generation == m.generation
+        else:
+            assert self.cache.generation == NOT_VOUCHED
+        # The negative cache, exactly (it decides which requests may fetch).
+        assert dict(self.cache._negative) == dict(m.negative), (self.cache._negative, m.negative)
+
+    @invariant()
+    def unknown_kid_refreshes_keep_the_cooldown(self) -> None:
+        starts = self.unknown_kid_starts
+        for earlier, later in itertools.pairwise(starts):
+            assert later - earlier >= COOLDOWN, starts
+
+    @invariant()
+    def token_cache_within_bounds(self) -> None:
+        info = self.verifier.cache_info()
+        assert 0 <= info["entries"] <= info["max_entries"] == TOKEN_CACHE_SIZE
+        assert 0 <= info["token_chars"] <= info["max_token_chars"]
+        assert info["token_chars"] == sum(len(t) for t in self.verifier._cache)
+
+    @invariant()
+    def no_fetch_left_running(self) -> None:
+        assert not self.cache._detached
+        assert not self.cache._fetch_tasks
+
+    # -- the end ----------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        try:
+            if not self.closed:
+                self.portal.call(self.close_and_check)
+        finally:
+            self.stack.close()
+
+    async def close_and_check(self) -> None:
+        await self.cache.aclose()
+        await self.client.aclose()
+        assert not self.cache._detached
+        assert not self.cache._fetch_tasks
+        if self.backend == "asyncio":
+            # Only the portal's own tasks (and this call's) may be left in the loop.
+            names = {t.get_coro().__qualname__ for t in asyncio.all_tasks()}  # type: ignore[union-attr]
+            assert not any("perform" in n for n in names), names
+        self.closed = True
+
+
+class JWKSModelMachineTrio(JWKSModelMachine):
+    backend = "trio"
+
+
+SETTINGS = settings(
+    max_examples=150,
+    stateful_step_count=40,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+
+JWKSModelMachine.TestCase.settings = SETTINGS
+JWKSModelMachineTrio.TestCase.settings = SETTINGS
+TestJWKSModelAsyncio = JWKSModelMachine.TestCase
+TestJWKSModelTrio = JWKSModelMachineTrio.TestCase
