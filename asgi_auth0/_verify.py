@@ -120,6 +120,23 @@ def _peek(token: object, max_size: int) -> tuple[object, object, object]:
     return header.get("kid"), header.get("alg"), payload.get("iss")
 
 
+_ENTRA_V1 = "https://sts.windows.net/"
+
+
+def _span(seconds: float) -> str:
+    """A duration for a log line, rounded to read at a glance (and bounded: a token
+    may carry any number)."""
+    if not seconds < 1e9:  # also NaN
+        return "over 30 years"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
+
+
 class _CacheEntry(NamedTuple):
     claims: Claims
     valid_until: float
@@ -281,8 +298,64 @@ class TokenVerifier:
         if type(iss) is not str:
             raise InvalidIssuerError("iss is missing or not a string")
         if iss not in self._issuers:
-            raise InvalidIssuerError("iss is not a configured issuer")
+            raise InvalidIssuerError("iss is not a configured issuer" + self._issuer_hint(iss))
         return parsed
+
+    # -- why a token was refused, for the operator (only on the refusal path) ---------
+
+    def _issuer_hint(self, iss: str) -> str:
+        # A near miss of a configured issuer is a configuration mistake, not an attack:
+        # say so. Only configured values are quoted; the token's iss is in the log
+        # line's own fields already (escaped there).
+        for configured in self._issuers:
+            if iss.rstrip("/") == configured.rstrip("/"):
+                return (
+                    f" (it differs from the configured issuer {configured!r} only by a "
+                    "trailing slash)"
+                )
+            if iss.lower() == configured.lower():
+                return (
+                    f" (it differs from the configured issuer {configured!r} only in letter case)"
+                )
+        if iss.startswith(_ENTRA_V1):
+            tenant = iss[len(_ENTRA_V1) :].strip("/")
+            for configured in self._issuers:
+                if tenant and f"/{tenant}/" in configured:
+                    return (
+                        f" (an Entra ID v1 token of the configured tenant: set "
+                        f"accessTokenAcceptedVersion to 2 in the API's app registration, or "
+                        f"add '{_ENTRA_V1}{tenant}/' to additional_issuers)"
+                    )
+        return ""
+
+    def _audience_hint(self, values: list[Any], payload: dict[str, Any]) -> str:
+        for value in values[:16]:
+            if type(value) is not str:
+                continue
+            for configured in self._audiences:
+                if value.rstrip("/") == configured.rstrip("/"):
+                    return (
+                        f" (the token's aud differs from the configured audience "
+                        f"{configured!r} only by a trailing slash)"
+                    )
+                if value.lower() == configured.lower():
+                    return (
+                        f" (the token's aud differs from the configured audience "
+                        f"{configured!r} only in letter case)"
+                    )
+                if "api://" + value == configured or value == "api://" + configured:
+                    return (
+                        f" (the token's aud differs from the configured audience "
+                        f"{configured!r} only by the api:// prefix: Entra ID v2 tokens "
+                        f"carry the application id alone)"
+                    )
+        for claim in ("azp", "client_id"):
+            if payload.get(claim) in self._audiences:
+                return (
+                    f" (the configured audience is this token's {claim}, the id of the "
+                    f"application that asked for it, not your API's identifier)"
+                )
+        return ""
 
     def _check_claims(self, parsed: ParsedToken) -> tuple[Claims, float]:
         payload = parsed.payload
@@ -295,7 +368,9 @@ class TokenVerifier:
         if not _is_date(exp):
             raise InvalidClaimError("exp is not a NumericDate")
         if exp <= now - leeway:
-            raise ExpiredTokenError("exp has passed")
+            raise ExpiredTokenError(
+                f"exp has passed, {_span(now - exp)} ago (leeway {_span(leeway)})"
+            )
         valid_until = exp + leeway
 
         # A present nbf/iat must be a NumericDate: null is a wrong type, not "absent".
@@ -304,27 +379,36 @@ class TokenVerifier:
             if not _is_date(nbf):
                 raise InvalidClaimError("nbf is not a NumericDate")
             if nbf > now + leeway:
-                raise ImmatureTokenError("nbf is in the future")
+                raise ImmatureTokenError(
+                    f"nbf is in the future, by {_span(nbf - now)} (leeway {_span(leeway)})"
+                )
 
         if "iat" in payload:
             iat = payload["iat"]
             if not _is_date(iat):
                 raise InvalidClaimError("iat is not a NumericDate")
             if iat > now + leeway:
-                raise IssuedInFutureError("iat is in the future")
+                raise IssuedInFutureError(
+                    f"iat is in the future, by {_span(iat - now)} (leeway {_span(leeway)}): "
+                    "is this server's clock right?"
+                )
 
         aud = payload.get("aud")
         if self._client_id_audience:
             self._check_client_id(payload)
         elif type(aud) is str:
             if aud not in self._audiences:
-                raise InvalidAudienceError("aud does not name this API")
+                raise InvalidAudienceError(
+                    "aud does not name this API" + self._audience_hint([aud], payload)
+                )
         elif type(aud) is list and aud:
             for item in aud:
                 if type(item) is not str:
                     raise InvalidAudienceError("aud array holds a non-string")
             if self._audiences.isdisjoint(aud):
-                raise InvalidAudienceError("aud does not name this API")
+                raise InvalidAudienceError(
+                    "aud does not name this API" + self._audience_hint(aud, payload)
+                )
         elif aud is None:
             if payload.get("token_use") == "access" and "client_id" in payload:
                 raise MissingClaimError(

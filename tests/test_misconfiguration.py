@@ -236,7 +236,6 @@ def test_an_authentication_middleware_inside_is_warned_about(
 # -- findings: every request refused, and the log line does not say why ---------------
 
 
-@finding("invalid_audience names neither the token's aud nor the near miss with audience")
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("configured", "token_aud", "hint"),
@@ -258,10 +257,6 @@ async def test_an_audience_near_miss_is_named(
     assert hint in (caught.value.detail or "")
 
 
-@finding(
-    "audience set to the client id of the application (the token's azp), not the API: "
-    "every access token fails invalid_audience with 'aud does not name this API'"
-)
 @pytest.mark.anyio
 async def test_an_audience_that_is_the_tokens_azp_is_named(auth0_rsa_key: PrivateKey) -> None:
     spa = "kXb3lQ9cV2mN8pR4sT6uW1yZ0aBcDeFg"
@@ -273,10 +268,6 @@ async def test_an_audience_that_is_the_tokens_azp_is_named(auth0_rsa_key: Privat
     assert "azp" in (caught.value.detail or "")
 
 
-@finding(
-    "an Entra v1 token (iss https://sts.windows.net/{tid}/) against the v2 issuer of the "
-    "same tenant: the line shows iss but not that it is the v1 issuer of this tenant"
-)
 @pytest.mark.anyio
 async def test_an_entra_v1_token_of_the_configured_tenant_is_named(
     auth0_rsa_key: PrivateKey,
@@ -290,10 +281,6 @@ async def test_an_entra_v1_token_of_the_configured_tenant_is_named(
     assert "v1" in (caught.value.detail or "")
 
 
-@finding(
-    "an issuer given with a trailing slash its tokens lack (Okta custom AS) and an "
-    "explicit jwks_uri: invalid_issuer, and nothing says the two differ by a slash"
-)
 @pytest.mark.anyio
 async def test_an_issuer_near_miss_is_named(auth0_rsa_key: PrivateKey) -> None:
     okta = minting(auth0_rsa_key, "https://acme.okta.com/oauth2/default", audience="api://default")
@@ -359,10 +346,6 @@ async def test_a_public_path_near_miss_is_named(
     assert hint in rejection_line(caplog)
 
 
-@finding(
-    "this server's clock hours ahead of the issuer's: every fresh token is 'exp has "
-    "passed', exactly like a genuinely old one; the line says not by how much"
-)
 @pytest.mark.anyio
 async def test_an_expiry_says_by_how_much(auth0_rsa_key: PrivateKey) -> None:
     issuer = minting(auth0_rsa_key, clock=lambda: time.time() - 7200)
@@ -370,7 +353,7 @@ async def test_an_expiry_says_by_how_much(auth0_rsa_key: PrivateKey) -> None:
     with pytest.raises(InvalidTokenError) as caught:
         await verifier.verify(issuer.token(expires_in=3600))
     assert caught.value.reason == "token_expired"
-    assert "3600 s" in (caught.value.detail or "") or "1 h" in (caught.value.detail or "")
+    assert "exp has passed, 60 min ago (leeway 5 s)" == caught.value.detail
 
 
 @finding(

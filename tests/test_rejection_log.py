@@ -48,7 +48,7 @@ async def test_a_flood_of_one_kind_is_one_line_per_window_then_a_count(
         facts = f"kid={issuer.current_kid!r} alg='RS256' iss={issuer.issuer!r}"
         assert rejections(caplog) == [
             f"request rejected: status=401 reason=token_expired GET '/orders/7' {facts}: "
-            "exp has passed"
+            "exp has passed, 60 min ago (leeway 5 s)"
         ]
         # Each one is still there for whoever turns DEBUG on.
         assert len(rejections(caplog, logging.DEBUG)) == 50
@@ -56,7 +56,8 @@ async def test_a_flood_of_one_kind_is_one_line_per_window_then_a_count(
         await c.get("/orders/8", headers=headers)
     assert rejections(caplog)[1] == (
         f"request rejected: status=401 reason=token_expired GET '/orders/8' {facts}: "
-        "exp has passed (49 more like it, unlogged, since the line 60 s ago)"
+        "exp has passed, 60 min ago (leeway 5 s) (49 more like it, unlogged, since the line "
+        "60 s ago)"
     )
 
 

@@ -68,8 +68,9 @@ async def test_the_next_window_s_line_has_no_count_when_nothing_went_unlogged(
         clock.advance(REJECTION_LOG_WINDOW)  # one rejection per window: none counted
         await c.get("/b", headers=headers)
     first, second = lines(caplog)
-    assert first.getMessage().endswith(": exp has passed")
-    assert second.getMessage().endswith(": exp has passed")  # no "(0 more like it ...)"
+    assert first.getMessage().endswith(": exp has passed, 60 min ago (leeway 5 s)")
+    # No "(0 more like it ...)":
+    assert second.getMessage().endswith(": exp has passed, 60 min ago (leeway 5 s)")
     assert first.suppressed == 0  # type: ignore[attr-defined]
     assert second.suppressed == 0  # type: ignore[attr-defined]
 
