@@ -79,4 +79,4 @@ bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .venv310 .venv312 .venv-newest .venv-floors .venv-floors310 .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv310 .venv312 .venv-newest .venv-floors .venv-floors310 .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info

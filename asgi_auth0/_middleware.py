@@ -24,6 +24,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import re
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
@@ -72,6 +73,9 @@ _DENIAL_EXTENSION = "websocket.http.response"
 # servers then answer the handshake with a plain 403).
 _WS_POLICY_VIOLATION = 1008
 _WS_TRY_AGAIN_LATER = 1013
+# A websocket_query_param name: RFC 3986 unreserved characters, which a URL carries as
+# they are (anything else is a delimiter, or is percent-encoded by a URL builder).
+_QUERY_PARAM_NAME = re.compile(r"[A-Za-z0-9._~-]+")
 
 
 class Auth0User(BaseUser):
@@ -321,6 +325,18 @@ class Auth0Middleware:
             or not websocket_query_param.isascii()
         ):
             raise ConfigError("websocket_query_param must be a non-empty ASCII string or None")
+        if websocket_query_param is not None and not _QUERY_PARAM_NAME.fullmatch(
+            websocket_query_param
+        ):
+            # "?access_token" or "access_token=" (copied from a URL template) would
+            # never be the name of a parameter in the URL a browser builds, so every
+            # handshake would be anonymous with nothing pointing here.
+            raise ConfigError(
+                f"websocket_query_param {websocket_query_param!r} is not a bare parameter "
+                "name (it holds '?', '=', '&', '#', whitespace or another character "
+                "outside A-Z a-z 0-9 . _ ~ -): give the parameter's name alone, "
+                "e.g. 'access_token'"
+            )
         if on_error is not None and not callable(on_error):
             raise ConfigError("on_error must be a callable (conn, challenge) -> Response")
         # An async hook would hand back a coroutine where a Response is due; refuse

@@ -313,12 +313,9 @@ def test_the_python_classifiers_match_requires_python(pyproject: dict[str, Any])
     assert minors[0] == int(floor[1])
     assert minors == list(range(minors[0], minors[-1] + 1)), "a gap in the versions"
     assert "Programming Language :: Python :: 3 :: Only" in _classifiers(pyproject)
-    # CI runs this on every Python it supports (make test-oldest, test-312,
-    # test-newest): a new one there gets its classifier added here.
-    if sys.version_info.releaselevel == "final":
-        assert sys.version_info.minor in minors, (
-            f"tested on Python 3.{sys.version_info.minor}: add its classifier"
-        )
+    # Not asserted: that the running Python is listed. CI's test-newest runs on the
+    # newest Python the machine has, which may be newer than any listed here; a
+    # classifier claims a version was tested, so it is added by hand once it is.
 
 
 def test_the_classifiers_say_what_the_package_is(pyproject: dict[str, Any]) -> None:
