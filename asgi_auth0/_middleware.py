@@ -34,6 +34,7 @@ import anyio
 import anyio.abc
 from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import HTTPConnection
@@ -363,6 +364,7 @@ class Auth0Middleware:
         self.app = app
         _answer_rejections_inside(app)
         _warn_if_cors_inside(app, require_token)
+        _warn_if_authentication_inside(app)
         if require_token and isinstance(app, Starlette):
             # Wrapping the app itself: remember the policy for configure_openapi(app),
             # which otherwise finds it among app.user_middleware.
@@ -730,28 +732,38 @@ def _starlette_apps_inside(app: ASGIApp) -> Iterator[Starlette]:
         stack.append(getattr(node, "app", None))
 
 
+def _middleware_inside(app: ASGIApp, cls: type) -> type | None:
+    """The class of the first ``cls`` middleware (a subclass counts) that runs inside
+    this one, or ``None``.
+
+    The inner stack is already built when Starlette constructs us, so it can be
+    walked: through ``.app`` down to the first Starlette app, whose own
+    ``user_middleware`` all runs inside us when we wrap it directly.
+    """
+    node: Any = app
+    for _ in range(64):  # a bound: a cycle of .app attributes must not hang startup
+        if isinstance(node, cls):
+            return type(node)
+        if isinstance(node, Starlette):
+            for entry in node.user_middleware:
+                found = getattr(entry, "cls", None)
+                if isinstance(found, type) and issubclass(found, cls):
+                    return found
+            return None
+        node = getattr(node, "app", None)
+        if node is None:
+            return None
+    return None
+
+
 def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
     """Log a warning when ``CORSMiddleware`` runs inside this middleware.
 
     The mistake is easy (Starlette runs the middleware added *last* first) and shows
     up only in a browser, as a bare CORS error: our rejections never reach the CORS
     layer, so they carry no CORS headers, and fail closed every preflight gets 401.
-    The inner stack is already built when Starlette constructs us, so it can be walked.
     """
-    found = False
-    node: Any = app
-    for _ in range(64):  # a bound: a cycle of .app attributes must not hang startup
-        if isinstance(node, CORSMiddleware):
-            found = True
-            break
-        if isinstance(node, Starlette):
-            # Wrapped directly: the app's own middleware all runs inside us.
-            found = any(getattr(m, "cls", None) is CORSMiddleware for m in node.user_middleware)
-            break
-        node = getattr(node, "app", None)
-        if node is None:
-            break
-    if found:
+    if _middleware_inside(app, CORSMiddleware) is not None:
         logger.warning(
             "CORSMiddleware runs inside Auth0Middleware, so %s. Add CORSMiddleware after "
             "Auth0Middleware (app.add_middleware runs the last one added first).",
@@ -759,6 +771,28 @@ def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
             if require_token
             else "401/403/400 answers reach browsers without CORS headers",
             extra={"reason": "cors_inside"},
+        )
+
+
+def _warn_if_authentication_inside(app: ASGIApp) -> None:
+    """Log a warning when Starlette's ``AuthenticationMiddleware`` runs inside this
+    middleware.
+
+    It runs after us and replaces the ``scope["user"]`` and ``scope["auth"]`` we set,
+    so Starlette's ``@requires`` checks its backend's answer instead of the token:
+    valid tokens get a bare 403 and nothing is logged anywhere (a leftover from
+    before asgi_auth0, typically). Our own dependencies read the claims and still work,
+    which makes the cause harder to see.
+    """
+    found = _middleware_inside(app, AuthenticationMiddleware)
+    if found is not None:
+        logger.warning(
+            "%s runs inside Auth0Middleware and replaces the request.user and "
+            "request.auth it sets, so Starlette's @requires checks that middleware's "
+            "backend, not the token (valid tokens get 403). Remove it: Auth0Middleware "
+            "sets request.user and request.auth itself.",
+            found.__name__,
+            extra={"reason": "authentication_inside"},
         )
 
 

@@ -228,10 +228,8 @@ class _Nobody(AuthenticationBackend):
         return None
 
 
-@finding(
-    "a leftover Starlette AuthenticationMiddleware inside Auth0Middleware overwrites "
-    "scope['user']/['auth']: Starlette's @requires answers 403 to valid tokens, unlogged"
-)
+# A leftover Starlette AuthenticationMiddleware inside Auth0Middleware overwrites
+# scope['user']/['auth']: Starlette's @requires answered 403 to valid tokens, unlogged.
 def test_an_authentication_middleware_inside_is_warned_about(
     auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -240,6 +238,62 @@ def test_an_authentication_middleware_inside_is_warned_about(
     inner = AuthenticationMiddleware(FastAPI(), backend=_Nobody())
     Auth0Middleware(inner, verifier=verifier)
     assert any("AuthenticationMiddleware" in line for line in lines(caplog, logging.WARNING))
+
+
+def authentication_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        line
+        for line in lines(caplog, logging.WARNING)
+        if "runs inside Auth0Middleware and replaces the request.user" in line
+    ]
+
+
+@pytest.mark.anyio
+async def test_an_authentication_middleware_added_first_is_warned_about_once(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The usual shape: added before Auth0Middleware, so it runs inside it. The warning
+    # comes when Starlette builds the stack (the first request here), once.
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    issuer = minting(auth0_rsa_key, audience=API)
+    app = FastAPI()
+    app.add_middleware(AuthenticationMiddleware, backend=_Nobody())
+    app.add_middleware(Auth0Middleware, verifier=static_verifier(issuer))
+    for _ in range(2):
+        assert (await get(app, "/health", issuer.token())).status_code == 404
+    [warning] = authentication_warnings(caplog)
+    assert warning.startswith("AuthenticationMiddleware runs inside Auth0Middleware")
+    assert "Remove it: Auth0Middleware sets request.user and request.auth itself" in warning
+
+
+class _OwnAuthentication(AuthenticationMiddleware):
+    pass
+
+
+def test_an_authentication_middleware_of_a_directly_wrapped_app_is_warned_about(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    app = FastAPI()
+    app.add_middleware(_OwnAuthentication, backend=_Nobody())
+    Auth0Middleware(app, verifier=static_verifier(minting(auth0_rsa_key)))
+    [warning] = authentication_warnings(caplog)
+    assert warning.startswith("_OwnAuthentication runs inside")
+
+
+@pytest.mark.anyio
+async def test_an_authentication_middleware_outside_or_none_is_not_warned_about(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Outside, it runs first and ours sets request.user/auth after it: no harm.
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    issuer = minting(auth0_rsa_key, audience=API)
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=static_verifier(issuer))
+    app.add_middleware(AuthenticationMiddleware, backend=_Nobody())
+    assert (await get(app, "/health", issuer.token())).status_code == 404
+    Auth0Middleware(FastAPI(), verifier=static_verifier(issuer))
+    assert authentication_warnings(caplog) == []
 
 
 # -- findings: every request refused, and the log line does not say why ---------------
