@@ -75,6 +75,7 @@ from ._errors import (
     InsufficientScopeError,
     MissingTokenError,
 )
+from ._keys import log_safe
 from ._middleware import AuthenticationRejected, auth_state, fail_closed_policies
 from ._public import PublicPaths
 
@@ -187,6 +188,11 @@ def _check_declared(
         _reject(conn, _missing_token(conn))
     if not claims.scopes.issuperset(declared):
         _report_unsatisfiable(declared)
+        _report_scope_near_miss(
+            f"Security(..., scopes={declared!r})",
+            (name for name in declared if name not in claims.scopes),
+            claims,
+        )
         _reject(conn, InsufficientScopeError(_joined(declared, joined), "declared scope shortfall"))
     return claims
 
@@ -237,6 +243,69 @@ def _report_no_permissions_claim() -> None:
 
 # A key of _REPORTED no scope name can be: scope names are reported by their repr.
 _NO_PERMISSIONS = "no permissions claim"
+
+# The most lines _report_scope_near_miss keeps a note of. Its keys come from the code
+# (a dependency's names and the kind of near miss), so this is never reached by a
+# real application; it bounds the set all the same, and past it the hints stop.
+_MAX_REPORTED = 1024
+
+
+def _report_scope_near_miss(requirement: str, missing: Iterable[str], claims: Claims) -> None:
+    """Log, once per requirement, missing scope and kind, a scope shortfall whose
+    cause is in the token: the name is one of its permissions, or its scopes hold the
+    name with or without a resource prefix, or the token has no scope claim at all.
+
+    Each makes every request a 403 ``scope shortfall``, which reads as the caller's
+    fault. Only the shortfall path gets here, so a satisfied route pays nothing; the
+    token's own values are shown escaped and cut short, never the whole claim.
+    """
+    scopes = claims.scopes
+    for name in missing:
+        kind, hint = _scope_near_miss(requirement, name, claims, scopes)
+        if hint is None:
+            continue
+        key = repr(("scope near miss", requirement, name, kind))
+        if key in _REPORTED or len(_REPORTED) >= _MAX_REPORTED:
+            continue
+        _REPORTED.add(key)
+        logger.warning("%s; every such request is refused with 403", hint)
+
+
+def _scope_near_miss(
+    requirement: str, name: str, claims: Claims, scopes: frozenset[str]
+) -> tuple[str, str | None]:
+    refused = f"{requirement} refused a token"
+    if name in claims.permissions:
+        return "permission", (
+            f"{refused} that has {name!r} in its permissions claim, not its scope "
+            f"(Auth0 RBAC): use require_permissions({name!r})"
+        )
+    if "scope" not in claims and "scp" not in claims:
+        roles = (
+            " (an app-only token? Entra puts application permissions in roles: claims['roles'])"
+            if "roles" in claims
+            else ""
+        )
+        return "no scope", f"{refused} with no scope claim at all{roles}"
+    if "/" in name:
+        # Entra's scp holds "read" for the scope requested as "api://<app id>/read".
+        bare = name.rsplit("/", 1)[1]
+        if bare in scopes:
+            return "bare", (
+                f"{refused} whose scopes include {bare!r}: issuers such as Entra write "
+                f"scp without the resource prefix; use require_scopes({bare!r})"
+            )
+    suffix = "/" + name
+    for granted in scopes:
+        if granted.endswith(suffix):
+            # Cognito writes a resource server's scopes with its identifier in front.
+            shown = log_safe(granted)
+            return "prefixed", (
+                f"{refused} whose scopes include {shown}: issuers such as Cognito "
+                f"prefix a resource server's scopes with its identifier; use "
+                f"require_scopes({shown})"
+            )
+    return "", None
 
 
 def _joined(first: list[str], then: tuple[str, ...]) -> tuple[str, ...]:
@@ -349,6 +418,8 @@ def _requirement(
     # An all-of scope requirement and the scopes declared on it are one requirement
     # (OpenAPI shows them as one list), so a shortfall of either names both.
     joined = names if kind == "scope" and not any_of else ()
+    # How the log names this dependency, as the code wrote it.
+    label = f"{what}({', '.join(map(repr, names))}{', any_of=True' if any_of else ''})"
 
     async def dependency(
         conn: HTTPConnection,
@@ -362,6 +433,10 @@ def _requirement(
         if not ok:
             if kind == "permission" and "permissions" not in claims:
                 _report_no_permissions_claim()
+            elif kind == "scope":
+                _report_scope_near_miss(
+                    label, (name for name in names if name not in granted), claims
+                )
             error = (
                 InsufficientPermissionError(names, "permission shortfall")
                 if kind == "permission"

@@ -21,11 +21,12 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Security
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
 
+import asgi_auth0.fastapi
 from asgi_auth0 import (
     Auth0Config,
     Auth0Middleware,
@@ -78,8 +79,11 @@ def api(verifier: TokenVerifier, *scopes: str, **middleware: Any) -> FastAPI:
 
     needed = require_scopes(*(scopes or ("read:messages",)))
 
+    # A default, not Annotated[..., Depends(needed)]: with postponed annotations
+    # FastAPI cannot see the local name in the annotation, and would read "claims"
+    # as a required query parameter (422).
     @app.get("/scoped")
-    async def scoped(claims: Annotated[Claims, Depends(needed)]) -> dict[str, bool]:
+    async def scoped(claims: Claims = Depends(needed)) -> dict[str, bool]:  # noqa: B008
         return {"ok": True}
 
     @app.get("/health")
@@ -354,12 +358,10 @@ async def test_an_issuer_near_miss_is_named(auth0_rsa_key: PrivateKey) -> None:
     assert "trailing slash" in (caught.value.detail or "")
 
 
-@finding(
-    "require_scopes refusing a name the token carries in another form (an Auth0 RBAC "
-    "permission, Entra's scp without the api:// prefix, Cognito's with the resource "
-    "server prefix) or a token with no scope claim at all (Entra app-only, roles): "
-    "every request 403 'scope shortfall', nothing points at the cause"
-)
+# require_scopes refusing a name the token carries in another form (an Auth0 RBAC
+# permission, Entra's scp without the api:// prefix, Cognito's with the resource server
+# prefix) or a token with no scope claim at all (Entra app-only, roles): every request
+# was 403 'scope shortfall', and nothing pointed at the cause.
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("required", "claims", "hint"),
@@ -383,6 +385,133 @@ async def test_a_scope_near_miss_is_named(
     response = await get(app, "/scoped", issuer.token(**claims))
     assert response.status_code == 403
     assert any(hint in line for line in lines(caplog)), lines(caplog)
+
+
+def scope_hints(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "asgi_auth0.fastapi" and r.levelno == logging.WARNING
+    ]
+
+
+_SCOPE_HINTS = [
+    pytest.param(
+        ("read:messages",),
+        {"scope": "openid", "permissions": ["read:messages"]},
+        "require_scopes('read:messages') refused a token that has 'read:messages' in its "
+        "permissions claim, not its scope (Auth0 RBAC): use "
+        "require_permissions('read:messages'); every such request is refused with 403",
+        id="auth0-permission",
+    ),
+    pytest.param(
+        ("read:messages",),
+        {"roles": ["Messages.Read"]},
+        "require_scopes('read:messages') refused a token with no scope claim at all (an "
+        "app-only token? Entra puts application permissions in roles: claims['roles']); "
+        "every such request is refused with 403",
+        id="entra-app-only",
+    ),
+    pytest.param(
+        (f"api://{ENTRA_APP}/read",),
+        {"scp": "read"},
+        f"require_scopes('api://{ENTRA_APP}/read') refused a token whose scopes include "
+        "'read': issuers such as Entra write scp without the resource prefix; use "
+        "require_scopes('read'); every such request is refused with 403",
+        id="entra-bare-scp",
+    ),
+    pytest.param(
+        ("read",),
+        {"scope": "openid https://api.example.com/read"},
+        "require_scopes('read') refused a token whose scopes include "
+        "'https://api.example.com/read': issuers such as Cognito prefix a resource "
+        "server's scopes with its identifier; use "
+        "require_scopes('https://api.example.com/read'); every such request is refused "
+        "with 403",
+        id="cognito-prefixed",
+    ),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("required", "claims", "warning"), _SCOPE_HINTS)
+async def test_a_scope_near_miss_is_warned_about_once_per_dependency_and_name(
+    auth0_rsa_key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    required: tuple[str, ...],
+    claims: dict[str, Any],
+    warning: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    issuer = minting(auth0_rsa_key, audience=API)
+    app = api(static_verifier(issuer), *required)
+    for _ in range(3):
+        response = await get(app, "/scoped", issuer.token(**claims))
+        assert response.status_code == 403
+        assert response.json()["reason"] == "insufficient_scope"
+    assert scope_hints(caplog) == [warning]
+
+
+@pytest.mark.anyio
+async def test_a_declared_scope_near_miss_is_warned_about(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Security(require_token, scopes=[...]) is the same requirement in FastAPI's words.
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    issuer = minting(auth0_rsa_key, audience=API)
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=static_verifier(issuer))
+
+    @app.get("/declared")
+    async def declared(
+        claims: Annotated[Claims, Security(require_token, scopes=["read:messages"])],
+    ) -> dict[str, bool]:
+        return {"ok": True}
+
+    token = issuer.token(scope="openid", permissions=["read:messages"])
+    assert (await get(app, "/declared", token)).status_code == 403
+    [warning] = scope_hints(caplog)
+    assert warning.startswith(
+        "Security(..., scopes=['read:messages']) refused a token that has 'read:messages' "
+        "in its permissions claim, not its scope"
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"scope": "openid write:messages", "permissions": ["write:messages"]},
+        {"scp": "messages/write"},
+        {"scope": "read:messages"},  # satisfied: nothing to say
+    ],
+)
+async def test_a_plain_scope_shortfall_gets_no_hint(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture, claims: dict[str, Any]
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    issuer = minting(auth0_rsa_key, audience=API)
+    app = api(static_verifier(issuer), "read:messages")
+    response = await get(app, "/scoped", issuer.token(**claims))
+    assert response.status_code == (200 if claims.get("scope") == "read:messages" else 403)
+    assert scope_hints(caplog) == []
+
+
+@pytest.mark.anyio
+async def test_the_scope_hints_kept_in_memory_are_bounded(
+    auth0_rsa_key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    monkeypatch.setattr(asgi_auth0.fastapi, "_MAX_REPORTED", 2)
+    issuer = minting(auth0_rsa_key, audience=API)
+    token = issuer.token(scope="openid", permissions=["p0", "p1", "p2", "p3"])
+    for i in range(4):
+        app = api(static_verifier(issuer), f"p{i}")
+        assert (await get(app, "/scoped", token)).status_code == 403
+    assert len(asgi_auth0.fastapi._REPORTED) == 2
+    assert len(scope_hints(caplog)) == 2
 
 
 @finding(
