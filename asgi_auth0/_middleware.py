@@ -429,11 +429,7 @@ class Auth0Middleware:
                     # a request for a document carries no token.
                     _note_host(scope)
                 if public is not None and route_path(scope) not in public:
-                    hint = missing_token_hint(scope.get("headers") or ())
-                    raise MissingTokenError(
-                        "a token is required outside the public paths"
-                        + (f"; {hint}" if hint else "")
-                    )
+                    raise MissingTokenError(_refusal_detail(scope, public))
         except Auth0Error as exc:
             await self._reject(exc, scope, receive, send)
             return
@@ -855,6 +851,30 @@ def _own_policies(app: Starlette) -> list[PublicPaths]:
     if wrapped is not None:
         policies.append(wrapped)
     return policies
+
+
+# The rejection log shows a detail up to this long as it is (a longer one escaped and
+# cut short, see Responder.log_rejection): hints are fitted into it.
+_DETAIL_ROOM = 200
+
+
+def _refusal_detail(scope: Scope, public: PublicPaths) -> str:
+    """The log detail of a fail-closed refusal of a request without a token (the
+    refusal path only): why the request has no token, when it sent an
+    ``Authorization`` header, and which listed public path it nearly is, when it
+    nearly is one (``"/health/"`` listed for ``/health``, or an entry written with the
+    ``root_path`` in front). Neither echoes the header; both fit the log's room."""
+    detail = "a token is required outside the public paths"
+    hint = missing_token_hint(scope.get("headers") or ())
+    if hint:
+        detail += f"; {hint}"
+    root = scope.get("root_path")
+    near = public.near_miss(
+        route_path(scope), root if isinstance(root, str) else "", _DETAIL_ROOM - len(detail) - 2
+    )
+    if near:
+        detail += f"; {near}"
+    return detail
 
 
 def _close_code(exc: Auth0Error) -> int:

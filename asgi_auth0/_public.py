@@ -94,6 +94,56 @@ class PublicPaths:
         cut = len(base) - 1
         return PublicPaths([entry[cut:] for entry in self.entries if entry.startswith(base)])
 
+    def near_miss(self, path: str, root_path: str = "", room: int = 200) -> str | None:
+        """Why ``path`` (as routing sees it, refused as not public) looks like a listed
+        entry: a hint for the rejection log, or ``None``.
+
+        The near misses are the ones that read as a bug in the log: an entry that
+        differs only by a trailing slash, a subtree entry whose own root is asked for,
+        and an entry written with the ``root_path`` in front (entries are matched
+        without it). Called only when refusing a request: a few set lookups. The
+        hint names only ``path`` and the ``root_path`` (the path the log line shows
+        already) give or take a slash, escaped; longer than ``room`` characters, it
+        names neither.
+        """
+        specific, short = self._near_miss(path, root_path)
+        if specific is None or len(specific) <= room:
+            return specific
+        return short if len(short) <= room else None
+
+    def _near_miss(self, path: str, root_path: str) -> tuple[str | None, str]:
+        # The path with its trailing slash taken off, or with one added.
+        other = path[:-1] if path.endswith("/") and len(path) > 1 else path + "/"
+        if other in self._exact:
+            return (
+                f"public_paths lists {other!r}, which differs from it only by a trailing slash",
+                "a public path differs from it only by a trailing slash",
+            )
+        if other in self._prefixes:
+            return (
+                f"public_paths lists {other + '*'!r}, which covers only the paths below "
+                f"{other!r}: list {path!r} too",
+                "a public subtree covers only the paths below it",
+            )
+        if root_path:
+            full = root_path + path
+            short = "public_paths lists it with the root_path in front"
+            if full in self._exact:
+                return (
+                    f"public_paths lists it with the root_path {root_path!r}, but entries "
+                    f"are matched without it: list {path!r}",
+                    short,
+                )
+            for prefix in self._prefixes:
+                if full.startswith(prefix) and prefix.startswith(root_path + "/"):
+                    inner = prefix[len(root_path) :] + "*"
+                    return (
+                        f"public_paths lists {prefix + '*'!r} with the root_path "
+                        f"{root_path!r}, but entries are matched without it: list {inner!r}",
+                        short,
+                    )
+        return None, ""
+
     def __repr__(self) -> str:
         return f"PublicPaths({list(self.entries)!r})"
 
