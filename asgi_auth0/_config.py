@@ -257,8 +257,10 @@ _ENTRA_PLACEHOLDERS = frozenset({"{tenantid}", "common", "organizations", "consu
 def _check_issuer_is_one_tenant(name: str, url: str) -> None:
     parts = urlsplit(url)
     first = parts.path.strip("/").split("/")[0].lower()
-    if "{" in url or "}" in url or (
-        (parts.hostname or "") in _ENTRA_HOSTS and first in _ENTRA_PLACEHOLDERS
+    if (
+        "{" in url
+        or "}" in url
+        or ((parts.hostname or "") in _ENTRA_HOSTS and first in _ENTRA_PLACEHOLDERS)
     ):
         raise ConfigError(
             f"{name} {url!r} names no tenant: Entra ID tokens carry iss "
