@@ -680,7 +680,7 @@ class JWKSCache:
             self._expired_noted = True
             self._logger.error(
                 "JWKS of %s is older than max_stale and cannot be refreshed; refusing tokens",
-                self._issuer or self._jwks_uri,
+                self._where(),
                 extra={"reason": "key_set_expired", "iss": self._issuer},
             )
         if self._current_flight() is None and now < self._next_attempt_at:
@@ -767,8 +767,9 @@ class JWKSCache:
         # formatter would otherwise print its newlines raw.
         self._logger.log(
             level,
-            "unknown kid %s: not in the issuer's key set%s",
+            "unknown kid %s: not in the key set of %s%s",
             log_safe(kid),
+            self._where(),
             since,
             extra={
                 "reason": "unknown_kid",
@@ -847,7 +848,7 @@ class JWKSCache:
             if quiet:
                 self._logger.debug(
                     "the JWKS of %s is due for refresh (%.0f s past freshness)",
-                    self._issuer or self._jwks_uri,
+                    self._where(),
                     past,
                     extra={"reason": "refresh_due", "iss": self._issuer},
                 )
@@ -856,11 +857,19 @@ class JWKSCache:
             self._stale_warned = True
             self._logger.warning(
                 "serving the stale JWKS of %s (%.0f s past freshness, last error: %s)",
-                self._issuer or self._jwks_uri,
+                self._where(),
                 past,
                 self._last_error or "none yet",
                 extra={"reason": "stale_served", "iss": self._issuer},
             )
+
+    def _where(self) -> str:
+        """Whose keys, for a log line: the issuer, and the URL they come from when it is
+        known (a wrong jwks_uri, a 404 or another tenant's keys, shows only there)."""
+        uri = self._jwks_uri or self._discovered
+        if self._issuer is None:
+            return str(uri)
+        return self._issuer if uri is None else f"{self._issuer} ({uri})"
 
     def _unavailable(self, now: float, detail: str) -> KeySetError:
         wait = self._next_attempt_at - now
@@ -940,7 +949,7 @@ class JWKSCache:
                 with contextlib.suppress(Exception):
                     self._logger.error(
                         "unexpected error after fetching the JWKS of %s",
-                        self._issuer or self._jwks_uri,
+                        self._where(),
                         exc_info=True,
                         extra={"reason": "unexpected", "iss": self._issuer},
                     )
@@ -995,7 +1004,7 @@ class JWKSCache:
             # A bug or an exotic client error: still only a failed fetch for callers.
             self._logger.error(
                 "unexpected error while fetching the JWKS of %s",
-                self._issuer or self._jwks_uri,
+                self._where(),
                 exc_info=True,
                 extra={"reason": "unexpected", "iss": self._issuer},
             )
@@ -1174,7 +1183,7 @@ class JWKSCache:
         self._logger.log(
             logging.INFO if changed else logging.DEBUG,
             "JWKS of %s %s: %d keys, fresh for %.0f s, generation %d",
-            self._issuer or self._jwks_uri,
+            self._where(),
             "loaded" if changed else "unchanged",
             len(index),
             lifetime,
@@ -1186,7 +1195,7 @@ class JWKSCache:
             # INFO too, even when the keys came back unchanged.
             self._logger.info(
                 "JWKS of %s fetched again after %d failed attempts",
-                self._issuer or self._jwks_uri,
+                self._where(),
                 recovered_after,
                 extra={"reason": "recovered", "iss": self._issuer},
             )
@@ -1196,7 +1205,7 @@ class JWKSCache:
             self._logger.log(
                 logging.INFO if changed else logging.DEBUG,
                 "JWKS of %s: skipping unusable %s",
-                self._issuer or self._jwks_uri,
+                self._where(),
                 why,
                 extra={"reason": "key_skipped", "iss": self._issuer},
             )
@@ -1221,7 +1230,7 @@ class JWKSCache:
         flight.failure = failure
         self._logger.warning(
             "fetching the JWKS of %s failed (%s: %s); next attempt in %.0f s",
-            self._issuer or self._jwks_uri,
+            self._where(),
             failure.reason,
             failure.detail,
             delay,

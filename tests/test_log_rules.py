@@ -119,9 +119,11 @@ async def test_the_next_info_line_counts_hidden_kids_only_when_there_were_some(
     clock.advance(61)
     await miss(cache, "second")
     lines = unknown_kid_lines(caplog)
+    # The line names whose key set, by the URL it came from (a jwks_uri of another
+    # tenant shows only there).
     assert lines == [
-        (logging.INFO, "unknown kid 'first': not in the issuer's key set"),
-        (logging.INFO, "unknown kid 'second': not in the issuer's key set"),
+        (logging.INFO, f"unknown kid 'first': not in the key set of {issuer.jwks_uri}"),
+        (logging.INFO, f"unknown kid 'second': not in the key set of {issuer.jwks_uri}"),
     ]
 
 
