@@ -106,6 +106,9 @@ OVERSIZED = b'{"keys": [], "pad": "' + b"x" * (1024 * 1024) + b'"}'
 # Handler calls per fetch: a connection error gets one immediate retry.
 CALLS_PER_FETCH = {"connect": 2}
 
+# Token lifetimes: one that a few clock moves expire, and one that none do.
+LIFETIMES = st.sampled_from([100_000, 20, 100_000])
+
 # Clock moves that land on and around the policy's boundaries.
 STEPS = [1, 4, 5, 10, 29, 30, 31, 60, 119, 120, 299, 300, 301, 480, 599, 600, 1800, 2400]
 
@@ -196,6 +199,7 @@ class JWKSModelMachine(RuleBasedStateMachine):
         self.published: dict[str, int] = {}
         self.mode = "ok"
         self.calls = 0  # handler calls
+        self.active = self.most_active = 0  # handler calls under way (at most)
         self.gate: anyio.Event | None = None
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.unknown_kid_starts: list[float] = []
@@ -236,6 +240,15 @@ class JWKSModelMachine(RuleBasedStateMachine):
 
     async def handler(self, request: httpx.Request) -> httpx.Response:
         self.calls += 1
+        self.active += 1
+        # Single flight, seen from the issuer: never two requests at once.
+        self.most_active = max(self.most_active, self.active)
+        try:
+            return await self.answer(request)
+        finally:
+            self.active -= 1
+
+    async def answer(self, request: httpx.Request) -> httpx.Response:
         mode = self.mode
         if self.hold:
             await anyio.sleep_forever()
@@ -424,6 +437,14 @@ class JWKSModelMachine(RuleBasedStateMachine):
     def issuer_recovers(self) -> None:
         self.mode = "ok"
 
+    @precondition(lambda self: self.published)
+    @rule(data=st.data(), material=st.integers(0, NEVER_PUBLISHED - 1))
+    def rotate_and_refresh(self, data: st.DataObject, material: int) -> None:
+        """An operator replaces a published key and reloads at once (refresh())."""
+        kid = data.draw(st.sampled_from(sorted(self.published)), label="kid")
+        self.published[kid] = material
+        self.refresh()
+
     # -- rules: time ------------------------------------------------------------------
 
     @rule(seconds=st.sampled_from(STEPS))
@@ -475,7 +496,7 @@ class JWKSModelMachine(RuleBasedStateMachine):
         target=tokens,
         kid=st.sampled_from([*KIDS, UNPUBLISHED_KID]),
         material=st.integers(0, NEVER_PUBLISHED),
-        lifetime=st.sampled_from([20, 100_000]),
+        lifetime=LIFETIMES,
         big=st.booleans(),
     )
     def mint_any(self, kid: str, material: int, lifetime: int, big: bool) -> Token:
@@ -486,13 +507,16 @@ class JWKSModelMachine(RuleBasedStateMachine):
     @rule(
         target=tokens,
         data=st.data(),
-        lifetime=st.sampled_from([20, 100_000]),
+        lifetime=LIFETIMES,
         big=st.booleans(),
     )
     def mint_current(self, data: st.DataObject, lifetime: int, big: bool) -> Token:
-        """A token signed by a key the issuer publishes now, as the issuer would."""
+        """A token signed by a key the issuer publishes now, as the issuer would, and
+        presented at once (the usual way a new key's first token arrives)."""
         kid = data.draw(st.sampled_from(sorted(self.published)), label="kid")
-        return self.sign(kid, self.published[kid], lifetime, big)
+        token = self.sign(kid, self.published[kid], lifetime, big)
+        self.verify(token)
+        return token
 
     @rule(token=tokens)
     def verify(self, token: Token) -> None:
@@ -769,6 +793,10 @@ class JWKSModelMachine(RuleBasedStateMachine):
         assert info["token_chars"] == sum(len(t) for t in self.verifier._cache)
 
     @invariant()
+    def never_two_requests_at_once(self) -> None:
+        assert self.most_active <= 1, self.most_active
+
+    @invariant()
     def no_fetch_left_running(self) -> None:
         assert not self.cache._detached
         assert not self.cache._fetch_tasks
@@ -799,7 +827,7 @@ class JWKSModelMachineTrio(JWKSModelMachine):
 
 
 SETTINGS = settings(
-    max_examples=150,
+    max_examples=200,
     stateful_step_count=40,
     deadline=None,
     database=None,
