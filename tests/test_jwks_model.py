@@ -92,6 +92,7 @@ NEGATIVE_TTL = 300.0
 NEGATIVE_SIZE = 3
 FETCH_TIMEOUT = 0.5
 RETRY_AFTER = 120
+REFRESH_AHEAD = 0.8  # the cache's default: the runner refreshes at 80% of freshness
 # A real hang costs fetch_timeout of real time: this many per backend per test run
 # (across examples); beyond them the "hang" issuer times out at once, the same failure
 # for the cache without the wait.
@@ -134,6 +135,7 @@ class Model:
 
     installed: dict[str, int] | None = None  # kid -> material of the last good set
     fresh_until: float = -math.inf
+    refresh_at: float = -math.inf
     stale_until: float = -math.inf
     failures: int = 0
     next_attempt: float = -math.inf
@@ -199,7 +201,7 @@ class JWKSModelMachine(RuleBasedStateMachine):
         )
         self.now = 1000.0  # fake monotonic clock of the cache
         self.wall = 1_700_000_000.0  # fake wall clock of the verifier
-        self.published: dict[str, int] = {}
+        self.published: dict[str, int] = {"a": 0}
         self.mode = "ok"
         self.calls = 0  # handler calls
         self.too_slow = False
@@ -310,6 +312,7 @@ class JWKSModelMachine(RuleBasedStateMachine):
                 m.negative.clear()
             m.installed = dict(self.published)
             m.fresh_until = self.now + TTL
+            m.refresh_at = self.now + TTL * REFRESH_AHEAD
             m.stale_until = m.fresh_until + MAX_STALE
             m.failures = 0
             m.next_attempt = -math.inf
@@ -431,8 +434,7 @@ class JWKSModelMachine(RuleBasedStateMachine):
     # -- rules: the issuer ------------------------------------------------------------
 
     @initialize(load=st.booleans())
-    def publish_first_key(self, load: bool) -> None:
-        self.published = {"a": 0}
+    def start(self, load: bool) -> None:
         if load:  # as at an app's startup
             self.refresh()
 
@@ -489,6 +491,14 @@ class JWKSModelMachine(RuleBasedStateMachine):
             assert isinstance(result, KeySetError), result
             assert result.retry_after is not None
             assert result.retry_after >= 1
+
+    @precondition(lambda self: self.model.installed)
+    @rule(data=st.data())
+    def get_key_installed(self, data: st.DataObject) -> None:
+        """get_key for a kid of the cached set, with its key's alg (a token's usual case)."""
+        assert self.model.installed is not None
+        kid = data.draw(st.sampled_from(sorted(self.model.installed)), label="kid")
+        self.get_key(kid, ALG[self.model.installed[kid]])
 
     # -- rules: the verifier ----------------------------------------------------------
 
@@ -790,6 +800,10 @@ class JWKSModelMachine(RuleBasedStateMachine):
             assert status.state == ("failing" if m.failures else "empty")
         else:
             assert status.state == ("fresh" if self.now < m.fresh_until else "stale")
+        self.check_generation_and_negative_cache()
+
+    def check_generation_and_negative_cache(self) -> None:
+        m = self.model
         # The generation the verifier reads: vouched only within freshness (no runner).
         if self.now < m.fresh_until or m.installed is None:
             assert self.cache.generation == m.generation
@@ -845,6 +859,162 @@ class JWKSModelMachineTrio(JWKSModelMachine):
     backend = "trio"
 
 
+class JWKSRunnerMachine(JWKSModelMachine):
+    """The same cache with its background refresher running (``cache.run``).
+
+    Whether and when the refresher fetches is its own business, so here the model
+    does not predict fetches: it applies the ones the cache reports (``on_event``), in
+    order, checking each outcome against the issuer, and so still checks status,
+    generation, backoff and cooldown. Answers are checked against the key set before
+    and after those fetches, and exactly where the docstring is exact: a request whose
+    kid is in the usable set is answered from it at once, and one that finds the set
+    due for refresh (refresh-ahead, or past freshness) wakes the refresher, which
+    then fetches.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied = 0
+        self.runner, _ = self.portal.start_task(self.cache.run)
+        self.sync()  # the refresher loads the set at startup
+
+    async def quiesce(self) -> None:
+        """Until every task is blocked and no fetch is under way or handed over."""
+        with anyio.fail_after(HUNG):
+            while True:
+                await self.settle()
+                flight = self.cache._inflight or self.cache._pending
+                if flight is None:
+                    return
+                await flight.done.wait()
+
+    def sync(self) -> list[str]:
+        """Let the refresher finish; apply the fetches reported since the last sync to
+        the model; their triggers."""
+        self.portal.call(self.quiesce)
+        self.settled()
+        triggers = []
+        for name, info in self.events[self.applied :]:
+            if name in ("refresh", "refresh_error"):
+                assert (name == "refresh") == self.fetch_succeeds(), (name, info, self.mode)
+                self.apply_fetch(info["trigger"])
+                triggers.append(info["trigger"])
+        self.applied = len(self.events)
+        self.model.negative = OrderedDict(self.cache._negative)  # type: ignore[assignment]
+        return triggers
+
+    # -- expectations: the set before, the set after ------------------------------
+
+    def model_get_key(self, kid: str, alg: str) -> tuple[Outcome, str | None]:
+        return ("runner", ("get_key", kid, alg, self.before(kid, alg))), None
+
+    def model_verify(self, token: Token) -> tuple[Outcome, str | None]:
+        before = self.before(token.kid, ALG[token.material])
+        return ("runner", ("verify", token, before)), None
+
+    def before(self, kid: str, alg: str) -> tuple[Outcome | None, bool]:
+        """The answer from the usable set now (if the kid is in it), and whether the
+        refresher must be woken (due for refresh-ahead, not backing off)."""
+        m, now = self.model, self.now
+        keys = m.usable(now)
+        found = None if keys is None else m.lookup(keys, kid, alg)
+        if found == ("error", UnknownKeyError):
+            found = None
+        due = found is not None and found[0] == "key" and now >= max(m.refresh_at, m.next_attempt)
+        return found, due
+
+    def allowed(self, expectation: Outcome) -> set[Outcome]:
+        what, *args = expectation[1]
+        if what == "get_key":
+            kid, alg, (found, _) = args
+            token = None
+        else:
+            token, (found, _) = args
+            kid, alg = token.kid, ALG[token.material]
+        if found is not None:
+            answers = {found}  # from the usable set, at once
+        else:
+            answers = {("error", UnknownKeyError), ("error", KeySetError)}
+            keys = self.model.usable(self.now)
+            if keys is not None:
+                answers.add(self.model.lookup(keys, kid, alg))
+        if token is None:
+            return answers
+        return {self.verify_outcome_from(a, token) or a for a in answers}
+
+    def check_one(self, expected: tuple[Outcome, str | None], result: object, calls: int) -> None:
+        triggers = self.sync()
+        assert len(triggers) <= 1, triggers
+        got = describe(result)
+        allowed = self.allowed(expected[0])
+        assert got in allowed, (got, allowed)
+        what, *args = expected[0][1]
+        _, due = args[-1]
+        if what == "get_key" and due:
+            # Refresh-ahead / stale-while-revalidate: the request woke the refresher.
+            assert triggers == ["background"], triggers
+        event(f"runner: {got[0]} {getattr(got[1], '__name__', '')} after {triggers}")
+
+    def check_burst(
+        self,
+        expected: tuple[Outcome, str | None],
+        stale: Outcome | None,
+        results: list[Any],
+        calls: int,
+        *,
+        verify: bool,
+        seen: int | None = None,
+    ) -> None:
+        for result in results:
+            self.check_documented_type(result, verify=verify)
+        triggers = self.sync()
+        assert len(triggers) <= 1, f"{len(results)} concurrent callers made {triggers}"
+        allowed = self.allowed(expected[0])
+        for result in results:
+            assert describe(result) in allowed, (describe(result), allowed)
+
+    # -- rules that differ -------------------------------------------------------------
+
+    @rule()
+    def refresh(self) -> None:
+        ok = self.fetch_succeeds()
+        result, _ = self.call(self.cache.refresh)
+        assert self.sync() == ["manual"]
+        if ok:
+            assert result is None, result
+        else:
+            assert isinstance(result, KeySetError), result
+
+    def burst_mixed(self, ops: Any) -> None:  # type: ignore[override]
+        """Not a rule here: its fetch accounting assumes no refresher."""
+
+    def aclose_during_fetch(self, n: int, kid: str, alg: str) -> None:  # type: ignore[override]
+        """Not a rule here: aclose() leaves a fetch the refresher performs alone (its
+        docstring: stop the refresher first)."""
+
+    def check_generation_and_negative_cache(self) -> None:
+        # A live refresher vouches for the set past freshness too.
+        assert self.cache.generation == self.model.generation
+
+    def teardown(self) -> None:
+        with contextlib.suppress(BaseException):
+            self.runner.cancel()
+        try:
+            self.portal.call(self.runner_gone)
+        finally:
+            super().teardown()
+
+    async def runner_gone(self) -> None:
+        with anyio.fail_after(HUNG):
+            while self.cache._runner is not None:
+                await self.settle()
+                await anyio.lowlevel.checkpoint()
+
+
+class JWKSRunnerMachineTrio(JWKSRunnerMachine):
+    backend = "trio"
+
+
 SETTINGS = settings(
     max_examples=200,
     stateful_step_count=40,
@@ -856,5 +1026,9 @@ SETTINGS = settings(
 
 JWKSModelMachine.TestCase.settings = SETTINGS
 JWKSModelMachineTrio.TestCase.settings = SETTINGS
+JWKSRunnerMachine.TestCase.settings = SETTINGS
+JWKSRunnerMachineTrio.TestCase.settings = SETTINGS
 TestJWKSModelAsyncio = JWKSModelMachine.TestCase
 TestJWKSModelTrio = JWKSModelMachineTrio.TestCase
+TestJWKSRunnerAsyncio = JWKSRunnerMachine.TestCase
+TestJWKSRunnerTrio = JWKSRunnerMachineTrio.TestCase
