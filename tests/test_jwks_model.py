@@ -23,7 +23,15 @@ steps each need per-fetch control of the answer (a given JWKS, a 500, a 503 with
 oversized body) at no cost, which a real server cannot give cheaply; the real-server
 integration tests (tests/test_jwks_integration.py) exist beside these.
 
-Each test case runs its own event loop in a blocking portal (asyncio and trio).
+Each test case runs its own event loop in a blocking portal (asyncio and trio). A second
+machine runs the same rules with the background refresher (``cache.run``) alive, where
+refresh-ahead and stale-while-revalidate happen; there the model follows the fetches
+the cache reports rather than predicting them (see :class:`JWKSRunnerMachine`).
+
+``fetch_timeout`` is real time (0.5 s): an example where an in-memory answer missed it
+(a busy machine) is discarded, not failed, and only a few fetches per run really hang.
+Rule-removal runs (single flight, the generation bump, the token cache's generation
+check, waking the refresher) each turn these tests red within a few dozen examples.
 """
 
 from __future__ import annotations
@@ -105,7 +113,7 @@ TOKEN_CACHE_SIZE = 3
 MAX_TOKEN_SIZE = 8192
 
 # What the issuer answers. "ok" serves the published set (no usable key when empty).
-MODES = ["ok", "500", "503", "timeout", "hang", "connect", "not_jwks", "oversized"]
+MODES = ["ok", "500", "503", "timeout", "hang", "connect", "not_json", "not_jwks", "oversized"]
 OVERSIZED = b'{"keys": [], "pad": "' + b"x" * (1024 * 1024) + b'"}'
 # Handler calls per fetch: a connection error gets one immediate retry.
 CALLS_PER_FETCH = {"connect": 2}
@@ -276,8 +284,10 @@ class JWKSModelMachine(RuleBasedStateMachine):
             raise httpx.ReadTimeout("slow", request=request)
         if mode == "connect":
             raise httpx.ConnectError("refused", request=request)
-        if mode == "not_jwks":
+        if mode == "not_json":
             return httpx.Response(200, text="<html>login</html>")
+        if mode == "not_jwks":  # JSON, but the discovery document, not a key set
+            return httpx.Response(200, json={"issuer": ISS, "jwks_uri": JWKS_URI})
         return httpx.Response(200, content=OVERSIZED)
 
     def on_event(self, name: str, info: Any) -> None:
@@ -344,6 +354,8 @@ class JWKSModelMachine(RuleBasedStateMachine):
         return result, self.calls - before
 
     def settled(self) -> None:
+        if self.too_slow:
+            event("discarded: an in-memory fetch missed fetch_timeout (busy machine)")
         assume(not self.too_slow)
 
     def fetches_seen(self, calls: int) -> int:
