@@ -887,6 +887,7 @@ class JWKSRunnerMachine(JWKSModelMachine):
     def __init__(self) -> None:
         super().__init__()
         self.applied = 0
+        self.step_failed = self.failing_before = False
         self.runner, _ = self.portal.start_task(self.cache.run)
         self.sync()  # the refresher loads the set at startup
 
@@ -906,9 +907,11 @@ class JWKSRunnerMachine(JWKSModelMachine):
         self.portal.call(self.quiesce)
         self.settled()
         triggers = []
+        self.step_failed = False
         for name, info in self.events[self.applied :]:
             if name in ("refresh", "refresh_error"):
                 assert (name == "refresh") == self.fetch_succeeds(), (name, info, self.mode)
+                self.step_failed |= name == "refresh_error"
                 self.apply_fetch(info["trigger"])
                 triggers.append(info["trigger"])
         self.applied = len(self.events)
@@ -918,9 +921,11 @@ class JWKSRunnerMachine(JWKSModelMachine):
     # -- expectations: the set before, the set after ------------------------------
 
     def model_get_key(self, kid: str, alg: str) -> tuple[Outcome, str | None]:
+        self.failing_before = self.model.failures > 0
         return ("runner", ("get_key", kid, alg, self.before(kid, alg))), None
 
     def model_verify(self, token: Token) -> tuple[Outcome, str | None]:
+        self.failing_before = self.model.failures > 0
         before = self.before(token.kid, ALG[token.material])
         return ("runner", ("verify", token, before)), None
 
@@ -946,7 +951,11 @@ class JWKSRunnerMachine(JWKSModelMachine):
         if found is not None:
             answers = {found}  # from the usable set, at once
         else:
-            answers = {("error", UnknownKeyError), ("error", KeySetError)}
+            answers = {("error", UnknownKeyError)}
+            if self.failing_before or self.step_failed:
+                # 503 only for an issuer failing before or during this step: callers
+                # that joined a fetch that succeeded get its answer.
+                answers.add(("error", KeySetError))
             keys = self.model.usable(self.now)
             if keys is not None:
                 answers.add(self.model.lookup(keys, kid, alg))
