@@ -351,16 +351,26 @@ def _parse_json(body: bytes, what: str) -> object:
 
 
 def _fingerprint(index: KeyIndex) -> tuple[tuple[str | None, tuple[str, ...], bytes], ...]:
-    """What makes two key sets verify the same tokens: kid, algorithms, public key."""
+    """What makes two key sets verify the same tokens: kid, algorithms, public key.
+
+    Sorted: the same keys in another order are the same set (an issuer may shuffle
+    them on every response), and must not flush every cached verdict. The set kept
+    is then the one installed first, order included, so a kid published twice still
+    finds the key it found before."""
     return tuple(
-        (
-            key.kid,
-            tuple(sorted(key.algorithms)),
-            key.key.public_bytes(
-                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        sorted(
+            (
+                (
+                    key.kid,
+                    tuple(sorted(key.algorithms)),
+                    key.key.public_bytes(
+                        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                    ),
+                )
+                for key in index.keys
             ),
+            key=lambda entry: (entry[0] is not None, entry[0] or "", entry[1], entry[2]),
         )
-        for key in index.keys
     )
 
 

@@ -799,6 +799,29 @@ async def test_generation_moves_only_when_the_keys_change(
     assert cache.generation == 2
 
 
+async def test_the_same_keys_in_another_order_are_the_same_key_set(
+    issuer: LocalIssuer, make: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An issuer may shuffle its keys on every response: that must not count as a key
+    # change (which drops every cached verdict and logs "loaded" at INFO).
+    issuer.rotate()
+    cache = make()
+    await cache.refresh()
+    assert cache.generation == 1
+    keys = issuer.jwks["keys"]
+    assert len(keys) == 2
+    issuer.garbage(json.dumps({"keys": keys[::-1]}).encode())
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0")
+    await cache.refresh()
+    assert issuer.jwks_requests == 2
+    assert cache.generation == 1
+    assert any("unchanged" in r.getMessage() for r in caplog.records), caplog.records
+    # A real change in the same shuffled form still counts.
+    issuer.garbage(json.dumps({"keys": keys[:1]}).encode())
+    await cache.refresh()
+    assert cache.generation == 2
+
+
 async def test_a_removed_key_stops_validating_after_the_next_refresh(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:
