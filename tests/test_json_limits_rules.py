@@ -1,4 +1,4 @@
-"""JSON limit rules that mutation testing found unpinned (session 9).
+"""JSON limit rules that mutation testing found unpinned.
 
 A header or payload nests at most ``MAX_JSON_DEPTH`` containers deep and holds at
 most ``MAX_JSON_CONTAINERS`` objects and arrays. Both limits are exact. Each has a

@@ -1,5 +1,5 @@
 """JWKSCache rules around the background refresher that mutation testing found
-unpinned (session 9).
+unpinned.
 
 The refresher sleeps exactly until its next refresh is due (what ``status()`` says),
 not longer. And a cache that never loaded a set reads generation 0, as documented,

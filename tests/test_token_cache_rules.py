@@ -1,4 +1,4 @@
-"""Token cache rules that mutation testing found unpinned (session 9).
+"""Token cache rules that mutation testing found unpinned.
 
 The verified-token cache is bounded by its entries and by the token characters it
 holds (``token_cache_size`` x 2,048, and room for one token of ``max_token_size`` at
