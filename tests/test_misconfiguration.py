@@ -575,6 +575,27 @@ _NEAR_MISSES = [
 ]
 
 
+async def fail_closed_refusal(
+    key: PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    listed: list[str],
+    root_path: str,
+    path: str,
+) -> str:
+    """The rejection line of a tokenless request to ``path`` under a fail-closed
+    middleware listing ``listed``."""
+    caplog.set_level(logging.INFO, logger="asgi_auth0")
+    app = Auth0Middleware(
+        FastAPI(),
+        verifier=static_verifier(minting(key)),
+        require_token=True,
+        public_paths=listed,
+    )
+    response = await get(app, path.removeprefix(root_path), root_path=root_path)
+    assert response.status_code == 401
+    return rejection_line(caplog)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize(("listed", "root_path", "path", "hint"), _NEAR_MISSES)
 async def test_each_public_path_near_miss_ends_the_rejection_line(
@@ -585,18 +606,8 @@ async def test_each_public_path_near_miss_ends_the_rejection_line(
     path: str,
     hint: str,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="asgi_auth0")
-    app = Auth0Middleware(
-        FastAPI(),
-        verifier=static_verifier(minting(auth0_rsa_key)),
-        require_token=True,
-        public_paths=listed,
-    )
-    response = await get(app, path.removeprefix(root_path), root_path=root_path)
-    assert response.status_code == 401
-    assert rejection_line(caplog).endswith(
-        f"GET {path!r}: a token is required outside the public paths; {hint}"
-    )
+    line = await fail_closed_refusal(auth0_rsa_key, caplog, listed, root_path, path)
+    assert line.endswith(f"GET {path!r}: a token is required outside the public paths; {hint}")
 
 
 @pytest.mark.anyio
@@ -616,16 +627,8 @@ async def test_a_path_that_is_no_near_miss_gets_no_hint(
     root_path: str,
     path: str,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="asgi_auth0")
-    app = Auth0Middleware(
-        FastAPI(),
-        verifier=static_verifier(minting(auth0_rsa_key)),
-        require_token=True,
-        public_paths=listed,
-    )
-    response = await get(app, path.removeprefix(root_path), root_path=root_path)
-    assert response.status_code == 401
-    assert rejection_line(caplog).endswith(": a token is required outside the public paths")
+    line = await fail_closed_refusal(auth0_rsa_key, caplog, listed, root_path, path)
+    assert line.endswith(": a token is required outside the public paths")
 
 
 @pytest.mark.anyio
