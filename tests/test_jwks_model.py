@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from typing import Any
 import anyio
 import anyio.from_thread
 import httpx
+import pytest
 from hypothesis import HealthCheck, assume, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -1036,11 +1038,17 @@ class JWKSRunnerMachineTrio(JWKSRunnerMachine):
     backend = "trio"
 
 
+# CI: a fixed set of examples (derandomized), so a run is repeatable and every Python
+# of the CI matrix exercises the same sequences; `make fuzz` (ASGI_AUTH0_FUZZ=long)
+# runs 20 times as many, randomized.
+LONG = os.environ.get("ASGI_AUTH0_FUZZ") == "long"
+pytestmark = [pytest.mark.fuzz, *([pytest.mark.timeout(3600)] if LONG else [])]
 SETTINGS = settings(
-    max_examples=200,
+    max_examples=2000 if LONG else 100,
     stateful_step_count=40,
     deadline=None,
     database=None,
+    derandomize=not LONG,
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
