@@ -480,9 +480,7 @@ class TokenVerifier:
             return
         seen = self._generations.get(id(source))
         if seen is None or seen[1] != generation:
-            if seen is not None:
-                self._drop_stale(source, generation)
-            self._generations[id(source)] = (source, generation)
+            self._drop_stale(source, generation)
         cache = self._cache
         chars = self._cache_chars
         if token not in cache:  # else: a concurrent verification of it got here first
@@ -498,9 +496,10 @@ class TokenVerifier:
         self._cache_chars = chars
 
     def _drop_stale(self, source: object, generation: int) -> None:
-        # Once per key change of one source: a walk over the cache (a few ms at most
-        # for a full default one), so cache_info() and memory reflect the change at
-        # the first verification after it, whatever tokens come next.
+        # Once per key change of one source (and at its first verdict, which records
+        # the generation): a walk over the cache (a few ms at most for a full default
+        # one), so cache_info() and memory reflect the change at the first
+        # verification after it, whatever tokens come next.
         cache = self._cache
         for token, entry in list(cache.items()):
             if (
@@ -509,9 +508,7 @@ class TokenVerifier:
                 and cache.pop(token, None) is not None
             ):
                 self._cache_chars -= len(token)
-        seen = self._generations.get(id(source))
-        if seen is None or seen[1] != generation:
-            self._generations[id(source)] = (source, generation)
+        self._generations[id(source)] = (source, generation)
 
     def _log_rejection(self, exc: Auth0Error, parsed: ParsedToken | None, token: object) -> None:
         # kid/alg/iss ride on the exception to the middleware's rejection line too
