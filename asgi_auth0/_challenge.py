@@ -27,7 +27,15 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
-from ._errors import Auth0Error, BearerError, InsufficientScopeError, KeySetError
+from ._errors import (
+    Auth0Error,
+    BearerError,
+    DPoPBindingError,
+    DPoPRequiredError,
+    InsufficientScopeError,
+    InvalidDPoPProofError,
+    KeySetError,
+)
 from ._keys import log_field, log_safe
 
 logger = logging.getLogger("asgi_auth0.middleware")
@@ -40,6 +48,7 @@ __all__ = [
     "json_response",
     "problem_json_response",
     "scope_token_ok",
+    "uses_dpop_scheme",
     "www_authenticate",
 ]
 
@@ -52,6 +61,8 @@ ResponseHook = Callable[[HTTPConnection, "Challenge"], Response]
 _NOT_NQSCHAR = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 # RFC 6749 §3.3 scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
+# A JWS alg name (RFC 7518 registry style), for the DPoP challenge's algs.
+_ALG = re.compile(r"[A-Za-z0-9+._-]{1,32}")
 
 
 def _quotable(value: str) -> str:
@@ -68,13 +79,20 @@ def www_authenticate(
     error: str | None = None,
     description: str | None = None,
     scope: Iterable[str] = (),
+    *,
+    scheme: str = "Bearer",
+    algs: Iterable[str] = (),
 ) -> str:
     """A ``WWW-Authenticate: Bearer ...`` value; every part is filtered to safe characters.
 
     With no ``error`` it is the bare challenge RFC 6750 §3.1 asks for when the request
     carried no credentials. Scopes that are not valid scope tokens are left out.
+    ``scheme="DPoP"`` with ``algs`` gives RFC 9449 §7.1's DPoP challenge instead.
     """
     parts = [f'realm="{_quotable(realm)}"']
+    shown_algs = [a for a in algs if _ALG.fullmatch(a)]
+    if shown_algs:
+        parts.append(f'algs="{" ".join(shown_algs)}"')
     if error:
         parts.append(f'error="{_quotable(error)}"')
         if description:
@@ -82,7 +100,47 @@ def www_authenticate(
         scopes = [s for s in scope if scope_token_ok(s)]
         if scopes:
             parts.append(f'scope="{" ".join(scopes)}"')
-    return "Bearer " + ", ".join(parts)
+    return f"{scheme} " + ", ".join(parts)
+
+
+# The errors that concern the DPoP side of a request: answered with the DPoP challenge
+# even when the request's scheme could not be told.
+_DPOP_ERRORS = (InvalidDPoPProofError, DPoPBindingError, DPoPRequiredError)
+
+
+def _authenticate_header(
+    exc: BearerError,
+    realm: str,
+    required: tuple[str, ...],
+    *,
+    dpop_algs: tuple[str, ...] | None,
+    dpop_required: bool,
+    dpop_request: bool,
+) -> str:
+    """The ``WWW-Authenticate`` value for ``exc``: RFC 6750's Bearer challenge, and
+    RFC 9449's DPoP challenge (with ``algs``) when DPoP is on.
+
+    With both schemes on, the error goes with the scheme the request used and the
+    other scheme's challenge follows bare, so a client learns it exists.
+    """
+    cls = type(exc)
+    error, description = cls.error, _quotable(cls.description)
+    if dpop_algs is None:
+        return www_authenticate(realm, error, description, required)
+    on_dpop = dpop_required or dpop_request or isinstance(exc, _DPOP_ERRORS)
+    dpop = www_authenticate(
+        realm,
+        error if on_dpop else None,
+        description,
+        required,
+        scheme="DPoP",
+        algs=dpop_algs,
+    )
+    if dpop_required:
+        return dpop
+    if on_dpop:
+        return f"{dpop}, {www_authenticate(realm)}"
+    return f"{www_authenticate(realm, error, description, required)}, {dpop}"
 
 
 @dataclass(frozen=True)
@@ -114,33 +172,57 @@ class Challenge:
         }
 
 
-def challenge_for(exc: Auth0Error, *, realm: str) -> Challenge:
+def challenge_for(
+    exc: Auth0Error,
+    *,
+    realm: str,
+    dpop_algs: Iterable[str] | None = None,
+    dpop_required: bool = False,
+    dpop_request: bool = False,
+) -> Challenge:
     """The :class:`Challenge` answering ``exc``.
 
     ``BearerError``: its status with a ``WWW-Authenticate`` challenge (bare for a
     missing token, with ``scope=`` for insufficient scope). ``KeySetError``: 503 with
     ``Retry-After``. The description always comes from the class, never the instance.
+    ``dpop_algs`` (DPoP on), ``dpop_required`` and ``dpop_request`` (the request used
+    the ``DPoP`` scheme) choose the challenge scheme(s) as RFC 9449 §7.1 and §7.2 ask.
     """
     cls = type(exc)
-    error = cls.error
     description = _quotable(cls.description)
     headers: dict[str, str] = {}
     required: tuple[str, ...] = ()
     if isinstance(exc, InsufficientScopeError):
         required = tuple(s for s in exc.required if scope_token_ok(s))
     if isinstance(exc, BearerError):
-        headers["WWW-Authenticate"] = www_authenticate(realm, error, description, required)
+        algs = tuple(dpop_algs) if dpop_algs is not None else None
+        headers["WWW-Authenticate"] = _authenticate_header(
+            exc,
+            realm,
+            required,
+            dpop_algs=algs,
+            dpop_required=dpop_required,
+            dpop_request=dpop_request,
+        )
     elif isinstance(exc, KeySetError):
         headers["Retry-After"] = str(int(exc.retry_after))
     return Challenge(
         status_code=cls.status_code,
-        error=error,
+        error=cls.error,
         error_description=description,
         reason=cls.reason,
         headers=headers,
         required=required,
         exception=exc,
     )
+
+
+def uses_dpop_scheme(scope: Mapping[str, Any]) -> bool:
+    """Whether the request's ``Authorization`` header uses the ``DPoP`` scheme."""
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"authorization":
+            return bytes(value).strip(b" \t")[:5].lower() == b"dpop "
+    return False
 
 
 def json_response(conn: HTTPConnection, challenge: Challenge) -> Response:
@@ -212,7 +294,15 @@ class Responder:
     raised by the FastAPI dependencies are answered exactly like its own.
     """
 
-    __slots__ = ("_logged_at", "_suppressed", "clock", "hook", "realm")
+    __slots__ = (
+        "_logged_at",
+        "_suppressed",
+        "clock",
+        "dpop_algs",
+        "dpop_required",
+        "hook",
+        "realm",
+    )
 
     def __init__(
         self,
@@ -220,8 +310,14 @@ class Responder:
         realm: str,
         hook: ResponseHook | None = None,
         clock: Callable[[], float] = time.monotonic,
+        dpop_algs: Iterable[str] | None = None,
+        dpop_required: bool = False,
     ) -> None:
         self.realm = realm
+        #: With DPoP on: the algorithms its challenge lists (else ``None``).
+        self.dpop_algs: tuple[str, ...] | None = tuple(dpop_algs) if dpop_algs is not None else None
+        #: Whether only the DPoP scheme is accepted.
+        self.dpop_required = dpop_required
         self.hook: ResponseHook = hook if hook is not None else json_response
         #: The clock of the rejection log's window (tests replace it).
         self.clock = clock
@@ -290,9 +386,18 @@ class Responder:
                 },
             )
 
-    def challenge(self, exc: Auth0Error) -> Challenge:
-        """The challenge for ``exc`` under this realm."""
-        return challenge_for(exc, realm=self.realm)
+    def challenge(self, exc: Auth0Error, scope: Mapping[str, Any] | None = None) -> Challenge:
+        """The challenge for ``exc`` under this realm; ``scope`` (the request's) tells
+        which authorization scheme it used, when DPoP is on."""
+        if self.dpop_algs is None:
+            return challenge_for(exc, realm=self.realm)
+        return challenge_for(
+            exc,
+            realm=self.realm,
+            dpop_algs=self.dpop_algs,
+            dpop_required=self.dpop_required,
+            dpop_request=scope is not None and uses_dpop_scheme(scope),
+        )
 
     def response(self, conn: HTTPConnection, challenge: Challenge) -> Response:
         """Run the hook and make sure the challenge's headers are on its response.

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._dpop import DPOP_MODES
 from ._errors import ConfigError
 
 __all__ = [
@@ -402,6 +403,17 @@ class Auth0Config:
     realm: str = "api"
     #: An Auth0 application client id, for the Swagger UI login (authorization code + PKCE).
     client_id: str | None = None
+    #: DPoP (RFC 9449) at the middleware: ``"disabled"`` (the ``DPoP`` scheme is not
+    #: ours and a DPoP-bound token sent as Bearer is refused), ``"allowed"`` (Bearer
+    #: and DPoP-bound tokens with their proofs) or ``"required"`` (DPoP only).
+    dpop: str = "disabled"
+    #: Algorithms a DPoP proof may be signed with (asymmetric only), as the ``algs``
+    #: of the DPoP challenge lists them.
+    dpop_algorithms: Sequence[str] = ("ES256",)
+    #: Seconds a DPoP proof stays acceptable after its ``iat``.
+    dpop_max_age: float = 300
+    #: Seconds a DPoP proof's ``iat`` may lie in the future (clients' clocks drift).
+    dpop_leeway: float = 30
 
     # Derived once here so the request path never recomputes them.
     audiences: tuple[str, ...] = field(init=False, repr=False)
@@ -502,6 +514,22 @@ class Auth0Config:
             raise ConfigError("strict_typ must be True or False")
         if not isinstance(self.accept_bound_tokens, bool):
             raise ConfigError("accept_bound_tokens must be True or False")
+        if self.dpop not in DPOP_MODES:
+            raise ConfigError(f"dpop must be one of {', '.join(map(repr, DPOP_MODES))}")
+        put(self, "dpop_algorithms", _check_algorithms("dpop_algorithms", self.dpop_algorithms))
+        put(
+            self,
+            "dpop_max_age",
+            _seconds("dpop_max_age", self.dpop_max_age, minimum=1, maximum=3600),
+        )
+        put(self, "dpop_leeway", _seconds("dpop_leeway", self.dpop_leeway, minimum=0, maximum=300))
+        if self.dpop != "disabled" and self.accept_bound_tokens:
+            # RFC 9449 §7.2: a resource server that takes DPoP must refuse a DPoP-bound
+            # token sent as Bearer; accept_bound_tokens says the opposite.
+            raise ConfigError(
+                "accept_bound_tokens=True takes key-bound tokens as bearer tokens, which "
+                f"dpop={self.dpop!r} must refuse (RFC 9449 §7.2): use one or the other"
+            )
         if self.max_token_age is not None:
             put(
                 self,

@@ -25,6 +25,8 @@ these ever contains token bytes or exception text.
         │   ├── ExpiredTokenError
         │   ├── ImmatureTokenError
         │   ├── SenderConstrainedTokenError
+        │   ├── DPoPBindingError
+        │   ├── DPoPRequiredError
         │   └── InvalidClaimError
         │       ├── InvalidIssuerError
         │       ├── InvalidAudienceError
@@ -32,6 +34,8 @@ these ever contains token bytes or exception text.
         │       ├── InvalidTypeError
         │       ├── IssuedInFutureError
         │       └── TokenTooOldError
+        ├── InvalidDPoPProofError              401 invalid_dpop_proof (RFC 9449)
+        │   └── DPoPProofReplayedError
         └── InsufficientScopeError             403 insufficient_scope
             └── InsufficientPermissionError
 """
@@ -46,12 +50,16 @@ __all__ = [
     "Auth0Error",
     "BearerError",
     "ConfigError",
+    "DPoPBindingError",
+    "DPoPProofReplayedError",
+    "DPoPRequiredError",
     "ExpiredTokenError",
     "ImmatureTokenError",
     "InsufficientPermissionError",
     "InsufficientScopeError",
     "InvalidAudienceError",
     "InvalidClaimError",
+    "InvalidDPoPProofError",
     "InvalidIssuerError",
     "InvalidRequestError",
     "InvalidSignatureError",
@@ -231,6 +239,23 @@ class SenderConstrainedTokenError(InvalidTokenError):
     description = "The access token is bound to a key and cannot be used as a bearer token."
 
 
+class DPoPBindingError(InvalidTokenError):
+    """A token sent with the ``DPoP`` scheme is not bound to the key of the DPoP proof
+    beside it: it has no ``cnf.jkt``, or its ``cnf.jkt`` is another key's thumbprint
+    (RFC 9449 §7.1; ``invalid_token``, as the RFC's own example answers it)."""
+
+    reason = "dpop_binding_mismatch"
+    description = "The access token is not bound to the key of the DPoP proof."
+
+
+class DPoPRequiredError(InvalidTokenError):
+    """The API takes DPoP-bound tokens only (``dpop="required"``) and the request sent
+    a bearer token; the challenge names the ``DPoP`` scheme and its algorithms."""
+
+    reason = "dpop_required"
+    description = "This API accepts DPoP-bound access tokens only."
+
+
 class InvalidClaimError(InvalidTokenError):
     """A claim has the wrong type or value."""
 
@@ -278,6 +303,25 @@ class TokenTooOldError(InvalidClaimError):
 
     reason = "token_too_old"
     description = "The access token is too old."
+
+
+class InvalidDPoPProofError(BearerError):
+    """The DPoP proof of a ``DPoP``-scheme request is missing, malformed, not signed by
+    its own ``jwk``, or does not match this request (method, URI, time, access token);
+    RFC 9449 §4.3 and §7.1."""
+
+    status_code = 401
+    error: ClassVar[str | None] = "invalid_dpop_proof"
+    reason = "invalid_dpop_proof"
+    description = "The DPoP proof is invalid."
+
+
+class DPoPProofReplayedError(InvalidDPoPProofError):
+    """A DPoP proof was presented again: its ``jti`` was seen within the window in which
+    the proof is acceptable (RFC 9449 §11.1)."""
+
+    reason = "dpop_proof_replayed"
+    description = "The DPoP proof has already been used."
 
 
 class InsufficientScopeError(BearerError):

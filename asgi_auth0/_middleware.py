@@ -51,7 +51,15 @@ from ._bearer import (
 from ._challenge import Responder, ResponseHook
 from ._claims import Claims
 from ._config import Auth0Config
-from ._errors import Auth0Error, ConfigError, InvalidTokenError, KeySetError, MissingTokenError
+from ._dpop import dpop_credentials, request_htu
+from ._errors import (
+    Auth0Error,
+    ConfigError,
+    DPoPRequiredError,
+    InvalidTokenError,
+    KeySetError,
+    MissingTokenError,
+)
 from ._public import PublicPaths, route_path
 from ._verify import TokenVerifier
 
@@ -383,7 +391,16 @@ class Auth0Middleware:
         # The state dict of the lifespan under way: a request handed this very dict
         # gets a copy (see _store).
         self._lifespan_state: object = None
-        self._responder = Responder(realm=self.config.realm, hook=on_error)
+        dpop_mode = self.config.dpop
+        #: Whether the DPoP scheme is taken (``config.dpop`` is not ``"disabled"``).
+        self._dpop_on = dpop_mode != "disabled"
+        self._dpop_required = dpop_mode == "required"
+        self._responder = Responder(
+            realm=self.config.realm,
+            hook=on_error,
+            dpop_algs=self.config.dpop_algorithms if self._dpop_on else None,
+            dpop_required=self._dpop_required,
+        )
         # The token68 syntax check (a pass over the whole token) is needed only for
         # tokens that fail: TokenVerifier accepts nothing but base64url segments, which
         # are token68, so for valid tokens the check is implied. A subclass that
@@ -413,6 +430,8 @@ class Auth0Middleware:
             else:
                 token = token_from_scope(scope, query_param=query_param)
             if token is not None:
+                if self._dpop_required:
+                    raise DPoPRequiredError("a bearer token, and dpop is 'required'")
                 try:
                     claims = await self.verifier.verify(token)
                 except InvalidTokenError:
@@ -420,6 +439,14 @@ class Auth0Middleware:
                     if not is_token68(token):
                         raise not_token68_error() from None
                     raise
+            elif self._dpop_on and (dpop := dpop_credentials(scope.get("headers") or ())):
+                # RFC 9449 §7.1: Authorization: DPoP <token>, with its proof beside it.
+                claims = await self.verifier.verify_dpop(
+                    dpop[0],
+                    dpop[1],
+                    method=scope.get("method") or "GET",
+                    url=request_htu(scope),
+                )
             else:
                 claims = None
                 public = self.public_paths
@@ -471,7 +498,7 @@ class Auth0Middleware:
         connect_received: bool = False,
         accepted: bool = False,
     ) -> None:
-        challenge = self._responder.challenge(exc)
+        challenge = self._responder.challenge(exc, scope)
         self._responder.log_rejection(scope, challenge, exc.token_facts, exc.detail)
         if scope["type"] == "websocket":
             if accepted:

@@ -15,9 +15,11 @@ from typing import Any, NamedTuple
 
 from ._claims import Claims
 from ._config import Auth0Config
+from ._dpop import DPoPProofChecker
 from ._errors import (
     AlgorithmNotAllowedError,
     Auth0Error,
+    DPoPBindingError,
     ExpiredTokenError,
     ImmatureTokenError,
     InvalidAudienceError,
@@ -27,6 +29,7 @@ from ._errors import (
     InvalidTypeError,
     IssuedInFutureError,
     KeySetError,
+    MalformedTokenError,
     MissingClaimError,
     SenderConstrainedTokenError,
     TokenTooOldError,
@@ -199,6 +202,12 @@ class TokenVerifier:
         self._strict_typ = config.strict_typ
         self._accept_bound = config.accept_bound_tokens
         self._parser = JWSParser(max_size=self._max_size, algorithms=self._algorithms)
+        self._dpop = DPoPProofChecker(
+            algorithms=config.dpop_algorithms,
+            max_age=config.dpop_max_age,
+            leeway=config.dpop_leeway,
+            clock=clock,
+        )
         self._cache: OrderedDict[str, _CacheEntry] = OrderedDict()
         self._cache_size = config.token_cache_size
         # Token characters held now, and at most; room for one token of the largest
@@ -244,38 +253,7 @@ class TokenVerifier:
         parsed: ParsedToken | None = None
         try:
             parsed = self.precheck(token)
-            alg = parsed.alg
-            # The key lookup, inline: one coroutine fewer per cold token.
-            get_for = self._get_key_for
-            try:
-                if get_for is not None:
-                    key = await get_for(parsed.payload["iss"], parsed.kid, alg)
-                else:
-                    key = await self._get_key_plain(parsed.kid, alg)
-            except Auth0Error:
-                raise
-            except Exception as exc:
-                # A custom key source that breaks is an outage, not a bad token; but a
-                # bug or a misuse (a key source used from another event loop or
-                # thread) must not hide behind a 503, so it is logged with its cause.
-                logger.error(
-                    "the key source %r failed unexpectedly; answering 503",
-                    self._key_set,
-                    exc_info=True,
-                    extra={"reason": "key_source_failed"},
-                )
-                raise KeySetError("the key source failed unexpectedly") from exc
-            if type(key) is not PublicKey:
-                key = wrap_foreign_key(parsed.kid, alg, key)
-            if alg not in key.algorithms:
-                raise AlgorithmNotAllowedError("the key does not fit the token's alg")
-            if len(key.algorithms) > 1 and key.kty == "RSA" and alg != self._rsa_alg:
-                raise AlgorithmNotAllowedError(
-                    f"the key's JWK names no alg, so it verifies one algorithm only: "
-                    f"{self._rsa_alg}, the first RSA one in algorithms (RFC 8725 §3.1)"
-                )
-            if not key.verify(alg, parsed.signing_input, parsed.signature):
-                raise InvalidSignatureError("signature does not verify")
+            await self._check_signature(parsed)
             claims, valid_until = self._check_claims(parsed)
         except Auth0Error as exc:
             self._log_rejection(exc, parsed, token)
@@ -285,6 +263,79 @@ class TokenVerifier:
             # way), so only an exact str is kept.
             self._remember(token, claims, valid_until)
         return claims
+
+    async def _check_signature(self, parsed: ParsedToken) -> None:
+        """The key for ``parsed`` from the key source, and its signature checked."""
+        alg = parsed.alg
+        get_for = self._get_key_for
+        try:
+            if get_for is not None:
+                key = await get_for(parsed.payload["iss"], parsed.kid, alg)
+            else:
+                key = await self._get_key_plain(parsed.kid, alg)
+        except Auth0Error:
+            raise
+        except Exception as exc:
+            # A custom key source that breaks is an outage, not a bad token; but a
+            # bug or a misuse (a key source used from another event loop or
+            # thread) must not hide behind a 503, so it is logged with its cause.
+            logger.error(
+                "the key source %r failed unexpectedly; answering 503",
+                self._key_set,
+                exc_info=True,
+                extra={"reason": "key_source_failed"},
+            )
+            raise KeySetError("the key source failed unexpectedly") from exc
+        if type(key) is not PublicKey:
+            key = wrap_foreign_key(parsed.kid, alg, key)
+        if alg not in key.algorithms:
+            raise AlgorithmNotAllowedError("the key does not fit the token's alg")
+        if len(key.algorithms) > 1 and key.kty == "RSA" and alg != self._rsa_alg:
+            raise AlgorithmNotAllowedError(
+                f"the key's JWK names no alg, so it verifies one algorithm only: "
+                f"{self._rsa_alg}, the first RSA one in algorithms (RFC 8725 §3.1)"
+            )
+        if not key.verify(alg, parsed.signing_input, parsed.signature):
+            raise InvalidSignatureError("signature does not verify")
+
+    async def verify_dpop(self, token: str, proof: str, *, method: str, url: str | None) -> Claims:
+        """Verify a DPoP-bound access token and the DPoP proof sent with it (RFC 9449).
+
+        ``token`` is the credential of ``Authorization: DPoP <token>``, ``proof`` the
+        ``DPoP`` header, ``method`` and ``url`` the request's (``url`` normalized as
+        :func:`asgi_auth0._dpop.request_htu` builds it from an ASGI scope). The token
+        gets every check :meth:`verify` makes, except that its ``cnf`` is required
+        rather than refused: it must hold the ``jkt`` of the proof's key. Raises what
+        :meth:`verify` raises, plus :class:`InvalidDPoPProofError` for the proof and
+        :class:`DPoPBindingError` for a token not bound to the proof's key.
+
+        Verdicts are not cached: each proof is checked (and its ``jti`` remembered)
+        per request anyway, and a bound token must never come back out of the cache
+        of :meth:`verify` as a bearer token.
+        """
+        parsed: ParsedToken | None = None
+        try:
+            if type(token) is not str or type(proof) is not str:
+                raise MalformedTokenError("the token or the DPoP proof is not a string")
+            parsed = self.precheck(token)
+            await self._check_signature(parsed)
+            claims, _ = self._check_claims(parsed, bound=True)
+            cnf = parsed.payload.get("cnf")
+            jkt = cnf.get("jkt") if isinstance(cnf, dict) else None
+            if type(jkt) is not str:
+                raise DPoPBindingError(
+                    "the token sent with the DPoP scheme is not DPoP-bound (it has no cnf.jkt)"
+                )
+            self._dpop.check(proof, method=method, url=url, access_token=token, jkt=jkt)
+        except Auth0Error as exc:
+            self._log_rejection(exc, parsed, token)
+            raise
+        return claims
+
+    @property
+    def dpop(self) -> DPoPProofChecker:
+        """The DPoP proof checker (its ``algorithms`` and ``jti`` memory)."""
+        return self._dpop
 
     def precheck(self, token: str) -> ParsedToken:
         """Cheap, synchronous, network-free checks: size, shape, header, ``alg`` in the
@@ -357,7 +408,7 @@ class TokenVerifier:
                 )
         return ""
 
-    def _check_claims(self, parsed: ParsedToken) -> tuple[Claims, float]:
+    def _check_claims(self, parsed: ParsedToken, *, bound: bool = False) -> tuple[Claims, float]:
         payload = parsed.payload
         now = self._clock()
         leeway = self._leeway
@@ -445,7 +496,7 @@ class TokenVerifier:
         # "no subject", which code keyed on sub must never see from a signed token.
         if "sub" in payload and type(payload["sub"]) is not str:
             raise InvalidClaimError("sub is not a string")
-        if "cnf" in payload and not self._accept_bound:
+        if "cnf" in payload and not (bound or self._accept_bound):
             raise SenderConstrainedTokenError(_binding_of(payload["cnf"]))
         return Claims._adopt(payload), valid_until
 

@@ -511,7 +511,7 @@ async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response:
     if not isinstance(exc, AuthenticationRejected):
         raise exc
     _, responder = auth_state(conn.scope)
-    challenge = responder.challenge(exc.error)
+    challenge = responder.challenge(exc.error, conn.scope)
     responder.log_rejection(conn.scope, challenge, exc.error.token_facts, exc.error.detail)
     if isinstance(conn, WebSocket):
         close_code = 1013 if challenge.status_code >= 500 else 1008

@@ -65,13 +65,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from ._config import Auth0Config, validate_issuer
-from ._signing import DEFAULT_ALG, PrivateKey, b64url, generate_private_key, public_jwk, sign
+from ._dpop import access_token_hash, jwk_thumbprint
+from ._signing import (
+    DEFAULT_ALG,
+    PrivateKey,
+    b64url,
+    generate_private_key,
+    public_jwk,
+    sign,
+    sign_jws,
+)
 
 __all__ = [
     "ALL_PATHS",
     "DISCOVERY_PATH",
     "JWKS_PATH",
     "OAUTH_METADATA_PATH",
+    "DPoPKey",
     "LocalIssuer",
     "PrivateKey",
     "TokenFactory",
@@ -391,6 +401,79 @@ class _Runner:
         self.server.join_handlers(_JOIN_TIMEOUT)
         self._wake_r.close()
         self._wake_w.close()
+
+
+class DPoPKey:
+    """A client's DPoP key (RFC 9449), for testing an API with ``dpop="allowed"`` or
+    ``"required"``: the key pair, the ``cnf`` to bind a token to it, and proofs.
+
+    ::
+
+        client = DPoPKey()
+        token = issuer.token(cnf=client.cnf)
+        headers = client.headers(token, "GET", "http://testserver/me")
+        response = await http.get("/me", headers=headers)
+
+    Every proof gets a fresh ``jti``; keyword arguments of :meth:`proof` override or
+    (given as ``None``) remove any claim or header member, to mint broken proofs.
+    """
+
+    def __init__(self, kind: str = "P-256", *, alg: str | None = None) -> None:
+        #: The private key (``"P-256"`` by default; any kind :class:`LocalIssuer` takes).
+        self.private_key: PrivateKey = generate_private_key(kind)
+        #: The algorithm proofs are signed with.
+        self.alg: str = alg or DEFAULT_ALG[kind]
+        jwk = public_jwk(self.private_key)
+        jwk.pop("use", None)
+        #: The public JWK a proof carries in its ``jwk`` header.
+        self.jwk: dict[str, Any] = jwk
+        #: The RFC 7638 SHA-256 thumbprint of :attr:`jwk`: a bound token's ``cnf.jkt``.
+        self.jkt: str = jwk_thumbprint(jwk)
+
+    @property
+    def cnf(self) -> dict[str, str]:
+        """The ``cnf`` claim binding a token to this key: ``{"jkt": ...}``."""
+        return {"jkt": self.jkt}
+
+    def proof(
+        self,
+        method: str,
+        url: str,
+        *,
+        access_token: str | None = None,
+        iat: float | None = None,
+        headers: Mapping[str, Any] | None = None,
+        **claims: Any,
+    ) -> str:
+        """A DPoP proof for one request: ``htm`` ``method``, ``htu`` ``url`` (sent as
+        given: the API ignores its query), ``iat`` now (or ``iat``), a random ``jti``,
+        and ``ath`` when ``access_token`` is given. ``claims`` and ``headers`` override
+        or, as ``None``, remove payload claims and header members."""
+        payload: dict[str, Any] = {
+            "jti": secrets.token_urlsafe(16),
+            "htm": method,
+            "htu": url,
+            "iat": math.floor(time.time() if iat is None else iat),
+        }
+        if access_token is not None:
+            payload["ath"] = access_token_hash(access_token)
+        payload.update(claims)
+        header: dict[str, Any] = {"typ": "dpop+jwt", "alg": self.alg, "jwk": self.jwk}
+        header.update(headers or {})
+        payload = {k: v for k, v in payload.items() if v is not None}
+        header = {k: v for k, v in header.items() if v is not None}
+        return sign_jws(self.private_key, header, payload)
+
+    def headers(self, access_token: str, method: str, url: str, **claims: Any) -> dict[str, str]:
+        """The two request headers of a DPoP request: ``Authorization: DPoP <token>``
+        and ``DPoP: <proof>`` (``claims`` as for :meth:`proof`)."""
+        return {
+            "Authorization": f"DPoP {access_token}",
+            "DPoP": self.proof(method, url, access_token=access_token, **claims),
+        }
+
+    def __repr__(self) -> str:
+        return f"DPoPKey(alg={self.alg!r}, jkt={self.jkt!r})"
 
 
 class TokenFactory(Protocol):

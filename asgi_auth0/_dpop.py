@@ -1,0 +1,409 @@
+"""DPoP (RFC 9449): the proof that the client holds the key its access token is bound to.
+
+A DPoP request carries ``Authorization: DPoP <access token>`` and a ``DPoP`` header
+holding a *proof*: a small JWT the client signs, for this one request, with the private
+key whose public half is in the proof's own ``jwk`` header. The issuer bound the access
+token to that key by writing its RFC 7638 thumbprint into ``cnf.jkt``. A stolen token is
+then useless without the key, and a stolen proof is useless for any other request.
+
+:class:`DPoPProofChecker` makes every check of RFC 9449 §4.3 and §7.1 that concerns the
+proof: ``typ``, ``alg`` on the allow-list, a public ``jwk`` that fits ``alg``, the
+signature, ``htm``, ``htu``, ``iat`` inside the acceptance window, ``ath`` (the hash
+of the access token), the token's ``cnf.jkt`` against the proof key's thumbprint, and
+``jti`` against the proofs already seen. Server-issued nonces (§8, §9) are not
+offered: the ``iat`` window and the ``jti`` memory bound replay instead.
+
+Nothing read from the proof is echoed to the client; the details (in our own words,
+with the client's values escaped and cut short) go to the rejection log only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._errors import (
+    Auth0Error,
+    DPoPBindingError,
+    DPoPProofReplayedError,
+    InvalidDPoPProofError,
+    InvalidRequestError,
+    MultipleTokensError,
+)
+from ._jose import JWSParser
+from ._keys import KeyRejected, log_safe, parse_jwk
+
+__all__ = [
+    "DPOP_MODES",
+    "MAX_PROOF_SIZE",
+    "DPoPProofChecker",
+    "access_token_hash",
+    "dpop_credentials",
+    "jwk_thumbprint",
+    "normalize_htu",
+    "request_htu",
+]
+
+#: The values of ``Auth0Config.dpop``.
+DPOP_MODES = ("disabled", "allowed", "required")
+
+#: Proofs longer than this many characters are refused unread. A proof holds one
+#: public key and a handful of claims: about 500 characters with a P-256 key, about
+#: 1,300 with an RSA-4096 key.
+MAX_PROOF_SIZE = 8 * 1024
+
+#: The ``jti`` values remembered, at most. Each is kept until the proof it came with
+#: could no longer be accepted anyway (``iat`` + max age + leeway), or until this many
+#: newer ones push it out (then logged: see :meth:`DPoPProofChecker.check`).
+JTI_CACHE_SIZE = 100_000
+
+# RFC 7638 §3.2: the required members of each key type, in lexicographic order.
+_THUMBPRINT_MEMBERS: dict[str, tuple[str, ...]] = {
+    "EC": ("crv", "kty", "x", "y"),
+    "RSA": ("e", "kty", "n"),
+    "OKP": ("crv", "kty", "x"),
+}
+_DPOP_TYP = "dpop+jwt"
+_AUTHORIZATION = b"authorization"
+_DPOP_HEADER = b"dpop"
+_DPOP_SCHEME = b"dpop"
+_OWS = b" \t"
+# RFC 9110 token68, as for Bearer (RFC 9449 §7.1 uses the same credentials syntax).
+_TOKEN68 = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+_JTI_MAX = 256
+_PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# The RFC 6455 schemes name the same HTTP request as http/https: the handshake of a
+# ws://host/path connection is GET http://host/path.
+_HTTP_SCHEME_OF = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+
+
+def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint of a public JWK, base64url without padding.
+
+    Only the members RFC 7638 §3.2 names for the key type are hashed, in lexicographic
+    order, with no whitespace. Raises ``ValueError`` for an unknown ``kty`` or a
+    missing or non-string member.
+    """
+    members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
+    if members is None:
+        raise ValueError("no thumbprint for this kty")
+    required: dict[str, str] = {}
+    for name in members:
+        value = jwk.get(name)
+        if type(value) is not str:
+            raise ValueError(f"member {name} is missing or not a string")
+        required[name] = value
+    canonical = json.dumps(required, separators=(",", ":"), ensure_ascii=False)
+    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+def access_token_hash(token: str) -> str:
+    """``ath``: base64url SHA-256 of the access token's ASCII bytes (RFC 9449 §4.2)."""
+    return _b64url(hashlib.sha256(token.encode("ascii")).digest())
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _normalize_percent(text: str) -> str:
+    # RFC 3986 §6.2.2.1-2: hex digits of an escape in upper case, and an escaped
+    # unreserved character decoded.
+    def fix(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in _UNRESERVED else "%" + match.group(1).upper()
+
+    return _PERCENT.sub(fix, text) if "%" in text else text
+
+
+def _remove_dot_segments(path: str) -> str:
+    # RFC 3986 §5.2.4, for the absolute paths of request URIs.
+    if "." not in path:
+        return path
+    output: list[str] = []
+    for segment in path.split("/")[1:]:
+        if segment == "..":
+            if output:
+                output.pop()
+        elif segment != ".":
+            output.append(segment)
+    tail = "/" if path.endswith(("/.", "/..")) else ""
+    return "/" + "/".join(output) + tail
+
+
+def normalize_htu(url: str) -> str | None:
+    """``url`` as RFC 9449 §4.3 compares it: no query, no fragment, syntax- and
+    scheme-based normalization (RFC 3986 §6.2.2, §6.2.3): scheme and host in lower
+    case, the default port dropped, an empty path read as ``/``, escapes normalized,
+    dot segments removed. ``None`` when it is not an absolute http(s) URL."""
+    if type(url) is not str or not url.isascii() or len(url) > MAX_PROOF_SIZE:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = _HTTP_SCHEME_OF.get(parts.scheme.lower())
+    host = parts.hostname
+    if scheme is None or not host or parts.username is not None or parts.password is not None:
+        return None
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal keeps its brackets
+    authority = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
+    path = _remove_dot_segments(_normalize_percent(parts.path or "/"))
+    return f"{scheme}://{authority}{path}"
+
+
+def request_htu(scope: Mapping[str, Any]) -> str | None:
+    """The URI of an ASGI ``http`` or ``websocket`` request as a proof must name it
+    (normalized as :func:`normalize_htu`), or ``None`` when it cannot be built.
+
+    Scheme from the scope (what the server saw: behind a proxy that terminates TLS,
+    run the server with its proxy-headers option so that it is ``https``), host from
+    the ``Host`` header, path as the client sent it (``raw_path``), under the
+    ``root_path`` when the server was told of a prefix that the proxy strips.
+    """
+    scheme = scope.get("scheme") or ("ws" if scope.get("type") == "websocket" else "http")
+    host = None
+    for name, value in scope.get("headers") or ():
+        if name.lower() == b"host":
+            host = value.decode("latin-1")
+            break
+    if not host:
+        server = scope.get("server")
+        if not server or server[1] is None:
+            return None
+        host = f"{server[0]}:{server[1]}"
+    raw_path = scope.get("raw_path")
+    if isinstance(raw_path, bytes) and raw_path:
+        path = raw_path.decode("latin-1").split("?", 1)[0]
+    else:
+        path = scope.get("path") or "/"
+    root = scope.get("root_path") or ""
+    if root and not (path == root or path.startswith(root.rstrip("/") + "/")):
+        path = root.rstrip("/") + path
+    return normalize_htu(f"{scheme}://{host}{path}")
+
+
+def _dpop_scheme_token(value: bytes) -> str | None:
+    """The access token of one ``Authorization: DPoP <token>`` value; ``None`` for
+    another scheme; :class:`InvalidRequestError` for a malformed DPoP value."""
+    value = value.strip(_OWS)
+    if value[:4].lower() != _DPOP_SCHEME:
+        return None
+    separator = value[4:5]
+    if separator == b" ":
+        credentials = value[5:].lstrip(b" ")
+    elif not separator or separator == b"\t":
+        raise InvalidRequestError("DPoP scheme without a well-formed token")
+    else:
+        return None  # a longer scheme name
+    if not _TOKEN68.fullmatch(credentials):
+        raise InvalidRequestError("DPoP credentials are not a single token68")
+    return credentials.decode("ascii")
+
+
+def dpop_credentials(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str] | None:
+    """``(access token, proof)`` of a request using the ``DPoP`` scheme, or ``None``
+    when its ``Authorization`` header (if any) uses another scheme.
+
+    Raises :class:`MultipleTokensError` for several ``Authorization`` headers,
+    :class:`InvalidRequestError` for malformed DPoP credentials, and
+    :class:`InvalidDPoPProofError` when the ``DPoP`` header is missing or repeated
+    (RFC 9449 §4.3: exactly one).
+    """
+    authorization: bytes | None = None
+    proofs: list[bytes] = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == _AUTHORIZATION:
+            if authorization is not None:
+                raise MultipleTokensError("more than one Authorization header")
+            authorization = value
+        elif lowered == _DPOP_HEADER:
+            proofs.append(value)
+    if authorization is None:
+        return None
+    token = _dpop_scheme_token(authorization)
+    if token is None:
+        return None
+    if not proofs:
+        raise InvalidDPoPProofError("the request uses the DPoP scheme but has no DPoP header")
+    if len(proofs) > 1:
+        raise InvalidDPoPProofError("the request has more than one DPoP header")
+    proof = proofs[0].strip(_OWS)
+    if not proof.isascii():
+        raise InvalidDPoPProofError("the DPoP header is not a JWT")
+    return token, proof.decode("ascii")
+
+
+def _shown(value: object) -> str:
+    """A value the client chose, for a log line: escaped and cut short."""
+    text = log_safe(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_numeric_date(value: object) -> bool:
+    kind = type(value)
+    if kind is int:
+        return True
+    return kind is float and math.isfinite(value)  # type: ignore[arg-type]
+
+
+class DPoPProofChecker:
+    """Checks DPoP proofs for one set of policies (algorithms, time window), and
+    remembers the ``jti`` of every proof it accepted (RFC 9449 §11.1).
+
+    The memory is this object's, so it is per process: behind several workers a proof
+    replayed to another worker within its window is not recognised. The window (by
+    default 5 minutes, plus the leeway) bounds that exposure, as it does for every
+    in-memory replay check. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        algorithms: Iterable[str],
+        max_age: float,
+        leeway: float,
+        clock: Callable[[], float],
+        jti_cache_size: int = JTI_CACHE_SIZE,
+    ) -> None:
+        #: The algorithms a proof may use, in the order the challenge's ``algs`` lists them.
+        self.algorithms: tuple[str, ...] = tuple(algorithms)
+        self._parser = JWSParser(
+            max_size=MAX_PROOF_SIZE, algorithms=frozenset(self.algorithms), header_cache_size=0
+        )
+        self._max_age = float(max_age)
+        self._leeway = float(leeway)
+        self._clock = clock
+        self._jti_cache_size = jti_cache_size
+        # (jkt, jti) -> the time after which the proof would be refused anyway.
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+        #: Entries pushed out before their time (the cache was full of live ones).
+        self.evicted_live: int = 0
+
+    def check(
+        self, proof: str, *, method: str, url: str | None, access_token: str, jkt: str
+    ) -> None:
+        """Accept ``proof`` for one request, or raise.
+
+        ``method`` and ``url`` are the request's (``url`` as :func:`request_htu` builds
+        it), ``access_token`` the token sent with the proof and ``jkt`` the token's
+        verified ``cnf.jkt``. Raises :class:`InvalidDPoPProofError` (or its subclass
+        :class:`DPoPProofReplayedError`) for a bad proof and :class:`DPoPBindingError`
+        when the proof's key is not the one the token is bound to.
+        """
+        try:
+            parsed = self._parser.parse(proof)
+        except Auth0Error as exc:
+            raise InvalidDPoPProofError(f"the DPoP proof is not acceptable: {exc.detail}") from None
+        header = parsed.header
+        typ = header.get("typ")
+        if type(typ) is not str or typ.lower() != _DPOP_TYP:
+            raise InvalidDPoPProofError("the DPoP proof's typ is not dpop+jwt")
+        jwk = header.get("jwk")
+        if not isinstance(jwk, dict):
+            raise InvalidDPoPProofError("the DPoP proof has no jwk header (its public key)")
+        try:
+            key = parse_jwk(jwk)
+        except KeyRejected as exc:
+            raise InvalidDPoPProofError(f"the DPoP proof's jwk is not usable: {exc}") from None
+        alg = parsed.alg
+        if alg not in key.algorithms:
+            raise InvalidDPoPProofError(
+                f"the DPoP proof's jwk ({key.kty}) does not fit its alg {alg}"
+            )
+        if not key.verify(alg, parsed.signing_input, parsed.signature):
+            raise InvalidDPoPProofError("the DPoP proof's signature does not verify with its jwk")
+
+        claims = parsed.payload
+        jti = claims.get("jti")
+        if type(jti) is not str or not jti or len(jti) > _JTI_MAX:
+            raise InvalidDPoPProofError("the DPoP proof's jti is missing or not a short string")
+        htm = claims.get("htm")
+        if htm != method:
+            raise InvalidDPoPProofError(
+                f"the DPoP proof's htm {_shown(htm)} is not this request's method {method}"
+            )
+        htu = claims.get("htu")
+        if type(htu) is not str:
+            raise InvalidDPoPProofError("the DPoP proof's htu is missing or not a string")
+        wanted = normalize_htu(htu)
+        if wanted is None or url is None or wanted != url:
+            raise InvalidDPoPProofError(_htu_mismatch(htu, wanted, url))
+        iat = claims.get("iat")
+        if not _is_numeric_date(iat):
+            raise InvalidDPoPProofError("the DPoP proof's iat is missing or not a NumericDate")
+        now = self._clock()
+        if iat > now + self._leeway:  # type: ignore[operator]
+            raise InvalidDPoPProofError(
+                f"the DPoP proof's iat is {iat - now:.0f} s in the future "  # type: ignore[operator]
+                f"(leeway {self._leeway:g} s): is the client's clock right?"
+            )
+        if iat < now - self._max_age:  # type: ignore[operator]
+            raise InvalidDPoPProofError(
+                f"the DPoP proof is {now - iat:.0f} s old (dpop_max_age {self._max_age:g} s)"  # type: ignore[operator]
+            )
+        ath = claims.get("ath")
+        if type(ath) is not str:
+            raise InvalidDPoPProofError("the DPoP proof has no ath (the access token's hash)")
+        if ath != access_token_hash(access_token):
+            raise InvalidDPoPProofError("the DPoP proof's ath is not the hash of this access token")
+        if jwk_thumbprint(jwk) != jkt:
+            raise DPoPBindingError(
+                "the access token's cnf.jkt is not the thumbprint of the DPoP proof's key"
+            )
+        self._remember(jkt, jti, iat + self._max_age + self._leeway, now)  # type: ignore[operator]
+
+    def _remember(self, jkt: str, jti: str, until: float, now: float) -> None:
+        # Only proofs that passed every other check are remembered: a forged or
+        # mismatched proof can never occupy (or evict) an entry.
+        key = (jkt, jti)
+        with self._lock:
+            seen = self._seen
+            expires = seen.get(key)
+            if expires is not None and expires > now:
+                raise DPoPProofReplayedError("this DPoP proof (its jti) was already used")
+            seen[key] = until
+            seen.move_to_end(key)
+            # Oldest first: drop what has expired, then, if still over the bound,
+            # the oldest live entries (counted, so that status can show it).
+            while seen:
+                oldest_key, oldest_until = next(iter(seen.items()))
+                if oldest_until > now and len(seen) <= self._jti_cache_size:
+                    break
+                del seen[oldest_key]
+                if oldest_until > now:
+                    self.evicted_live += 1
+
+    @property
+    def remembered(self) -> int:
+        """How many proofs' ``jti`` are remembered now."""
+        return len(self._seen)
+
+
+def _htu_mismatch(htu: str, wanted: str | None, url: str | None) -> str:
+    if url is None:
+        return "this request's URI could not be built to compare the DPoP proof's htu with"
+    if wanted is None:
+        return f"the DPoP proof's htu {_shown(htu)} is not an absolute http(s) URI"
+    hint = ""
+    if wanted.split(":", 1)[1] == url.split(":", 1)[1]:
+        hint = (
+            ": only the scheme differs; behind a proxy that terminates TLS, have the "
+            "server trust its X-Forwarded-Proto (uvicorn --proxy-headers "
+            "--forwarded-allow-ips=...)"
+        )
+    return f"the DPoP proof's htu {_shown(wanted)} is not this request's URI {_shown(url)}{hint}"
