@@ -910,6 +910,32 @@ def _decorate(
     return schema
 
 
+def _dpop_note(config: Auth0Config) -> str:
+    """What the security scheme's description adds when DPoP is on: OpenAPI has no
+    DPoP scheme, and Swagger UI cannot make proofs, so a reader must be told."""
+    if config.dpop == "disabled":
+        return ""
+    algs = ", ".join(config.dpop_algorithms)
+    if config.dpop == "required":
+        return (
+            "Only DPoP-bound tokens are accepted (RFC 9449): send 'Authorization: DPoP "
+            f"<token>' and a 'DPoP' proof header signed with {algs}. Swagger UI cannot "
+            "make proofs, so its requests are refused."
+        )
+    return (
+        "DPoP-bound tokens are accepted too (RFC 9449): 'Authorization: DPoP <token>' "
+        f"with a 'DPoP' proof header signed with {algs}."
+    )
+
+
+def _note_dpop(document: dict[str, Any], note: str) -> None:
+    scheme = document.get("components", {}).get("securitySchemes", {}).get(SCHEME_NAME)
+    if isinstance(scheme, dict):
+        description = scheme.get("description") or ""
+        if note not in description:  # the document is cached: add it once
+            scheme["description"] = f"{description} {note}".strip()
+
+
 def configure_openapi(
     app: FastAPI,
     config: Auth0Config | None = None,
@@ -946,6 +972,9 @@ def configure_openapi(
       elsewhere: give ``authorization_url`` and ``token_url`` (from its discovery
       document); an issuer with a path and no such URLs is a :class:`ConfigError`.
 
+    - With ``config.dpop`` on, the scheme's description says that DPoP-bound tokens
+      are accepted (or, with ``"required"``, only they), and with which algorithms.
+
     Responses a route declares itself are left alone. Uses FastAPI's documented
     ``app.openapi`` override, wrapping whatever ``app.openapi`` was before.
     """
@@ -961,6 +990,7 @@ def configure_openapi(
         )
     previous = app.openapi
     rewritten: list[dict[str, Any]] = []
+    dpop_note = _dpop_note(config) if config is not None else ""
 
     def openapi() -> dict[str, Any]:
         schema = previous()
@@ -972,7 +1002,10 @@ def configure_openapi(
             found = _operation_requirements(app)
             rewritten[:] = [schema]
         # Read when the document is built: middleware may be added after this call.
-        return _decorate(schema, login, fail_closed_policies(app), found)
+        document = _decorate(schema, login, fail_closed_policies(app), found)
+        if dpop_note:
+            _note_dpop(document, dpop_note)
+        return document
 
     app.openapi = openapi  # type: ignore[method-assign]
     if config is not None and config.client_id and app.swagger_ui_init_oauth is None:

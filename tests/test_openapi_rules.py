@@ -304,3 +304,41 @@ def test_a_custom_document_with_odd_entries_is_left_as_it_is() -> None:
     schema = app.openapi()
     assert schema["paths"]["/external"] == "see https://example.test/openapi.json"
     assert "401" in get_op(schema, "/me")["responses"]
+
+
+# -- DPoP: the scheme's description says what OpenAPI cannot -----------------------
+
+
+def _scheme_description(mode: str, **settings: Any) -> str:
+    config = Auth0Config(domain="tenant.auth0.com", audience="https://api", dpop=mode, **settings)
+    app = app_with(("/me", [Depends(require_token)], None))
+    configure_openapi(app, config)
+    app.openapi()  # the second call hands out the cached document: the note is added once
+    description: str = app.openapi()["components"]["securitySchemes"][SCHEME_NAME]["description"]
+    return description
+
+
+def test_dpop_allowed_is_described_on_the_scheme_once() -> None:
+    description = _scheme_description("allowed", dpop_algorithms=("ES256", "EdDSA"))
+    assert description.count("DPoP-bound tokens are accepted too (RFC 9449)") == 1
+    assert "signed with ES256, EdDSA" in description
+    assert description.startswith("An Auth0 access token (JWT)")
+
+
+def test_dpop_required_says_swagger_ui_cannot_call_the_routes() -> None:
+    description = _scheme_description("required")
+    assert description.count("Only DPoP-bound tokens are accepted") == 1
+    assert "Swagger UI cannot make proofs" in description
+
+
+def test_dpop_disabled_adds_nothing_and_another_apps_note_does_not_leak() -> None:
+    _scheme_description("required")
+    assert _scheme_description("disabled") == (
+        "An Auth0 access token (JWT) in the Authorization header."
+    )
+
+
+def test_dpop_note_goes_on_the_oauth2_login_scheme_too() -> None:
+    description = _scheme_description("allowed", client_id="abc123")
+    assert description.startswith("Log in with Auth0")
+    assert "DPoP-bound tokens are accepted too" in description
