@@ -307,6 +307,12 @@ class Auth0Middleware:
       so that code may close a key source it passed in. Without a lifespan there is
       no refresher and keys refresh on demand.
 
+    DPoP (RFC 9449) follows the config's ``dpop``: with ``"allowed"`` or
+    ``"required"``, ``Authorization: DPoP <token>`` with its ``DPoP`` proof header is
+    verified by :meth:`TokenVerifier.verify_dpop` (the proof's ``htu`` against the
+    scheme the server saw, the ``Host`` header and the path as sent) and gives claims
+    as a bearer token does; with ``"required"`` a bearer token is refused.
+
     Anonymous requests (no token, or another scheme) continue with
     ``request.state.claims = None`` (with ``require_token=True``, only on public
     paths; elsewhere they get 401); valid tokens set it to the :class:`Claims` and set
