@@ -79,6 +79,9 @@ _OWS = b" \t"
 # RFC 9110 token68, as for Bearer (RFC 9449 §7.1 uses the same credentials syntax).
 _TOKEN68 = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 _JTI_MAX = 256
+# RFC 9110 §7.2 Host = uri-host [ ":" port ]: a reg-name, IPv4 or bracketed IPv6 literal.
+# Anything else ("/", "?", "#", "@", "\\", spaces) would be read as part of the URL.
+_HOST_HEADER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -137,8 +140,10 @@ def _remove_dot_segments(path: str) -> str:
                 output.pop()
         elif segment != ".":
             output.append(segment)
-    tail = "/" if path.endswith(("/.", "/..")) else ""
-    return "/" + "/".join(output) + tail
+    joined = "/".join(output)
+    # A final "." or ".." leaves a directory: "/a/b/.." is "/a/", and "/a/.." is "/".
+    tail = "/" if joined and path.endswith(("/.", "/..")) else ""
+    return "/" + joined + tail
 
 
 def normalize_htu(url: str) -> str | None:
@@ -179,11 +184,17 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
         if name.lower() == b"host":
             host = value.decode("latin-1")
             break
-    if not host:
+    if host:
+        # The client's text: a path, query or fragment in it would move the URI built
+        # below to another resource, and a proof made for that one would pass here.
+        if not _HOST_HEADER.fullmatch(host):
+            return None
+    else:
         server = scope.get("server")
         if not server or server[1] is None:
             return None
-        host = f"{server[0]}:{server[1]}"
+        address = str(server[0])
+        host = f"[{address}]:{server[1]}" if ":" in address else f"{address}:{server[1]}"
     raw_path = scope.get("raw_path")
     if isinstance(raw_path, bytes) and raw_path:
         path = raw_path.decode("latin-1").split("?", 1)[0]
@@ -374,7 +385,9 @@ class DPoPProofChecker:
         with self._lock:
             seen = self._seen
             expires = seen.get(key)
-            if expires is not None and expires > now:
+            # Inclusive: at "expires" itself the proof's iat can still be in the window
+            # (with dpop_leeway 0 it is exactly now - max_age, which check() accepts).
+            if expires is not None and expires >= now:
                 raise DPoPProofReplayedError("this DPoP proof (its jti) was already used")
             seen[key] = until
             seen.move_to_end(key)
@@ -382,10 +395,10 @@ class DPoPProofChecker:
             # the oldest live entries (counted, so that status can show it).
             while seen:
                 oldest_key, oldest_until = next(iter(seen.items()))
-                if oldest_until > now and len(seen) <= self._jti_cache_size:
+                if oldest_until >= now and len(seen) <= self._jti_cache_size:
                     break
                 del seen[oldest_key]
-                if oldest_until > now:
+                if oldest_until >= now:
                     self.evicted_live += 1
 
     @property
