@@ -26,6 +26,11 @@ Fixtures:
     A token factory: ``auth0_token(sub=..., scope=..., permissions=..., **claims)``
     returns a signed token string (see :meth:`LocalIssuer.token
     <asgi_auth0.testing.LocalIssuer.token>`).
+``dpop_key``
+    A fresh :class:`~asgi_auth0.testing.DPoPKey` (P-256, ES256) playing a DPoP client:
+    ``token = auth0_token(cnf=dpop_key.cnf)``, then
+    ``dpop_key.headers(token, "GET", "http://app/me")`` for an app configured with
+    ``dpop="allowed"`` or ``"required"``.
 ``auth0_issuer_options``
     Keyword arguments for the issuer; override it in your ``conftest.py`` to change
     the audience or key type, e.g. ``return {"audience": "https://my-api"}``.
@@ -58,7 +63,7 @@ import pytest
 from . import fastapi as _fastapi
 from ._config import Auth0Config
 from ._signing import PrivateKey, generate_private_key
-from .testing import LocalIssuer, TokenFactory
+from .testing import DPoPKey, LocalIssuer, TokenFactory
 
 __all__ = [
     "TokenFactory",
@@ -67,6 +72,7 @@ __all__ = [
     "auth0_issuer_options",
     "auth0_rsa_key",
     "auth0_token",
+    "dpop_key",
 ]
 
 
@@ -113,3 +119,9 @@ def auth0_config(auth0_issuer: LocalIssuer) -> Auth0Config:
 def auth0_token(auth0_issuer: LocalIssuer) -> TokenFactory:
     """A factory minting tokens from ``auth0_issuer``: ``auth0_token(scope="read:x")``."""
     return auth0_issuer.token
+
+
+@pytest.fixture
+def dpop_key() -> DPoPKey:
+    """A DPoP client key: bind tokens with ``cnf=dpop_key.cnf``, sign with ``headers()``."""
+    return DPoPKey()

@@ -403,6 +403,10 @@ class _Runner:
         self._wake_w.close()
 
 
+# DPoPKey.proof()'s default iat: "now", told apart from None, which removes the claim.
+_NOW: Any = object()
+
+
 class DPoPKey:
     """A client's DPoP key (RFC 9449), for testing an API with ``dpop="allowed"`` or
     ``"required"``: the key pair, the ``cnf`` to bind a token to it, and proofs.
@@ -419,10 +423,18 @@ class DPoPKey:
     """
 
     def __init__(self, kind: str = "P-256", *, alg: str | None = None) -> None:
+        if kind not in _ALGS_BY_KIND:
+            raise ValueError(f"unknown key kind {kind!r}; choose from {', '.join(_ALGS_BY_KIND)}")
+        chosen = alg or DEFAULT_ALG[kind]
+        if chosen not in _ALGS_BY_KIND[kind]:
+            # Caught here, not at the first proof(): the mistake is in this line.
+            raise ValueError(
+                f"a {kind} key signs with {', '.join(sorted(_ALGS_BY_KIND[kind]))}, not {chosen!r}"
+            )
         #: The private key (``"P-256"`` by default; any kind :class:`LocalIssuer` takes).
         self.private_key: PrivateKey = generate_private_key(kind)
         #: The algorithm proofs are signed with.
-        self.alg: str = alg or DEFAULT_ALG[kind]
+        self.alg: str = chosen
         jwk = public_jwk(self.private_key)
         jwk.pop("use", None)
         #: The public JWK a proof carries in its ``jwk`` header.
@@ -441,19 +453,20 @@ class DPoPKey:
         url: str,
         *,
         access_token: str | None = None,
-        iat: float | None = None,
+        iat: Any = _NOW,
         headers: Mapping[str, Any] | None = None,
         **claims: Any,
     ) -> str:
         """A DPoP proof for one request: ``htm`` ``method``, ``htu`` ``url`` (sent as
-        given: the API ignores its query), ``iat`` now (or ``iat``), a random ``jti``,
-        and ``ath`` when ``access_token`` is given. ``claims`` and ``headers`` override
-        or, as ``None``, remove payload claims and header members."""
+        given: the API ignores its query), ``iat`` now in whole seconds (or ``iat`` as
+        given, any JSON value), a random ``jti``, and ``ath`` when ``access_token`` is
+        given. ``iat``, ``claims`` and ``headers`` override or, as ``None``, remove
+        payload claims and header members."""
         payload: dict[str, Any] = {
             "jti": secrets.token_urlsafe(16),
             "htm": method,
             "htu": url,
-            "iat": math.floor(time.time() if iat is None else iat),
+            "iat": math.floor(time.time()) if iat is _NOW else iat,
         }
         if access_token is not None:
             payload["ath"] = access_token_hash(access_token)

@@ -248,6 +248,8 @@ BROKEN: list[tuple[str, dict[str, Any], tuple[str, str, Any], str]] = [
     ("ath-other", {"ath": ath_of("another.token.x")}, ("payload", "ath", ...), "ath is not"),
     ("iat-old", {"iat_offset": NOW_OFFSET_OLD}, ("payload", "iat", ...), "s old"),
     ("iat-future", {"iat_offset": NOW_OFFSET_FUTURE}, ("payload", "iat", ...), "future"),
+    ("iat-removed", {"iat": None}, ("payload", "iat", None), "iat is missing"),
+    ("iat-string", {"iat": "now"}, ("payload", "iat", "now"), "not a NumericDate"),
 ]
 
 
@@ -413,3 +415,34 @@ async def test_the_readme_recipe_against_a_real_issuer(auth0_issuer: LocalIssuer
     assert ok.json() == {"sub": "auth0|readme"}
     assert bearer.status_code == 401
     assert bearer.json()["reason"] == "dpop_required"
+
+
+# -- the kit's own mistakes are caught where they are made -------------------------------
+
+
+def test_a_key_and_an_alg_that_do_not_fit_fail_at_construction() -> None:
+    with pytest.raises(ValueError, match="RSA key signs with PS256"):
+        DPoPKey("RSA", alg="ES256")
+    with pytest.raises(ValueError, match="unknown key kind"):
+        DPoPKey("P-999")
+
+
+def test_a_fractional_iat_is_sent_as_given() -> None:
+    payload = decode(DPoPKey().proof("GET", URL, iat=1_700_000_000.25))[1]
+    assert payload["iat"] == 1_700_000_000.25
+
+
+@pytest.mark.anyio
+async def test_the_plugin_fixture_is_a_fresh_client_key(
+    dpop_key: DPoPKey, auth0_issuer: LocalIssuer
+) -> None:
+    assert dpop_key.alg == "ES256"
+    assert dpop_key.jkt == thumbprint(dpop_key.jwk)
+    token = auth0_issuer.token(cnf=dpop_key.cnf)
+    verifier = TokenVerifier(auth0_issuer.config(dpop="required"))
+    try:
+        headers = dpop_key.headers(token, "GET", URL)
+        claims = await verifier.verify_dpop(token, headers["DPoP"], method="GET", url=URL)
+    finally:
+        await verifier.aclose()
+    assert claims["cnf"]["jkt"] == dpop_key.jkt
