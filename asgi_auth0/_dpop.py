@@ -71,7 +71,8 @@ _THUMBPRINT_MEMBERS: dict[str, tuple[str, ...]] = {
     "RSA": ("e", "kty", "n"),
     "OKP": ("crv", "kty", "x"),
 }
-_DPOP_TYP = "dpop+jwt"
+# RFC 7515 §4.1.9: a typ without "/" means "application/" + it, so both name the type.
+_DPOP_TYPS = frozenset({"dpop+jwt", "application/dpop+jwt"})
 _AUTHORIZATION = b"authorization"
 _DPOP_HEADER = b"dpop"
 _DPOP_SCHEME = b"dpop"
@@ -322,7 +323,7 @@ class DPoPProofChecker:
             raise InvalidDPoPProofError(f"the DPoP proof is not acceptable: {exc.detail}") from None
         header = parsed.header
         typ = header.get("typ")
-        if type(typ) is not str or typ.lower() != _DPOP_TYP:
+        if type(typ) is not str or typ.lower() not in _DPOP_TYPS:
             raise InvalidDPoPProofError("the DPoP proof's typ is not dpop+jwt")
         jwk = header.get("jwk")
         if not isinstance(jwk, dict):
