@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
+import itertools
 import json
 import math
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,8 +62,9 @@ DPOP_MODES = ("disabled", "allowed", "required")
 MAX_PROOF_SIZE = 8 * 1024
 
 #: The ``jti`` values remembered, at most. Each is kept until the proof it came with
-#: could no longer be accepted anyway (``iat`` + max age + leeway), or until this many
-#: newer ones push it out (then logged: see :meth:`DPoPProofChecker.check`).
+#: could no longer be accepted anyway (``iat`` + max age + leeway); when this many are
+#: live, the one closest to that time (of those, the oldest) makes room for a new one
+#: (counted in :attr:`DPoPProofChecker.evicted_live`).
 JTI_CACHE_SIZE = 100_000
 
 # RFC 7638 §3.2: the required members of each key type, in lexicographic order.
@@ -300,8 +302,12 @@ class DPoPProofChecker:
         self._leeway = float(leeway)
         self._clock = clock
         self._jti_cache_size = jti_cache_size
-        # (jkt, jti) -> the time after which the proof would be refused anyway.
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # (jkt, jti) -> the time after which the proof would be refused anyway, and the
+        # same entries as a heap ordered by that time (stale pairs are skipped when
+        # popped): proofs do not come in iat order, so arrival order is not expiry order.
+        self._seen: dict[tuple[str, str], float] = {}
+        self._expiry: list[tuple[float, int, tuple[str, str]]] = []
+        self._arrivals = itertools.count()  # among equal times, the oldest goes first
         self._lock = threading.Lock()
         #: Entries pushed out before their time (the cache was full of live ones).
         self.evicted_live: int = 0
@@ -391,15 +397,17 @@ class DPoPProofChecker:
             if expires is not None and expires >= now:
                 raise DPoPProofReplayedError("this DPoP proof (its jti) was already used")
             seen[key] = until
-            seen.move_to_end(key)
-            # Oldest first: drop what has expired, then, if still over the bound,
-            # the oldest live entries (counted, so that status can show it).
-            while seen:
-                oldest_key, oldest_until = next(iter(seen.items()))
-                if oldest_until >= now and len(seen) <= self._jti_cache_size:
-                    break
-                del seen[oldest_key]
-                if oldest_until >= now:
+            expiry = self._expiry
+            heapq.heappush(expiry, (until, next(self._arrivals), key))
+            # Soonest to expire first: drop what has expired, then, if still over the
+            # bound, the live entries whose proofs leave the window first (counted, so
+            # that status can show it).
+            while expiry and (expiry[0][0] < now or len(seen) > self._jti_cache_size):
+                first_until, _, first_key = heapq.heappop(expiry)
+                if seen.get(first_key) != first_until:
+                    continue  # stale: that jti expired and was remembered again since
+                del seen[first_key]
+                if first_until >= now:
                     self.evicted_live += 1
 
     @property
