@@ -221,7 +221,10 @@ def uses_dpop_scheme(scope: Mapping[str, Any]) -> bool:
     """Whether the request's ``Authorization`` header uses the ``DPoP`` scheme."""
     for name, value in scope.get("headers") or ():
         if name.lower() == b"authorization":
-            return bytes(value).strip(b" \t")[:5].lower() == b"dpop "
+            # "DPoP" then a space, a tab or nothing: a malformed DPoP value (400) is
+            # still a DPoP request, and its error goes on the DPoP challenge.
+            credentials = bytes(value).strip(b" \t")
+            return credentials[:4].lower() == b"dpop" and credentials[4:5] in (b"", b" ", b"\t")
     return False
 
 

@@ -20,10 +20,12 @@ with the client's values escaped and cut short) go to the rejection log only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import heapq
 import itertools
 import json
+import logging
 import math
 import re
 import threading
@@ -40,7 +42,9 @@ from ._errors import (
     MultipleTokensError,
 )
 from ._jose import JWSParser
-from ._keys import KeyRejected, log_safe, parse_jwk
+from ._keys import KeyRejected, PublicKey, log_safe, parse_jwk
+
+logger = logging.getLogger("asgi_auth0.dpop")
 
 __all__ = [
     "DPOP_MODES",
@@ -60,6 +64,11 @@ DPOP_MODES = ("disabled", "allowed", "required")
 #: public key and a handful of claims: about 500 characters with a P-256 key, about
 #: 1,300 with an RSA-4096 key.
 MAX_PROOF_SIZE = 8 * 1024
+
+#: Parsed proof keys remembered (clients sign every proof with the same key).
+PROOF_KEY_CACHE_SIZE = 1024
+# Seconds between two warnings that the jti memory forgets live proofs.
+_EVICTION_WARNING_INTERVAL = 60.0
 
 #: The ``jti`` values remembered, at most. Each is kept until the proof it came with
 #: could no longer be accepted anyway (``iat`` + max age + leeway); when this many are
@@ -261,10 +270,10 @@ def dpop_credentials(headers: Iterable[tuple[bytes, bytes]]) -> tuple[str, str] 
     return token, proof.decode("ascii")
 
 
-def _shown(value: object) -> str:
+def _shown(value: object, limit: int = 80) -> str:
     """A value the client chose, for a log line: escaped and cut short."""
     text = log_safe(value)
-    return text if len(text) <= 80 else text[:77] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_numeric_date(value: object) -> bool:
@@ -311,17 +320,20 @@ class DPoPProofChecker:
         self._lock = threading.Lock()
         #: Entries pushed out before their time (the cache was full of live ones).
         self.evicted_live: int = 0
+        self._warned_at = -math.inf
+        self._keys: dict[tuple[tuple[str, str], ...], tuple[PublicKey, str]] = {}
 
     def check(
         self, proof: str, *, method: str, url: str | None, access_token: str, jkt: str
     ) -> None:
         """Accept ``proof`` for one request, or raise.
 
-        ``method`` and ``url`` are the request's (``url`` as :func:`request_htu` builds
-        it), ``access_token`` the token sent with the proof and ``jkt`` the token's
-        verified ``cnf.jkt``. Raises :class:`InvalidDPoPProofError` (or its subclass
-        :class:`DPoPProofReplayedError`) for a bad proof and :class:`DPoPBindingError`
-        when the proof's key is not the one the token is bound to.
+        ``method`` and ``url`` are the request's (``url`` as sent, or as
+        :func:`request_htu` builds it; it is normalized here), ``access_token`` the
+        token sent with the proof and ``jkt`` the token's verified ``cnf.jkt``. Raises
+        :class:`InvalidDPoPProofError` (or its subclass :class:`DPoPProofReplayedError`)
+        for a bad proof and :class:`DPoPBindingError` when the proof's key is not the
+        one the token is bound to.
         """
         try:
             parsed = self._parser.parse(proof)
@@ -334,10 +346,19 @@ class DPoPProofChecker:
         jwk = header.get("jwk")
         if not isinstance(jwk, dict):
             raise InvalidDPoPProofError("the DPoP proof has no jwk header (its public key)")
-        try:
-            key = parse_jwk(jwk)
-        except KeyRejected as exc:
-            raise InvalidDPoPProofError(f"the DPoP proof's jwk is not usable: {exc}") from None
+        # A client signs all its proofs with one key: its parsed form and thumbprint
+        # are remembered (keyed by every member of the JWK, so only an identical JWK
+        # finds them), once a proof with it has passed every check.
+        known_as = _jwk_identity(jwk)
+        known = self._keys.get(known_as) if known_as is not None else None
+        if known is None:
+            try:
+                key = parse_jwk(jwk)
+                thumbprint = jwk_thumbprint(jwk)
+            except (KeyRejected, ValueError) as exc:
+                raise InvalidDPoPProofError(f"the DPoP proof's jwk is not usable: {exc}") from None
+        else:
+            key, thumbprint = known
         alg = parsed.alg
         if alg not in key.algorithms:
             raise InvalidDPoPProofError(
@@ -359,6 +380,10 @@ class DPoPProofChecker:
         if type(htu) is not str:
             raise InvalidDPoPProofError("the DPoP proof's htu is missing or not a string")
         wanted = normalize_htu(htu)
+        if url is not None:
+            # Idempotent on what request_htu built; a direct caller may pass the URL
+            # as sent.
+            url = normalize_htu(url)
         if wanted is None or url is None or wanted != url:
             raise InvalidDPoPProofError(_htu_mismatch(htu, wanted, url))
         iat = claims.get("iat")
@@ -379,11 +404,18 @@ class DPoPProofChecker:
             raise InvalidDPoPProofError("the DPoP proof has no ath (the access token's hash)")
         if ath != access_token_hash(access_token):
             raise InvalidDPoPProofError("the DPoP proof's ath is not the hash of this access token")
-        if jwk_thumbprint(jwk) != jkt:
+        if thumbprint != jkt:
             raise DPoPBindingError(
                 "the access token's cnf.jkt is not the thumbprint of the DPoP proof's key"
             )
         self._remember(jkt, jti, iat + self._max_age + self._leeway, now)  # type: ignore[operator]
+        if known is None and known_as is not None:
+            keys = self._keys
+            if len(keys) >= PROOF_KEY_CACHE_SIZE:
+                # Oldest out; another thread may change the dict meanwhile: then skip.
+                with contextlib.suppress(RuntimeError, StopIteration, KeyError):
+                    del keys[next(iter(keys))]
+            keys[known_as] = (key, thumbprint)
 
     def _remember(self, jkt: str, jti: str, until: float, now: float) -> None:
         # Only proofs that passed every other check are remembered: a forged or
@@ -400,15 +432,28 @@ class DPoPProofChecker:
             expiry = self._expiry
             heapq.heappush(expiry, (until, next(self._arrivals), key))
             # Soonest to expire first: drop what has expired, then, if still over the
-            # bound, the live entries whose proofs leave the window first (counted, so
-            # that status can show it).
+            # bound, the live entries whose proofs leave the window first (counted and
+            # logged: their proofs could be replayed).
+            evicted = 0
             while expiry and (expiry[0][0] < now or len(seen) > self._jti_cache_size):
                 first_until, _, first_key = heapq.heappop(expiry)
                 if seen.get(first_key) != first_until:
                     continue  # stale: that jti expired and was remembered again since
                 del seen[first_key]
                 if first_until >= now:
-                    self.evicted_live += 1
+                    evicted += 1
+            self.evicted_live += evicted
+            warn = evicted and now - self._warned_at >= _EVICTION_WARNING_INTERVAL
+            if warn:
+                self._warned_at = now
+        if warn:
+            logger.warning(
+                "the DPoP jti memory is full (%d proofs still in their window): proofs "
+                "forgotten early could be replayed (%d so far); shorten dpop_max_age",
+                self._jti_cache_size,
+                self.evicted_live,
+                extra={"reason": "dpop_jti_memory_full"},
+            )
 
     @property
     def remembered(self) -> int:
@@ -416,16 +461,27 @@ class DPoPProofChecker:
         return len(self._seen)
 
 
+def _jwk_identity(jwk: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
+    """Every member of a JWK whose members are all strings, in a hashable form; ``None``
+    for any other JWK (never remembered: rare, and parsed anew each time)."""
+    items = tuple(sorted(jwk.items()))
+    for _, value in items:
+        if type(value) is not str:
+            return None
+    return items
+
+
 def _htu_mismatch(htu: str, wanted: str | None, url: str | None) -> str:
+    # Kept under the 200 characters the rejection log shows as they are (longer
+    # details are cut there): the hint must survive.
     if url is None:
         return "this request's URI could not be built to compare the DPoP proof's htu with"
     if wanted is None:
-        return f"the DPoP proof's htu {_shown(htu)} is not an absolute http(s) URI"
-    hint = ""
+        return f"the DPoP proof's htu {_shown(htu, 60)} is not an absolute http(s) URI"
     if wanted.split(":", 1)[1] == url.split(":", 1)[1]:
-        hint = (
-            ": only the scheme differs; behind a proxy that terminates TLS, have the "
-            "server trust its X-Forwarded-Proto (uvicorn --proxy-headers "
-            "--forwarded-allow-ips=...)"
+        return (
+            f"the DPoP proof's htu {_shown(wanted, 40)} is not this request's URI "
+            f"{_shown(url, 40)}: only the scheme differs (behind a TLS proxy: uvicorn "
+            "--proxy-headers)"
         )
-    return f"the DPoP proof's htu {_shown(wanted)} is not this request's URI {_shown(url)}{hint}"
+    return f"the DPoP proof's htu {_shown(wanted, 60)} is not this request's URI {_shown(url, 60)}"

@@ -302,8 +302,8 @@ class TokenVerifier:
         """Verify a DPoP-bound access token and the DPoP proof sent with it (RFC 9449).
 
         ``token`` is the credential of ``Authorization: DPoP <token>``, ``proof`` the
-        ``DPoP`` header, ``method`` and ``url`` the request's (``url`` normalized as
-        :func:`asgi_auth0._dpop.request_htu` builds it from an ASGI scope). The token
+        ``DPoP`` header, ``method`` and ``url`` the request's (``url`` as the client
+        sent it, or ``None`` when it cannot be told; it is normalized as ``htu`` is). The token
         gets every check :meth:`verify` makes, except that its ``cnf`` is required
         rather than refused: it must hold the ``jkt`` of the proof's key. Raises what
         :meth:`verify` raises, plus :class:`InvalidDPoPProofError` for the proof and

@@ -1768,3 +1768,128 @@ def test_dpop_with_accept_bound_tokens_is_refused(mode: str) -> None:
         config(dpop=mode, accept_bound_tokens=True)
     assert config(dpop="disabled", accept_bound_tokens=True).accept_bound_tokens
     assert config(dpop=mode, accept_bound_tokens=False).dpop == mode
+
+
+# -- a URL as sent, the parsed-key memory, the full-memory warning, the scheme of a 400 ----
+
+
+def test_check_takes_the_url_as_the_client_sent_it(
+    checker: DPoPProofChecker, client: DPoPKey
+) -> None:
+    # verify_dpop() outside ASGI is handed the request URL as it is: default port,
+    # query, another letter case. It is normalized like htu before the comparison.
+    sent = "HTTPS://API.example.test:443/messages?page=2#top"
+    check(checker, client, proof_for(client, htu=sent), url=sent)
+    check(checker, client, proof_for(client), url=sent)
+
+
+def _counting_parse_jwk(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    import asgi_auth0._dpop as dpop_module
+
+    calls: list[object] = []
+    real = dpop_module.parse_jwk
+
+    def counted(jwk: object) -> Any:
+        calls.append(jwk)
+        return real(jwk)
+
+    monkeypatch.setattr(dpop_module, "parse_jwk", counted)
+    return calls
+
+
+def test_a_clients_key_is_parsed_once_it_has_passed(
+    monkeypatch: pytest.MonkeyPatch, checker: DPoPProofChecker, client: DPoPKey
+) -> None:
+    calls = _counting_parse_jwk(monkeypatch)
+    # A proof that fails (wrong ath) does not make its key known...
+    with pytest.raises(InvalidDPoPProofError):
+        check(checker, client, proof_for(client, ath="wrong"))
+    check(checker, client, proof_for(client))
+    assert len(calls) == 2
+    # ...one that passed does: the next proofs with the same JWK skip the parse.
+    for _ in range(3):
+        check(checker, client, proof_for(client))
+    assert len(calls) == 2
+    # Another key, or the same key with one member more, is another JWK.
+    check(checker, client, proof_for(client, header={"jwk": {**client.jwk, "kid": "k1"}}))
+    assert len(calls) == 3
+
+
+def test_a_known_key_is_still_held_to_every_check(
+    checker: DPoPProofChecker, client: DPoPKey
+) -> None:
+    check(checker, client, proof_for(client))
+    # The remembered key verifies signatures; it does not vouch for them.
+    forged = proof_for(client, key=generate_private_key("P-256"))
+    with pytest.raises(InvalidDPoPProofError, match="signature"):
+        check(checker, client, forged)
+    with pytest.raises(DPoPBindingError):
+        check(checker, client, proof_for(client), jkt=DPoPKey().jkt)
+
+
+def test_a_jwk_with_a_non_string_member_works_and_is_not_remembered(
+    monkeypatch: pytest.MonkeyPatch, checker: DPoPProofChecker, client: DPoPKey
+) -> None:
+    calls = _counting_parse_jwk(monkeypatch)
+    jwk = {**client.jwk, "key_ops": ["verify"]}
+    for _ in range(2):
+        check(checker, client, proof_for(client, header={"jwk": jwk}))
+    assert len(calls) == 2
+
+
+def test_the_parsed_key_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asgi_auth0._dpop as dpop_module
+
+    monkeypatch.setattr(dpop_module, "PROOF_KEY_CACHE_SIZE", 3)
+    checker = make_checker()
+    clients = [DPoPKey() for _ in range(5)]
+    for each in clients:
+        check(checker, each, proof_for(each))
+    assert len(checker._keys) == 3
+    calls = _counting_parse_jwk(monkeypatch)
+    check(checker, clients[0], proof_for(clients[0]))  # the oldest went out
+    check(checker, clients[4], proof_for(clients[4]))  # the newest stayed
+    assert len(calls) == 1
+
+
+def test_forgetting_live_proofs_is_logged_once_a_minute(
+    caplog: pytest.LogCaptureFixture, client: DPoPKey
+) -> None:
+    clock = Clock()
+    checker = make_checker(clock, jti_cache_size=2)
+    caplog.set_level("WARNING", logger="asgi_auth0.dpop")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "asgi_auth0.dpop"]
+
+    for _ in range(2):
+        check(checker, client, proof_for(client))
+    assert warnings() == []  # full, nothing forgotten yet
+    for _ in range(3):
+        check(checker, client, proof_for(client))
+    assert checker.evicted_live == 3
+    [line] = warnings()
+    assert "jti memory is full (2 proofs" in line
+    assert "(1 so far)" in line
+    assert caplog.records[-1].reason == "dpop_jti_memory_full"  # type: ignore[attr-defined]
+    clock.now += 60
+    check(checker, client, proof_for(client, iat=clock.now))
+    assert len(warnings()) == 2
+    assert "(4 so far)" in warnings()[-1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("value", ["DPoP", "DPoP\ttoken", "dpop  "])
+async def test_a_malformed_dpop_authorization_is_answered_on_the_dpop_challenge(
+    value: str,
+) -> None:
+    issuer = LocalIssuer(issuer=ISS, audience=AUD)
+    verifier = TokenVerifier(issuer.config(dpop="allowed"), key_set=StaticKeySet(issuer.jwks))
+    app = Auth0Middleware(PlainTextResponse("ok"), verifier=verifier)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        response = await http.get("/", headers={"Authorization": value})
+    assert response.status_code == 400
+    assert response.headers["www-authenticate"].startswith(
+        'DPoP realm="api", algs="ES256", error="invalid_request"'
+    )

@@ -396,6 +396,8 @@ async def test_https_proof_without_proxy_trust_is_refused_with_a_hint(
     [line] = lines("asgi_auth0.middleware", logging.INFO)
     assert line.startswith("request rejected: status=401 reason=invalid_dpop_proof GET '/me'")
     assert untrusting.at("/me", "https") in line
+    assert SCHEME_HINT in line
+    assert "--proxy-headers" in line
     # The why in full: both URLs, and the hint that only the scheme differs.
     [why] = lines("asgi_auth0.verify", logging.DEBUG)
     assert untrusting.at("/me", "https") in why
