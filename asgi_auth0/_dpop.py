@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from ._errors import (
     Auth0Error,
     DPoPBindingError,
@@ -93,6 +95,16 @@ _TOKEN68 = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 _JTI_MAX = 256
 # RFC 9110 §7.2 Host = uri-host [ ":" port ]: a reg-name, IPv4 or bracketed IPv6 literal.
 # Anything else ("/", "?", "#", "@", "\\", spaces) would be read as part of the URL.
+# Spaces and control characters are in no URI (RFC 3986 §2).
+_NOT_URI_CHAR = re.compile(r"[\x00-\x20\x7f]")
+# A dot segment, escaped or not: "/a/../b", "/a/%2e%2E/b", "/."
+_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2[eE]){1,2}(?:/|$)")
+# Beyond 9999-12-31 a NumericDate is a mistake or an attack.
+_MAX_NUMERIC_DATE = 253402300799
+#: RSA proof keys: at most this many bits of modulus, and exponent at most 2**32
+#: (every real key uses 65537); a larger one costs milliseconds per verification.
+MAX_PROOF_RSA_BITS = 4096
+_MAX_RSA_EXPONENT = 2**32
 _HOST_HEADER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -165,6 +177,9 @@ def normalize_htu(url: str) -> str | None:
     dot segments removed. ``None`` when it is not an absolute http(s) URL."""
     if type(url) is not str or not url.isascii() or len(url) > MAX_PROOF_SIZE:
         return None
+    if _NOT_URI_CHAR.search(url):
+        # urlsplit drops tabs and line breaks silently: "/m\te" would read as "/me".
+        return None
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -212,6 +227,11 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
         path = raw_path.decode("latin-1").split("?", 1)[0]
     else:
         path = scope.get("path") or "/"
+    if "#" in path or _DOT_SEGMENT.search(path):
+        # The router takes such a path as sent ("/files/x/../../me" is a file path)
+        # while the URI's normalization would read it as another ("/me"): a proof
+        # for that one must not open this one. Clients never send them.
+        return None
     root = scope.get("root_path") or ""
     if root and not (path == root or path.startswith(root.rstrip("/") + "/")):
         path = root.rstrip("/") + path
@@ -277,10 +297,12 @@ def _shown(value: object, limit: int = 80) -> str:
 
 
 def _is_numeric_date(value: object) -> bool:
+    """An int or finite float within year 9999 either way: an int beyond a float's
+    range would overflow the arithmetic that follows (a 500, not a refusal)."""
     kind = type(value)
-    if kind is int:
-        return True
-    return kind is float and math.isfinite(value)  # type: ignore[arg-type]
+    if kind is not int and (kind is not float or not math.isfinite(value)):  # type: ignore[arg-type]
+        return False
+    return -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE  # type: ignore[operator]
 
 
 class DPoPProofChecker:
@@ -301,6 +323,7 @@ class DPoPProofChecker:
         leeway: float,
         clock: Callable[[], float],
         jti_cache_size: int = JTI_CACHE_SIZE,
+        jti_per_key: int | None = None,
     ) -> None:
         #: The algorithms a proof may use, in the order the challenge's ``algs`` lists them.
         self.algorithms: tuple[str, ...] = tuple(algorithms)
@@ -320,6 +343,11 @@ class DPoPProofChecker:
         self._lock = threading.Lock()
         #: Entries pushed out before their time (the cache was full of live ones).
         self.evicted_live: int = 0
+        #: Proofs accepted but not remembered: their key held its share already.
+        self.unremembered: int = 0
+        #: How many live entries one key may hold (a tenth of the memory by default).
+        self._jti_per_key = max(1, jti_cache_size // 10 if jti_per_key is None else jti_per_key)
+        self._per_key: dict[str, int] = {}
         self._warned_at = -math.inf
         self._keys: dict[tuple[tuple[str, str], ...], tuple[PublicKey, str]] = {}
 
@@ -357,6 +385,13 @@ class DPoPProofChecker:
                 thumbprint = jwk_thumbprint(jwk)
             except (KeyRejected, ValueError) as exc:
                 raise InvalidDPoPProofError(f"the DPoP proof's jwk is not usable: {exc}") from None
+            if isinstance(key.key, rsa.RSAPublicKey):
+                numbers = key.key.public_numbers()
+                if numbers.n.bit_length() > MAX_PROOF_RSA_BITS or numbers.e > _MAX_RSA_EXPONENT:
+                    raise InvalidDPoPProofError(
+                        f"the DPoP proof's jwk is not usable: an RSA key over "
+                        f"{MAX_PROOF_RSA_BITS} bits or with an exponent over 2**32"
+                    )
         else:
             key, thumbprint = known
         alg = parsed.alg
@@ -421,6 +456,7 @@ class DPoPProofChecker:
         # Only proofs that passed every other check are remembered: a forged or
         # mismatched proof can never occupy (or evict) an entry.
         key = (jkt, jti)
+        per_key = self._per_key
         with self._lock:
             seen = self._seen
             expires = seen.get(key)
@@ -428,25 +464,44 @@ class DPoPProofChecker:
             # (with dpop_leeway 0 it is exactly now - max_age, which check() accepts).
             if expires is not None and expires >= now:
                 raise DPoPProofReplayedError("this DPoP proof (its jti) was already used")
-            seen[key] = until
             expiry = self._expiry
-            heapq.heappush(expiry, (until, next(self._arrivals), key))
-            # Soonest to expire first: drop what has expired, then, if still over the
-            # bound, the live entries whose proofs leave the window first (counted and
-            # logged: their proofs could be replayed).
+            # Soonest to expire first: drop what has expired (so that a key's share
+            # below counts live proofs only).
+            while expiry and expiry[0][0] < now:
+                self._forget(heapq.heappop(expiry))
+            held = per_key.get(jkt, 0) - (expires is not None)
+            over_share = held >= self._jti_per_key
             evicted = 0
-            while expiry and (expiry[0][0] < now or len(seen) > self._jti_cache_size):
-                first_until, _, first_key = heapq.heappop(expiry)
-                if seen.get(first_key) != first_until:
-                    continue  # stale: that jti expired and was remembered again since
-                del seen[first_key]
-                if first_until >= now:
-                    evicted += 1
-            self.evicted_live += evicted
-            warn = evicted and now - self._warned_at >= _EVICTION_WARNING_INTERVAL
+            if over_share:
+                # One key (one client, or one attacker with a token of their own) may
+                # hold a share of the memory only: were it to push out every other
+                # key's live proofs, theirs could be replayed. Past its share, its own
+                # new proofs go unremembered: only they lose the replay check.
+                self.unremembered += 1
+            else:
+                if expires is None:
+                    per_key[jkt] = held + 1
+                seen[key] = until
+                heapq.heappush(expiry, (until, next(self._arrivals), key))
+                # Over the bound (many keys): the live entries whose proofs leave the
+                # window first go (counted and logged: they could be replayed).
+                while expiry and len(seen) > self._jti_cache_size:
+                    evicted += self._forget(heapq.heappop(expiry))
+                self.evicted_live += evicted
+            warn = (evicted or over_share) and now - self._warned_at >= _EVICTION_WARNING_INTERVAL
             if warn:
                 self._warned_at = now
-        if warn:
+        if warn and over_share:
+            logger.warning(
+                "a DPoP key (jkt %s) holds %d proofs still in their window, its share of "
+                "the jti memory: its further proofs are not remembered, so they could be "
+                "replayed (%d so far); shorten dpop_max_age",
+                log_safe(jkt[:16]),
+                self._jti_per_key,
+                self.unremembered,
+                extra={"reason": "dpop_jti_share_full"},
+            )
+        elif warn:
             logger.warning(
                 "the DPoP jti memory is full (%d proofs still in their window): proofs "
                 "forgotten early could be replayed (%d so far); shorten dpop_max_age",
@@ -454,6 +509,21 @@ class DPoPProofChecker:
                 self.evicted_live,
                 extra={"reason": "dpop_jti_memory_full"},
             )
+
+    def _forget(self, entry: tuple[float, int, tuple[str, str]]) -> int:
+        """Drop one popped heap entry from the memory; 1 if it was still live (called
+        under the lock; ``now`` is not needed: only the bound pops live entries)."""
+        until, _, key = entry
+        if self._seen.get(key) != until:
+            return 0  # stale: that jti expired and was remembered again since
+        del self._seen[key]
+        jkt = key[0]
+        left = self._per_key[jkt] - 1
+        if left:
+            self._per_key[jkt] = left
+        else:
+            del self._per_key[jkt]
+        return 1
 
     @property
     def remembered(self) -> int:

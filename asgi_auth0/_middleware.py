@@ -48,7 +48,7 @@ from ._bearer import (
     not_token68_error,
     token_from_scope,
 )
-from ._challenge import Responder, ResponseHook
+from ._challenge import Responder, ResponseHook, uses_dpop_scheme
 from ._claims import Claims
 from ._config import Auth0Config
 from ._dpop import dpop_credentials, request_htu
@@ -59,6 +59,7 @@ from ._errors import (
     InvalidTokenError,
     KeySetError,
     MissingTokenError,
+    MultipleTokensError,
 )
 from ._public import PublicPaths, route_path
 from ._verify import TokenVerifier
@@ -435,6 +436,12 @@ class Auth0Middleware:
                 token = bearer_token(scope.get("headers") or (), check_token68=self._token68_first)
             else:
                 token = token_from_scope(scope, query_param=query_param)
+                if token is not None and self._dpop_on and uses_dpop_scheme(scope):
+                    # The query token came beside DPoP credentials: two ways at once,
+                    # as for a Bearer header and a query token (RFC 6750 §2).
+                    raise MultipleTokensError(
+                        "a token in the query beside DPoP credentials in the header"
+                    )
             if token is not None:
                 if self._dpop_required:
                     raise DPoPRequiredError("a bearer token, and dpop is 'required'")

@@ -177,13 +177,17 @@ def make_checker(
     max_age: float = 300,
     leeway: float = 30,
     jti_cache_size: int = 1000,
+    jti_per_key: int | None = None,
 ) -> DPoPProofChecker:
+    """A checker; one key may fill the whole jti memory unless ``jti_per_key`` says
+    otherwise (most tests here use a single client key)."""
     return DPoPProofChecker(
         algorithms=algorithms,
         max_age=max_age,
         leeway=leeway,
         clock=clock or Clock(),
         jti_cache_size=jti_cache_size,
+        jti_per_key=jti_cache_size + 1 if jti_per_key is None else jti_per_key,
     )
 
 
@@ -856,7 +860,8 @@ def test_the_jti_memory_holds_100_000_by_default() -> None:
     # checking that many proofs would take seconds.
     checker = DPoPProofChecker(algorithms=("ES256",), max_age=300, leeway=30, clock=Clock())
     for i in range(100_001):
-        checker._remember("jkt", str(i), NOW + 330, NOW)
+        # From 20 keys: one key alone may hold a tenth (see the share tests below).
+        checker._remember(f"jkt{i % 20}", str(i), NOW + 330, NOW)
     assert (checker.remembered, checker.evicted_live) == (100_000, 1)
 
 
@@ -1893,3 +1898,32 @@ async def test_a_malformed_dpop_authorization_is_answered_on_the_dpop_challenge(
     assert response.headers["www-authenticate"].startswith(
         'DPoP realm="api", algs="ES256", error="invalid_request"'
     )
+
+
+def test_a_keys_share_of_the_jti_memory_frees_as_its_proofs_expire(
+    caplog: pytest.LogCaptureFixture, client: DPoPKey
+) -> None:
+    clock = Clock()
+    checker = make_checker(clock, jti_cache_size=100, jti_per_key=2)
+    caplog.set_level("WARNING", logger="asgi_auth0.dpop")
+    spent = [proof_for(client) for _ in range(3)]
+    for each in spent:
+        check(checker, client, each)
+    # Past its share the key's proofs are taken but not remembered, and that is said.
+    assert (checker.remembered, checker.unremembered) == (2, 1)
+    [record] = [r for r in caplog.records if r.name == "asgi_auth0.dpop"]
+    assert record.reason == "dpop_jti_share_full"  # type: ignore[attr-defined]
+    assert f"jkt {client.jkt[:16]!r}" in record.getMessage()
+    with pytest.raises(DPoPProofReplayedError):
+        check(checker, client, spent[0])
+    check(checker, client, spent[2])  # the unremembered one: its replay check is gone
+    # Another key has its own share.
+    other = DPoPKey()
+    check(checker, other, proof_for(other), jkt=other.jkt)
+    assert checker.remembered == 3
+    # Once its proofs leave the window, the key's share is free again.
+    clock.now = NOW + 331
+    check(checker, client, proof_for(client, iat=clock.now))
+    check(checker, client, proof_for(client, iat=clock.now))
+    assert checker._per_key == {client.jkt: 2}
+    assert checker.unremembered == 2  # only the replay of spent[2] above

@@ -709,3 +709,160 @@ async def test_no_log_line_holds_a_token_or_a_proof(
         for part in secrets_seen:
             for start in range(0, len(part) - 16, 16):
                 assert part[start : start + 16] not in line, (record.name, line[:200])
+
+
+# -- found by this red team, fixed: each test failed before its fix ----------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("iat", [10**400, -(10**400), 253402300800, 1e300])
+async def test_an_iat_beyond_any_date_is_a_refusal_not_a_500(
+    minter: LocalIssuer, http: Any, iat: float
+) -> None:
+    # Anyone with a captured bound token, no key needed (the binding is checked last):
+    # an int too large for a float overflowed the message's arithmetic.
+    victim, attacker = DPoPKey(), DPoPKey()
+    token = minter.token(cnf=victim.cnf)
+    client = http(api(verifier_for(minter)))
+    r = await client.get("/me", headers=dpop(token, proof(attacker, token, iat=iat)))
+    assert r.status_code == 401
+    assert reason(r) == "invalid_dpop_proof"
+    ok = await client.get("/me", headers=dpop(token, proof(victim, token)))
+    assert ok.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_one_key_cannot_push_another_keys_live_proofs_out(
+    minter: LocalIssuer, http: Any
+) -> None:
+    verifier = verifier_for(minter)
+    checker = verifier.dpop
+    checker._jti_cache_size, checker._jti_per_key = 50, 5  # a tenth, as by default
+    victim, attacker = DPoPKey(), DPoPKey()
+    victims = minter.token(cnf=victim.cnf, sub="victim")
+    attackers = minter.token(cnf=attacker.cnf, sub="attacker")
+    captured = dpop(victims, proof(victim, victims))
+    client = http(api(verifier))
+    assert (await client.get("/me", headers=captured)).status_code == 200
+    for _ in range(60):  # at the far edge of the leeway: these would outlive the victim's
+        flood = proof(attacker, attackers, iat=NOW + 30)
+        assert (await client.get("/me", headers=dpop(attackers, flood))).status_code == 200
+    replay = await client.get("/me", headers=captured)
+    assert replay.status_code == 401
+    assert reason(replay) == "dpop_proof_replayed"
+    # The attacker's key holds its share, no more; its other proofs went unremembered.
+    assert checker._per_key[attacker.jkt] == 5
+    assert checker.unremembered == 55
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("bits", "e_bits"), [(3072, 3071), (8192, 17), (4096, 40)])
+async def test_a_costly_rsa_proof_key_is_refused_before_any_signature_check(
+    minter: LocalIssuer, http: Any, caplog: pytest.LogCaptureFixture, bits: int, e_bits: int
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0")
+    victim = DPoPKey()
+    token = minter.token(cnf=victim.cnf)
+    n = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+    e = secrets.randbits(e_bits) | (1 << (e_bits - 1)) | 1
+    jwk = {
+        "kty": "RSA",
+        "n": b64url(n.to_bytes(bits // 8, "big")),
+        "e": b64url(e.to_bytes((e_bits + 7) // 8, "big")),
+    }
+    head = _dump({"typ": "dpop+jwt", "alg": "RS256", "jwk": jwk}).encode()
+    body = _dump(_payload(token)).encode()
+    signature = b64url(bytes([1]) * (bits // 8))
+    forged = f"{b64url(head)}.{b64url(body)}.{signature}"
+    client = http(api(verifier_for(minter, dpop_algorithms=("ES256", "RS256"))))
+    r = await client.get("/me", headers=dpop(token, forged))
+    assert r.status_code == 401
+    assert any(
+        "jwk is not usable: an RSA key over 4096 bits" in x.getMessage() for x in caplog.records
+    )
+
+
+@pytest.mark.anyio
+async def test_dpop_credentials_and_a_websocket_query_token_together_are_refused(
+    minter: LocalIssuer,
+) -> None:
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json({"sub": websocket.state.claims.sub})
+        await websocket.close()
+
+    verifier = verifier_for(minter)
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", ws)],
+        middleware=[Middleware(Auth0Middleware, verifier=verifier, websocket_query_param="t")],
+    )
+    client = DPoPKey()
+    token = minter.token(cnf=client.cnf)
+    headers = [
+        (b"host", b"testserver"),
+        (b"authorization", f"DPoP {token}".encode()),
+        (b"dpop", proof(client, token, htu="ws://testserver/ws").encode()),
+    ]
+
+    def scope(query: bytes) -> dict[str, Any]:
+        return {
+            "type": "websocket",
+            "asgi": {"version": "3.0"},
+            "scheme": "ws",
+            "path": "/ws",
+            "raw_path": b"/ws",
+            "root_path": "",
+            "query_string": query,
+            "headers": headers,
+            "subprotocols": [],
+        }
+
+    other = minter.token(sub="someone-else").encode()
+    refused = await drive(app, scope(b"t=" + other), [{"type": "websocket.connect"}])
+    assert [m["type"] for m in refused] == ["websocket.close"]
+    # The DPoP credentials alone are taken.
+    taken = await drive(app, scope(b""), [{"type": "websocket.connect"}])
+    assert [m["type"] for m in taken][:2] == ["websocket.accept", "websocket.send"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "target",
+    [b"/files/x/../../me", b"/files/x/%2e%2e/%2E%2e/me", b"/files/./../me", b"/me#", b"/me/."],
+)
+async def test_a_proof_does_not_reach_another_route_through_dot_segments_or_a_hash(
+    minter: LocalIssuer, target: bytes
+) -> None:
+    app = api(verifier_for(minter))
+
+    @app.get("/files/{path:path}")
+    async def files(path: str, claims: TokenClaims) -> dict[str, Any]:
+        return {"file": path, "sub": claims.sub}
+
+    victim = DPoPKey()
+    token = minter.token(cnf=victim.cnf)
+
+    def headers() -> list[tuple[bytes, bytes]]:
+        return [
+            (b"host", b"testserver"),
+            (b"authorization", f"DPoP {token}".encode()),
+            (b"dpop", proof(victim, token).encode()),  # made for GET /me
+        ]
+
+    assert await raw_get(app, target, headers()) == 401
+    assert await raw_get(app, b"/me", headers()) == 200
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "htu", [BASE + "/m\te", BASE + "/m\ne", BASE + "/me ", "\x00" + BASE + "/me"]
+)
+async def test_an_htu_with_whitespace_or_controls_matches_nothing(
+    minter: LocalIssuer, http: Any, htu: str
+) -> None:
+    victim = DPoPKey()
+    token = minter.token(cnf=victim.cnf)
+    client = http(api(verifier_for(minter)))
+    r = await client.get("/me", headers=dpop(token, proof(victim, token, htu=htu)))
+    assert r.status_code == 401
+    assert reason(r) == "invalid_dpop_proof"
