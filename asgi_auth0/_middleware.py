@@ -401,6 +401,19 @@ class Auth0Middleware:
         dpop_mode = self.config.dpop
         #: Whether the DPoP scheme is taken (``config.dpop`` is not ``"disabled"``).
         self._dpop_on = dpop_mode != "disabled"
+        cls = type(verifier)
+        if (
+            self._dpop_on
+            and cls.verify is not TokenVerifier.verify
+            and cls.verify_dpop is TokenVerifier.verify_dpop
+        ):
+            # DPoP requests go through verify_dpop(): checks added in an overridden
+            # verify() (a revocation list, a tenant rule) would silently not apply.
+            raise ConfigError(
+                f"{cls.__name__} overrides verify() but not verify_dpop(), and dpop is "
+                f"{dpop_mode!r}: DPoP requests would skip the checks added in verify(); "
+                "override verify_dpop() too"
+            )
         self._dpop_required = dpop_mode == "required"
         self._responder = Responder(
             realm=self.config.realm,

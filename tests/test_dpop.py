@@ -1927,3 +1927,31 @@ def test_a_keys_share_of_the_jti_memory_frees_as_its_proofs_expire(
     check(checker, client, proof_for(client, iat=clock.now))
     assert checker._per_key == {client.jkt: 2}
     assert checker.unremembered == 2  # only the replay of spent[2] above
+
+
+def test_a_verifier_that_adds_checks_in_verify_must_cover_dpop_too() -> None:
+    # A subclass adding a check to verify() (a revocation list, say) would not see
+    # DPoP requests, which go through verify_dpop(): refused at construction.
+    issuer = LocalIssuer(issuer=ISS, audience=AUD)
+
+    class Revoking(TokenVerifier):
+        async def verify(self, token: str) -> Claims:
+            return await super().verify(token)
+
+    class RevokingBoth(Revoking):
+        async def verify_dpop(
+            self, token: str, proof: str, *, method: str, url: str | None
+        ) -> Claims:
+            return await super().verify_dpop(token, proof, method=method, url=url)
+
+    keys = StaticKeySet(issuer.jwks)
+    with pytest.raises(ConfigError, match="overrides verify\\(\\) but not verify_dpop"):
+        Auth0Middleware(
+            PlainTextResponse("ok"), verifier=Revoking(issuer.config(dpop="allowed"), key_set=keys)
+        )
+    # Fine with DPoP off, or with both overridden.
+    Auth0Middleware(PlainTextResponse("ok"), verifier=Revoking(issuer.config(), key_set=keys))
+    Auth0Middleware(
+        PlainTextResponse("ok"),
+        verifier=RevokingBoth(issuer.config(dpop="required"), key_set=keys),
+    )
