@@ -402,6 +402,11 @@ class Auth0Middleware:
         #: Whether the DPoP scheme is taken (``config.dpop`` is not ``"disabled"``).
         self._dpop_on = dpop_mode != "disabled"
         cls = type(verifier)
+        if self._dpop_on and not callable(getattr(cls, "verify_dpop", None)):
+            raise ConfigError(
+                f"dpop is {dpop_mode!r} but the verifier ({cls.__name__}) has no "
+                "verify_dpop(): use a TokenVerifier"
+            )
         if (
             self._dpop_on
             and cls.verify is not TokenVerifier.verify

@@ -1955,3 +1955,26 @@ def test_a_verifier_that_adds_checks_in_verify_must_cover_dpop_too() -> None:
         PlainTextResponse("ok"),
         verifier=RevokingBoth(issuer.config(dpop="required"), key_set=keys),
     )
+
+
+def test_a_verifier_without_verify_dpop_is_refused_when_dpop_is_on() -> None:
+    issuer = LocalIssuer(issuer=ISS, audience=AUD)
+
+    class DuckVerifier:
+        """Anything with config and verify(), as the middleware otherwise accepts."""
+
+        def __init__(self, config: Auth0Config) -> None:
+            self.config = config
+
+        async def verify(self, token: str) -> Claims:
+            raise NotImplementedError
+
+    with pytest.raises(ConfigError, match="has no verify_dpop"):
+        Auth0Middleware(
+            PlainTextResponse("ok"),
+            verifier=DuckVerifier(issuer.config(dpop="allowed")),  # type: ignore[arg-type]
+        )
+    Auth0Middleware(
+        PlainTextResponse("ok"),
+        verifier=DuckVerifier(issuer.config()),  # type: ignore[arg-type]
+    )
