@@ -334,8 +334,9 @@ def expected_refusals(header: dict[str, Any], payload: dict[str, Any]) -> set[ty
             refusals.add(InvalidAudienceError)
     elif type(aud) is not list or not aud or any(type(a) is not str for a in aud) or AUD not in aud:
         refusals.add(InvalidAudienceError)
-    sub = payload.get("sub")
-    if sub is not None and type(sub) is not str:
+    # A present sub must be a string, null included: Claims.sub would read a null as
+    # "no subject" (the verifier's rule since tokens with "sub": null were refused).
+    if "sub" in payload and type(payload["sub"]) is not str:
         refusals.add(InvalidClaimError)
     return refusals
 
