@@ -75,7 +75,8 @@ _EVICTION_WARNING_INTERVAL = 60.0
 #: The ``jti`` values remembered, at most. Each is kept until the proof it came with
 #: could no longer be accepted anyway (``iat`` + max age + leeway); when this many are
 #: live, the one closest to that time (of those, the oldest) makes room for a new one
-#: (counted in :attr:`DPoPProofChecker.evicted_live`).
+#: (counted in :attr:`DPoPProofChecker.evicted_live`). One client key holds a tenth
+#: of them at most (see :meth:`DPoPProofChecker._remember`).
 JTI_CACHE_SIZE = 100_000
 
 # RFC 7638 §3.2: the required members of each key type, in lexicographic order.
@@ -93,8 +94,6 @@ _OWS = b" \t"
 # RFC 9110 token68, as for Bearer (RFC 9449 §7.1 uses the same credentials syntax).
 _TOKEN68 = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
 _JTI_MAX = 256
-# RFC 9110 §7.2 Host = uri-host [ ":" port ]: a reg-name, IPv4 or bracketed IPv6 literal.
-# Anything else ("/", "?", "#", "@", "\\", spaces) would be read as part of the URL.
 # Spaces and control characters are in no URI (RFC 3986 §2).
 _NOT_URI_CHAR = re.compile(r"[\x00-\x20\x7f]")
 # A dot segment, escaped or not: "/a/../b", "/a/%2e%2E/b", "/."
@@ -105,6 +104,8 @@ _MAX_NUMERIC_DATE = 253402300799
 #: (every real key uses 65537); a larger one costs milliseconds per verification.
 MAX_PROOF_RSA_BITS = 4096
 _MAX_RSA_EXPONENT = 2**32
+# RFC 9110 §7.2 Host = uri-host [ ":" port ]: a reg-name, IPv4 or bracketed IPv6 literal.
+# Anything else ("/", "?", "#", "@", "\\", spaces) would be read as part of the URL.
 _HOST_HEADER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
