@@ -6,6 +6,7 @@ Pure ASGI middleware, an async JWKS cache and FastAPI dependencies. See the READ
 from ._challenge import Challenge, json_response, problem_json_response
 from ._claims import Claims
 from ._config import Auth0Config
+from ._dpop import DPoPReplayStore
 from ._errors import (
     AlgorithmNotAllowedError,
     Auth0Error,
@@ -13,6 +14,7 @@ from ._errors import (
     ConfigError,
     DPoPBindingError,
     DPoPProofReplayedError,
+    DPoPReplayStoreError,
     DPoPRequiredError,
     ExpiredTokenError,
     ImmatureTokenError,
@@ -73,6 +75,8 @@ __all__ = [
     "ConfigError",
     "DPoPBindingError",
     "DPoPProofReplayedError",
+    "DPoPReplayStore",
+    "DPoPReplayStoreError",
     "DPoPRequiredError",
     "ExpiredTokenError",
     "ImmatureTokenError",

@@ -10,8 +10,9 @@ then useless without the key, and a stolen proof is useless for any other reques
 proof: ``typ``, ``alg`` on the allow-list, a public ``jwk`` that fits ``alg``, the
 signature, ``htm``, ``htu``, ``iat`` inside the acceptance window, ``ath`` (the hash
 of the access token), the token's ``cnf.jkt`` against the proof key's thumbprint, and
-``jti`` against the proofs already seen. Server-issued nonces (§8, §9) are not
-offered: the ``iat`` window and the ``jti`` memory bound replay instead.
+``jti`` against the proofs already seen: in this process's memory, or in a
+:class:`DPoPReplayStore` that several processes share. Server-issued nonces (§8, §9)
+are not offered: the ``iat`` window and the ``jti`` record bound replay instead.
 
 Nothing read from the proof is echoed to the client; the details (in our own words,
 with the client's values escaped and cut short) go to the rejection log only.
@@ -30,7 +31,7 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -52,10 +53,12 @@ __all__ = [
     "DPOP_MODES",
     "MAX_PROOF_SIZE",
     "DPoPProofChecker",
+    "DPoPReplayStore",
     "access_token_hash",
     "dpop_credentials",
     "jwk_thumbprint",
     "normalize_htu",
+    "replay_key",
     "request_htu",
 ]
 
@@ -138,6 +141,41 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
 def access_token_hash(token: str) -> str:
     """``ath``: base64url SHA-256 of the access token's ASCII bytes (RFC 9449 §4.2)."""
     return _b64url(hashlib.sha256(token.encode("ascii")).digest())
+
+
+class DPoPReplayStore(Protocol):
+    """A record of the DPoP proofs accepted, shared by every process that serves the
+    API (RFC 9449 §11.1), for deployments with several workers or hosts.
+
+    Without one, each :class:`TokenVerifier` remembers the proofs it accepted in its
+    own memory, so a proof replayed to another worker within its window is accepted
+    there. Pass one as ``TokenVerifier(config, dpop_replay_store=...)``: the verifier
+    then records each accepted proof here instead of in its memory.
+    """
+
+    async def add(self, key: str, expires_at: float) -> bool:
+        """Record ``key`` until ``expires_at``; ``True`` if it was not recorded yet,
+        ``False`` if it was (the proof is a replay).
+
+        The check and the record must be one atomic step (Redis: ``SET key 1 NX
+        EXAT ...``), or two workers given the same proof at once could both accept
+        it. ``key`` is 87 characters of the base64url alphabet and a dot (the
+        client key's thumbprint, then the SHA-256 of the proof's ``jti``).
+        ``expires_at`` is in seconds since the epoch, on the verifier's clock: the
+        time after which the proof would be refused as too old anyway, so the record
+        may be dropped then. Raising, or taking longer than the config's
+        ``jwks_fetch_timeout``, answers the request 503 (the proof is neither taken
+        nor refused).
+        """
+        ...
+
+
+def replay_key(jkt: str, jti: str) -> str:
+    """The key a :class:`DPoPReplayStore` records for the proof ``jti`` signed by the
+    key whose thumbprint is ``jkt``: ``jkt``, a dot, and the SHA-256 of ``jti``
+    (base64url), so that any ``jti`` makes a short key of safe characters."""
+    # jti was read from JSON, which may hold a lone surrogate; it must still hash.
+    return f"{jkt}.{_b64url(hashlib.sha256(jti.encode('utf-8', 'surrogatepass')).digest())}"
 
 
 def _b64url(raw: bytes) -> str:
@@ -313,7 +351,8 @@ class DPoPProofChecker:
     The memory is this object's, so it is per process: behind several workers a proof
     replayed to another worker within its window is not recognised. The window (by
     default 5 minutes, plus the leeway) bounds that exposure, as it does for every
-    in-memory replay check. Thread-safe.
+    in-memory replay check; a :class:`DPoPReplayStore` (``check(remember=False)``,
+    then the store) removes it. Thread-safe.
     """
 
     def __init__(
@@ -353,8 +392,15 @@ class DPoPProofChecker:
         self._keys: dict[tuple[tuple[str, str], ...], tuple[PublicKey, str]] = {}
 
     def check(
-        self, proof: str, *, method: str, url: str | None, access_token: str, jkt: str
-    ) -> None:
+        self,
+        proof: str,
+        *,
+        method: str,
+        url: str | None,
+        access_token: str,
+        jkt: str,
+        remember: bool = True,
+    ) -> tuple[str, float]:
         """Accept ``proof`` for one request, or raise.
 
         ``method`` and ``url`` are the request's (``url`` as sent, or as
@@ -363,6 +409,11 @@ class DPoPProofChecker:
         :class:`InvalidDPoPProofError` (or its subclass :class:`DPoPProofReplayedError`)
         for a bad proof and :class:`DPoPBindingError` when the proof's key is not the
         one the token is bound to.
+
+        With ``remember`` (the default) the proof's ``jti`` is checked against this
+        object's memory and recorded there. Without it, the caller must record it
+        (in a :class:`DPoPReplayStore`): the proof's ``jti`` and the time until which
+        to keep it are returned.
         """
         try:
             parsed = self._parser.parse(proof)
@@ -444,7 +495,9 @@ class DPoPProofChecker:
             raise DPoPBindingError(
                 "the access token's cnf.jkt is not the thumbprint of the DPoP proof's key"
             )
-        self._remember(jkt, jti, iat + self._max_age + self._leeway, now)  # type: ignore[operator]
+        until: float = iat + self._max_age + self._leeway  # type: ignore[operator]
+        if remember:
+            self._remember(jkt, jti, until, now)
         if known is None and known_as is not None:
             keys = self._keys
             if len(keys) >= PROOF_KEY_CACHE_SIZE:
@@ -452,6 +505,7 @@ class DPoPProofChecker:
                 with contextlib.suppress(RuntimeError, StopIteration, KeyError):
                     del keys[next(iter(keys))]
             keys[known_as] = (key, thumbprint)
+        return jti, until
 
     def _remember(self, jkt: str, jti: str, until: float, now: float) -> None:
         # Only proofs that passed every other check are remembered: a forged or

@@ -10,6 +10,7 @@ these ever contains token bytes or exception text.
     Auth0Error
     ├── ConfigError (also ValueError)         construction only
     ├── KeySetError                            503 temporarily_unavailable
+    │   └── DPoPReplayStoreError
     └── BearerError
         ├── MissingTokenError                  401, bare challenge
         ├── InvalidRequestError                400 invalid_request
@@ -52,6 +53,7 @@ __all__ = [
     "ConfigError",
     "DPoPBindingError",
     "DPoPProofReplayedError",
+    "DPoPReplayStoreError",
     "DPoPRequiredError",
     "ExpiredTokenError",
     "ImmatureTokenError",
@@ -122,6 +124,20 @@ class KeySetError(Auth0Error):
     def __init__(self, detail: str | None = None, *, retry_after: int = 30) -> None:
         super().__init__(detail)
         self.retry_after = max(1, int(retry_after))
+
+
+class DPoPReplayStoreError(KeySetError):
+    """The shared record of DPoP proofs (a ``DPoPReplayStore``) failed or did not
+    answer in time, so a replay cannot be ruled out: 503, and the proof is neither
+    taken nor refused."""
+
+    reason = "dpop_replay_store_unavailable"
+    description = "DPoP replay protection is temporarily unavailable."
+
+    def __init__(self, detail: str | None = None, *, retry_after: int = 5) -> None:
+        # A store hiccup is usually brief: a client may retry sooner than after an
+        # issuer outage.
+        super().__init__(detail, retry_after=retry_after)
 
 
 class BearerError(Auth0Error):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import logging
 import math
@@ -13,13 +14,18 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
 
+import anyio
+
 from ._claims import Claims
 from ._config import Auth0Config
-from ._dpop import DPoPProofChecker
+from ._dpop import DPoPProofChecker, DPoPReplayStore, replay_key
 from ._errors import (
     AlgorithmNotAllowedError,
     Auth0Error,
+    ConfigError,
     DPoPBindingError,
+    DPoPProofReplayedError,
+    DPoPReplayStoreError,
     ExpiredTokenError,
     ImmatureTokenError,
     InvalidAudienceError,
@@ -157,7 +163,9 @@ class TokenVerifier:
     ``key_set`` is a :class:`StaticKeySet`, a :class:`JWKSCache`, or anything with an
     async ``get_key(kid, alg)``; by default a ``JWKSCache`` per configured issuer is
     built from ``config`` (and closed by :meth:`aclose`). ``clock`` returns now in
-    seconds since the epoch; tests freeze it.
+    seconds since the epoch; tests freeze it. ``dpop_replay_store`` (with
+    ``config.dpop`` on) is where accepted DPoP proofs are recorded when several
+    processes serve the API; by default each verifier remembers its own.
 
     :meth:`verify` raises a :class:`BearerError` subclass for every bad token and
     :class:`KeySetError` when no key can be had because the issuer is unreachable;
@@ -170,9 +178,22 @@ class TokenVerifier:
         *,
         key_set: Any = None,
         clock: Callable[[], float] = time.time,
+        dpop_replay_store: DPoPReplayStore | None = None,
     ) -> None:
         if not isinstance(config, Auth0Config):
             raise TypeError("config must be an Auth0Config")
+        if dpop_replay_store is not None:
+            if config.dpop == "disabled":
+                raise ConfigError(
+                    "dpop_replay_store is given but config.dpop is 'disabled': no DPoP "
+                    "proof would ever be recorded in it (set dpop='allowed' or 'required')"
+                )
+            if not inspect.iscoroutinefunction(getattr(dpop_replay_store, "add", None)):
+                raise TypeError("dpop_replay_store must have an async add(key, expires_at) method")
+        self._replay_store = dpop_replay_store
+        # The store is on the network (Redis, a database): no request waits on it
+        # longer than on a key fetch.
+        self._replay_timeout = float(config.jwks_fetch_timeout)
         self.config = config
         self._clock = clock
         self._owns_key_set = key_set is None
@@ -326,11 +347,54 @@ class TokenVerifier:
                 raise DPoPBindingError(
                     "the token sent with the DPoP scheme is not DPoP-bound (it has no cnf.jkt)"
                 )
-            self._dpop.check(proof, method=method, url=url, access_token=token, jkt=jkt)
+            store = self._replay_store
+            if store is None:
+                self._dpop.check(proof, method=method, url=url, access_token=token, jkt=jkt)
+            else:
+                jti, until = self._dpop.check(
+                    proof, method=method, url=url, access_token=token, jkt=jkt, remember=False
+                )
+                await self._record_proof(store, replay_key(jkt, jti), until)
         except Auth0Error as exc:
             self._log_rejection(exc, parsed, token)
             raise
         return claims
+
+    async def _record_proof(self, store: DPoPReplayStore, key: str, until: float) -> None:
+        """Record an accepted proof in the shared store; refuse it if already there."""
+        new: object = None
+        with anyio.move_on_after(self._replay_timeout) as deadline:
+            try:
+                new = await store.add(key, until)
+            except Exception as exc:
+                # Fail closed, but as an outage (503), not as the client's fault: a
+                # replay cannot be ruled out, and the proof may well be genuine.
+                logger.exception(
+                    "the DPoP replay store %r failed unexpectedly; answering 503",
+                    self._replay_store,
+                    extra={"reason": DPoPReplayStoreError.reason},
+                )
+                raise DPoPReplayStoreError("the DPoP replay store failed") from exc
+        if deadline.cancelled_caught:
+            logger.error(
+                "the DPoP replay store %r did not answer within %g s; answering 503",
+                self._replay_store,
+                self._replay_timeout,
+                extra={"reason": DPoPReplayStoreError.reason},
+            )
+            raise DPoPReplayStoreError("the DPoP replay store did not answer in time")
+        if new is False:
+            raise DPoPProofReplayedError(
+                "this DPoP proof (its jti) was already used (the replay store has it)"
+            )
+        if new is not True:
+            logger.error(
+                "the DPoP replay store %r returned %s from add(), not True or False; answering 503",
+                self._replay_store,
+                type(new).__name__,
+                extra={"reason": DPoPReplayStoreError.reason},
+            )
+            raise DPoPReplayStoreError("the DPoP replay store returned neither True nor False")
 
     @property
     def dpop(self) -> DPoPProofChecker:

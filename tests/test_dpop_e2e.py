@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -55,8 +56,9 @@ INVALID_PROOF = (
 SCHEME_HINT = "only the scheme differs"
 
 
-def build_app(config: Any) -> FastAPI:
-    """The protected app: the same routes for every DPoP mode."""
+def build_app(config: Any, verifier: TokenVerifier | None = None) -> FastAPI:
+    """The protected app: the same routes for every DPoP mode (``verifier``, when
+    given, in place of one the middleware builds from ``config``)."""
     app = FastAPI()
 
     @app.get("/public")
@@ -83,7 +85,10 @@ def build_app(config: Any) -> FastAPI:
         await websocket.send_json({"sub": claims.sub, "cnf": claims.get("cnf")})
         await websocket.close()
 
-    app.add_middleware(Auth0Middleware, config=config)
+    if verifier is None:
+        app.add_middleware(Auth0Middleware, config=config)
+    else:
+        app.add_middleware(Auth0Middleware, verifier=verifier)
     return app
 
 
@@ -447,3 +452,89 @@ async def test_fifty_concurrent_dpop_requests(
     async with client(allowed) as http:
         replay = await http.get("/me", headers=proofs[17])
     assert refusal(replay) == (401, "dpop_proof_replayed", "invalid_dpop_proof")
+
+
+# -- several workers: a shared replay store ----------------------------------------------------
+
+
+def replay_service() -> FastAPI:
+    """A shared record of DPoP proofs over HTTP: what Redis's ``SET key 1 NX EXAT t``
+    gives a real deployment. One event loop serves it, so each add is atomic."""
+    service = FastAPI()
+    records: dict[str, float] = {}
+    service.state.adds = 0
+
+    @service.get("/public")
+    async def ready() -> dict[str, str]:
+        return {}
+
+    @service.post("/add")
+    async def add(key: Annotated[str, Body()], expires_at: Annotated[float, Body()]) -> bool:
+        service.state.adds += 1
+        held = records.get(key)
+        if held is not None and held >= time.time():
+            return False
+        records[key] = expires_at
+        return True
+
+    return service
+
+
+class HTTPReplayStore:
+    """A ``DPoPReplayStore`` client of :func:`replay_service`, one per worker."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def add(self, key: str, expires_at: float) -> bool:
+        async with httpx.AsyncClient(timeout=5) as http:
+            response = await http.post(self.url, json={"key": key, "expires_at": expires_at})
+        response.raise_for_status()
+        return response.json() is True
+
+
+async def test_a_proof_replayed_to_another_worker_is_refused_with_a_shared_store(
+    dpop_issuer: LocalIssuer, stack: Mapping[str, str]
+) -> None:
+    # Two uvicorn servers stand for two workers behind one load balancer: the client
+    # calls http://api.example.test, so both see that Host (and the proof names it).
+    config = dpop_issuer.config(dpop="allowed")
+    key = DPoPKey()
+    token = dpop_issuer.token(sub="auth0|workers", cnf=key.cnf)
+    url = "http://api.example.test/me"
+    host = {"Host": "api.example.test"}
+
+    async def replayed_across(first: Served, second: Served) -> tuple[int, int, int]:
+        headers = {**key.headers(token, "GET", url), **host}
+        async with client(first) as a, client(second) as b:
+            return (
+                (await a.get("/me", headers=headers)).status_code,
+                (await b.get("/me", headers=headers)).status_code,
+                (await a.get("/me", headers=headers)).status_code,
+            )
+
+    # Without a store each worker remembers only its own proofs: the replay to the
+    # other worker passes (the limitation the store is for).
+    with serve(build_app(config), stack) as one, serve(build_app(config), stack) as two:
+        assert await replayed_across(one, two) == (200, 200, 401)
+
+    with serve(replay_service(), stack) as service:
+        store_url = f"{service.url}/add"
+
+        def worker() -> FastAPI:
+            return build_app(
+                config, TokenVerifier(config, dpop_replay_store=HTTPReplayStore(store_url))
+            )
+
+        with serve(worker(), stack) as one, serve(worker(), stack) as two:
+            assert await replayed_across(one, two) == (200, 401, 401)
+            async with client(two) as b:
+                fresh = await b.get("/me", headers={**key.headers(token, "GET", url), **host})
+                assert fresh.status_code == 200  # a new proof: accepted on either
+                stale = await b.get(
+                    "/me", headers={**key.headers(token, "GET", url, iat=0), **host}
+                )
+                assert refusal(stale) == (401, "invalid_dpop_proof", "invalid_dpop_proof")
+            # Each accepted or replayed proof was one add; the refused one, none.
+            assert service.app.state.adds == 4
+            assert one.verifier.dpop.remembered == two.verifier.dpop.remembered == 0
