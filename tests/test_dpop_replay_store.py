@@ -109,6 +109,13 @@ def worker(
     )
 
 
+def bound(minter: LocalIssuer, **claims: Any) -> tuple[DPoPKey, str, str]:
+    """A client key, a token bound to it (``claims`` for the token) and a proof."""
+    client = DPoPKey()
+    token = minter.token(cnf=client.cnf, **claims)
+    return client, token, proof_for(client, token=token)
+
+
 async def send(verifier: TokenVerifier, token: str, proof: str) -> Claims:
     return await verifier.verify_dpop(token, proof, method="GET", url=URL)
 
@@ -120,9 +127,7 @@ async def test_without_a_store_a_proof_replayed_to_another_worker_is_accepted(
     minter: LocalIssuer, clock: Clock
 ) -> None:
     # The limitation the store removes: each worker remembers only its own proofs.
-    client = DPoPKey()
-    token = minter.token(cnf=client.cnf)
-    proof = proof_for(client, token=token)
+    _, token, proof = bound(minter)
     first, second = worker(minter, clock, None), worker(minter, clock, None)
     await send(first, token, proof)
     await send(second, token, proof)
@@ -176,9 +181,7 @@ async def test_concurrent_presentations_of_one_proof_pass_once(
 ) -> None:
     # The verifier keeps no check-then-act of its own: the store's one atomic step
     # decides, whichever worker each copy reaches.
-    client = DPoPKey()
-    token = minter.token(cnf=client.cnf)
-    proof = proof_for(client, token=token)
+    _, token, proof = bound(minter)
     store = SharedStore(clock)
     workers = [worker(minter, clock, store) for _ in range(4)]
     outcomes: list[str] = []
@@ -204,9 +207,7 @@ async def test_concurrent_presentations_of_one_proof_pass_once(
 async def test_only_a_proof_that_passed_every_check_reaches_the_store(
     minter: LocalIssuer, clock: Clock, breach: str
 ) -> None:
-    client = DPoPKey()
-    token = minter.token(cnf=client.cnf)
-    proof = proof_for(client, token=token)
+    client, token, proof = bound(minter)
     store = SharedStore(clock)
     verifier = worker(minter, clock, store)
     expected: type[Exception] = InvalidDPoPProofError
@@ -268,14 +269,13 @@ async def test_a_failing_store_is_a_503_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = BrokenStore(error=error())
-    client = DPoPKey()
-    token = minter.token(cnf=client.cnf)
+    _, token, proof = bound(minter)
     verifier = worker(minter, clock, store)
     with (
         caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"),
         pytest.raises(DPoPReplayStoreError) as raised,
     ):
-        await send(verifier, token, proof_for(client, token=token))
+        await send(verifier, token, proof)
     # An outage (503, retry soon), not a refusal of the proof: it may be genuine.
     assert isinstance(raised.value, KeySetError)
     assert raised.value.status_code == 503
@@ -291,14 +291,13 @@ async def test_a_failing_store_is_a_503_and_is_logged(
 async def test_a_store_answering_neither_true_nor_false_is_a_503(
     minter: LocalIssuer, clock: Clock, outcome: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = DPoPKey()
-    token = minter.token(cnf=client.cnf)
+    client, token, proof = bound(minter)
     verifier = worker(minter, clock, BrokenStore(outcome))
     with (
         caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"),
         pytest.raises(DPoPReplayStoreError),
     ):
-        await send(verifier, token, proof_for(client, token=token))
+        await send(verifier, token, proof)
     assert "not True or False" in caplog.text
     # The same store answering True lets the same request through.
     accepted = worker(minter, clock, BrokenStore(True))
@@ -308,13 +307,12 @@ async def test_a_store_answering_neither_true_nor_false_is_a_503(
 async def test_a_store_that_does_not_answer_is_a_503_after_jwks_fetch_timeout(
     minter: LocalIssuer, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = DPoPKey()
-    token = minter.token(cnf=client.cnf)
+    _, token, proof = bound(minter)
     verifier = worker(minter, clock, SlowStore(), jwks_fetch_timeout=0.2)
     with caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"):
         with anyio.fail_after(10):  # the bound under test is 0.2 s; this only stops a hang
             with pytest.raises(DPoPReplayStoreError, match="in time"):
-                await send(verifier, token, proof_for(client, token=token))
+                await send(verifier, token, proof)
     assert "did not answer within 0.2 s" in caplog.text
 
 
@@ -323,15 +321,14 @@ async def test_a_cancelled_request_is_not_turned_into_a_503(
 ) -> None:
     # A client that goes away mid-request cancels the verification: that must stay a
     # cancellation, not become a logged store failure.
-    client = DPoPKey()
-    token = minter.token(cnf=client.cnf)
+    _, token, proof = bound(minter)
     store = SlowStore()
     verifier = worker(minter, clock, store)
     outcome: list[str] = []
 
     async def request() -> None:
         try:
-            await send(verifier, token, proof_for(client, token=token))
+            await send(verifier, token, proof)
         except DPoPReplayStoreError:
             outcome.append("503")
             raise
@@ -363,12 +360,11 @@ async def test_the_middleware_answers_a_store_failure_503_and_bearer_requests_st
 
     verifier = worker(minter, clock, BrokenStore(error=ConnectionError("down")))
     asgi = Auth0Middleware(app, verifier=verifier)
-    client = DPoPKey()
-    token = minter.token(cnf=client.cnf)
+    _, token, proof = bound(minter)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=asgi), base_url="https://api.example.test"
     ) as http:
-        dpop = {"Authorization": f"DPoP {token}", "DPoP": proof_for(client, token=token)}
+        dpop = {"Authorization": f"DPoP {token}", "DPoP": proof}
         down = await http.get("/messages", headers=dpop)
         bearer = await http.get(
             "/me", headers={"Authorization": f"Bearer {minter.token(sub='auth0|plain')}"}
