@@ -150,7 +150,8 @@ class DPoPReplayStore(Protocol):
     Without one, each :class:`TokenVerifier` remembers the proofs it accepted in its
     own memory, so a proof replayed to another worker within its window is accepted
     there. Pass one as ``TokenVerifier(config, dpop_replay_store=...)``: the verifier
-    then records each accepted proof here instead of in its memory.
+    then records each accepted proof here first (and in its memory after), and takes
+    it only when the store says it is new.
     """
 
     async def add(self, key: str, expires_at: float) -> bool:
@@ -159,13 +160,15 @@ class DPoPReplayStore(Protocol):
 
         The check and the record must be one atomic step (Redis: ``SET key 1 NX
         EXAT ...``), or two workers given the same proof at once could both accept
-        it. ``key`` is 87 characters of the base64url alphabet and a dot (the
-        client key's thumbprint, then the SHA-256 of the proof's ``jti``).
-        ``expires_at`` is in seconds since the epoch, on the verifier's clock: the
-        time after which the proof would be refused as too old anyway, so the record
-        may be dropped then. Raising, or taking longer than the config's
-        ``jwks_fetch_timeout``, answers the request 503 (the proof is neither taken
-        nor refused).
+        it, and a record must not be dropped before ``expires_at``. ``key`` is 87
+        characters of the base64url alphabet and a dot (the client key's thumbprint,
+        then the SHA-256 of the proof's ``jti``). ``expires_at`` is in seconds since
+        the epoch, on the verifier's clock: the time after which the proof would be
+        refused as too old anyway (so every worker must use the same ``dpop_max_age``
+        and ``dpop_leeway``). Raising anything (only ``False`` means a replay),
+        answering anything but a bool, or taking longer than the verifier's
+        ``dpop_replay_timeout`` answers the request 503; an answer that comes after
+        that deadline is not taken, so ``add`` must give way to cancellation.
         """
         ...
 
@@ -412,8 +415,8 @@ class DPoPProofChecker:
 
         With ``remember`` (the default) the proof's ``jti`` is checked against this
         object's memory and recorded there. Without it, the caller must record it
-        (in a :class:`DPoPReplayStore`): the proof's ``jti`` and the time until which
-        to keep it are returned.
+        (in a :class:`DPoPReplayStore`, then with :meth:`remember`): the proof's
+        ``jti`` and the time until which to keep it are returned.
         """
         try:
             parsed = self._parser.parse(proof)
@@ -506,6 +509,12 @@ class DPoPProofChecker:
                     del keys[next(iter(keys))]
             keys[known_as] = (key, thumbprint)
         return jti, until
+
+    def remember(self, jkt: str, jti: str, until: float, now: float) -> None:
+        """Remember the proof ``jti`` of the key ``jkt`` until ``until``, or raise
+        :class:`DPoPProofReplayedError` if it is remembered already; for a proof
+        :meth:`check` accepted with ``remember=False``."""
+        self._remember(jkt, jti, until, now)
 
     def _remember(self, jkt: str, jti: str, until: float, now: float) -> None:
         # Only proofs that passed every other check are remembered: a forged or

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import inspect
 import json
@@ -17,7 +18,7 @@ from typing import Any, NamedTuple
 import anyio
 
 from ._claims import Claims
-from ._config import Auth0Config
+from ._config import Auth0Config, _seconds
 from ._dpop import DPoPProofChecker, DPoPReplayStore, replay_key
 from ._errors import (
     AlgorithmNotAllowedError,
@@ -54,6 +55,70 @@ _REJECTION_LOGGER = logging.getLogger("asgi_auth0.middleware")
 # Beyond 9999-12-31 a NumericDate is a mistake or an attack, not a real lifetime.
 _MAX_NUMERIC_DATE = 253402300799
 _AT_JWT_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+
+#: Seconds a DPoP replay store has to answer, by default. Redis answers in well
+#: under a millisecond; a store that takes a second is failing, and the request
+#: should not wait for it much longer.
+DPOP_REPLAY_TIMEOUT = 1.0
+# Seconds between two ERROR lines about a failing replay store (the rest are counted).
+_STORE_ERROR_LOG_INTERVAL = 60.0
+
+
+def _check_replay_store(config: Auth0Config, store: object) -> None:
+    """Refuse at construction a store that could never be used, or never be called."""
+    if config.dpop == "disabled":
+        raise ConfigError(
+            "dpop_replay_store is given but config.dpop is 'disabled': no DPoP "
+            "proof would ever be recorded in it (set dpop='allowed' or 'required')"
+        )
+    add = getattr(store, "add", None)
+    if not inspect.iscoroutinefunction(add):
+        raise TypeError("dpop_replay_store must have an async add(key, expires_at) method")
+    try:
+        inspect.signature(add).bind("key", 0.0)
+    except TypeError:
+        # The class rather than an instance, or another signature: every DPoP request
+        # would fail at its first call.
+        raise TypeError(
+            "dpop_replay_store.add must take (key, expires_at): pass an instance whose "
+            "add(key, expires_at) the verifier can call"
+        ) from None
+    except ValueError:  # no signature to read (a compiled callable): trusted as it is
+        pass
+
+
+def _spurious_cancellation() -> bool:
+    """Whether a CancelledError just caught was raised with no cancellation asked for.
+
+    Only asyncio on Python 3.11+ can tell (``Task.cancelling()``); elsewhere a
+    cancellation is always taken as real and passed on.
+    """
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not in asyncio (trio)
+        return False
+    cancelling = getattr(task, "cancelling", None)
+    return callable(cancelling) and cancelling() == 0
+
+
+class _LogWindow:
+    """At most one log line per interval; counts the ones held back."""
+
+    def __init__(self, interval: float = _STORE_ERROR_LOG_INTERVAL) -> None:
+        self.interval = interval
+        #: The window's clock (tests replace it).
+        self.clock: Callable[[], float] = time.monotonic
+        self._last: float | None = None
+        self._held = 0
+
+    def take(self) -> int | None:
+        """``None`` if this line is held back; else how many were held back since."""
+        now = self.clock()
+        if self._last is not None and now - self._last < self.interval:
+            self._held += 1
+            return None
+        held, self._held, self._last = self._held, 0, now
+        return held
 
 
 def _is_date(value: object) -> bool:
@@ -165,7 +230,8 @@ class TokenVerifier:
     built from ``config`` (and closed by :meth:`aclose`). ``clock`` returns now in
     seconds since the epoch; tests freeze it. ``dpop_replay_store`` (with
     ``config.dpop`` on) is where accepted DPoP proofs are recorded when several
-    processes serve the API; by default each verifier remembers its own.
+    processes serve the API (each verifier also remembers its own); it has
+    ``dpop_replay_timeout`` seconds to answer.
 
     :meth:`verify` raises a :class:`BearerError` subclass for every bad token and
     :class:`KeySetError` when no key can be had because the issuer is unreachable;
@@ -179,21 +245,17 @@ class TokenVerifier:
         key_set: Any = None,
         clock: Callable[[], float] = time.time,
         dpop_replay_store: DPoPReplayStore | None = None,
+        dpop_replay_timeout: float = DPOP_REPLAY_TIMEOUT,
     ) -> None:
         if not isinstance(config, Auth0Config):
             raise TypeError("config must be an Auth0Config")
         if dpop_replay_store is not None:
-            if config.dpop == "disabled":
-                raise ConfigError(
-                    "dpop_replay_store is given but config.dpop is 'disabled': no DPoP "
-                    "proof would ever be recorded in it (set dpop='allowed' or 'required')"
-                )
-            if not inspect.iscoroutinefunction(getattr(dpop_replay_store, "add", None)):
-                raise TypeError("dpop_replay_store must have an async add(key, expires_at) method")
+            _check_replay_store(config, dpop_replay_store)
         self._replay_store = dpop_replay_store
-        # The store is on the network (Redis, a database): no request waits on it
-        # longer than on a key fetch.
-        self._replay_timeout = float(config.jwks_fetch_timeout)
+        self._replay_timeout = _seconds(
+            "dpop_replay_timeout", dpop_replay_timeout, minimum=0.01, maximum=120
+        )
+        self._store_errors = _LogWindow()
         self.config = config
         self._clock = clock
         self._owns_key_set = key_set is None
@@ -301,8 +363,9 @@ class TokenVerifier:
             # bug or a misuse (a key source used from another event loop or
             # thread) must not hide behind a 503, so it is logged with its cause.
             logger.error(
-                "the key source %r failed unexpectedly; answering 503",
-                self._key_set,
+                # By its class: a repr may hold a URL with credentials.
+                "the key source (%s) failed unexpectedly; answering 503",
+                type(self._key_set).__qualname__,
                 exc_info=True,
                 extra={"reason": "key_source_failed"},
             )
@@ -354,47 +417,74 @@ class TokenVerifier:
                 jti, until = self._dpop.check(
                     proof, method=method, url=url, access_token=token, jkt=jkt, remember=False
                 )
-                await self._record_proof(store, replay_key(jkt, jti), until)
+                await self._record_proof(store, jkt, jti, until, self._clock())
         except Auth0Error as exc:
             self._log_rejection(exc, parsed, token)
             raise
         return claims
 
-    async def _record_proof(self, store: DPoPReplayStore, key: str, until: float) -> None:
-        """Record an accepted proof in the shared store; refuse it if already there."""
+    async def _record_proof(
+        self, store: DPoPReplayStore, jkt: str, jti: str, until: float, now: float
+    ) -> None:
+        """Record an accepted proof in the shared store, then in this verifier's
+        memory; refuse it if either has it already."""
         new: object = None
         with anyio.move_on_after(self._replay_timeout) as deadline:
             try:
-                new = await store.add(key, until)
+                new = await store.add(replay_key(jkt, jti), until)
+            except anyio.get_cancelled_exc_class():
+                if deadline.cancel_called or not _spurious_cancellation():
+                    raise
+                # A CancelledError nobody asked for (a store awaiting a future that
+                # was cancelled): the store failed; it must not end as a 500.
+                self._store_failed("raised CancelledError", exc_info=True)
+                raise DPoPReplayStoreError("the DPoP replay store failed") from None
             except Exception as exc:
                 # Fail closed, but as an outage (503), not as the client's fault: a
                 # replay cannot be ruled out, and the proof may well be genuine.
-                logger.exception(
-                    "the DPoP replay store %r failed unexpectedly; answering 503",
-                    self._replay_store,
-                    extra={"reason": DPoPReplayStoreError.reason},
-                )
+                self._store_failed("failed unexpectedly", exc_info=True)
                 raise DPoPReplayStoreError("the DPoP replay store failed") from exc
-        if deadline.cancelled_caught:
-            logger.error(
-                "the DPoP replay store %r did not answer within %g s; answering 503",
-                self._replay_store,
-                self._replay_timeout,
-                extra={"reason": DPoPReplayStoreError.reason},
-            )
+        # cancel_called, not cancelled_caught: a store that swallowed the cancellation
+        # and answered late most likely recorded nothing, so its answer is not taken.
+        # (On Python 3.10, anyio cannot tell an outer cancellation arriving at the
+        # same instant from this deadline: that request is answered 503, not dropped.)
+        if deadline.cancel_called:
+            self._store_failed(f"did not answer within {self._replay_timeout:g} s")
             raise DPoPReplayStoreError("the DPoP replay store did not answer in time")
         if new is False:
             raise DPoPProofReplayedError(
                 "this DPoP proof (its jti) was already used (the replay store has it)"
             )
         if new is not True:
-            logger.error(
-                "the DPoP replay store %r returned %s from add(), not True or False; answering 503",
-                self._replay_store,
-                type(new).__name__,
-                extra={"reason": DPoPReplayStoreError.reason},
-            )
+            if inspect.isawaitable(new):
+                # add() returned its store call unawaited: close it, so that the mistake
+                # is this one log line and not also a RuntimeWarning per request.
+                close = getattr(new, "close", None)
+                if callable(close):
+                    close()
+                self._store_failed("returned an awaitable from add() (a missing await?)")
+            else:
+                self._store_failed(f"returned {type(new).__name__} from add(), not True or False")
             raise DPoPReplayStoreError("the DPoP replay store returned neither True nor False")
+        # Also in this verifier's memory: a store that answers True to everything (no
+        # NX, a placeholder) must not leave even this worker open to a replay.
+        self._dpop.remember(jkt, jti, until, now)
+
+    def _store_failed(self, what: str, *, exc_info: bool = False) -> None:
+        # Once a minute at most, with the count since: during an outage every DPoP
+        # request fails the same way, and an attacker replaying a proof sets the pace.
+        # The store is named by its class: its repr may hold a URL with a password.
+        unlogged = self._store_errors.take()
+        if unlogged is None:
+            return
+        logger.error(
+            "the DPoP replay store (%s) %s; answering 503%s",
+            type(self._replay_store).__qualname__,
+            what,
+            f" ({unlogged} more failures since the last line)" if unlogged else "",
+            exc_info=exc_info,
+            extra={"reason": DPoPReplayStoreError.reason},
+        )
 
     @property
     def dpop(self) -> DPoPProofChecker:

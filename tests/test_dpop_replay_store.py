@@ -10,8 +10,12 @@ uvicorn servers and a store reached over HTTP) is in ``test_dpop_e2e.py``.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
+import math
 import re
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -97,7 +101,12 @@ def clock() -> Clock:
 
 
 def worker(
-    minter: LocalIssuer, clock: Clock, store: DPoPReplayStore | None, **config: Any
+    minter: LocalIssuer,
+    clock: Clock,
+    store: DPoPReplayStore | None,
+    *,
+    timeout: float | None = None,
+    **config: Any,
 ) -> TokenVerifier:
     """One worker's verifier: its own key set, token cache and jti memory."""
     config.setdefault("dpop", "allowed")
@@ -106,6 +115,7 @@ def worker(
         key_set=StaticKeySet(minter.jwks),
         clock=clock,
         dpop_replay_store=store,
+        **({} if timeout is None else {"dpop_replay_timeout": timeout}),
     )
 
 
@@ -147,8 +157,8 @@ async def test_with_a_shared_store_a_proof_replayed_to_another_worker_is_refused
     for again in (second, first):
         with pytest.raises(DPoPProofReplayedError, match="replay store"):
             await send(again, token, proof)
-    # The store is the only record: the workers' own memories stay empty.
-    assert first.dpop.remembered == second.dpop.remembered == 0
+    # The store decided; the worker that took the proof also remembers it.
+    assert (first.dpop.remembered, second.dpop.remembered) == (1, 0)
     # Recorded under the key's thumbprint and the jti's hash, until the proof would
     # be too old anyway (iat + dpop_max_age + dpop_leeway).
     assert store.calls == [(replay_key(client.jkt, "the-jti"), NOW + 300 + 30)] * 3
@@ -304,16 +314,166 @@ async def test_a_store_answering_neither_true_nor_false_is_a_503(
     await send(accepted, token, proof_for(client, token=token))
 
 
-async def test_a_store_that_does_not_answer_is_a_503_after_jwks_fetch_timeout(
+@pytest.mark.parametrize(("timeout", "shown"), [(0.2, "0.2 s"), (None, "1 s")])
+async def test_a_store_that_does_not_answer_is_a_503_after_dpop_replay_timeout(
+    minter: LocalIssuer,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+    timeout: float | None,
+    shown: str,
+) -> None:
+    # None: the default, 1 s (not the 5 s of jwks_fetch_timeout, set to 30 here).
+    _, token, proof = bound(minter)
+    verifier = worker(minter, clock, SlowStore(), timeout=timeout, jwks_fetch_timeout=30)
+    with caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"):
+        with anyio.fail_after(10):  # the bound under test is 1 s at most; this stops a hang
+            with pytest.raises(DPoPReplayStoreError, match="in time"):
+                await send(verifier, token, proof)
+    assert f"did not answer within {shown};" in caplog.text
+
+
+class LateStore:
+    """Swallows the cancellation at its deadline and answers True after it."""
+
+    async def add(self, key: str, expires_at: float) -> bool:
+        try:
+            await anyio.sleep(3600)
+        except anyio.get_cancelled_exc_class():
+            pass  # a store that should not do this, but might
+        return True
+
+
+async def test_an_answer_after_the_deadline_is_not_taken(minter: LocalIssuer, clock: Clock) -> None:
+    # A store that answered late most likely recorded nothing: the proof is not taken.
+    _, token, proof = bound(minter)
+    verifier = worker(minter, clock, LateStore(), timeout=0.1)
+    with anyio.fail_after(10), pytest.raises(DPoPReplayStoreError, match="in time"):
+        await send(verifier, token, proof)
+    assert verifier.dpop.remembered == 0
+
+
+class NoNXStore:
+    """A store that records but never says no (SET without NX, or a placeholder)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def add(self, key: str, expires_at: float) -> bool:
+        self.calls += 1
+        return True
+
+
+async def test_a_store_that_always_answers_true_still_leaves_no_replay_on_one_worker(
+    minter: LocalIssuer, clock: Clock
+) -> None:
+    _, token, proof = bound(minter)
+    store = NoNXStore()
+    verifier = worker(minter, clock, store)
+    await send(verifier, token, proof)
+    with pytest.raises(DPoPProofReplayedError):
+        await send(verifier, token, proof)
+    assert store.calls == 2
+    assert verifier.dpop.remembered == 1
+
+
+class SpuriousCancelStore:
+    """Raises a CancelledError nobody asked for (a cancelled future it awaited)."""
+
+    async def add(self, key: str, expires_at: float) -> bool:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        return bool(await future)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() is 3.11+")
+async def test_a_cancellation_raised_by_the_store_itself_is_a_503_not_a_500(
     minter: LocalIssuer, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     _, token, proof = bound(minter)
-    verifier = worker(minter, clock, SlowStore(), jwks_fetch_timeout=0.2)
+    verifier = worker(minter, clock, SpuriousCancelStore())
+    with (
+        caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"),
+        pytest.raises(DPoPReplayStoreError),
+    ):
+        await send(verifier, token, proof)
+    assert "raised CancelledError" in caplog.text
+    # And the task is not left cancelled: it goes on as usual.
+    await anyio.sleep(0)
+
+
+class UnawaitedStore:
+    """Forgets an await: returns the store call instead of its answer."""
+
+    async def add(self, key: str, expires_at: float) -> bool:
+        return self._call()  # type: ignore[return-value]
+
+    async def _call(self) -> bool:
+        return True
+
+
+async def test_a_store_returning_an_awaitable_is_a_503_without_a_runtime_warning(
+    minter: LocalIssuer, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # (The suite turns warnings into errors: an unclosed coroutine would fail it.)
+    _, token, proof = bound(minter)
+    verifier = worker(minter, clock, UnawaitedStore())
+    with (
+        caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"),
+        pytest.raises(DPoPReplayStoreError),
+    ):
+        await send(verifier, token, proof)
+    gc.collect()
+    assert "a missing await?" in caplog.text
+
+
+async def test_store_failures_are_logged_once_a_minute_with_a_count(
+    minter: LocalIssuer, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # During an outage every DPoP request fails alike, and anyone replaying a proof
+    # sets the pace: one line a minute, then how many were held back.
+    store = BrokenStore(error=ConnectionError("down"))
+    verifier = worker(minter, clock, store)
+    window = Clock(0)
+    verifier._store_errors.clock = window
+    client = DPoPKey()
+    token = minter.token(cnf=client.cnf)
+
+    def lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "asgi_auth0.verify"]
+
     with caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"):
-        with anyio.fail_after(10):  # the bound under test is 0.2 s; this only stops a hang
-            with pytest.raises(DPoPReplayStoreError, match="in time"):
-                await send(verifier, token, proof)
-    assert "did not answer within 0.2 s" in caplog.text
+        for _ in range(5):
+            with pytest.raises(DPoPReplayStoreError):
+                await send(verifier, token, proof_for(client, token=token))
+        assert len(lines()) == 1
+        assert lines()[0].exc_info is not None
+        window.now = 59.9
+        with pytest.raises(DPoPReplayStoreError):
+            await send(verifier, token, proof_for(client, token=token))
+        assert len(lines()) == 1
+        window.now = 60
+        with pytest.raises(DPoPReplayStoreError):
+            await send(verifier, token, proof_for(client, token=token))
+    assert len(lines()) == 2
+    assert "(5 more failures since the last line)" in lines()[1].getMessage()
+    assert store.calls == 7
+
+
+class CredentialedStore(BrokenStore):
+    def __repr__(self) -> str:
+        return "CredentialedStore(url='redis://:s3cret@redis.internal:6379/0')"
+
+
+async def test_the_store_is_named_by_its_class_in_logs_never_by_its_repr(
+    minter: LocalIssuer, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, token, proof = bound(minter)
+    verifier = worker(minter, clock, CredentialedStore(error=ConnectionError("down")))
+    with caplog.at_level(logging.ERROR), pytest.raises(DPoPReplayStoreError):
+        await send(verifier, token, proof)
+    assert "(CredentialedStore)" in caplog.text
+    assert "s3cret" not in caplog.text
 
 
 async def test_a_cancelled_request_is_not_turned_into_a_503(
@@ -402,3 +562,31 @@ def test_a_store_without_an_async_add_is_a_type_error(
 ) -> None:
     with pytest.raises(TypeError, match="async add"):
         worker(minter, clock, store)
+
+
+class OneArgument:
+    async def add(self, key: str) -> bool:
+        return True
+
+
+class KeywordOnly:
+    async def add(self, *, key: str, expires_at: float) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "store", [SharedStore, OneArgument(), KeywordOnly()], ids=["the-class", "one-arg", "kw-only"]
+)
+def test_a_store_whose_add_cannot_be_called_as_add_key_expires_at_is_a_type_error(
+    minter: LocalIssuer, clock: Clock, store: Any
+) -> None:
+    # Each would pass an "is it async" check and then fail every DPoP request.
+    with pytest.raises(TypeError, match=r"add\(key, expires_at\)"):
+        worker(minter, clock, store)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, 0.001, 121, math.inf, math.nan, True, "1"])
+def test_dpop_replay_timeout_is_checked(minter: LocalIssuer, clock: Clock, timeout: Any) -> None:
+    with pytest.raises(ConfigError, match="dpop_replay_timeout"):
+        worker(minter, clock, SharedStore(clock), timeout=timeout)
+    worker(minter, clock, SharedStore(clock), timeout=0.01)
