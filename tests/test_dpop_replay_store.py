@@ -130,6 +130,21 @@ async def send(verifier: TokenVerifier, token: str, proof: str) -> Claims:
     return await verifier.verify_dpop(token, proof, method="GET", url=URL)
 
 
+async def unavailable(
+    verifier: TokenVerifier, minter: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> DPoPReplayStoreError:
+    """Send a good DPoP request, which must fail for the store (the ERROR lines of
+    every logger land in ``caplog``); a hang is a failure too."""
+    _, token, proof = bound(minter)
+    with (
+        caplog.at_level(logging.ERROR),
+        anyio.fail_after(10),
+        pytest.raises(DPoPReplayStoreError) as raised,
+    ):
+        await send(verifier, token, proof)
+    return raised.value
+
+
 # -- the store is the record -----------------------------------------------------------------
 
 
@@ -279,17 +294,11 @@ async def test_a_failing_store_is_a_503_and_is_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = BrokenStore(error=error())
-    _, token, proof = bound(minter)
-    verifier = worker(minter, clock, store)
-    with (
-        caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"),
-        pytest.raises(DPoPReplayStoreError) as raised,
-    ):
-        await send(verifier, token, proof)
+    raised = await unavailable(worker(minter, clock, store), minter, caplog)
     # An outage (503, retry soon), not a refusal of the proof: it may be genuine.
-    assert isinstance(raised.value, KeySetError)
-    assert raised.value.status_code == 503
-    assert raised.value.retry_after == 5
+    assert isinstance(raised, KeySetError)
+    assert raised.status_code == 503
+    assert raised.retry_after == 5
     [record] = [r for r in caplog.records if r.name == "asgi_auth0.verify"]
     assert record.reason == "dpop_replay_store_unavailable"  # type: ignore[attr-defined]
     assert "failed unexpectedly" in record.getMessage()
@@ -301,17 +310,11 @@ async def test_a_failing_store_is_a_503_and_is_logged(
 async def test_a_store_answering_neither_true_nor_false_is_a_503(
     minter: LocalIssuer, clock: Clock, outcome: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client, token, proof = bound(minter)
-    verifier = worker(minter, clock, BrokenStore(outcome))
-    with (
-        caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"),
-        pytest.raises(DPoPReplayStoreError),
-    ):
-        await send(verifier, token, proof)
+    await unavailable(worker(minter, clock, BrokenStore(outcome)), minter, caplog)
     assert "not True or False" in caplog.text
     # The same store answering True lets the same request through.
-    accepted = worker(minter, clock, BrokenStore(True))
-    await send(accepted, token, proof_for(client, token=token))
+    _, token, proof = bound(minter)
+    await send(worker(minter, clock, BrokenStore(True)), token, proof)
 
 
 @pytest.mark.parametrize(("timeout", "shown"), [(0.2, "0.2 s"), (None, "1 s")])
@@ -323,12 +326,9 @@ async def test_a_store_that_does_not_answer_is_a_503_after_dpop_replay_timeout(
     shown: str,
 ) -> None:
     # None: the default, 1 s (not the 5 s of jwks_fetch_timeout, set to 30 here).
-    _, token, proof = bound(minter)
     verifier = worker(minter, clock, SlowStore(), timeout=timeout, jwks_fetch_timeout=30)
-    with caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"):
-        with anyio.fail_after(10):  # the bound under test is 1 s at most; this stops a hang
-            with pytest.raises(DPoPReplayStoreError, match="in time"):
-                await send(verifier, token, proof)
+    raised = await unavailable(verifier, minter, caplog)
+    assert "in time" in str(raised)
     assert f"did not answer within {shown};" in caplog.text
 
 
@@ -390,13 +390,7 @@ class SpuriousCancelStore:
 async def test_a_cancellation_raised_by_the_store_itself_is_a_503_not_a_500(
     minter: LocalIssuer, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, token, proof = bound(minter)
-    verifier = worker(minter, clock, SpuriousCancelStore())
-    with (
-        caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"),
-        pytest.raises(DPoPReplayStoreError),
-    ):
-        await send(verifier, token, proof)
+    await unavailable(worker(minter, clock, SpuriousCancelStore()), minter, caplog)
     assert "raised CancelledError" in caplog.text
     # And the task is not left cancelled: it goes on as usual.
     await anyio.sleep(0)
@@ -416,13 +410,7 @@ async def test_a_store_returning_an_awaitable_is_a_503_without_a_runtime_warning
     minter: LocalIssuer, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
     # (The suite turns warnings into errors: an unclosed coroutine would fail it.)
-    _, token, proof = bound(minter)
-    verifier = worker(minter, clock, UnawaitedStore())
-    with (
-        caplog.at_level(logging.ERROR, logger="asgi_auth0.verify"),
-        pytest.raises(DPoPReplayStoreError),
-    ):
-        await send(verifier, token, proof)
+    await unavailable(worker(minter, clock, UnawaitedStore()), minter, caplog)
     gc.collect()
     assert "a missing await?" in caplog.text
 
@@ -468,10 +456,8 @@ class CredentialedStore(BrokenStore):
 async def test_the_store_is_named_by_its_class_in_logs_never_by_its_repr(
     minter: LocalIssuer, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _, token, proof = bound(minter)
-    verifier = worker(minter, clock, CredentialedStore(error=ConnectionError("down")))
-    with caplog.at_level(logging.ERROR), pytest.raises(DPoPReplayStoreError):
-        await send(verifier, token, proof)
+    store = CredentialedStore(error=ConnectionError("down"))
+    await unavailable(worker(minter, clock, store), minter, caplog)
     assert "(CredentialedStore)" in caplog.text
     assert "s3cret" not in caplog.text
 
