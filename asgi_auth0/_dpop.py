@@ -52,6 +52,7 @@ logger = logging.getLogger("asgi_auth0.dpop")
 __all__ = [
     "DPOP_MODES",
     "MAX_PROOF_SIZE",
+    "STORE_CLOCK_MARGIN",
     "DPoPProofChecker",
     "DPoPReplayStore",
     "access_token_hash",
@@ -143,6 +144,13 @@ def access_token_hash(token: str) -> str:
     return _b64url(hashlib.sha256(token.encode("ascii")).digest())
 
 
+#: Seconds a :class:`DPoPReplayStore` keeps a record past the moment its proof would
+#: be refused as too old anyway: room for clocks that differ between the workers and
+#: the store. Without it, a worker whose clock is behind by more than ``dpop_leeway``
+#: would take a proof whose record another worker's clock had already let expire.
+STORE_CLOCK_MARGIN = 60.0
+
+
 class DPoPReplayStore(Protocol):
     """A record of the DPoP proofs accepted, shared by every process that serves the
     API (RFC 9449 §11.1), for deployments with several workers or hosts.
@@ -163,12 +171,13 @@ class DPoPReplayStore(Protocol):
         it, and a record must not be dropped before ``expires_at``. ``key`` is 87
         characters of the base64url alphabet and a dot (the client key's thumbprint,
         then the SHA-256 of the proof's ``jti``). ``expires_at`` is in seconds since
-        the epoch, on the verifier's clock: the time after which the proof would be
-        refused as too old anyway (so every worker must use the same ``dpop_max_age``
-        and ``dpop_leeway``). Raising anything (only ``False`` means a replay),
-        answering anything but a bool, or taking longer than the verifier's
-        ``dpop_replay_timeout`` answers the request 503; an answer that comes after
-        that deadline is not taken, so ``add`` must give way to cancellation.
+        the epoch: a minute (:data:`STORE_CLOCK_MARGIN`) after the proof would be
+        refused as too old anyway, so every worker must use the same ``dpop_max_age``
+        and ``dpop_leeway``, and clocks within a minute of each other. Raising
+        anything (only ``False`` means a replay), answering anything but a bool, or
+        taking longer than the verifier's ``dpop_replay_timeout`` answers the request
+        503; an answer that comes after that deadline is not taken, so ``add`` must
+        give way to cancellation.
         """
         ...
 

@@ -19,7 +19,7 @@ import anyio
 
 from ._claims import Claims
 from ._config import Auth0Config, _seconds
-from ._dpop import DPoPProofChecker, DPoPReplayStore, replay_key
+from ._dpop import STORE_CLOCK_MARGIN, DPoPProofChecker, DPoPReplayStore, replay_key
 from ._errors import (
     AlgorithmNotAllowedError,
     Auth0Error,
@@ -431,7 +431,7 @@ class TokenVerifier:
         new: object = None
         with anyio.move_on_after(self._replay_timeout) as deadline:
             try:
-                new = await store.add(replay_key(jkt, jti), until)
+                new = await store.add(replay_key(jkt, jti), until + STORE_CLOCK_MARGIN)
             except anyio.get_cancelled_exc_class():
                 if deadline.cancel_called or not _spurious_cancellation():
                     raise

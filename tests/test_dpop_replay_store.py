@@ -67,6 +67,16 @@ class SharedStore:
         return True
 
 
+class Lagging:
+    """A worker's clock running ``lag`` seconds behind ``clock``."""
+
+    def __init__(self, clock: Clock, lag: float) -> None:
+        self.clock, self.lag = clock, lag
+
+    def __call__(self) -> float:
+        return self.clock() - self.lag
+
+
 class BrokenStore:
     def __init__(self, outcome: Any = None, *, error: Exception | None = None) -> None:
         self.outcome = outcome
@@ -102,7 +112,7 @@ def clock() -> Clock:
 
 def worker(
     minter: LocalIssuer,
-    clock: Clock,
+    clock: Callable[[], float],
     store: DPoPReplayStore | None,
     *,
     timeout: float | None = None,
@@ -175,8 +185,8 @@ async def test_with_a_shared_store_a_proof_replayed_to_another_worker_is_refused
     # The store decided; the worker that took the proof also remembers it.
     assert (first.dpop.remembered, second.dpop.remembered) == (1, 0)
     # Recorded under the key's thumbprint and the jti's hash, until the proof would
-    # be too old anyway (iat + dpop_max_age + dpop_leeway).
-    assert store.calls == [(replay_key(client.jkt, "the-jti"), NOW + 300 + 30)] * 3
+    # be too old anyway (iat + dpop_max_age + dpop_leeway), plus a minute for clocks.
+    assert store.calls == [(replay_key(client.jkt, "the-jti"), NOW + 300 + 30 + 60)] * 3
     # A fresh proof (another jti) from the same client passes on either worker.
     await send(second, token, proof_for(client, token=token))
 
@@ -191,7 +201,7 @@ async def test_the_record_may_expire_with_the_proofs_window(
     proof = proof_for(client, token=token, iat=NOW)
     await send(verifier, token, proof)
     (_, expires_at), *_ = store.calls
-    assert expires_at == NOW + 65
+    assert expires_at == NOW + 65 + 60
     # Once the store has dropped the record, the proof is refused as too old: the
     # window, not the store, refuses it from then on.
     clock.now = expires_at + 1
@@ -199,6 +209,25 @@ async def test_the_record_may_expire_with_the_proofs_window(
     with pytest.raises(InvalidDPoPProofError, match="old"):
         await send(verifier, token, proof)
     assert len(store.calls) == 1
+
+
+async def test_a_worker_whose_clock_is_behind_still_finds_the_record(
+    minter: LocalIssuer, clock: Clock
+) -> None:
+    # Worker "behind" runs 20 s late, more than dpop_leeway (5 s): it still takes the
+    # proof as young 15 s after the others' window closed. The record outlives that.
+    _, token, proof = bound(minter, expires_in=7200)
+    store = SharedStore(clock)  # the store keeps true time
+    options: dict[str, Any] = {"dpop_max_age": 300, "dpop_leeway": 5}
+    on_time = worker(minter, clock, store, **options)
+    behind = worker(minter, Lagging(clock, 20), store, **options)
+    await send(on_time, token, proof)
+    clock.now = NOW + 315
+    with pytest.raises(DPoPProofReplayedError, match="replay store"):
+        await send(behind, token, proof)
+    # Without the margin the record would have gone at NOW + 305: "behind" took it.
+    store.records = {key: until - 60 for key, until in store.records.items()}
+    await send(behind, token, proof)
 
 
 async def test_concurrent_presentations_of_one_proof_pass_once(
