@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -873,6 +874,9 @@ async def test_broken_key_source_is_key_set_error_and_logged_with_its_cause(
         async def get_key(self, kid: str | None, alg: str) -> Any:
             raise RuntimeError("bound to a different event loop")
 
+        def __repr__(self) -> str:
+            return "Broken(url='https://user:s3cret@keys.internal/jwks')"
+
     v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Broken(), clock=lambda: NOW)
     token = make()
     with pytest.raises(KeySetError):
@@ -882,6 +886,9 @@ async def test_broken_key_source_is_key_set_error_and_logged_with_its_cause(
     assert record.exc_info is not None
     assert "bound to a different event loop" in str(record.exc_info[1])
     assert token not in record.getMessage()
+    # Named by its class: a key source's repr may hold a URL with a password.
+    assert re.search(r"^the key source \([\w.<>]*Broken\) failed", record.getMessage())
+    assert "s3cret" not in record.getMessage()
 
 
 async def test_only_an_exact_str_token_is_cached() -> None:
