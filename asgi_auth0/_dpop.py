@@ -363,8 +363,8 @@ class DPoPProofChecker:
     The memory is this object's, so it is per process: behind several workers a proof
     replayed to another worker within its window is not recognised. The window (by
     default 5 minutes, plus the leeway) bounds that exposure, as it does for every
-    in-memory replay check; a :class:`DPoPReplayStore` (``check(remember=False)``,
-    then the store) removes it. Thread-safe.
+    in-memory replay check; a :class:`DPoPReplayStore` removes it
+    (``check(remember=False)``, then the store, then :meth:`remember`). Thread-safe.
     """
 
     def __init__(

@@ -128,8 +128,9 @@ class KeySetError(Auth0Error):
 
 class DPoPReplayStoreError(KeySetError):
     """The shared record of DPoP proofs (a ``DPoPReplayStore``) failed or did not
-    answer in time, so a replay cannot be ruled out: 503, and the proof is neither
-    taken nor refused."""
+    answer in time, so a replay cannot be ruled out: 503, and the request is not
+    served (the store may have recorded the proof all the same: a retry needs a new
+    one)."""
 
     reason = "dpop_replay_store_unavailable"
     description = "DPoP replay protection is temporarily unavailable."
