@@ -272,8 +272,10 @@ async def test_only_gzip_and_deflate_are_decoded(clock: Clock, encoding: str) ->
     assert body.pulled == 0
 
 
-# A bad gzip header, and a good header followed by an invalid deflate block.
-CORRUPT_GZIP = [b"this is not gzip data", gzip.compress(GOOD)[:10] + b"\xff\xff\xff\xff"]
+# A bad gzip header, and a good header followed by an invalid deflate block. mtime=0:
+# the bytes name the test, and each pytest-xdist worker must collect the same names
+# (the header's default mtime is the second the module was imported).
+CORRUPT_GZIP = [b"this is not gzip data", gzip.compress(GOOD, mtime=0)[:10] + b"\xff\xff\xff\xff"]
 
 
 @pytest.mark.parametrize("corrupt", CORRUPT_GZIP)
