@@ -8,6 +8,9 @@ figure taken in a thread measures the test's own clients too: they share the GIL
 a burst of 200 responses being parsed stalls the server's loop by tens of ms that are
 not the server's.
 
+``uvicorn_in_thread(app, stack)`` is the lighter form the other end-to-end tests use:
+uvicorn in a thread of the test process, on a socket already listening.
+
 ``LoopLagProbe`` runs inside the app (started from its lifespan) and records by how
 much a short sleep overshoots, so a loop blocked by synchronous work shows directly.
 ``ClientPool`` spreads concurrent requests over several ``httpx.AsyncClient`` pools:
@@ -27,7 +30,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +38,16 @@ from typing import Any
 import anyio
 import anyio.abc
 import httpx
+import uvicorn
 
 __all__ = [
     "ClientPool",
     "LoopLagProbe",
     "ScenarioServer",
+    "Threaded",
     "percentile",
     "scenario_server",
+    "uvicorn_in_thread",
 ]
 
 _APP = Path(__file__).resolve().parent / "_scenario_app.py"
@@ -218,6 +224,53 @@ def _listening_socket() -> socket.socket:
     # startup); bursts of a few hundred clients must not wait for SYN retransmits.
     sock.listen(1024)
     return sock
+
+
+@dataclass(frozen=True)
+class Threaded:
+    """Where a :func:`uvicorn_in_thread` server listens."""
+
+    url: str
+    ws_url: str
+    port: int
+
+
+@contextlib.contextmanager
+def uvicorn_in_thread(app: Any, stack: Mapping[str, str], **options: Any) -> Iterator[Threaded]:
+    """Run ``app`` under uvicorn on ``stack`` (its ``http`` and ``loop``; ``options``
+    for its Config) in a thread of this process, for the block.
+
+    Ready once ``GET /public`` answers 200 (startup, key warm-up included, is over);
+    stopped, bounded in time, after the block.
+    """
+    sock = _listening_socket()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        http=stack["http"],
+        loop=stack["loop"],
+        **options,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=10) as c:
+            assert c.get("/public").status_code == 200
+        # The stack asked for is the one serving.
+        assert config.http_protocol_class.__name__.lower().startswith(stack["http"])
+        assert type(server.servers[0].get_loop()).__module__.split(".")[0] == stack["loop"]
+        yield Threaded(url=url, ws_url=f"ws://127.0.0.1:{port}", port=port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        sock.close()
+    assert not thread.is_alive(), "uvicorn did not stop"
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,6 @@ import contextlib
 import importlib.util
 import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -27,8 +26,7 @@ from typing import Annotated, Any
 import anyio
 import httpx
 import pytest
-import uvicorn
-from _servers import _listening_socket
+from _servers import uvicorn_in_thread
 from fastapi import Body, Depends, FastAPI, WebSocket
 from test_e2e_uvicorn import SERVER_STACKS, find_middleware, ws_exchange
 from websockets.exceptions import InvalidStatus
@@ -113,32 +111,8 @@ class Served:
 @contextlib.contextmanager
 def serve(app: FastAPI, stack: Mapping[str, str], **options: Any) -> Iterator[Served]:
     """Run ``app`` under uvicorn (``options`` for its Config) in a thread for the block."""
-    sock = _listening_socket()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        http=stack["http"],
-        loop=stack["loop"],
-        **options,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        # A request answered means startup (with its key warm-up) is over.
-        with httpx.Client(base_url=url, timeout=10) as c:
-            assert c.get("/public").status_code == 200
-        yield Served(url=url, ws_url=f"ws://127.0.0.1:{port}", port=port, app=app)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
-        sock.close()
-    assert not thread.is_alive(), "uvicorn did not stop"
+    with uvicorn_in_thread(app, stack, **options) as running:
+        yield Served(url=running.url, ws_url=running.ws_url, port=running.port, app=app)
 
 
 @pytest.fixture(scope="module", params=sorted(SERVER_STACKS))

@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import importlib.util
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,8 +21,8 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-import uvicorn
 import websockets.asyncio.client
+from _servers import uvicorn_in_thread
 from fastapi import Depends, FastAPI, WebSocket
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -221,45 +220,17 @@ def server(request: pytest.FixtureRequest, auth0_rsa_key: PrivateKey) -> Iterato
 
         down_app.add_middleware(Auth0Middleware, config=down_issuer.config())
 
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)  # connections queue here until uvicorn's loop accepts them
-        port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            Entry(app, down_app),
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=5,
-            http=stack["http"],
-            loop=stack["loop"],
-        )
-        uv = uvicorn.Server(config)
-        thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        try:
-            # A request answered means startup (with its key warm-up) is over.
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-                assert c.get("/public").status_code == 200
-            # The stack asked for is the one serving.
-            assert config.http_protocol_class.__name__.lower().startswith(stack["http"])
-            assert type(uv.servers[0].get_loop()).__module__.split(".")[0] == stack["loop"]
+        with uvicorn_in_thread(Entry(app, down_app), stack) as running:
             yield Server(
-                url=f"http://127.0.0.1:{port}",
-                ws_url=f"ws://127.0.0.1:{port}",
-                port=port,
+                url=running.url,
+                ws_url=running.ws_url,
+                port=running.port,
                 issuer=issuer,
                 down_issuer=down_issuer,
                 observed=observed,
                 app=app,
                 jwks_requests_at_startup=issuer.jwks_requests,
             )
-        finally:
-            uv.should_exit = True
-            thread.join(timeout=15)
-            sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop"
     # Lifespan went through the middleware both ways, and it closed the key set
     # client it owned once the app had shut down.
     assert observed.lifespan == ["startup", "shutdown"]
