@@ -70,6 +70,7 @@ from ._signing import (
     DEFAULT_ALG,
     PrivateKey,
     b64url,
+    compact_json,
     generate_private_key,
     public_jwk,
     sign,
@@ -1438,4 +1439,4 @@ def _padded(document: Mapping[str, Any], n_bytes: int) -> bytes:
 
 
 def _payload_bytes(payload: Mapping[str, Any] | bytes) -> bytes:
-    return payload if isinstance(payload, bytes) else json.dumps(dict(payload)).encode()
+    return payload if isinstance(payload, bytes) else compact_json(dict(payload))
