@@ -1,4 +1,5 @@
-"""Print a pip constraints file that pins every runtime dependency to its declared floor.
+"""Print a pip constraints file that pins every runtime dependency to its declared floor
+(and those of the ``speedups`` extra).
 
 ``make test-floors`` installs the project with these constraints and runs the tests, so
 the ``>=`` floors in ``[project] dependencies`` stay true. The pins are read from
@@ -29,18 +30,21 @@ _BASIC_STRING = re.compile(r'"((?:[^"\\\n]|\\["\\])*)"')
 _FLOOR = re.compile(r"^>=\s*(?P<version>[0-9][0-9A-Za-z.+!-]*)$")
 
 
-def dependencies(text: str) -> list[str]:
-    """The strings of ``[project] dependencies`` in a pyproject.toml's ``text``."""
+def dependencies(
+    text: str, table_name: str = "[project]", key: str = "dependencies"
+) -> list[str]:
+    """The strings of ``[project] dependencies`` (or another array of strings, ``key``
+    in ``table_name``) in a pyproject.toml's ``text``."""
     table = ""
     offset = 0
     for line in text.splitlines(keepends=True):
         stripped = line.split("#", 1)[0].strip()
         if stripped.startswith("["):
             table = stripped
-        elif table == "[project]" and re.match(r"dependencies\s*=\s*\[", stripped):
+        elif table == table_name and re.match(rf"{key}\s*=\s*\[", stripped):
             return _string_array(text, text.index("[", offset) + 1)
         offset += len(line)
-    raise SystemExit("floors.py: no [project] dependencies array in pyproject.toml")
+    raise SystemExit(f"floors.py: no {table_name} {key} array in pyproject.toml")
 
 
 def _string_array(text: str, pos: int) -> list[str]:
@@ -86,11 +90,16 @@ def main(argv: list[str]) -> int:
     path = Path(argv[0] if argv else "pyproject.toml")
     text = path.read_text(encoding="utf-8")
     requirements = dependencies(text)
+    # The speedups extra too: the dev extra installs it, so the floors run uses it.
+    speedups = dependencies(text, "[project.optional-dependencies]", "speedups")
     if sys.version_info >= (3, 11):
-        expected = tomllib.loads(text)["project"]["dependencies"]
+        project = tomllib.loads(text)["project"]
+        expected = project["dependencies"]
         if requirements != expected:
             raise SystemExit(f"floors.py: read {requirements}, tomllib reads {expected}")
-    pins = [constraint(requirement) for requirement in requirements]
+        if speedups != project["optional-dependencies"]["speedups"]:
+            raise SystemExit(f"floors.py: read {speedups} for the speedups extra")
+    pins = [constraint(requirement) for requirement in requirements + speedups]
     print("\n".join(pins))
     return 0
 

@@ -42,12 +42,18 @@ PACKAGE = "asgi_auth0"
 # Imported by the package but not runtime dependencies, each only where it cannot be
 # needed without it: pytest by the pytest plugin (a user enables it in a test suite that
 # has pytest); trio inside a function that runs only under trio; pydantic_core inside
-# Claims' pydantic hooks, which only pydantic calls (FastAPI requires pydantic).
+# Claims' pydantic hooks, which only pydantic calls (FastAPI requires pydantic); orjson
+# and pybase64 inside _speedups' loaders, which fall back to the standard library on
+# ImportError (the speedups extra, pinned below).
 ALLOWED_UNDECLARED = {
     "pytest": {"pytest_plugin"},
     "trio": set(),
     "pydantic_core": set(),
+    "orjson": set(),
+    "pybase64": set(),
 }
+#: The optional distributions the package uses when installed, by extra.
+OPTIONAL_IMPORTS = {"speedups": {"orjson", "pybase64"}}
 
 
 def _toml() -> Any:
@@ -172,6 +178,26 @@ def test_every_imported_distribution_is_a_declared_dependency(
     assert problems == []
     # The allow-list names only what is imported, so it cannot hide a new import.
     assert seen_allowed == set(ALLOWED_UNDECLARED)
+
+
+def test_each_optional_import_is_declared_by_its_extra(pyproject: dict[str, Any]) -> None:
+    extras = pyproject["project"]["optional-dependencies"]
+    for extra, modules in OPTIONAL_IMPORTS.items():
+        named = {_normalise(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in extras[extra]}
+        assert named == modules, extra
+        assert modules <= set(ALLOWED_UNDECLARED), extra
+        # Only where a failed import is caught (the standard library takes over).
+        for module in modules:
+            users = [
+                path.name
+                for path in sorted((REPO / PACKAGE).rglob("*.py"))
+                if re.search(rf"^\s*import {module}\b", path.read_text(), re.M)
+            ]
+            assert users == ["_speedups.py"], (module, users)
+    source = (REPO / PACKAGE / "_speedups.py").read_text()
+    assert source.count("except ImportError:") == len(OPTIONAL_IMPORTS["speedups"])
+    # The dev extra installs them, so the suite runs the native path too.
+    assert "asgi_auth0[speedups]" in extras["dev"]
 
 
 def test_import_problems_finds_an_undeclared_import(tmp_path: Path) -> None:
