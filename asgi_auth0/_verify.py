@@ -140,6 +140,17 @@ _CACHE_SLOT_BYTES = 100
 CACHE_CHARS_PER_ENTRY = 2048
 
 
+#: The verified-token cache takes a token at its second verification (verify()): the
+#: first only sets the token's slot in a filter of this many bytes (64 KiB). A shared
+#: slot lets a token in at its first verification, so the filter is emptied after an
+#: eighth of its slots have been set: at most one new token in eight (one in sixteen
+#: on average) is let in early, and a token's second verification counts if it comes
+#: within the next 8,192 new tokens or so (else its third does).
+_SEEN_SLOTS = 1 << 16
+_SEEN_MASK = _SEEN_SLOTS - 1
+_SEEN_RESET = _SEEN_SLOTS // 8
+
+
 def _deep_size(claims: Claims) -> int:
     """Bytes held by ``claims``: the object, its mapping, and every key and value."""
     data = claims._data
@@ -301,6 +312,9 @@ class TokenVerifier:
         # so the id cannot be reused): when it moves, the verdicts vouched for by the
         # old one are dropped at once, not left to age out of the LRU order.
         self._generations: dict[int, tuple[object, int]] = {}
+        # Tokens verified once and not cached yet (see verify() and _SEEN_SLOTS).
+        self._seen = bytearray(_SEEN_SLOTS if self._cache_size else 0)
+        self._seen_count = 0
 
     @property
     def key_set(self) -> Any:
@@ -343,8 +357,20 @@ class TokenVerifier:
             raise
         if self._cache_size and type(token) is str:
             # Only an exact str is looked up (a subclass may hash or compare its own
-            # way), so only an exact str is kept.
-            self._remember(token, claims, valid_until)
+            # way), so only an exact str is kept. And only from its second verification
+            # on: a token seen once is marked in a small filter (one byte per hash
+            # slot), so tokens used once (a client that fetches a token per call, a
+            # flood of distinct ones) neither pay the insert and eviction (a tenth of a
+            # cold verification) nor push out the tokens clients do reuse.
+            seen = self._seen
+            slot = hash(token) & _SEEN_MASK
+            if seen[slot]:
+                self._remember(token, claims, valid_until)
+            else:
+                seen[slot] = 1
+                self._seen_count += 1
+                if self._seen_count >= _SEEN_RESET:
+                    self._forget_seen()
         return claims
 
     async def _check_signature(self, parsed: ParsedToken) -> None:
@@ -703,8 +729,9 @@ class TokenVerifier:
     def _drop_stale(self, source: object, generation: int) -> None:
         # Once per key change of one source (and at its first verdict, which records
         # the generation): a walk over the cache (a few ms at most for a full default
-        # one), so cache_info() and memory reflect the change at the first
-        # verification after it, whatever tokens come next.
+        # one), so cache_info() and memory reflect the change as soon as the cache
+        # takes its next token or one of the old verdicts is asked for (a hit checks
+        # the generation itself: an old verdict is never served meanwhile).
         cache = self._cache
         for token, entry in list(cache.items()):
             if (
@@ -754,10 +781,15 @@ class TokenVerifier:
     # -- housekeeping -----------------------------------------------------------------
 
     def clear_cache(self) -> None:
-        """Forget every cached verification."""
+        """Forget every cached verification (and which tokens were verified once)."""
         self._cache.clear()
         self._cache_chars = 0
         self._generations.clear()
+        self._forget_seen()
+
+    def _forget_seen(self) -> None:
+        self._seen[:] = bytes(len(self._seen))
+        self._seen_count = 0
 
     def cache_info(self) -> dict[str, int]:
         """Size and an estimate of the memory of the verified-token cache.

@@ -360,7 +360,10 @@ def test_a_key_never_verifies_an_alg_it_does_not_fit() -> None:
 async def test_cache_info_counts_every_byte_a_cached_token_holds() -> None:
     async def per_entry(payload: dict[str, Any]) -> int:
         v = _verifier()
-        await v.verify(_token(payload))
+        token = _token(payload)
+        await v.verify(token)
+        assert v.cache_info()["entries"] == 0  # the cache takes it at its second verification
+        await v.verify(token)
         info = v.cache_info()
         assert info["entries"] == 1
         return info["approx_bytes_per_entry"]
@@ -393,10 +396,15 @@ async def test_a_cache_entry_vanishing_under_another_thread_is_not_an_error() ->
     v._cache = racy  # type: ignore[assignment]
     first, second = _token({"sub": "a"}), _token({"sub": "b"})
     assert (await v.verify(first)).sub == "a"
+    assert first not in racy  # the cache takes a token at its second verification
+    assert (await v.verify(first)).sub == "a"
     assert first in racy
     # A hit whose reordering finds the entry gone still returns the verified claims.
     assert (await v.verify(first)).sub == "a"
     assert first not in racy
     # Inserting over capacity when the oldest entry is already gone: no error either.
+    # second goes in at its second verification, whose eviction finds the cache empty.
     await v.verify(first)
     assert (await v.verify(second)).sub == "b"
+    assert (await v.verify(second)).sub == "b"
+    assert not racy

@@ -48,6 +48,12 @@ def _token_of_length(issuer: LocalIssuer, length: int, **claims: Any) -> str:
     raise AssertionError("unreachable: the pad alone is longer")
 
 
+async def _verify_twice(verifier: TokenVerifier, token: str) -> Any:
+    """Verify ``token`` twice: the cache takes a token at its second verification."""
+    await verifier.verify(token)
+    return await verifier.verify(token)
+
+
 async def test_a_token_exactly_the_character_budget_long_stays_cached(
     issuer: LocalIssuer,
 ) -> None:
@@ -55,6 +61,8 @@ async def test_a_token_exactly_the_character_budget_long_stays_cached(
     # length. A token of exactly that length is within it (the bound is inclusive).
     token = issuer.token(pad="x" * 3000)
     verifier = _verifier(issuer, token_cache_size=1, max_token_size=len(token))
+    await verifier.verify(token)
+    assert verifier.cache_info()["entries"] == 0  # seen once: not cached yet
     await verifier.verify(token)
     info = verifier.cache_info()
     assert info["max_token_chars"] == len(token)
@@ -72,14 +80,14 @@ async def test_tokens_adding_up_to_the_character_budget_exactly_are_all_kept(
         first = _token_of_length(issuer, len(first) + 1, jti="first")
         second = _token_of_length(issuer, 4096 - len(first), jti="second")
     assert len(first) + len(second) == 4096
-    await verifier.verify(first)
-    await verifier.verify(second)
+    await _verify_twice(verifier, first)
+    await _verify_twice(verifier, second)
     info = verifier.cache_info()
     assert (info["entries"], info["token_chars"], info["max_token_chars"]) == (2, 4096, 4096)
     # A third token longer than the first: with the first dropped, the other two are
     # still over the budget, so the second goes too.
     third = _token_of_length(issuer, len(first) + 1, jti="third")
-    await verifier.verify(third)
+    await _verify_twice(verifier, third)
     info = verifier.cache_info()
     assert (info["entries"], info["token_chars"]) == (1, len(third))
 
@@ -103,7 +111,7 @@ async def test_an_entry_another_thread_dropped_under_a_hit_is_not_uncounted_twic
 
     verifier = _verifier(issuer, clock=clock, leeway=0)
     token = issuer.token(expires_in=10)
-    await verifier.verify(token)
+    await _verify_twice(verifier, token)
     assert verifier.cache_info()["token_chars"] == len(token)
     now[0] += 10
     clear_when_read[0] = True
@@ -156,13 +164,14 @@ async def test_a_verdict_is_dropped_when_its_own_issuers_keys_change_not_another
     keys = _TwoIssuers(issuer, other)
     verifier = TokenVerifier(issuer.config(additional_issuers=[other]), key_set=keys)
     token = issuer.token()
-    await verifier.verify(token)
+    await _verify_twice(verifier, token)  # two lookups: the second puts it in the cache
+    assert verifier.cache_info()["entries"] == 1
     keys.sources[other].generation += 1
     await verifier.verify(token)
-    assert keys.lookups == 1  # still a cache hit
+    assert keys.lookups == 2  # still a cache hit
     keys.sources[issuer.issuer].generation += 1
     await verifier.verify(token)
-    assert keys.lookups == 2  # its own issuer's keys changed: verified again
+    assert keys.lookups == 3  # its own issuer's keys changed: verified again
 
 
 async def test_cache_info_describes_the_oldest_entry_as_documented(issuer: LocalIssuer) -> None:
@@ -172,8 +181,8 @@ async def test_cache_info_describes_the_oldest_entry_as_documented(issuer: Local
     # The token string, the entry, its valid-until float, the claims with every key
     # and value they hold, and the cache's own slot: all counted, none subtracted.
     token = issuer.token(pad="x" * 500)
-    claims = await verifier.verify(token)
-    await verifier.verify(issuer.token(jti="newer"))
+    claims = await _verify_twice(verifier, token)
+    await _verify_twice(verifier, issuer.token(jti="newer"))
     entry_size = sys.getsizeof((claims, 0.0, 1, None))  # a 4-field tuple
     expected = (
         sys.getsizeof(token)

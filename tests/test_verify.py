@@ -659,10 +659,18 @@ async def test_non_string_input_is_malformed(junk: Any) -> None:
 # -- the verified-token cache -------------------------------------------------------------
 
 
+async def verify_twice(v: TokenVerifier, token: str) -> None:
+    """Verify ``token`` twice: the cache takes a token at its second verification."""
+    await v.verify(token)
+    await v.verify(token)
+
+
 async def test_cache_honours_exp_on_every_hit() -> None:
     now = [NOW]
     v = verifier(clock=lambda: now[0], leeway=0)
     token = make(exp=NOW + 10)
+    assert (await v.verify(token)).sub
+    assert v.cache_info()["entries"] == 0  # seen once: not cached yet
     assert (await v.verify(token)).sub
     assert v.cache_info()["entries"] == 1
     now[0] = NOW + 10
@@ -682,7 +690,8 @@ async def test_cache_is_dropped_when_the_key_set_changes() -> None:
     ks = Rotating()
     v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=ks, clock=lambda: NOW)
     token = make()
-    assert (await v.verify(token)).sub
+    await verify_twice(v, token)
+    assert v.cache_info()["entries"] == 1  # so the next verification is a cache hit
     ks.inner = StaticKeySet(jwks("P-256"))  # the RSA key is gone
     ks.generation = 2
     with pytest.raises(UnknownKeyError):
@@ -692,11 +701,11 @@ async def test_cache_is_dropped_when_the_key_set_changes() -> None:
 async def test_cache_size_is_bounded_and_configurable() -> None:
     v = verifier(token_cache_size=3)
     for i in range(5):
-        await v.verify(make(jti=str(i)))
+        await verify_twice(v, make(jti=str(i)))
     assert v.cache_info()["entries"] == 3
     assert v.cache_info()["approx_bytes_per_entry"] > 0
     off = verifier(token_cache_size=0)
-    await off.verify(make())
+    await verify_twice(off, make())
     assert off.cache_info()["entries"] == 0
 
 
@@ -708,7 +717,7 @@ async def test_cache_holds_at_most_2048_token_characters_per_entry() -> None:
     assert {len(t) for t in large} == {len(large[0])}
     assert 3000 < len(large[0]) < 4096
     for token in large:
-        await v.verify(token)
+        await verify_twice(v, token)
     info = v.cache_info()
     assert info["max_token_chars"] == 8 * 2048
     assert info["entries"] == 16384 // len(large[0])
@@ -717,7 +726,7 @@ async def test_cache_holds_at_most_2048_token_characters_per_entry() -> None:
     # Ordinary tokens never meet the budget: the count binds first.
     small = verifier(token_cache_size=8)
     for i in range(10):
-        await small.verify(make(jti=str(i)))
+        await verify_twice(small, make(jti=str(i)))
     assert small.cache_info()["entries"] == 8
 
 
@@ -725,6 +734,8 @@ async def test_cache_always_has_room_for_one_token_of_the_largest_size() -> None
     v = verifier(token_cache_size=1, max_token_size=4096)
     token = make(pad="x" * 2000)
     assert len(token) > 2048
+    await v.verify(token)
+    assert v.cache_info()["entries"] == 0  # seen once: not cached yet
     await v.verify(token)
     info = v.cache_info()
     assert (info["entries"], info["token_chars"], info["max_token_chars"]) == (1, len(token), 4096)
@@ -747,6 +758,11 @@ async def test_a_token_verified_twice_at_once_is_counted_once() -> None:
     keys = Gated()
     v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=keys, clock=lambda: NOW)
     token = make()
+    # Seen once first, so that both verifications below put it in the cache.
+    keys.release.set()
+    await v.verify(token)
+    assert v.cache_info()["entries"] == 0
+    keys.release = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(v.verify, token)
         tg.start_soon(v.verify, token)
@@ -760,8 +776,8 @@ async def test_cache_character_count_follows_drops_and_clears() -> None:
     now = [NOW]
     v = verifier(clock=lambda: now[0], leeway=0)
     token, other = make(exp=NOW + 10), make(exp=NOW + 100, jti="other")
-    await v.verify(token)
-    await v.verify(other)
+    await verify_twice(v, token)
+    await verify_twice(v, other)
     await v.verify(other)  # a hit adds nothing
     assert v.cache_info()["token_chars"] == len(token) + len(other)
     now[0] = NOW + 10  # the first one's verdict is dropped on its next use
@@ -770,9 +786,13 @@ async def test_cache_character_count_follows_drops_and_clears() -> None:
     assert v.cache_info()["token_chars"] == len(other)
     v.clear_cache()
     assert v.cache_info()["token_chars"] == 0
+    # The clear forgets which tokens were seen too: the next verification of one is a
+    # first sighting again.
+    await v.verify(other)
+    assert v.cache_info()["entries"] == 0
     # Counted from zero again: an over-count left behind would evict early.
     for i in range(3):
-        await v.verify(make(jti=str(i)))
+        await verify_twice(v, make(jti=str(i)))
     assert v.cache_info()["entries"] == 3
 
 
@@ -780,7 +800,8 @@ async def test_max_token_age_is_honoured_on_cache_hits() -> None:
     now = [NOW]
     v = verifier(clock=lambda: now[0], leeway=0, max_token_age=60)
     token = make(iat=NOW - 30)
-    assert (await v.verify(token)).sub
+    await verify_twice(v, token)
+    assert v.cache_info()["entries"] == 1  # so the next verification is a cache hit
     now[0] = NOW + 31
     with pytest.raises(TokenTooOldError):
         await v.verify(token)
@@ -792,7 +813,9 @@ async def test_foreign_key_source_returning_cryptography_keys() -> None:
             return key("RSA").public_key()
 
     v = TokenVerifier(Auth0Config(issuer=ISS, audience=AUD), key_set=Raw(), clock=lambda: NOW)
-    assert (await v.verify(make())).sub
+    token = make()
+    assert (await v.verify(token)).sub
+    assert (await v.verify(token)).sub  # twice: where any other token would be cached
     assert v.cache_info()["entries"] == 0  # no generation: never cached
 
 
@@ -899,7 +922,12 @@ async def test_only_an_exact_str_token_is_cached() -> None:
 
     v = verifier()
     token = make()
-    assert (await v.verify(Token(token))).sub == "auth0|123"
+    for _ in range(2):  # twice: where an exact str would be cached
+        assert (await v.verify(Token(token))).sub == "auth0|123"
+    assert v.cache_info()["entries"] == 0
+    # Nor does it count as a first sighting of the same text: the exact str is taken
+    # at its own second verification, as any other token.
+    assert (await v.verify(token)).sub == "auth0|123"
     assert v.cache_info()["entries"] == 0
     assert (await v.verify(token)).sub == "auth0|123"
     assert v.cache_info()["entries"] == 1
