@@ -635,16 +635,24 @@ class JWKSCache:
         :class:`AlgorithmNotAllowedError` (``alg`` not allowed or not fitting the key)
         or :class:`KeySetError` (no usable key set: the issuer is unreachable or broken).
         """
+        key = self._find_fresh(kid, alg)
+        if key is not None:
+            return key
+        return await self._get_key_slow(kid, alg)
+
+    def _find_fresh(self, kid: str | None, alg: str) -> PublicKey | None:
+        # get_key's fast path, synchronous so that TokenVerifier can call it without a
+        # coroutine: the key from a fresh set not yet due for refresh (a dict lookup),
+        # or None when get_key must do more. Raises as get_key does for a bad alg.
         if type(alg) is not str or (self._algorithms is not None and alg not in self._algorithms):
             raise AlgorithmNotAllowedError("alg is not in the allow-list")
         index = self._index
         if index is not None and type(kid) is str and self._clock() < self._refresh_at:
-            # The fast path: a fresh set, not yet due for refresh. A dict lookup.
             try:
                 return index.find(kid, alg)
             except UnknownKeyError:
                 pass
-        return await self._get_key_slow(kid, alg)
+        return None
 
     async def _get_key_slow(self, kid: str | None, alg: str) -> PublicKey:
         if kid is not None and (type(kid) is not str or len(kid) > MAX_KID_LENGTH):

@@ -42,7 +42,7 @@ from ._errors import (
     TokenTooOldError,
 )
 from ._jose import MAX_JSON_CONTAINERS, JWSParser, ParsedToken
-from ._jwks import key_source_for_config
+from ._jwks import JWKSCache, key_source_for_config
 from ._jwks import log_safe as _log_safe
 from ._keys import _RSA_ALGS, PublicKey, log_field, wrap_foreign_key
 
@@ -278,6 +278,11 @@ class TokenVerifier:
         # Looked up once: the request path should not search attributes per token.
         self._get_key_for = getattr(key_set, "get_key_for", None)
         self._get_key_plain = key_set.get_key
+        # JWKSCache's synchronous fast path, for exactly that class: a subclass may
+        # have its own get_key, which must then be the only way in.
+        self._find_fresh: Callable[[str | None, str], PublicKey | None] | None = (
+            key_set._find_fresh if type(key_set) is JWKSCache else None
+        )
         self._source_for = getattr(key_set, "source_for", None)
         # Precomputed once so the request path only does set lookups.
         self._algorithms = frozenset(config.algorithms)
@@ -350,7 +355,13 @@ class TokenVerifier:
         parsed: ParsedToken | None = None
         try:
             parsed = self.precheck(token)
-            await self._check_signature(parsed)
+            # A JWKSCache with a fresh set answers without a coroutine (see
+            # _check_signature for the full path).
+            find = self._find_fresh
+            key = None if find is None else find(parsed.kid, parsed.alg)
+            if key is None:
+                key = await self._get_key(parsed)
+            self._check_with(key, parsed)
             claims, valid_until = self._check_claims(parsed)
         except Auth0Error as exc:
             self._log_rejection(exc, parsed, token)
@@ -375,6 +386,10 @@ class TokenVerifier:
 
     async def _check_signature(self, parsed: ParsedToken) -> None:
         """The key for ``parsed`` from the key source, and its signature checked."""
+        self._check_with(await self._get_key(parsed), parsed)
+
+    async def _get_key(self, parsed: ParsedToken) -> Any:
+        """The key for ``parsed`` from the key source (any key source, any state)."""
         alg = parsed.alg
         get_for = self._get_key_for
         try:
@@ -396,6 +411,11 @@ class TokenVerifier:
                 extra={"reason": "key_source_failed"},
             )
             raise KeySetError("the key source failed unexpectedly") from exc
+        return key
+
+    def _check_with(self, key: Any, parsed: ParsedToken) -> None:
+        """Raise unless ``key`` fits ``parsed`` and verifies its signature."""
+        alg = parsed.alg
         if type(key) is not PublicKey:
             key = wrap_foreign_key(parsed.kid, alg, key)
         if alg not in key.algorithms:

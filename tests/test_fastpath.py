@@ -13,6 +13,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +23,9 @@ from asgi_auth0 import (
     Auth0Config,
     Claims,
     InvalidSignatureError,
+    JWKSCache,
     MalformedTokenError,
+    PublicKey,
     StaticKeySet,
     TokenVerifier,
     UnsupportedHeaderError,
@@ -30,6 +33,7 @@ from asgi_auth0 import (
 from asgi_auth0._jose import HEADER_CACHE_SIZE, MAX_JSON_DEPTH, JWSParser, parse_compact
 from asgi_auth0._keys import b64url_decode, parse_jwk
 from asgi_auth0._signing import b64url, generate_private_key, public_jwk, sign_jws
+from asgi_auth0.testing import LocalIssuer
 
 ISS = "https://tenant.example.auth0.com/"
 AUD = "https://api.example.com"
@@ -408,3 +412,55 @@ async def test_a_cache_entry_vanishing_under_another_thread_is_not_an_error() ->
     assert (await v.verify(second)).sub == "b"
     assert (await v.verify(second)).sub == "b"
     assert not racy
+
+
+# -- the synchronous key lookup (JWKSCache._find_fresh) ---------------------------------
+
+
+def _issuer_and_cache(cls: type[JWKSCache] = JWKSCache) -> tuple[LocalIssuer, JWKSCache]:
+    issuer = LocalIssuer(issuer=ISS, audience=AUD, private_key=ED, kid="k1")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.asgi_app))
+    cache = cls(ISS + ".well-known/jwks.json", http_client=client, algorithms=("EdDSA",))
+    return issuer, cache
+
+
+@pytest.mark.anyio
+async def test_the_synchronous_key_lookup_agrees_with_get_key() -> None:
+    # verify() asks a JWKSCache's fresh set directly, without a coroutine; it must
+    # answer what get_key answers, or None where get_key would do more than look up.
+    _, cache = _issuer_and_cache()
+    kid = "k1"
+    assert cache._find_fresh(kid, "EdDSA") is None  # nothing loaded: get_key fetches
+    await cache.refresh()
+    assert cache._find_fresh(kid, "EdDSA") is await cache.get_key(kid, "EdDSA")
+    assert cache._find_fresh("no-such-kid", "EdDSA") is None  # get_key's slow path
+    assert cache._find_fresh(None, "EdDSA") is None
+    for alg in ("RS256", "none", 7):
+        with pytest.raises(AlgorithmNotAllowedError):
+            cache._find_fresh(kid, alg)  # type: ignore[arg-type]
+        with pytest.raises(AlgorithmNotAllowedError):
+            await cache.get_key(kid, alg)  # type: ignore[arg-type]
+    await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_jwks_cache_subclass_with_its_own_get_key_is_always_asked() -> None:
+    # The synchronous lookup is used for JWKSCache itself only: a subclass may add
+    # rules in get_key (a deny-list of kids, say), which no token may skip.
+    asked: list[str | None] = []
+
+    class Audited(JWKSCache):
+        async def get_key(self, kid: str | None, alg: str) -> PublicKey:
+            asked.append(kid)
+            return await super().get_key(kid, alg)
+
+    config = Auth0Config(issuer=ISS, audience=AUD, algorithms=("EdDSA",), token_cache_size=0)
+    for cls, expected in ((JWKSCache, 0), (Audited, 2)):
+        asked.clear()
+        issuer, cache = _issuer_and_cache(cls)
+        await cache.refresh()
+        verifier = TokenVerifier(config, key_set=cache)
+        for _ in range(2):
+            assert (await verifier.verify(issuer.token(sub="a"))).sub == "a"
+        assert len(asked) == expected, cls
+        await cache.aclose()
