@@ -30,9 +30,7 @@ _BASIC_STRING = re.compile(r'"((?:[^"\\\n]|\\["\\])*)"')
 _FLOOR = re.compile(r"^>=\s*(?P<version>[0-9][0-9A-Za-z.+!-]*)$")
 
 
-def dependencies(
-    text: str, table_name: str = "[project]", key: str = "dependencies"
-) -> list[str]:
+def dependencies(text: str, table_name: str = "[project]", key: str = "dependencies") -> list[str]:
     """The strings of ``[project] dependencies`` (or another array of strings, ``key``
     in ``table_name``) in a pyproject.toml's ``text``."""
     table = ""
