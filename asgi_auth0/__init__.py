@@ -49,6 +49,7 @@ from ._middleware import (
     AuthenticationRejected,
     MiddlewareNotInstalledError,
 )
+from ._speedups import speedups
 from ._verify import TokenVerifier
 from .fastapi import (
     configure_openapi,
@@ -117,5 +118,6 @@ __all__ = [
     "require_permissions",
     "require_scopes",
     "require_token",
+    "speedups",
     "swagger_ui_init_oauth",
 ]
