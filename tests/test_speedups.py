@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from asgi_auth0 import MalformedTokenError, StaticKeySet, TokenVerifier, _jose, _keys, _speedups
+from asgi_auth0 import speedups as asgi_auth0_speedups
 from asgi_auth0._jose import MAX_JSON_CONTAINERS, MAX_JSON_DEPTH, loads_strict
 from asgi_auth0._signing import PrivateKey, b64url, sign
 from asgi_auth0.testing import LocalIssuer
@@ -670,7 +671,8 @@ async def test_a_genuine_token_verifies_in_either_mode(
 # -- ASGI_AUTH0_SPEEDUPS --------------------------------------------------------------
 
 PROBE = (
-    "import binascii, asgi_auth0._speedups as s; "
+    "import binascii, asgi_auth0, asgi_auth0._speedups as s; "
+    "assert asgi_auth0.speedups() == s.SPEEDUPS; "
     "print(sorted(s.SPEEDUPS), s.b64decode is binascii.a2b_base64, s.json_codec is None)"
 )
 
@@ -703,3 +705,9 @@ def test_the_environment_variable_turns_the_speedups_off(setting: str) -> None:
 )
 def test_without_the_variable_both_speedups_are_used() -> None:
     assert probe(None) == "['orjson', 'pybase64'] False False"
+
+
+def test_the_public_function_reports_what_select_chose() -> None:
+    for enabled in (False, True):
+        with speedups(enabled) as names:
+            assert asgi_auth0_speedups() == names
