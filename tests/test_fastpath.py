@@ -24,6 +24,7 @@ from asgi_auth0 import (
     Claims,
     InvalidSignatureError,
     JWKSCache,
+    KeySetError,
     MalformedTokenError,
     PublicKey,
     StaticKeySet,
@@ -464,3 +465,35 @@ async def test_a_jwks_cache_subclass_with_its_own_get_key_is_always_asked() -> N
             assert (await verifier.verify(issuer.token(sub="a"))).sub == "a"
         assert len(asked) == expected, cls
         await cache.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_failing_clock_in_the_synchronous_lookup_is_the_key_sources_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Through get_key, an exception from the cache's injected clock was reported as the
+    # key source failing (503, logged); the synchronous lookup must not turn it into a
+    # 500 by letting it out of verify().
+    issuer = LocalIssuer(issuer=ISS, audience=AUD, private_key=ED, kid="k1")
+    broken = False
+
+    def clock() -> float:
+        if broken:
+            raise RuntimeError("clock source unavailable")
+        return 1000.0
+
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=issuer.asgi_app))
+    cache = JWKSCache(
+        ISS + ".well-known/jwks.json", http_client=client, algorithms=("EdDSA",), clock=clock
+    )
+    await cache.refresh()
+    config = Auth0Config(issuer=ISS, audience=AUD, algorithms=("EdDSA",), token_cache_size=0)
+    verifier = TokenVerifier(config, key_set=cache)
+    token = issuer.token(sub="a")
+    assert (await verifier.verify(token)).sub == "a"
+    broken = True
+    with pytest.raises(KeySetError, match="the key source failed unexpectedly"):
+        await verifier.verify(token)
+    assert "the key source (JWKSCache) failed unexpectedly" in caplog.text
+    broken = False
+    await cache.aclose()
