@@ -6,6 +6,7 @@ import re
 from urllib.parse import parse_qsl
 
 import pytest
+from _asgi import ws_scope
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -158,11 +159,8 @@ def test_a_repeated_query_token_is_rejected() -> None:
 
 
 def scope(header: bytes | None = None, query: bytes = b"") -> dict[str, object]:
-    return {
-        "type": "websocket",
-        "headers": headers(header) if header is not None else headers(),
-        "query_string": query,
-    }
+    # host=None: headers() brings its own Host header.
+    return ws_scope(headers(header) if header is not None else headers(), query=query, host=None)
 
 
 def test_the_query_is_ignored_unless_opted_in() -> None:
@@ -195,6 +193,7 @@ def test_a_header_token_is_used_when_the_query_form_is_opted_in_but_unused() -> 
 
 
 def test_a_scope_without_headers_or_query_is_anonymous() -> None:
+    # Minimal on purpose: no "headers" and no "query_string" key at all.
     assert token_from_scope({"type": "http"}, query_param="access_token") is None
 
 

@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from _asgi import http_scope
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import HTTPConnection
@@ -38,7 +39,7 @@ CHALLENGE = re.compile(
 
 
 def conn() -> HTTPConnection:
-    return HTTPConnection({"type": "http", "headers": [], "path": "/", "query_string": b""})
+    return HTTPConnection(http_scope(host=None))
 
 
 def params(header: str) -> dict[str, str]:
@@ -157,7 +158,7 @@ async def body_of(response: Response) -> tuple[int, dict[str, str], bytes]:
     async def send(message: dict[str, object]) -> None:
         sent.append(message)
 
-    await response({"type": "http"}, receive, send)  # type: ignore[arg-type]
+    await response(http_scope(), receive, send)  # type: ignore[arg-type]
     start, body = sent
     hdrs = {k.decode(): v.decode() for k, v in start["headers"]}  # type: ignore[attr-defined]
     return start["status"], hdrs, body["body"]  # type: ignore[return-value]

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from _asgi import drive
+from _asgi import drive, ws_scope
 from fastapi import Depends, FastAPI, Request
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -1175,6 +1175,8 @@ def test_no_authorization_header_is_not_a_dpop_request() -> None:
 # -- the request URI (RFC 9449 §4.3 htu) ----------------------------------------------------
 
 
+# Hand-written, not _asgi's builders: these scopes lack keys (scheme, raw_path, Host,
+# server) on purpose, to show how request_htu copes with each one missing.
 def _scope(
     *,
     host: str | None = "api.example.test",
@@ -1641,21 +1643,9 @@ async def test_a_websocket_handshake_with_dpop(minter: LocalIssuer, client: DPoP
 
     def scope(htu: str) -> dict[str, Any]:
         proof = proof_for(client, token=token, htu=htu)
-        return {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "scheme": "wss",
-            "path": "/ws",
-            "raw_path": b"/ws",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [
-                (b"host", b"api.example.test"),
-                (b"authorization", f"DPoP {token}".encode()),
-                (b"dpop", proof.encode()),
-            ],
-            "subprotocols": [],
-        }
+        auth = [(b"authorization", f"DPoP {token}".encode()), (b"dpop", proof.encode())]
+        # No denial extension: a refused handshake is a bare close.
+        return ws_scope(auth, scheme="wss", host=b"api.example.test", denial=False)
 
     connect = [{"type": "websocket.connect"}]
     # The handshake of wss://host/ws is GET https://host/ws: that is the htu.

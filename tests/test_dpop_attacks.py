@@ -23,7 +23,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from _asgi import drive
+from _asgi import drive, http_scope, ws_scope
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -151,20 +151,10 @@ async def raw_get(
     app: Any, target: bytes, headers: list[tuple[bytes, bytes]], *, root_path: str = ""
 ) -> int:
     """The status of a GET with exactly this request target and these headers."""
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": target.decode("latin-1").split("?", 1)[0],
-        "raw_path": target,
-        "root_path": root_path,
-        "query_string": b"",
-        "headers": headers,
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
+    path = target.decode("latin-1").split("?", 1)[0]
+    scope = http_scope(
+        headers, path, host=None, raw_path=target, root_path=root_path, server=("testserver", 80)
+    )
     sent = await drive(app, scope, [{"type": "http.request", "body": b""}])
     return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))
 
@@ -642,21 +632,10 @@ async def test_a_websocket_query_token_beside_dpop_credentials_is_refused(
     token = minter.token(cnf=client.cnf)
 
     def scope(query: bytes) -> dict[str, Any]:
-        return {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "scheme": "ws",
-            "path": "/ws",
-            "raw_path": b"/ws",
-            "root_path": "",
-            "query_string": query,
-            "headers": [
-                (b"host", b"testserver"),
-                (b"authorization", f"DPoP {token}".encode()),
-                (b"dpop", proof(client, token, htu="ws://testserver/ws").encode()),
-            ],
-            "subprotocols": [],
-        }
+        the_proof = proof(client, token, htu="ws://testserver/ws")
+        auth = [(b"authorization", f"DPoP {token}".encode()), (b"dpop", the_proof.encode())]
+        # No denial extension: a refused handshake is a bare close.
+        return ws_scope(auth, query=query, host=b"testserver", denial=False)
 
     connect = [{"type": "websocket.connect"}]
     refused = await drive(app, scope(b"access_token=" + minter.token().encode()), connect)

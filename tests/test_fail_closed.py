@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import httpx
 import pytest
 import uvicorn
-from _asgi import drive, http_scope
+from _asgi import drive, http_scope, ws_scope
 from fastapi import Depends, FastAPI
 from fastapi.security import APIKeyHeader
 from starlette.applications import Starlette
@@ -222,12 +222,10 @@ async def test_public_paths_serve_anonymous_requests(verifier: TokenVerifier, pa
 async def test_public_paths_are_matched_below_the_root_path(verifier: TokenVerifier) -> None:
     reached = Reached()
     app = starlette_app(verifier, reached)
-    scope = http_scope(path="/api/health")
-    scope["root_path"] = "/api"
+    scope = http_scope(path="/api/health", root_path="/api")
     sent = await drive(app, scope, [{"type": "http.request", "body": b""}])
     assert sent[0]["status"] == 200
-    scope = http_scope(path="/api/me")
-    scope["root_path"] = "/api"
+    scope = http_scope(path="/api/me", root_path="/api")
     sent = await drive(app, scope, [])
     assert sent[0]["status"] == 401
 
@@ -280,28 +278,23 @@ async def test_without_require_token_anonymous_requests_go_through(
     assert reached.paths == ["/me"]
 
 
-def ws_scope(path: str, *, denial: bool) -> dict[str, Any]:
-    scope = http_scope(path=path)
-    scope.update(type="websocket", scheme="ws", subprotocols=[])
-    del scope["method"]
-    if denial:
-        scope["extensions"] = {"websocket.http.response": {}}
-    return scope
-
-
 @pytest.mark.anyio
 async def test_websocket_without_a_token_is_denied_outside_the_public_paths(
     verifier: TokenVerifier,
 ) -> None:
     app = starlette_app(verifier, Reached(), public_paths=("/ws/public",))
-    sent = await drive(app, ws_scope("/ws/private", denial=True), [{"type": "websocket.connect"}])
+    sent = await drive(
+        app, ws_scope(path="/ws/private", denial=True), [{"type": "websocket.connect"}]
+    )
     assert sent[0]["type"] == "websocket.http.response.start"
     assert sent[0]["status"] == 401
-    sent = await drive(app, ws_scope("/ws/private", denial=False), [{"type": "websocket.connect"}])
+    sent = await drive(
+        app, ws_scope(path="/ws/private", denial=False), [{"type": "websocket.connect"}]
+    )
     assert sent == [{"type": "websocket.close", "code": 1008}]
     sent = await drive(
         app,
-        ws_scope("/ws/public", denial=True),
+        ws_scope(path="/ws/public", denial=True),
         [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}],
     )
     assert sent[0]["type"] == "websocket.accept"

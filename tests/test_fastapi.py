@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from _asgi import drive
+from _asgi import drive, ws_scope
 from fastapi import APIRouter, Depends, FastAPI, WebSocket
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -380,21 +380,7 @@ def test_bad_requirement_names_are_refused_at_definition(factory: Callable[[], A
 async def drive_ws(
     app: Any, headers: list[tuple[bytes, bytes]], *, path: str = "/ws", denial: bool = True
 ) -> list[Message]:
-    scope: dict[str, Any] = {
-        "type": "websocket",
-        "asgi": {"version": "3.0"},
-        "scheme": "ws",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"test"), *headers],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "subprotocols": [],
-    }
-    if denial:
-        scope["extensions"] = {"websocket.http.response": {}}
+    scope = ws_scope(headers, path, denial=denial)
     return await drive(app, scope, [{"type": "websocket.connect"}])
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from _asgi import Message, drive
+from _asgi import Message, drive, ws_scope
 from _typecheckers import assert_mypy_strict_passes
 from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
 from fastapi.security import SecurityScopes
@@ -302,21 +302,8 @@ async def test_declared_scopes_on_a_websocket_route(
 ) -> None:
     async def connect(scope: str) -> list[Message]:
         token = issuer.token(scope=scope)
-        ws_scope: dict[str, Any] = {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "scheme": "ws",
-            "path": "/ws",
-            "raw_path": b"/ws",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"host", b"test"), (b"authorization", f"Bearer {token}".encode())],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-            "subprotocols": [],
-            "extensions": {"websocket.http.response": {}},
-        }
-        return await drive(scoped_app(verifier), ws_scope, [{"type": "websocket.connect"}])
+        handshake = ws_scope([(b"authorization", f"Bearer {token}".encode())])
+        return await drive(scoped_app(verifier), handshake, [{"type": "websocket.connect"}])
 
     short = await connect("chat:read")
     assert short[0]["type"] == "websocket.http.response.start"

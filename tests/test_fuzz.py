@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import anyio
 import httpx
 import pytest
-from _asgi import drive, http_scope
+from _asgi import drive, http_scope, ws_scope
 from adversarial import generate
 from adversarial.generate import AUD, ISS, NOW
 from fastapi import Depends, FastAPI, WebSocket
@@ -441,7 +441,7 @@ def _model_header(value: bytes) -> str | type[Exception] | None:
 @fuzz(400)
 @given(st.lists(st.tuples(header_names, header_values), max_size=4))
 def test_authorization_header_parser_matches_rfc_6750(headers: list[tuple[bytes, bytes]]) -> None:
-    scope = {"type": "http", "headers": headers, "query_string": b""}
+    scope = http_scope(headers, host=None)  # exactly the generated headers
     auth = [v for n, v in headers if n.lower() == b"authorization"]
     try:
         got: str | type[Exception] | None = token_from_scope(scope)
@@ -546,11 +546,9 @@ async def test_middleware_answers_every_request_without_a_500(
     headers: list[tuple[bytes, bytes]], path: str, websocket: bool, outage: bool
 ) -> None:
     _SWITCH.down = outage
-    scope = http_scope(headers, path)
+    scope = ws_scope(headers) if websocket else http_scope(headers, path)
     incoming: list[Message] = [{"type": "http.request", "body": b"", "more_body": False}]
     if websocket:
-        scope.update(type="websocket", scheme="ws", path="/ws", raw_path=b"/ws", subprotocols=[])
-        scope["extensions"] = {"websocket.http.response": {}}
         incoming = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1000}]
     sent = await _drive(scope, incoming)
 
@@ -665,8 +663,8 @@ def _dpop_proofs(draw: st.DrawFn) -> bytes:
 async def test_dpop_requests_of_any_shape_get_an_answer_never_a_500(
     proofs: list[bytes], scheme: bytes, token: bytes, host: bytes, path: str
 ) -> None:
-    scope = http_scope([(b"authorization", scheme + token), *((b"dpop", p) for p in proofs)], path)
-    scope["headers"][0] = (b"host", host)
+    auth = [(b"authorization", scheme + token), *((b"dpop", p) for p in proofs)]
+    scope = http_scope(auth, path, host=host)
     sent = await drive(_DPOP_APP, scope, [{"type": "http.request", "body": b""}])
     start = sent[0]
     status = start["status"]
@@ -936,8 +934,7 @@ async def test_fail_closed_never_lets_an_anonymous_request_reach_a_private_route
     # Whatever the path and root_path (proxy prefix) look like, the router's choice of
     # endpoint and the middleware's idea of "public" must agree: an anonymous request
     # that gets through reaches a public endpoint, never a private one.
-    scope = http_scope(None, (root_path + path) if prefixed else path)
-    scope["root_path"] = root_path
+    scope = http_scope(None, (root_path + path) if prefixed else path, root_path=root_path)
     _PUBLIC_HITS.clear()
     sent = await drive(
         _FAIL_CLOSED_APP, scope, [{"type": "http.request", "body": b"", "more_body": False}]

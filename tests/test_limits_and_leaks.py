@@ -102,7 +102,7 @@ async def test_the_size_cap_is_exact_and_checked_first() -> None:
 async def test_a_huge_authorization_header_is_a_401_not_a_500() -> None:
     verifier, _ = _verifier()
     app = _app(verifier)
-    sent = await _drive(app, _scope([(b"authorization", b"Bearer " + b"A" * (4 << 20))], "/me"))
+    sent = await _drive(app, http_scope([(b"authorization", b"Bearer " + b"A" * (4 << 20))], "/me"))
     assert sent[0]["status"] == 401
     body = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
     assert body["reason"] == "token_too_large"
@@ -409,10 +409,6 @@ def _app(verifier: TokenVerifier) -> FastAPI:
     return api
 
 
-def _scope(headers: list[tuple[bytes, bytes]], path: str) -> dict[str, Any]:
-    return http_scope(headers, path)
-
-
 async def _drive(app: Any, scope: dict[str, Any]) -> list[Message]:
     request: Message = {"type": "http.request", "body": b"", "more_body": False}
     return await drive(app, scope, [request], timeout=10)
@@ -481,13 +477,13 @@ async def test_no_token_bytes_or_raw_attacker_text_in_logs_errors_or_responses(
                     texts.append((f"{tag} error {what}", text))
             for path in ("/me", "/scoped"):
                 sent = await _drive(
-                    app, _scope([(b"authorization", b"Bearer " + token.encode())], path)
+                    app, http_scope([(b"authorization", b"Bearer " + token.encode())], path)
                 )
                 texts.append((f"{tag} response", _response_text(sent)))
         for canary in CANARIES:
             for value in (f"Bearer {canary}", f"Basic {canary}", canary):
                 raw = value.encode("latin-1")
-                sent = await _drive(app, _scope([(b"authorization", raw)], "/me"))
+                sent = await _drive(app, http_scope([(b"authorization", raw)], "/me"))
                 texts.append((f"{tag} response", _response_text(sent)))
 
     with capture_logs() as records:

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _asgi import drive, http_scope
+from _asgi import drive, http_scope, ws_scope
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -131,21 +131,6 @@ def client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
-def ws_scope(
-    headers: list[tuple[bytes, bytes]] | None = None,
-    *,
-    query: bytes = b"",
-    denial: bool = True,
-    path: str = "/ws",
-) -> dict[str, Any]:
-    scope = http_scope(headers, path)
-    scope.update(type="websocket", scheme="ws", query_string=query, subprotocols=[])
-    del scope["method"]
-    if denial:
-        scope["extensions"] = {"websocket.http.response": {}}
-    return scope
-
-
 def start_of(sent: list[Message]) -> tuple[int, dict[str, str], Any]:
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
@@ -228,8 +213,10 @@ async def test_state_written_into_an_existing_state_dict_keeps_other_entries(
         seen["user"] = scope["user"]
         await Response("ok")(scope, receive, send)
 
-    scope = http_scope([(b"authorization", f"Bearer {issuer.token()}".encode())])
-    scope["state"] = {"db": "pool"}  # what a server copies in from lifespan state
+    scope = http_scope(
+        [(b"authorization", f"Bearer {issuer.token()}".encode())],
+        state={"db": "pool"},  # what a server copies in from lifespan state
+    )
     await drive(Auth0Middleware(app, verifier=verifier), scope, [{"type": "http.request"}])
     assert seen["db"] == "pool"
     assert seen["claims"]["sub"] == "user-1"
@@ -462,8 +449,7 @@ async def test_a_rejection_does_not_read_the_body(verifier: TokenVerifier) -> No
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = http_scope([(b"authorization", b"Bearer x.y.z")])
-    scope["method"] = "POST"
+    scope = http_scope([(b"authorization", b"Bearer x.y.z")], method="POST")
     await Auth0Middleware(app, verifier=verifier)(scope, receive, send)
     assert sent[0]["status"] == 401
 
