@@ -141,14 +141,25 @@ CACHE_CHARS_PER_ENTRY = 2048
 
 
 #: The verified-token cache takes a token at its second verification (verify()): the
-#: first only sets the token's slot in a filter of this many bytes (64 KiB). A shared
-#: slot lets a token in at its first verification, so the filter is emptied after an
-#: eighth of its slots have been set: at most one new token in eight (one in sixteen
-#: on average) is let in early, and a token's second verification counts if it comes
-#: within the next 8,192 new tokens or so (else its third does).
-_SEEN_SLOTS = 1 << 16
-_SEEN_MASK = _SEEN_SLOTS - 1
-_SEEN_RESET = _SEEN_SLOTS // 8
+#: first only sets the token's slot in a filter of one byte per slot. A shared slot
+#: lets a token in at its first verification, so the filter is emptied once an eighth
+#: of its slots are set: at most one new token in eight (one in sixteen on average) is
+#: let in early. A token's second verification counts if fewer than that many other
+#: new tokens came between its two: the filter has 16 slots per cache entry, so that
+#: window is twice the cache's size (a cache taking every token at once would have
+#: evicted it by then). At least 64 KiB (the default cache: 65,536 slots, a window of
+#: 8,192 tokens); at most 4 MiB (caches of 262,144 entries and more).
+_SEEN_MIN_SLOTS = 1 << 16
+_SEEN_MAX_SLOTS = 1 << 22
+_SEEN_SLOTS_PER_ENTRY = 16
+
+
+def _seen_slots(cache_size: int) -> int:
+    """The filter's size for a cache of ``cache_size`` entries (0: no filter)."""
+    if not cache_size:
+        return 0
+    wanted = max(_SEEN_MIN_SLOTS, cache_size * _SEEN_SLOTS_PER_ENTRY)
+    return min(_SEEN_MAX_SLOTS, 1 << (wanted - 1).bit_length())
 
 
 def _deep_size(claims: Claims) -> int:
@@ -317,8 +328,11 @@ class TokenVerifier:
         # so the id cannot be reused): when it moves, the verdicts vouched for by the
         # old one are dropped at once, not left to age out of the LRU order.
         self._generations: dict[int, tuple[object, int]] = {}
-        # Tokens verified once and not cached yet (see verify() and _SEEN_SLOTS).
-        self._seen = bytearray(_SEEN_SLOTS if self._cache_size else 0)
+        # Tokens verified once and not cached yet (see verify() and _seen_slots()).
+        slots = _seen_slots(self._cache_size)
+        self._seen = bytearray(slots)
+        self._seen_mask = slots - 1
+        self._seen_reset = slots // 8
         self._seen_count = 0
 
     @property
@@ -381,13 +395,13 @@ class TokenVerifier:
             # flood of distinct ones) neither pay the insert and eviction (a tenth of a
             # cold verification) nor push out the tokens clients do reuse.
             seen = self._seen
-            slot = hash(token) & _SEEN_MASK
+            slot = hash(token) & self._seen_mask
             if seen[slot]:
                 self._remember(token, claims, valid_until)
             else:
                 seen[slot] = 1
                 self._seen_count += 1
-                if self._seen_count >= _SEEN_RESET:
+                if self._seen_count >= self._seen_reset:
                     self._forget_seen()
         return claims
 

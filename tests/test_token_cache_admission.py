@@ -111,25 +111,58 @@ async def test_the_cache_turned_off_keeps_no_filter() -> None:
 
 
 async def test_a_token_seen_once_before_the_filter_is_emptied_needs_two_more() -> None:
-    # The filter is emptied once _SEEN_RESET of its slots are set (a token whose slot
+    # The filter is emptied once an eighth of its slots are set (a token whose slot
     # is already set sets none), so that shared slots never let more than one new
     # token in eight into the cache at its first sight.
     keys = StaticKeySet({"keys": [public_jwk(KEY, kid="k1")]})
-    v = verifier(keys, token_cache_size=2 * _verify._SEEN_RESET)
+    v = verifier(keys)  # the default cache: 65,536 slots, emptied at 8,192
+    assert v._seen_reset == len(v._seen) // 8 == 8192
     first = token(-1)
     await v.verify(first)
     assert v._seen_count == 1
     n = 0
-    while v._seen_count and n < 2 * _verify._SEEN_RESET:
+    while v._seen_count and n < 2 * v._seen_reset:
         await v.verify(token(n))
         n += 1
     assert v._seen_count == 0
     assert not any(v._seen)
     # Each token either set a slot or, its slot taken, went into the cache.
-    assert n == _verify._SEEN_RESET - 1 + v.cache_info()["entries"]
+    assert n == v._seen_reset - 1 + v.cache_info()["entries"]
     before = v.cache_info()["entries"]
     await v.verify(copy(first))
     assert v.cache_info()["entries"] == before
+    await v.verify(copy(first))
+    assert v.cache_info()["entries"] == before + 1
+
+
+def test_the_filter_grows_with_the_cache() -> None:
+    # A token's second verification counts if fewer than an eighth of the filter's
+    # slots were set in between: that window is twice the cache's size, so a larger
+    # cache gets a larger filter (a fixed one capped what a large cache could hold).
+    assert _verify._seen_slots(0) == 0
+    for size in (1, 64, 4096):
+        assert _verify._seen_slots(size) == 1 << 16
+    for size in (4097, 50_000, 262_144):
+        slots = _verify._seen_slots(size)
+        assert slots // 8 >= 2 * size
+        assert slots & (slots - 1) == 0  # a power of two: the slot is hash & mask
+    assert _verify._seen_slots(10**7) == 1 << 22  # 4 MiB at the most
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_large_cache_takes_a_token_back_after_more_than_8192_others() -> None:
+    # 9,000 other new tokens between a token's two verifications: with a filter of the
+    # default cache's size (emptied after 8,192) the second one would not count, and
+    # a cache sized for 10,000 tokens would never take a client that comes back less
+    # often than that.
+    keys = StaticKeySet({"keys": [public_jwk(KEY, kid="k1")]})
+    v = verifier(keys, token_cache_size=10_000)
+    first = token(-1)
+    await v.verify(first)
+    for n in range(9_000):
+        await v.verify(token(n))
+    before = v.cache_info()["entries"]  # the few let in early by shared slots
     await v.verify(copy(first))
     assert v.cache_info()["entries"] == before + 1
 
