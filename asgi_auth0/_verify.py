@@ -162,6 +162,10 @@ def _seen_slots(cache_size: int) -> int:
     return min(_SEEN_MAX_SLOTS, 1 << (wanted - 1).bit_length())
 
 
+# What verify()'s synchronous key lookup stands in for.
+_JWKS_GET_KEY = JWKSCache.get_key
+
+
 def _deep_size(claims: Claims) -> int:
     """Bytes held by ``claims``: the object, its mapping, and every key and value."""
     data = claims._data
@@ -289,10 +293,16 @@ class TokenVerifier:
         # Looked up once: the request path should not search attributes per token.
         self._get_key_for = getattr(key_set, "get_key_for", None)
         self._get_key_plain = key_set.get_key
-        # JWKSCache's synchronous fast path, for exactly that class: a subclass may
-        # have its own get_key, which must then be the only way in.
+        # JWKSCache's synchronous fast path, for exactly that class and its own
+        # get_key: a subclass's get_key, or one replaced on the class or the instance
+        # (a test double playing an outage, say), must stay the only way in. Like
+        # get_key itself (bound just above), this is decided once, here.
         self._find_fresh: Callable[[str | None, str], PublicKey | None] | None = (
-            key_set._find_fresh if type(key_set) is JWKSCache else None
+            key_set._find_fresh
+            if type(key_set) is JWKSCache
+            and JWKSCache.get_key is _JWKS_GET_KEY
+            and "get_key" not in vars(key_set)
+            else None
         )
         self._source_for = getattr(key_set, "source_for", None)
         # Precomputed once so the request path only does set lookups.

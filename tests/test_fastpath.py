@@ -497,3 +497,31 @@ async def test_a_failing_clock_in_the_synchronous_lookup_is_the_key_sources_fail
     assert "the key source (JWKSCache) failed unexpectedly" in caplog.text
     broken = False
     await cache.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("where", ["class", "instance"])
+async def test_a_replaced_get_key_is_honoured_with_a_fresh_set_loaded(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A test that replaces get_key to play an outage (on the class, as mock.patch.object
+    # does, or on the instance) before building the verifier must see it answer even
+    # with a fresh set loaded: the synchronous lookup stands in only for JWKSCache's
+    # own get_key. (The verifier binds get_key when it is built, as it always has.)
+    async def outage(*args: Any) -> PublicKey:
+        raise KeySetError("maintenance")
+
+    issuer, cache = _issuer_and_cache()
+    await cache.refresh()
+    config = Auth0Config(issuer=ISS, audience=AUD, algorithms=("EdDSA",), token_cache_size=0)
+    token = issuer.token(sub="a")
+    assert (await TokenVerifier(config, key_set=cache).verify(token)).sub == "a"
+    if where == "class":
+        monkeypatch.setattr(JWKSCache, "get_key", outage)
+    else:
+        monkeypatch.setattr(cache, "get_key", outage)
+    with pytest.raises(KeySetError, match="maintenance"):
+        await TokenVerifier(config, key_set=cache).verify(token)
+    monkeypatch.undo()
+    assert (await TokenVerifier(config, key_set=cache).verify(token)).sub == "a"
+    await cache.aclose()
