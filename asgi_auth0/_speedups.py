@@ -1,8 +1,8 @@
 """Optional native helpers for a cold token's base64 and JSON steps.
 
 ``pip install 'asgi_auth0[speedups]'`` installs two widely used compiled libraries:
-pybase64 (a SIMD base64 decoder) and orjson (a JSON parser in Rust). When both import,
-the token path uses them; otherwise it uses the standard library. Either way every
+pybase64 (a SIMD base64 decoder) and orjson (a JSON parser in Rust). The token path
+uses each one that imports, and the standard library otherwise. Either way every
 check is the same, and so is every answer: the standard library's parser stays the
 authority (see ``_jose._json_object``), and tests run the token path both ways.
 

@@ -379,8 +379,8 @@ class TokenVerifier:
         parsed: ParsedToken | None = None
         try:
             parsed = self.precheck(token)
-            # A JWKSCache with a fresh set answers without a coroutine (see
-            # _check_signature for the full path).
+            # A JWKSCache with a fresh set answers without a coroutine; anything else
+            # (another key source, a fetch, an unknown kid) is awaited in _get_key.
             find = self._find_fresh
             try:
                 key = None if find is None else find(parsed.kid, parsed.alg)
