@@ -126,8 +126,6 @@ def sign_jws(
 ) -> str:
     """A compact JWS of ``payload`` with ``header`` (which must name ``alg``)."""
     raw_payload = payload if isinstance(payload, bytes) else compact_json(payload)
-    signing_input = (
-        b64url(json.dumps(header, separators=(",", ":")).encode()) + "." + b64url(raw_payload)
-    )
+    signing_input = b64url(compact_json(header)) + "." + b64url(raw_payload)
     signature = sign(key, header["alg"], signing_input.encode("ascii"))
     return signing_input + "." + b64url(signature)

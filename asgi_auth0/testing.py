@@ -1082,8 +1082,7 @@ class LocalIssuer:
         own_alg = signer.alg if key is None else DEFAULT_ALG[_key_kind(key)]
         header_alg = header.get("alg")
         alg = signing_alg or (header_alg if isinstance(header_alg, str) else None) or own_alg
-        raw = json.dumps(dict(header), separators=(",", ":")).encode()
-        signing_input = b64url(raw) + "." + b64url(_payload_bytes(payload))
+        signing_input = b64url(compact_json(dict(header))) + "." + b64url(_payload_bytes(payload))
         signature = _signature(private, alg, signing_input.encode("ascii"), own_alg=own_alg)
         return signing_input + "." + b64url(signature)
 
