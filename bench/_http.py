@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,10 +87,20 @@ def _get(port: int, path: str, token: str | None = None) -> tuple[int, bytes]:
 class Server:
     """One uvicorn process serving one mode of the bench app."""
 
-    def __init__(self, mode: str, issuer: str, jwks_uri: str) -> None:
+    def __init__(
+        self,
+        mode: str,
+        issuer: str,
+        jwks_uri: str,
+        *,
+        prefix: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        # prefix and env: bench.instructions runs the server under valgrind.
         self.mode = mode
         self.port = _free_port()
         command = [
+            *prefix,
             sys.executable,
             "-m",
             "uvicorn",
@@ -107,14 +118,15 @@ class Server:
             command += ["--loop", "uvloop"]
         if importlib.util.find_spec("httptools"):
             command += ["--http", "httptools"]
-        env = {
+        environment = {
             **os.environ,
+            **(env or {}),
             "BENCH_MODE": mode,
             "BENCH_ISSUER": issuer,
             "BENCH_JWKS_URI": jwks_uri,
             "PYTHONPATH": str(_ROOT),
         }
-        self.process = subprocess.Popen(command, cwd=_ROOT, env=env)
+        self.process = subprocess.Popen(command, cwd=_ROOT, env=environment, text=True)
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
