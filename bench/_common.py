@@ -17,12 +17,21 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
+from asgi_auth0 import Auth0Config
 from asgi_auth0._signing import public_jwk
 
 DOMAIN = "bench-tenant.eu.auth0.com"
 ISSUER = f"https://{DOMAIN}/"
 AUDIENCE = "https://api.bench.example.com"
 KID = "bench-key-1"
+
+
+def bench_config(jwks_uri: str, *, token_cache: bool = True) -> Auth0Config:
+    """The verifier settings of the in-process rows: the bench tenant, its keys from
+    ``jwks_uri``, the token cache at its default size (or off)."""
+    if token_cache:
+        return Auth0Config(domain=DOMAIN, audience=AUDIENCE, jwks_uri=jwks_uri)
+    return Auth0Config(domain=DOMAIN, audience=AUDIENCE, jwks_uri=jwks_uri, token_cache_size=0)
 
 
 def b64url(data: bytes) -> str:

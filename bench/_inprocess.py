@@ -31,14 +31,14 @@ import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from asgi_auth0 import Auth0Config, JWKSCache, TokenVerifier, _speedups
+from asgi_auth0 import JWKSCache, TokenVerifier, _speedups
 
 from ._common import (
     AUDIENCE,
-    DOMAIN,
     ISSUER,
     LocalJWKS,
     auth0_payload,
+    bench_config,
     median,
     rsa_signer,
     split_token,
@@ -72,7 +72,7 @@ def run(*, batch: int = 1500, rounds: int = 15, warm_calls: int = 20_000) -> lis
     server = LocalJWKS(signer.jwks).__enter__()
     # Our verifier gets its keys the way it does in production: a JWKSCache fetching
     # the issuer's JWKS over HTTP (here from 127.0.0.1), loaded once before timing.
-    config = Auth0Config(domain=DOMAIN, audience=AUDIENCE, jwks_uri=server.url)
+    config = bench_config(server.url)
     key_set = JWKSCache.from_config(config)
     loop.run_until_complete(key_set.refresh())
     now = time.time()
@@ -126,7 +126,7 @@ def run(*, batch: int = 1500, rounds: int = 15, warm_calls: int = 20_000) -> lis
     insert_verifier = TokenVerifier(config, key_set=key_set)
     plain_verifier = TokenVerifier(config, key_set=key_set)
     nocache_verifier = TokenVerifier(
-        Auth0Config(domain=DOMAIN, audience=AUDIENCE, jwks_uri=server.url, token_cache_size=0),
+        bench_config(server.url, token_cache=False),
         key_set=key_set,
     )
 

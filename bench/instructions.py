@@ -42,8 +42,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ._common import AUDIENCE, DOMAIN, LocalJWKS, Signer, auth0_payload, split_token
-from ._http import Server
+from ._common import LocalJWKS, Signer, auth0_payload, bench_config, split_token
+from ._http import Server, stop_process
 
 PARTS = ("inprocess", "http")
 HTTP_MODES = (
@@ -101,12 +101,7 @@ class _Counted:
         )
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process, 60)  # valgrind writes its last dump on the way out
 
 
 def _request(conn: http.client.HTTPConnection, token: str) -> int:
@@ -154,7 +149,7 @@ def _child(row: str, tokens_file: str, key_file: str) -> None:
 
     import jwt  # noqa: PLC0415 - the bench extra
 
-    from asgi_auth0 import Auth0Config, JWKSCache, TokenVerifier  # noqa: PLC0415
+    from asgi_auth0 import JWKSCache, TokenVerifier  # noqa: PLC0415
 
     key = serialization.load_pem_private_key(Path(key_file).read_bytes(), None)
     assert isinstance(key, rsa.RSAPrivateKey)
@@ -163,12 +158,7 @@ def _child(row: str, tokens_file: str, key_file: str) -> None:
     # Fresh string objects, as a server makes per request: none has its hash yet.
     tokens = [t.encode().decode() for t in stored["tokens"]]
     server = LocalJWKS(signer.jwks).__enter__()
-    config = Auth0Config(
-        domain=DOMAIN,
-        audience=AUDIENCE,
-        jwks_uri=server.url,
-        token_cache_size=0 if row == "nocache" else 4096,
-    )
+    config = bench_config(server.url, token_cache=row != "nocache")
     loop = asyncio.new_event_loop()
     key_set = JWKSCache.from_config(config)
     loop.run_until_complete(key_set.refresh())

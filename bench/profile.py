@@ -38,9 +38,9 @@ import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from asgi_auth0 import Auth0Config, JWKSCache, TokenVerifier
+from asgi_auth0 import JWKSCache, TokenVerifier
 
-from ._common import AUDIENCE, DOMAIN, LocalJWKS, auth0_payload, rsa_signer, split_token
+from ._common import LocalJWKS, auth0_payload, bench_config, rsa_signer, split_token
 
 ROWS = ("floor", "reference", "cold", "insert", "nocache")
 
@@ -51,12 +51,7 @@ def _loop(row: str, tokens: int) -> tuple[Callable[[int], None], Callable[[], No
     assert isinstance(signer.key, rsa.RSAPrivateKey)
     now = time.time()
     server = LocalJWKS(signer.jwks).__enter__()
-    config = Auth0Config(
-        domain=DOMAIN,
-        audience=AUDIENCE,
-        jwks_uri=server.url,
-        token_cache_size=0 if row == "nocache" else 4096,
-    )
+    config = bench_config(server.url, token_cache=row != "nocache")
     # A pool larger than the cache, walked in order: every token is new to it.
     pool = [signer.token(auth0_payload(i, now)) for i in range(config.token_cache_size + 500)]
     loop = asyncio.new_event_loop()
