@@ -14,8 +14,6 @@ route and response in every mode, only the protection differs.
   a full verification, as if every request carried a new token).
 - ``noop_dep`` (a reference, not protection): no authentication, one no-op
   ``async`` dependency: what FastAPI's dependency machinery alone costs a route.
-- ``mw_only`` (a reference): ``Auth0Middleware`` and no dependency; the endpoint
-  reads ``request.state.claims`` and answers 401 itself when there are none.
 - ``pyjwk``: no middleware; an ``async`` dependency doing what PyJWT's docs show,
   ``PyJWKClient.get_signing_key_from_jwt`` then ``jwt.decode`` with audience and
   issuer checks (async so it does not pay a threadpool hop; PyJWKClient caches the
@@ -35,7 +33,7 @@ from asgi_auth0 import Auth0Config, Auth0Middleware, Claims, require_token
 
 from ._common import AUDIENCE
 
-MODES = ("open", "noop_dep", "mw_only", "ours", "ours_closed", "ours_nocache", "pyjwk")
+MODES = ("open", "noop_dep", "ours", "ours_closed", "ours_nocache", "pyjwk")
 
 
 def create_app() -> FastAPI:
@@ -62,18 +60,6 @@ def create_app() -> FastAPI:
         @app.get("/me")
         async def me_noop(_: Annotated[None, Depends(nothing)]) -> dict[str, Any]:
             return {"sub": None}
-
-    elif mode == "mw_only":
-        app.add_middleware(
-            Auth0Middleware, config=Auth0Config(issuer=issuer, audience=AUDIENCE, jwks_uri=jwks_uri)
-        )
-
-        @app.get("/me")
-        async def me_state(request: Request) -> dict[str, Any]:
-            claims = request.state.claims
-            if claims is None:
-                raise HTTPException(status_code=401, detail="no token")
-            return {"sub": claims.sub}
 
     elif mode in ("ours", "ours_nocache"):
         config = Auth0Config(

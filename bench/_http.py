@@ -47,7 +47,6 @@ end
 ROWS = (
     ("open", "no auth"),
     ("noop_dep", "reference: no auth, one no-op Depends (FastAPI's cost of a dependency)"),
-    ("mw_only", "reference: Auth0Middleware alone, endpoint reads request.state.claims"),
     ("ours", "asgi_auth0: Auth0Middleware + Depends(require_token)"),
     ("ours_closed", "asgi_auth0 fail-closed: Auth0Middleware(require_token=True), no Depends"),
     ("ours_nocache", "asgi_auth0, token cache off (full verify per request)"),
@@ -186,7 +185,7 @@ def _wrk(
 
 
 def run(
-    *, rounds: int = 3, seconds: float = 5, warmup: float = 2, connections: int = 16
+    *, rounds: int = 3, seconds: float = 5, warmup: float = 1, connections: int = 16
 ) -> list[HttpRow] | str:
     """The rows, or a message saying why the HTTP benchmark was skipped."""
     if shutil.which("wrk") is None:
