@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
 import os
 import platform
 import statistics
 import threading
 import time
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from asgi_auth0 import Auth0Config
@@ -62,6 +64,29 @@ class Signer:
         self._header_b64 = b64url(json.dumps(header, separators=(",", ":")).encode())
         self.jwks = {"keys": [public_jwk(key, kid=KID, alg=alg)]}
 
+    def tokens(self, payloads: list[dict[str, Any]]) -> list[str]:
+        """Tokens for ``payloads``, in order, signed on every core.
+
+        RSA-2048 signing takes about 0.7 ms, and part 1 mints some 28,000 tokens: on
+        one core that was most of the part's run time. The workers are spawned, not
+        forked: the caller may run threads (the JWKS server) that a fork would copy
+        mid-flight.
+        """
+        workers = min(os.cpu_count() or 1, 8)
+        if workers == 1 or len(payloads) < 1000:
+            return [self.token(p) for p in payloads]
+        pem = self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        step = -(-len(payloads) // (4 * workers))
+        chunks = [payloads[i : i + step] for i in range(0, len(payloads), step)]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            minted = pool.map(_mint_chunk, [pem] * len(chunks), [self.alg] * len(chunks), chunks)
+            return [token for chunk in minted for token in chunk]
+
     def token(self, payload: dict[str, Any]) -> str:
         body = b64url(json.dumps(payload, separators=(",", ":")).encode())
         signing_input = f"{self._header_b64}.{body}"
@@ -70,6 +95,14 @@ class Signer:
         else:
             sig = self.key.sign(signing_input.encode())
         return f"{signing_input}.{b64url(sig)}"
+
+
+def _mint_chunk(pem: bytes, alg: str, payloads: list[dict[str, Any]]) -> list[str]:
+    # In a worker process (Signer.tokens): the same key, so the same tokens.
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey))
+    signer = Signer(key, alg)
+    return [signer.token(p) for p in payloads]
 
 
 def rsa_signer() -> Signer:
