@@ -1,6 +1,6 @@
 """``python -m bench``: run the benchmarks and print a Markdown report.
 
-    python -m bench                      # all three parts (about 3.5 minutes)
+    python -m bench                      # all three parts (about 3 minutes)
     python -m bench --only inprocess     # or: http, memory (comma-separated)
     python -m bench --quick              # fewer rounds, for a smoke run
     python -m bench --json out.json      # also write the raw figures
