@@ -7,12 +7,14 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test test-oldest test-312 test-newest test-floors lint typecheck unit fuzz bench install clean
 
 # FLOORS=1 (make test-floors) pins every runtime dependency to its declared floor.
+# EXTRAS: the extra installed with the project (test-oldest: dev without the speedups).
+EXTRAS ?= dev
 $(STAMP): pyproject.toml $(if $(FLOORS),.ci/floors.py)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python 3.10+ is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(if $(FLOORS),$(PYTHON) .ci/floors.py pyproject.toml > $(VENV)/floors.txt)
-	$(PY) -m pip install --quiet -e '.[dev]' $(if $(FLOORS),--constraint $(VENV)/floors.txt)
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]' $(if $(FLOORS),--constraint $(VENV)/floors.txt)
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -41,14 +43,14 @@ unit: $(STAMP)
 	$(PY) -m pytest -m serial $(PYTEST_ARGS) || [ $$? = 5 ]
 
 ## The test suite again on Python 3.10, the oldest we support, in its own venv
-## (.venv310); skipped with a message when no 3.10 interpreter is found. This run keeps
-## the speedups extra off (ASGI_AUTH0_SPEEDUPS=0), so the whole suite also passes on
-## the standard library's base64 and JSON alone, as without the extra.
+## (.venv310); skipped with a message when no 3.10 interpreter is found. This venv has
+## no speedups extra (EXTRAS=dev-stdlib), so the whole suite, the servers it starts
+## included, also passes on the standard library's base64 and JSON alone.
 PYTHON310 ?= $(shell for c in $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python) python3.10; do \
 	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 10))' 2>/dev/null && { echo "$$c"; break; }; done)
 test-oldest:
 	@if [ -z "$(PYTHON310)" ]; then echo "test-oldest: no Python 3.10 found, skipped"; \
-	else ASGI_AUTH0_SPEEDUPS=0 $(MAKE) --no-print-directory unit PYTHON=$(PYTHON310) VENV=.venv310; fi
+	else $(MAKE) --no-print-directory unit PYTHON=$(PYTHON310) VENV=.venv310 EXTRAS=dev-stdlib; fi
 
 ## The test suite again on Python 3.12, in its own venv (.venv312), so that with the
 ## default interpreter, test-oldest and test-newest every supported minor version gets

@@ -6,14 +6,14 @@ uses each one that imports, and the standard library otherwise. Either way every
 check is the same, and so is every answer: the standard library's parser stays the
 authority (see ``_jose._json_object``), and tests run the token path both ways.
 
-``ASGI_AUTH0_SPEEDUPS=0`` in the environment turns them off without uninstalling them
-(read once, at import).
+Nothing here reads the environment (DESIGN.md: only ``Auth0Config.from_env`` does).
+To run without them, leave the extra out: the test suite does so on its oldest Python
+(``make test-oldest``), and tests and the benchmark switch with :func:`select`.
 """
 
 from __future__ import annotations
 
 import binascii
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +27,9 @@ JSONCodec = tuple[Callable[[bytes], Any], Callable[[Any], bytes]]
 
 def _pybase64() -> B64Decode | None:
     try:
-        import pybase64  # noqa: PLC0415 - optional: the speedups extra
+        # Without the extra, mypy run on this source (not an installed copy) finds no
+        # module here; with it, the ignore is unused: both are expected.
+        import pybase64  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
     except ImportError:
         return None
     # pybase64 falls back to pure Python when its extension did not build: slower than
@@ -43,26 +45,18 @@ def _pybase64() -> B64Decode | None:
 
 def _orjson() -> JSONCodec | None:
     try:
-        import orjson  # noqa: PLC0415 - optional: the speedups extra
+        # As for pybase64: absent without the extra.
+        import orjson  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
     except ImportError:
         return None
     return orjson.loads, orjson.dumps
-
-
-def _enabled_by_environment() -> bool:
-    return os.environ.get("ASGI_AUTH0_SPEEDUPS", "1").strip().lower() not in (
-        "0",
-        "false",
-        "no",
-        "off",
-    )
 
 
 _native_b64 = _pybase64()
 _native_json = _orjson()
 
 #: The native helpers in use: a subset of ``{"orjson", "pybase64"}``. Empty when the
-#: ``speedups`` extra is not installed or ``ASGI_AUTH0_SPEEDUPS=0``.
+#: ``speedups`` extra is not installed.
 SPEEDUPS: frozenset[str] = frozenset()
 
 #: What the token path calls (module globals, rebound by :func:`select`): the base64
@@ -75,9 +69,8 @@ json_codec: JSONCodec | None = None
 def speedups() -> frozenset[str]:
     """The native helpers the token path uses: a subset of ``{"orjson", "pybase64"}``.
 
-    Empty without the ``speedups`` extra (``pip install 'asgi_auth0[speedups]'``) or
-    with ``ASGI_AUTH0_SPEEDUPS=0``. Answers are the same either way; only a token's
-    first verifications get faster.
+    Empty without the ``speedups`` extra (``pip install 'asgi_auth0[speedups]'``).
+    Answers are the same either way; only a token's first verifications get faster.
     """
     return SPEEDUPS
 
@@ -97,4 +90,4 @@ def select(enabled: bool) -> frozenset[str]:
     return SPEEDUPS
 
 
-select(_enabled_by_environment())
+select(True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -166,6 +168,57 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("AUTH0_AUDIENCE", AUD)
     monkeypatch.delenv("AUTH0_ISSUER_BASE_URL", raising=False)
     assert Auth0Config.from_env().issuer == "https://env.auth0.com/"
+
+
+def _environment_reads(source: str) -> list[str]:
+    """Where ``source`` touches the process environment: ``os.environ``/``getenv``
+    and the like, or those names imported from ``os``, by enclosing function."""
+    names = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
+    found: list[str] = []
+
+    def visit(node: ast.AST, where: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = where
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                inner = f"{where}.{child.name}" if where else child.name
+            if (
+                isinstance(child, ast.Attribute)
+                and child.attr in names
+                and isinstance(child.value, ast.Name)
+                and child.value.id == "os"
+            ) or (
+                isinstance(child, ast.ImportFrom)
+                and child.module == "os"
+                and any(alias.name in names for alias in child.names)
+            ):
+                found.append(where or "<module>")
+            visit(child, inner)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+def test_nothing_but_from_env_reads_the_environment() -> None:
+    # DESIGN.md: "Nothing else in the library reads the environment." Settings come
+    # from Auth0Config; a variable read elsewhere would change behaviour unseen.
+    package = Path(__file__).resolve().parent.parent / "asgi_auth0"
+    reads = {
+        f"{path.name}:{where}"
+        for path in sorted(package.glob("*.py"))
+        for where in _environment_reads(path.read_text(encoding="utf-8"))
+    }
+    assert reads == {"_config.py:Auth0Config.from_env"}
+
+
+def test_the_environment_check_sees_each_way_of_reading_it() -> None:
+    source = (
+        "import os\n"
+        "from os import getenv\n"
+        "A = os.environ.get('A')\n"
+        "def f():\n    return os.getenv('B')\n"
+        "class C:\n    def g(self):\n        return os.environ['C']\n"
+    )
+    assert _environment_reads(source) == ["<module>", "<module>", "f", "C.g"]
 
 
 # -- an issuer Auth0 never issues: the tenant URL without its slash ---------------------
