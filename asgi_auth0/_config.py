@@ -335,7 +335,8 @@ def _issuer_from_base_url(url: str, domain: str | None) -> str:
 
     Auth0's SDKs document the variable as the tenant URL without the slash
     (``https://tenant.auth0.com``), while the tokens' ``iss`` has it; so on an Auth0
-    host (``*.auth0.com`` or ``AUTH0_DOMAIN``) with no path the slash is added. Any
+    host (``*.auth0.com``), or any host beside ``AUTH0_DOMAIN`` (the tenant's custom
+    domain), with no path the slash is added. Any
     other URL is kept exactly: Okta, Keycloak and Entra issuers have no slash.
     """
     domain = domain.lower() if domain is not None else None
@@ -604,8 +605,9 @@ class Auth0Config:
         missing or bad value raises :class:`ConfigError` naming the variable.
 
         ``AUTH0_ISSUER_BASE_URL`` is read as Auth0's SDKs document it, a base URL: on an
-        Auth0 host (``*.auth0.com``, or the host in ``AUTH0_DOMAIN``) with no path,
-        ``https://tenant.auth0.com`` becomes the issuer ``https://tenant.auth0.com/``
+        Auth0 host (``*.auth0.com``), or any host when ``AUTH0_DOMAIN`` is set too (the
+        tenant's custom domain), with no path, ``https://tenant.auth0.com`` becomes the
+        issuer ``https://tenant.auth0.com/``
         that Auth0 puts in ``iss``. Every other URL is the exact issuer, as written
         (Okta's ``https://x.okta.com``, Keycloak's ``.../realms/r``). An ``issuer=``
         override is always exact, and refused on a bare Auth0 host.

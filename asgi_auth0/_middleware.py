@@ -133,7 +133,8 @@ class AuthenticationRejected(Exception):
     On a WebSocket the flags say how far the handshake went, when the raiser knows.
     Without them the middleware sees for itself whether the application took the
     ``websocket.connect`` message: before that, it sends the HTTP denial response;
-    after, it closes with 1008 (which refuses a handshake not yet accepted).
+    after, it closes with 1008 (1013 for a :class:`KeySetError`: try again later),
+    which also refuses a handshake not yet accepted.
     """
 
     def __init__(
