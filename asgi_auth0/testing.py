@@ -74,7 +74,6 @@ from ._signing import (
     generate_private_key,
     public_jwk,
     sign,
-    sign_jws,
 )
 
 __all__ = [
@@ -456,13 +455,22 @@ class DPoPKey:
         access_token: str | None = None,
         iat: Any = _NOW,
         headers: Mapping[str, Any] | None = None,
+        signing_alg: str | None = None,
         **claims: Any,
     ) -> str:
         """A DPoP proof for one request: ``htm`` ``method``, ``htu`` ``url`` (sent as
         given: the API ignores its query), ``iat`` now in whole seconds (or ``iat`` as
         given, any JSON value), a random ``jti``, and ``ath`` when ``access_token`` is
         given. ``iat``, ``claims`` and ``headers`` override or, as ``None``, remove
-        payload claims and header members."""
+        payload claims and header members.
+
+        The signature follows the header's ``alg`` (or ``signing_alg``, when given), as
+        :meth:`LocalIssuer.token`'s does: ``headers={"alg": "none"}`` mints an empty
+        signature, ``HS256``/``HS384``/``HS512`` an HMAC keyed with the public key's
+        PEM (the alg-confusion forgery), and a header claiming an algorithm this key
+        cannot sign with needs ``signing_alg`` (this key's :attr:`alg`, say) to say
+        what to sign with: ``proof(..., headers={"alg": "EdDSA"}, signing_alg="ES256")``.
+        """
         payload: dict[str, Any] = {
             "jti": secrets.token_urlsafe(16),
             "htm": method,
@@ -476,7 +484,13 @@ class DPoPKey:
         header.update(headers or {})
         payload = {k: v for k, v in payload.items() if v is not None}
         header = {k: v for k, v in header.items() if v is not None}
-        return sign_jws(self.private_key, header, payload)
+        header_alg = header.get("alg")
+        alg = signing_alg or (header_alg if isinstance(header_alg, str) else None) or self.alg
+        signing_input = b64url(compact_json(header)) + "." + b64url(compact_json(payload))
+        signature = _signature(
+            self.private_key, alg, signing_input.encode("ascii"), own_alg=self.alg
+        )
+        return signing_input + "." + b64url(signature)
 
     def headers(self, access_token: str, method: str, url: str, **claims: Any) -> dict[str, str]:
         """The two request headers of a DPoP request: ``Authorization: DPoP <token>``

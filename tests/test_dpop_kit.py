@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import time
 from typing import Any
@@ -291,6 +292,45 @@ async def test_overrides_mint_the_broken_proof_asked_for(
     # was the override, not the setup.
     good = key.proof("GET", URL, access_token=token)
     assert await verifier_for(issuer, clock).verify_dpop(token, good, method="GET", url=URL)
+
+
+@pytest.mark.anyio
+async def test_a_header_alg_override_signs_as_the_issuer_kit_does(issuer: LocalIssuer) -> None:
+    # proof(headers={"alg": ...}) follows LocalIssuer.token: "none" is an empty
+    # signature, HS* an HMAC keyed with the public key's PEM (the alg-confusion
+    # forgery), and an algorithm the key cannot sign with needs signing_alg. It used
+    # to look the hash up by the alg's last characters: KeyError 'ne' for "none".
+    clock = FixedClock()
+    key = DPoPKey()
+    token = issuer.token(cnf=key.cnf)
+    verifier = verifier_for(issuer, clock)
+
+    none = key.proof("GET", URL, access_token=token, headers={"alg": "none"})
+    assert none.endswith(".")
+    assert decode(none)[0]["alg"] == "none"
+
+    forged = key.proof("GET", URL, access_token=token, headers={"alg": "HS256"})
+    header_b64, payload_b64, signature_b64 = forged.split(".")
+    pem = key.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    mac = hmac.new(pem, f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
+    assert signature_b64 == b64url(mac)
+
+    with pytest.raises(ValueError, match="signing_alg"):
+        key.proof("GET", URL, access_token=token, headers={"alg": "EdDSA"})
+    claimed = key.proof(
+        "GET", URL, access_token=token, headers={"alg": "EdDSA"}, signing_alg="ES256"
+    )
+    header, _, signing_input, signature = decode(claimed)
+    assert header["alg"] == "EdDSA"
+    assert signature_verifies(key, "ES256", signing_input, signature)
+
+    for proof in (none, forged, claimed):
+        with pytest.raises(InvalidDPoPProofError):
+            await verifier.verify_dpop(token, proof, method="GET", url=URL)
+    good = key.proof("GET", URL, access_token=token)
+    assert await verifier.verify_dpop(token, good, method="GET", url=URL)
 
 
 @pytest.mark.anyio
