@@ -372,6 +372,16 @@ class Auth0Middleware:
             # Listing public paths means "the rest is closed": say so instead of
             # serving every path anonymously.
             raise ConfigError("public_paths only applies with require_token=True")
+        from .fastapi import uncalled_factories  # noqa: PLC0415 (fastapi imports this module)
+
+        misused = uncalled_factories(app)
+        if misused:
+            raise ConfigError(
+                f"{'; '.join(misused)}: the dependency is the factory itself, not what "
+                "calling it returns, so FastAPI reads its parameters as query parameters "
+                "and answers every request 422. Call it with the names: "
+                'Depends(require_scopes("read:messages"))'
+            )
         # Validate everything else first: a verifier built here owns network clients.
         if config is not None and verifier is None:
             verifier = TokenVerifier(config)
@@ -764,6 +774,14 @@ def _built_exception_middleware(app: Starlette) -> ExceptionMiddleware | None:
 def _starlette_apps_inside(app: ASGIApp) -> Iterator[Starlette]:
     """``app`` if it is a Starlette app, and every Starlette app reachable below it:
     through middleware (``.app``), routers and mounts (``.routes``), nested mounts."""
+    for node in app_graph(app):
+        if isinstance(node, Starlette):
+            yield node
+
+
+def app_graph(app: ASGIApp) -> Iterator[Any]:
+    """``app`` and everything reachable below it, once each: middleware (``.app``),
+    Starlette apps (their router), routers and mounts (``.routes``), nested mounts."""
     stack: list[Any] = [app]
     seen: set[int] = set()
     budget = 4096  # a bound: a strange app graph must not hang startup
@@ -773,8 +791,8 @@ def _starlette_apps_inside(app: ASGIApp) -> Iterator[Starlette]:
         if node is None or id(node) in seen:
             continue
         seen.add(id(node))
+        yield node
         if isinstance(node, Starlette):
-            yield node
             stack.append(node.router)
             continue
         routes = getattr(node, "routes", None)

@@ -61,7 +61,7 @@ from fastapi.security import HTTPBearer, OAuth2AuthorizationCodeBearer, Security
 from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
 from ._bearer import missing_token_hint
@@ -76,7 +76,7 @@ from ._errors import (
     MissingTokenError,
 )
 from ._keys import log_safe
-from ._middleware import AuthenticationRejected, auth_state, fail_closed_policies
+from ._middleware import AuthenticationRejected, app_graph, auth_state, fail_closed_policies
 from ._public import PublicPaths
 
 __all__ = [
@@ -479,6 +479,47 @@ def require_permissions(
     """Like :func:`require_scopes`, for Auth0 RBAC ``permissions`` in the token."""
     names = _checked_names("require_permissions", permissions)
     return _requirement("require_permissions", names, any_of, _permissions_of, "permission")
+
+
+def uncalled_factories(app: ASGIApp) -> list[str]:
+    """The routes in ``app`` (mounted apps included) that depend on
+    :func:`require_scopes` or :func:`require_permissions` itself rather than on what a
+    call of it returns, each as ``"GET /path: Depends(require_scopes)"``.
+
+    ``Depends(require_scopes)`` is an easy slip, and FastAPI takes it without a word:
+    it reads the factory's parameters as the route's query parameters, so every
+    request is answered 422 (and one that sends ``?scopes=`` gets a 500), and the
+    OpenAPI document lists them. :class:`Auth0Middleware` refuses such an app when it
+    is built (:class:`ConfigError`), before any request.
+    """
+    found: list[str] = []
+    lists_seen: set[int] = set()  # an app and its router hold the same list
+    # Newer FastAPI keeps included routers nested (see _api_routes).
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    for node in app_graph(app):
+        routes = getattr(node, "routes", None)
+        if not isinstance(routes, list) or id(routes) in lists_seen:
+            continue
+        lists_seen.add(id(routes))
+        for route in routes if iter_contexts is None else iter_contexts(routes):
+            dependant = getattr(route, "dependant", None)
+            stack: list[Any] = [dependant] if dependant is not None else []
+            seen: set[int] = set()
+            while stack and len(seen) < 4096:  # a bound: a strange graph must not hang
+                dep = stack.pop()
+                if id(dep) in seen:
+                    continue
+                seen.add(id(dep))
+                call = getattr(dep, "call", None)
+                # By identity: a dependency may be any callable, hashable or not.
+                if call is require_scopes or call is require_permissions:
+                    methods = ",".join(sorted(getattr(route, "methods", None) or ())) or "WS"
+                    path = getattr(route, "path_format", None) or getattr(route, "path", "?")
+                    where = f"{methods} {path}: Depends({call.__name__})"
+                    if where not in found:
+                        found.append(where)
+                stack.extend(getattr(dep, "dependencies", None) or ())
+    return found
 
 
 def _scopes_of(claims: Claims) -> frozenset[str]:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI, Security
+from fastapi import APIRouter, Depends, FastAPI, Security, WebSocket
 from starlette.authentication import AuthCredentials, AuthenticationBackend, BaseUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection
@@ -35,6 +35,7 @@ from asgi_auth0 import (
     KeySetError,
     StaticKeySet,
     TokenVerifier,
+    require_permissions,
     require_scopes,
     require_token,
 )
@@ -294,6 +295,94 @@ async def test_an_authentication_middleware_outside_or_none_is_not_warned_about(
     assert (await get(app, "/health", issuer.token())).status_code == 404
     Auth0Middleware(FastAPI(), verifier=static_verifier(issuer))
     assert authentication_warnings(caplog) == []
+
+
+# -- Depends(require_scopes): the factory, not a call of it ----------------------------
+
+
+async def _user_of_uncalled(claims: Annotated[Claims, Depends(require_scopes)]) -> Claims:
+    return claims
+
+
+async def _direct(claims: Annotated[Claims, Depends(require_scopes)]) -> dict[str, Any]:
+    return {}
+
+
+async def _nested(user: Annotated[Claims, Depends(_user_of_uncalled)]) -> dict[str, Any]:
+    return {}
+
+
+async def _socket(websocket: WebSocket) -> None:
+    await websocket.close()
+
+
+async def _fine(claims: Annotated[Claims, Depends(require_scopes("read:a"))]) -> dict[str, Any]:
+    return {}
+
+
+def test_a_factory_used_uncalled_is_refused_with_the_routes_named(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    # FastAPI took Depends(require_scopes) without a word: it read the factory's
+    # parameters as query parameters, so every request got 422 ("scopes" missing),
+    # and one sending ?scopes=x a 500. Now the middleware refuses the app when built:
+    # in a route, in a dependency's own dependency, in a router's dependencies and
+    # those given to include_router, in a mounted app.
+    caplog.set_level(logging.ERROR, logger="asgi_auth0")
+    app = FastAPI()
+    app.add_api_route("/direct", _direct)
+    app.add_api_route("/nested", _nested)
+    app.add_api_route("/fine", _fine)
+    router = APIRouter(dependencies=[Depends(require_permissions)])
+    router.add_api_websocket_route("/socket", _socket)
+    mounted = FastAPI()
+    mounted.include_router(router)
+    app.mount("/v1", mounted)
+    included = APIRouter()
+    included.add_api_route("/x", _fine)
+    app.include_router(included, prefix="/p", dependencies=[Depends(require_permissions)])
+    with pytest.raises(ConfigError) as refused:
+        Auth0Middleware(app, verifier=static_verifier(minting(auth0_rsa_key)))
+    named, _, rest = str(refused.value).partition(": the dependency is the factory itself")
+    assert sorted(named.split("; ")) == [
+        "GET /direct: Depends(require_scopes)",
+        "GET /nested: Depends(require_scopes)",
+        "GET /p/x: Depends(require_permissions)",
+        "WS /socket: Depends(require_permissions)",
+    ]
+    assert 'Call it with the names: Depends(require_scopes("read:messages"))' in rest
+    assert any("Auth0Middleware is misconfigured" in line for line in lines(caplog, logging.ERROR))
+
+
+@pytest.mark.anyio
+async def test_an_app_with_a_factory_used_uncalled_serves_no_request(
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    # Through add_middleware the stack is built at the first request (or at lifespan
+    # startup): the ConfigError comes then, and no route answers as if all were well.
+    issuer = minting(auth0_rsa_key, audience=API)
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=static_verifier(issuer))
+
+    @app.get("/items")
+    async def items(claims: Annotated[Claims, Security(require_scopes)]) -> dict[str, Any]:
+        return {}
+
+    with pytest.raises(ConfigError, match=r"GET /items: Depends\(require_scopes\)"):
+        await get(app, "/items", issuer.token())
+
+
+def test_factories_called_as_documented_are_accepted(auth0_rsa_key: PrivateKey) -> None:
+    app = FastAPI(dependencies=[Depends(require_token)])
+
+    @app.get("/a")
+    async def a(
+        claims: Annotated[Claims, Depends(require_scopes("read:a", any_of=True))],
+        other: Annotated[Claims, Security(require_permissions("p"), scopes=["s"])],
+    ) -> dict[str, Any]:
+        return {}
+
+    Auth0Middleware(app, verifier=static_verifier(minting(auth0_rsa_key)))
 
 
 # -- every request refused: the log line now says why (it did not) -------------------
