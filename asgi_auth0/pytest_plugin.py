@@ -33,7 +33,9 @@ Fixtures:
     ``dpop="allowed"`` or ``"required"``.
 ``auth0_issuer_options``
     Keyword arguments for the issuer; override it in your ``conftest.py`` to change
-    the audience or key type, e.g. ``return {"audience": "https://my-api"}``.
+    the audience or key type, e.g. ``return {"audience": "https://my-api"}`` or
+    ``return {"key_type": "P-256"}`` (key types: ``"RSA"``, ``"P-256"``, ``"P-384"``,
+    ``"P-521"``, ``"Ed25519"``; the config's ``algorithms`` follow the key).
 ``auth0_rsa_key``
     One RSA private key for the whole session, so each test's issuer starts in
     milliseconds instead of generating a key. Every issuer still gets its own random
