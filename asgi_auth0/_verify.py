@@ -637,6 +637,15 @@ class TokenVerifier:
                     f" (the configured audience is this token's {claim}, the id of the "
                     f"application that asked for it, not your API's identifier)"
                 )
+        if "nonce" in payload or "at_hash" in payload:
+            # The usual client slip: a SPA sends the ID token its login returned (aud:
+            # the application's client id) where the access token belongs. Only ID
+            # tokens carry these two (OpenID Connect Core §2, §3.2.2.10).
+            return (
+                " (it has nonce or at_hash: it looks like an OpenID Connect ID token, "
+                "whose aud is the app; send the access token, requested with "
+                "audience=<API identifier>)"
+            )
         return ""
 
     def _check_claims(self, parsed: ParsedToken, *, bound: bool = False) -> tuple[Claims, float]:

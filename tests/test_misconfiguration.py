@@ -421,6 +421,27 @@ async def test_an_audience_that_is_the_tokens_azp_is_named(auth0_rsa_key: Privat
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    "marker", [{"nonce": "n-0S6_WzA2Mj"}, {"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}]
+)
+async def test_an_id_token_sent_as_an_access_token_is_named(
+    auth0_rsa_key: PrivateKey, marker: dict[str, str]
+) -> None:
+    # A SPA that sends the ID token from its login: aud is the application's id.
+    spa = "kXb3lQ9cV2mN8pR4sT6uW1yZ0aBcDeFg"
+    issuer = minting(auth0_rsa_key, audience=API)
+    verifier = static_verifier(issuer)
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.verify(issuer.token(aud=spa, **marker))
+    assert caught.value.reason == "invalid_audience"
+    assert "looks like an OpenID Connect ID token" in (caught.value.detail or "")
+    # Another API's access token (neither claim) gets no such guess.
+    with pytest.raises(InvalidTokenError) as other:
+        await verifier.verify(issuer.token(aud="https://other-api.example.com"))
+    assert other.value.detail == "aud does not name this API"
+
+
+@pytest.mark.anyio
 async def test_an_entra_v1_token_of_the_configured_tenant_is_named(
     auth0_rsa_key: PrivateKey,
 ) -> None:
