@@ -76,7 +76,9 @@ def validate_url(name: str, url: object) -> str:
         raise ConfigError(f"{name} has no host: {url!r}")
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{name} must not carry credentials: {url!r}")
-    if parts.fragment:
+    # "#" itself, not parts.fragment: a bare trailing "#" has an empty fragment, and
+    # the discovery URL built from such an issuer put /.well-known/... after it.
+    if "#" in url:
         raise ConfigError(f"{name} must not have a #fragment: {url!r}")
     if any(ord(c) < 0x21 or ord(c) == 0x7F for c in url):
         raise ConfigError(f"{name} contains whitespace or control characters")

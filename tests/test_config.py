@@ -59,6 +59,8 @@ def test_config_error_is_a_value_error() -> None:
         ({"issuer": "ftp://idp.example.com/"}, "https"),
         ({"issuer": "https://user:pw@idp.example.com/"}, "credentials"),
         ({"issuer": "https://idp.example.com/#x"}, "fragment"),
+        ({"issuer": "https://idp.example.com/realm#"}, "fragment"),  # an empty one
+        ({"domain": "t.auth0.com", "jwks_uri": "https://t.auth0.com/jwks#"}, "fragment"),
         ({"domain": "t.auth0.com", "jwks_uri": "http://t.auth0.com/jwks"}, "jwks_uri"),
         ({"domain": "t.auth0.com", "audience": ""}, "audience"),
         ({"domain": "t.auth0.com", "audience": ()}, "audience"),
