@@ -240,6 +240,9 @@ def normalize_htu(url: str) -> str | None:
     host = parts.hostname
     if scheme is None or not host or parts.username is not None or parts.password is not None:
         return None
+    # Escapes in the host too (RFC 3986 §6.2.2.2): "%74estserver" is "testserver".
+    # Lower case again after: a decoded letter may be upper case, and hosts are not.
+    host = _normalize_percent(host).lower()
     if ":" in host:
         host = f"[{host}]"  # an IPv6 literal keeps its brackets
     authority = host if port is None or port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"

@@ -656,6 +656,9 @@ def test_a_request_whose_uri_could_not_be_built_is_refused(
         ("https://[::1]:8443/x", "https://[::1]:8443/x"),
         ("https://[::1]:443/x", "https://[::1]/x"),
         ("http://[2001:DB8::1]/x", "http://[2001:db8::1]/x"),
+        ("http://%74estserver/%6De", "http://testserver/me"),  # escapes in the host too
+        ("http://%54EST%2Eexample/x", "http://test.example/x"),
+        ("http://a%20b.example/x", "http://a%20b.example/x"),  # a space stays escaped
     ],
 )
 def test_normalize_htu(url: str, expected: str) -> None:
