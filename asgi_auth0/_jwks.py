@@ -286,14 +286,22 @@ def freshness_lifetime(
     default: float,
     minimum: float,
     maximum: float,
+    expires: str | None = None,
+    date: str | None = None,
+    now: float | None = None,
 ) -> float:
-    """Seconds a response stays fresh, from its ``Cache-Control`` directives.
+    """Seconds a response stays fresh, from its ``Cache-Control`` directives, or its
+    ``Expires`` (RFC 9111 §4.2.1).
 
     ``no-store``/``no-cache`` give ``minimum``; ``max-age`` (minus a valid ``Age``) is
-    clamped to ``[minimum, maximum]``; without either, ``default`` applies unclamped.
-    Malformed directives are ignored. ``cache_control`` is the list of directives.
+    clamped to ``[minimum, maximum]``; without it, ``Expires`` minus ``Date`` (or
+    ``now``, default ``time.time()``) likewise. A ``max-age`` or ``Expires`` that
+    cannot be read makes the response stale (§4.2.1, §5.3): ``minimum``. With
+    neither, ``default`` applies unclamped. ``cache_control`` is the list of
+    directives.
     """
     max_age: int | None = None
+    unreadable = False
     for directive in cache_control:
         name, _, value = directive.strip().partition("=")
         name = name.strip().lower()
@@ -305,12 +313,37 @@ def freshness_lifetime(
                 value = value[1:-1]
             if _DIGITS.fullmatch(value):
                 seconds = int(value)
-                # Conflicting max-age directives: the shorter one is the safe reading.
-                max_age = seconds if max_age is None else min(max_age, seconds)
-    if max_age is None:
-        return default
+            elif value.isascii() and value.isdigit():
+                seconds = 2**31  # too many digits: the largest value (RFC 9111 §1.2.2)
+            else:
+                unreadable = True
+                continue
+            # Conflicting max-age directives: the shorter one is the safe reading.
+            max_age = seconds if max_age is None else min(max_age, seconds)
+    if unreadable:
+        return minimum
     elapsed = int(age.strip()) if age is not None and _DIGITS.fullmatch(age.strip()) else 0
-    return float(min(maximum, max(minimum, max_age - elapsed)))
+    if max_age is None:
+        if expires is None:
+            return default
+        until = _http_date(expires)
+        if until is None:
+            return minimum  # an invalid Expires means "already expired" (§5.3)
+        sent = _http_date(date) if date is not None else None
+        base = sent if sent is not None else (time.time() if now is None else now)
+        lifetime = until - base
+    else:
+        lifetime = max_age
+    return float(min(maximum, max(minimum, lifetime - elapsed)))
+
+
+def _http_date(value: str) -> float | None:
+    """An HTTP-date as a timestamp, or ``None`` when it is not one."""
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -323,13 +356,10 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     value = value.strip()
     if _DIGITS.fullmatch(value):
         return float(int(value))
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
+    when = _http_date(value)
+    if when is None:
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return max(0.0, when - (time.time() if now is None else now))
 
 
 def _rfc8414_url(issuer: str) -> str:
@@ -1055,6 +1085,8 @@ class JWKSCache:
             default=self._ttl,
             minimum=min(self._min_ttl, self._ttl),
             maximum=self._max_ttl,
+            expires=headers.get("expires"),
+            date=headers.get("date"),
         )
         return _Fetched(index, _fingerprint(index), lifetime, refused)
 

@@ -77,11 +77,61 @@ def test_only_max_age_sets_freshness(other: str) -> None:
     "malformed",
     ["max-age=", "max-age", 'max-age="7200', 'max-age=7200"', 'max-age="', 'max-age=""'],
 )
-def test_a_malformed_max_age_is_ignored(malformed: str) -> None:
-    # An empty value or an unbalanced quote is not a number of seconds: the
-    # configured ttl applies, as with no max-age at all.
+def test_a_malformed_max_age_makes_the_keys_stale(malformed: str) -> None:
+    # An empty value or an unbalanced quote is not a number of seconds. RFC 9111
+    # §4.2.1 encourages reading invalid freshness as stale: the minimum, not the
+    # configured ttl (it was), and not a valid max-age beside it either.
     directives = ["public", malformed]
-    assert freshness_lifetime(directives, None, default=600, minimum=300, maximum=86400) == 600
+    assert freshness_lifetime(directives, None, default=600, minimum=300, maximum=86400) == 300
+    directives = ["max-age=7200", malformed]
+    assert freshness_lifetime(directives, None, default=600, minimum=300, maximum=86400) == 300
+
+
+def test_a_max_age_of_too_many_digits_is_the_largest() -> None:
+    # RFC 9111 §1.2.2: a delta-seconds too large to hold is 2**31; clamped to maximum.
+    directives = ["max-age=9999999999999999"]
+    assert freshness_lifetime(directives, None, default=600, minimum=300, maximum=86400) == 86400
+
+
+SENT = "Sun, 29 Nov 2026 12:00:00 GMT"
+SENT_AT = 1_795_953_600  # SENT as a timestamp
+
+
+@pytest.mark.parametrize(
+    ("expires", "date", "expected"),
+    [
+        ("Sun, 29 Nov 2026 14:00:00 GMT", SENT, 7200),  # Expires - Date
+        ("Sun, 29 Nov 2026 12:00:30 GMT", SENT, 300),  # clamped up
+        ("Thu, 01 Jan 2099 00:00:00 GMT", SENT, 86400),  # clamped down
+        ("Thu, 01 Jan 1970 00:00:00 GMT", SENT, 300),  # long expired
+        ("0", SENT, 300),  # invalid: already expired (RFC 9111 §5.3)
+        ("Sun, 29 Nov 2026 14:00:00 GMT", None, 7200 - 600),  # no Date: from now
+        ("Sun, 29 Nov 2026 14:00:00 GMT", "not a date", 7200 - 600),
+    ],
+)
+def test_expires_sets_freshness_without_max_age(
+    expires: str, date: str | None, expected: float
+) -> None:
+    now = SENT_AT + 600
+    result = freshness_lifetime(
+        ["public"],
+        None,
+        default=600,
+        minimum=300,
+        maximum=86400,
+        expires=expires,
+        date=date,
+        now=now,
+    )
+    assert result == expected
+
+
+def test_max_age_wins_over_expires_and_age_counts_against_both() -> None:
+    kw: dict[str, Any] = {"default": 600, "minimum": 300, "maximum": 86400, "date": SENT}
+    late = "Sun, 29 Nov 2026 14:00:00 GMT"
+    assert freshness_lifetime(["max-age=3600"], None, expires=late, **kw) == 3600
+    assert freshness_lifetime([], "1000", expires=late, **kw) == 6200
+    assert freshness_lifetime(["no-store"], None, expires=late, **kw) == 300
 
 
 def test_of_conflicting_max_ages_the_shorter_wins_in_any_order() -> None:
