@@ -193,7 +193,12 @@ def _check_declared(
             (name for name in declared if name not in claims.scopes),
             claims,
         )
-        _reject(conn, InsufficientScopeError(_joined(declared, joined), "declared scope shortfall"))
+        _reject(
+            conn,
+            InsufficientScopeError(
+                _joined([*declared, *joined], _route_scopes(conn)), "declared scope shortfall"
+            ),
+        )
     return claims
 
 
@@ -312,6 +317,54 @@ def _joined(first: list[str], then: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*first, *then)))
 
 
+def _route_scopes(conn: HTTPConnection) -> tuple[str, ...]:
+    """Every OAuth scope the matched route requires, in dependency order.
+
+    A 403's ``scope=`` names the scope needed to access the resource (RFC 6750 §3),
+    so a shortfall names these too, not only the failing dependency's: with two
+    ``require_scopes`` on a route (or one on its router), each naming only its own
+    sent a client asking for exactly that scope to the other's 403. Declared scopes
+    count where one of our dependencies enforces them; ``any_of`` alternatives and
+    permissions (not OAuth scopes) do not. Walked on a shortfall only.
+    """
+    scope = conn.scope
+    state = scope.get("fastapi")
+    # Newer FastAPI keeps included routers nested: the dependencies a request ran
+    # (include_router's among them) are in its effective route context.
+    context = state.get("effective_route_context") if isinstance(state, dict) else None
+    dependant = getattr(context, "dependant", None)
+    if dependant is None:
+        dependant = getattr(scope.get("route"), "dependant", None)
+    found: list[str] = []
+
+    def add(names: Iterable[str]) -> None:
+        found.extend(name for name in names if name not in found)
+
+    stack: list[tuple[Any, list[str]]] = [(dependant, [])] if dependant is not None else []
+    visits = 0
+    while stack and visits < 4096:  # a bound: a strange graph must not hang a 403
+        visits += 1
+        node, inherited = stack.pop()
+        own = getattr(node, "own_oauth_scopes", None) or ()
+        scopes = inherited + [name for name in own if name not in inherited]
+        call = getattr(node, "call", None)
+        try:
+            requires = _REQUIRES.get(call)
+        except TypeError:  # an unhashable callable: not one of ours
+            requires = None
+        if requires is not None:
+            kind, names, any_of = requires
+            add(scopes)  # declared on it or above it: its own check enforces them
+            if kind == "scope" and not any_of:
+                add(names)
+            continue  # its nested declaration only repeats its names
+        if scopes and (call is require_token or call is optional_token or call is bearer_scheme):
+            add(scopes)
+        # Reversed onto the stack, so that the walk goes in declaration order.
+        stack.extend((sub, scopes) for sub in reversed(getattr(node, "dependencies", None) or ()))
+    return tuple(found)
+
+
 class _SchemeDependency(SecurityBase):
     """A dependency that is itself the ``Auth0`` security scheme.
 
@@ -401,6 +454,8 @@ def _checked_names(what: str, given: tuple[object, ...]) -> tuple[str, ...]:
 # route that wrote it inline, and FastAPI resolves it once per request. The keys come
 # from the application's code, so this stays as small as the code.
 _MADE: dict[tuple[str, tuple[str, ...], bool], Callable[..., Awaitable[Claims]]] = {}
+# What each of those requires: kind ("scope" or "permission"), names, any_of.
+_REQUIRES: dict[object, tuple[str, tuple[str, ...], bool]] = {}
 
 
 def _requirement(
@@ -440,9 +495,14 @@ def _requirement(
             error = (
                 InsufficientPermissionError(names, "permission shortfall")
                 if kind == "permission"
-                else InsufficientScopeError(_joined(declared, names), "scope shortfall")
+                else InsufficientScopeError(
+                    _joined([*declared, *names], _route_scopes(conn)), "scope shortfall"
+                )
                 if joined
-                else InsufficientScopeError(names, "scope shortfall")
+                # any_of: its alternatives (RFC 6750 has no "one of"), then the rest.
+                else InsufficientScopeError(
+                    _joined(list(names), _route_scopes(conn)), "scope shortfall"
+                )
             )
             _reject(conn, error)
         if declared:
@@ -456,6 +516,7 @@ def _requirement(
         # configure_openapi publishes the names as alternatives (see _Requirements).
         _ANY_OF_GROUPS[dependency] = names
     _MADE[(what, names, any_of)] = dependency
+    _REQUIRES[dependency] = (kind, names, any_of)
     return dependency
 
 
