@@ -195,6 +195,26 @@ def _signature(key: PrivateKey, alg: str, data: bytes, *, own_alg: str) -> bytes
     return sign(key, alg, data)
 
 
+def _crafted_jws(
+    key: PrivateKey,
+    header: Mapping[str, Any],
+    payload: bytes,
+    *,
+    signing_alg: str | None,
+    own_alg: str,
+) -> str:
+    """A compact JWS of ``header`` and ``payload`` as given, signed under
+    ``signing_alg``, else the header's ``alg``, else ``own_alg`` (see :func:`_signature`)."""
+    header_alg = header.get("alg")
+    alg = signing_alg or (header_alg if isinstance(header_alg, str) else None) or own_alg
+    signing_input = b64url(compact_json(dict(header))) + "." + b64url(payload)
+    return (
+        signing_input
+        + "."
+        + b64url(_signature(key, alg, signing_input.encode("ascii"), own_alg=own_alg))
+    )
+
+
 @dataclass(frozen=True)
 class _SigningKey:
     """One of the issuer's keys: the private half signs, ``jwk`` is what the JWKS shows."""
@@ -484,13 +504,13 @@ class DPoPKey:
         header.update(headers or {})
         payload = {k: v for k, v in payload.items() if v is not None}
         header = {k: v for k, v in header.items() if v is not None}
-        header_alg = header.get("alg")
-        alg = signing_alg or (header_alg if isinstance(header_alg, str) else None) or self.alg
-        signing_input = b64url(compact_json(header)) + "." + b64url(compact_json(payload))
-        signature = _signature(
-            self.private_key, alg, signing_input.encode("ascii"), own_alg=self.alg
+        return _crafted_jws(
+            self.private_key,
+            header,
+            compact_json(payload),
+            signing_alg=signing_alg,
+            own_alg=self.alg,
         )
-        return signing_input + "." + b64url(signature)
 
     def headers(self, access_token: str, method: str, url: str, **claims: Any) -> dict[str, str]:
         """The two request headers of a DPoP request: ``Authorization: DPoP <token>``
@@ -1094,11 +1114,9 @@ class LocalIssuer:
         signer = self._signing_key(kid)
         private = key if key is not None else signer.private_key
         own_alg = signer.alg if key is None else DEFAULT_ALG[_key_kind(key)]
-        header_alg = header.get("alg")
-        alg = signing_alg or (header_alg if isinstance(header_alg, str) else None) or own_alg
-        signing_input = b64url(compact_json(dict(header))) + "." + b64url(_payload_bytes(payload))
-        signature = _signature(private, alg, signing_input.encode("ascii"), own_alg=own_alg)
-        return signing_input + "." + b64url(signature)
+        return _crafted_jws(
+            private, header, _payload_bytes(payload), signing_alg=signing_alg, own_alg=own_alg
+        )
 
     def _signing_key(self, kid: str | None) -> _SigningKey:
         with self._cond:
