@@ -46,7 +46,6 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -168,10 +167,6 @@ def _claims_or_reject(conn: HTTPConnection) -> Claims:
 
 def _missing_token(conn: HTTPConnection) -> MissingTokenError:
     return MissingTokenError(missing_token_hint(conn.scope.get("headers") or ()))
-
-
-# The any_of dependencies made, and their names; weak so discarded ones do not pile up.
-_ANY_OF_GROUPS: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 
 def _check_declared(
@@ -348,10 +343,7 @@ def _route_scopes(conn: HTTPConnection) -> tuple[str, ...]:
         own = getattr(node, "own_oauth_scopes", None) or ()
         scopes = inherited + [name for name in own if name not in inherited]
         call = getattr(node, "call", None)
-        try:
-            requires = _REQUIRES.get(call)
-        except TypeError:  # an unhashable callable: not one of ours
-            requires = None
+        requires = _requirement_of(call)
         if requires is not None:
             kind, names, any_of = requires
             add(scopes)  # declared on it or above it: its own check enforces them
@@ -512,10 +504,9 @@ def _requirement(
     mode = "any_of" if any_of else "all_of"
     dependency.__name__ = dependency.__qualname__ = f"{what}_{mode}"
     dependency.__doc__ = f"Claims whose {kind}s include {mode.replace('_', ' ')} {list(names)}."
-    if any_of:
-        # configure_openapi publishes the names as alternatives (see _Requirements).
-        _ANY_OF_GROUPS[dependency] = names
     _MADE[(what, names, any_of)] = dependency
+    # configure_openapi publishes any_of names as alternatives (see _Requirements), and
+    # a 403 names every scope the route requires (_route_scopes).
     _REQUIRES[dependency] = (kind, names, any_of)
     return dependency
 
@@ -802,11 +793,17 @@ class _Requirements:
         return [p for p in picks if not any(set(q) < set(p) for q in picks)]
 
 
-def _any_of_group(call: object) -> tuple[str, ...] | None:
+def _requirement_of(call: object) -> tuple[str, tuple[str, ...], bool] | None:
+    """What ``call`` requires, if require_scopes/require_permissions made it."""
     try:
-        return _ANY_OF_GROUPS.get(call)
-    except TypeError:  # not weakly referenceable (or unhashable): not one of ours
+        return _REQUIRES.get(call)
+    except TypeError:  # an unhashable callable: not one of ours
         return None
+
+
+def _any_of_group(call: object) -> tuple[str, ...] | None:
+    requires = _requirement_of(call)
+    return requires[1] if requires is not None and requires[2] else None
 
 
 def _api_routes(app: FastAPI) -> Iterator[Any]:
