@@ -62,6 +62,46 @@ _OKP_ALGS = {"Ed25519": frozenset({"EdDSA", "Ed25519"}), "Ed448": frozenset({"Ed
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
+# Edwards curves of RFC 8032: (p, a, d, cofactor). OpenSSL verifies with any 32 or 57
+# bytes as the public key, the identity and other points of small order included, and
+# with such a key one signature (R the identity, S = 0) verifies one message in 1 to 8
+# of any the attacker writes. So a key whose y is not below p is refused (RFC 8032
+# §5.1.3 and §5.2.3: decoding fails), and so is a point of small order.
+_ED25519_P = 2**255 - 19
+_ED448_P = 2**448 - 2**224 - 1
+_EDWARDS = {
+    "Ed25519": (_ED25519_P, -1, -121665 * pow(121666, -1, _ED25519_P) % _ED25519_P, 8),
+    "Ed448": (_ED448_P, 1, -39081 % _ED448_P, 4),
+}
+
+
+def edwards_point_problem(crv: str, encoded: bytes) -> str | None:
+    """Why ``encoded`` is no usable ``crv`` public key (RFC 8032), or ``None``.
+
+    Refused: a y coordinate that is not below p, and a point of small order (one that
+    the cofactor multiplies to the identity), with which anyone can make signatures
+    that verify. A y that is on no point at all is left to OpenSSL, which then
+    verifies nothing with the key.
+    """
+    p, a, d, cofactor = _EDWARDS[crv]
+    top = 8 * len(encoded) - 1
+    y = int.from_bytes(encoded, "little") & ((1 << top) - 1)  # the top bit is x's sign
+    if y >= p:
+        return "its y coordinate is not below p (RFC 8032: decoding fails)"
+    # The y of a doubled point depends on y alone: with x^2 = (y^2 - 1) / (d y^2 - a)
+    # from the curve equation, y' = (y^2 - a x^2) / (2 - a x^2 - y^2). Kept as a
+    # fraction Y/Z, so that no step needs a (slow) modular inverse; x's sign never
+    # matters. The cofactor is 2**k: k doublings, and the identity is y = 1.
+    big_y, big_z = y, 1
+    for _ in range(cofactor.bit_length() - 1):
+        yy, zz = big_y * big_y % p, big_z * big_z % p
+        n, dn = (yy - zz) % p, (d * yy - a * zz) % p  # x^2 = n / dn, over zz
+        big_y, big_z = (yy * dn - a * n * zz) % p, (2 * zz * dn - a * n * zz - yy * dn) % p
+    if big_z != 0 and big_y == big_z:
+        return "it is a point of small order, with which anyone can sign"
+    return None
+
+
 def log_safe(value: object) -> str:
     """A value fit for a log line: repr-escaped and truncated (``kid``, ``alg`` and
     ``iss`` come from a token, i.e. from whoever sent it, or from the issuer's JWKS)."""
@@ -231,22 +271,27 @@ def parse_jwk(jwk: object) -> PublicKey:
     if not isinstance(jwk, Mapping):
         raise KeyRejected("not a JSON object")
     kty = jwk.get("kty")
+    # A member present as null is a member of the wrong type, not an absent one (as for
+    # claims): "use": null is no more "sig" than "use": 5 is.
     kid = jwk.get("kid")
-    if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
+    if "kid" in jwk and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
         raise KeyRejected("kid is not a string of reasonable length")
     if kty == "oct":
         raise KeyRejected("symmetric (oct) keys are never used")
     if _PRIVATE_MEMBERS & jwk.keys():
         raise KeyRejected("the JWK carries private key material")
-    use = jwk.get("use")
-    if use is not None and use != "sig":
+    if "use" in jwk and jwk["use"] != "sig":
         raise KeyRejected("use is not 'sig'")
-    key_ops = jwk.get("key_ops")
-    # A tuple is what a JWKS built in Python code (StaticKeySet) may hold; JSON gives lists.
-    if key_ops is not None and (not isinstance(key_ops, (list, tuple)) or "verify" not in key_ops):
-        raise KeyRejected("key_ops does not allow 'verify'")
+    if "key_ops" in jwk:
+        key_ops = jwk["key_ops"]
+        # A tuple is what a JWKS built in Python code (StaticKeySet) may hold; JSON
+        # gives lists.
+        if not isinstance(key_ops, (list, tuple)) or "verify" not in key_ops:
+            raise KeyRejected("key_ops does not allow 'verify'")
+        if not all(isinstance(op, str) for op in key_ops) or len(set(key_ops)) != len(key_ops):
+            raise KeyRejected("key_ops is not a list of distinct strings (RFC 7517 §4.3)")
     declared = jwk.get("alg")
-    if declared is not None and not isinstance(declared, str):
+    if "alg" in jwk and not isinstance(declared, str):
         raise KeyRejected("alg is not a string")
 
     coordinate_length = 0
@@ -277,18 +322,19 @@ def parse_jwk(jwk: object) -> PublicKey:
             raise KeyRejected("EC point is not on the curve") from exc
         fits = frozenset({alg})
     elif kty == "OKP":
-        if crv == "Ed25519":
-            try:
-                key = ed25519.Ed25519PublicKey.from_public_bytes(_coordinate(jwk, "x", 32))
-            except ValueError as exc:
-                raise KeyRejected("invalid Ed25519 key") from exc
-        elif crv == "Ed448":
-            try:
-                key = ed448.Ed448PublicKey.from_public_bytes(_coordinate(jwk, "x", 57))
-            except ValueError as exc:
-                raise KeyRejected("invalid Ed448 key") from exc
-        else:
+        if crv not in ("Ed25519", "Ed448"):  # a tuple, not a set: crv may be unhashable
             raise KeyRejected("unsupported OKP curve")
+        raw = _coordinate(jwk, "x", 32 if crv == "Ed25519" else 57)
+        problem = edwards_point_problem(crv, raw)
+        if problem is not None:
+            raise KeyRejected(f"invalid {crv} key: {problem}")
+        try:
+            if crv == "Ed25519":
+                key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
+            else:
+                key = ed448.Ed448PublicKey.from_public_bytes(raw)
+        except ValueError as exc:
+            raise KeyRejected(f"invalid {crv} key") from exc
         fits = _OKP_ALGS[crv]
     else:
         raise KeyRejected("unsupported kty")

@@ -33,6 +33,13 @@ def test_a_plain_rsa_key_fits_rsa_algorithms_only() -> None:
         (rsa_jwk(use="enc"), "use"),
         (rsa_jwk(key_ops=["encrypt"]), "key_ops"),
         (rsa_jwk(key_ops="verify"), "key_ops"),
+        (rsa_jwk(key_ops=["verify", "verify"]), "distinct"),  # RFC 7517 §4.3: MUST NOT
+        (rsa_jwk(key_ops=["verify", ["sign"]]), "distinct"),
+        # A member present as null is of the wrong type, not absent.
+        ({**public_jwk(RSA, kid="r"), "use": None}, "use"),
+        ({**public_jwk(RSA, kid="r"), "key_ops": None}, "key_ops"),
+        ({**public_jwk(RSA, kid="r"), "alg": None}, "alg"),
+        ({**public_jwk(RSA), "kid": None}, "kid"),
         (rsa_jwk(d="AQAB"), "private"),
         (rsa_jwk(p="AQAB"), "private"),
         ({"kty": "oct", "k": "c2VjcmV0", "kid": "h"}, "symmetric"),
@@ -52,8 +59,10 @@ def test_a_plain_rsa_key_fits_rsa_algorithms_only() -> None:
         ({**public_jwk(P256), "crv": "secp256k1"}, "curve"),
         ({**public_jwk(P256), "x": b64url(b"\x01" * 31)}, "length"),
         ({**public_jwk(P256), "y": "not base64!"}, "base64url"),
-        ({**public_jwk(ED), "x": "AAA="}, "Ed25519 key"),
-        ({"kty": "OKP", "crv": "Ed448", "x": b64url(b"\x01" * 56)}, "Ed448 key"),
+        ({**public_jwk(ED), "x": "AAA="}, "base64url"),
+        ({**public_jwk(ED), "x": b64url(b"\x01" * 31)}, "length"),
+        ({"kty": "OKP", "crv": "Ed448", "x": b64url(b"\x01" * 56)}, "length"),
+        ({**public_jwk(ED), "crv": ["Ed25519"]}, "OKP"),  # unhashable: no TypeError
         ({**public_jwk(ED), "crv": "X25519"}, "OKP"),
         ({"kty": "PQC", "kid": "future"}, "kty"),
         ("not an object", "object"),
@@ -187,7 +196,7 @@ def test_eddsa_and_the_curve_name_are_aliases_on_okp_keys(
 ) -> None:
     # "EdDSA" and the fully specified curve name are one algorithm on such a key, so
     # a JWK declaring either still verifies tokens that use the other spelling.
-    x = b64url(b"\x01" * 32) if crv == "Ed25519" else b64url(b"\x01" * 57)
+    x = b64url(b"\x01" * 32) if crv == "Ed25519" else b64url(b"\x01" * 56 + b"\x00")
     jwk: dict[str, Any] = {"kty": "OKP", "crv": crv, "x": x, "kid": "o"}
     if declared is not None:
         jwk["alg"] = declared
