@@ -802,6 +802,9 @@ def app_graph(app: ASGIApp) -> Iterator[Any]:
                 # that app wrapped in the mount's own middleware).
                 stack.append(getattr(route, "_base_app", None))
                 stack.append(getattr(route, "app", None))
+                # FastAPI 0.16x keeps an included router whole, as one route holding it
+                # (with neither .app nor .routes of its own): its mounts are in there.
+                stack.append(getattr(route, "original_router", None))
         stack.append(getattr(node, "app", None))
 
 
@@ -891,6 +894,16 @@ def _mount_prefixes(routes: object, target: object, prefix: str, depth: int) -> 
     if depth > 8 or not isinstance(routes, list):
         return
     for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            # An included router kept whole (FastAPI 0.16x): its mounts sit below the
+            # prefix it was included with (nested includes carry their own).
+            below = getattr(getattr(route, "include_context", None), "prefix", "")
+            if isinstance(below, str):
+                yield from _mount_prefixes(
+                    getattr(included, "routes", None), target, prefix + below, depth + 1
+                )
+            continue
         if not isinstance(route, Mount):
             continue
         path = prefix + route.path

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import fastapi.routing
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -76,8 +77,35 @@ def wrapped_directly(verifier: TokenVerifier) -> Auth0Middleware:
     return Auth0Middleware(app, verifier=verifier)
 
 
+def mounted_in_included_routers(verifier: TokenVerifier) -> FastAPI:
+    # A mount inside a router, included two levels deep. FastAPI 0.16x keeps each
+    # included router whole, as a route holding it (older FastAPI copies the routes).
+    inner = APIRouter()
+    inner.mount("/sub", fastapi_sub())
+    outer = APIRouter()
+    outer.include_router(inner, prefix="/in")
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    app.include_router(outer, prefix="/r")
+    return app
+
+
+# FastAPI before 0.16x copied an included router's routes but dropped its mounts.
+ROUTER_MOUNTS_ROUTED = hasattr(fastapi.routing, "iter_route_contexts")
+
 BUILDERS = {
     "fastapi-mount": (mounted_fastapi, "/sub/who", "/sub/admin"),
+    **(
+        {
+            "fastapi-mount-in-included-routers": (
+                mounted_in_included_routers,
+                "/r/in/sub/who",
+                "/r/in/sub/admin",
+            )
+        }
+        if ROUTER_MOUNTS_ROUTED
+        else {}
+    ),
     "starlette-nested-mount": (mounted_starlette, "/api/v1/private", "/api/v1/private"),
     "wrapped-directly": (wrapped_directly, "/sub/who", "/sub/admin"),
 }

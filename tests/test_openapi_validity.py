@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import fastapi.routing
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI, Security
@@ -340,7 +341,11 @@ async def test_a_malformed_authorization_header_gets_a_documented_answer(
 
 def mounted_under_fail_closed(
     public: tuple[str, ...] | list[str] = ("/v1/openapi.json", "/v1/ping"),
+    *,
+    in_router: str = "",
 ) -> tuple[FastAPI, FastAPI]:
+    """``sub`` mounted at /v1 of a fail-closed app, or (``in_router`` a prefix) at /v1
+    of a router included there."""
     outer = FastAPI()
     outer.add_middleware(
         Auth0Middleware,
@@ -353,7 +358,12 @@ def mounted_under_fail_closed(
     configure_openapi(sub, BEARER_ONLY)
     sub.get("/ping")(_endpoint)
     sub.get("/plain")(_endpoint)
-    outer.mount("/v1", sub)
+    if in_router:
+        router = APIRouter()
+        router.mount("/v1", sub)
+        outer.include_router(router, prefix=in_router)
+    else:
+        outer.mount("/v1", sub)
     return outer, sub
 
 
@@ -373,6 +383,26 @@ async def test_a_mounted_app_documents_the_protection_around_it() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
         doc = (await client.get("/v1/openapi.json")).json()
         plain = await client.get("/v1/plain")
+    assert op(doc, "/ping").get("security") is None
+    assert op(doc, "/plain").get("security") == [{SCHEME_NAME: []}]
+    assert_documented(doc, "/plain", "get", plain)
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(
+    not hasattr(fastapi.routing, "iter_route_contexts"),
+    reason="FastAPI before 0.16x drops the mounts of an included router",
+)
+async def test_an_app_mounted_in_an_included_router_documents_the_protection_around_it() -> None:
+    # FastAPI 0.16x keeps an included router whole: the mount is found inside it, below
+    # the prefix it was included with.
+    outer, _ = mounted_under_fail_closed(("/r/v1/openapi.json", "/r/v1/ping"), in_router="/r")
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+        doc = (await client.get("/r/v1/openapi.json")).json()
+        ping = await client.get("/r/v1/ping")
+        plain = await client.get("/r/v1/plain")
+    assert (ping.status_code, plain.status_code) == (200, 401)
     assert op(doc, "/ping").get("security") is None
     assert op(doc, "/plain").get("security") == [{SCHEME_NAME: []}]
     assert_documented(doc, "/plain", "get", plain)
