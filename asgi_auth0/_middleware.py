@@ -124,11 +124,12 @@ class AuthenticationRejected(Exception):
     """Raised by the FastAPI dependencies (or an application's own code) to have
     ``Auth0Middleware`` answer a request.
 
-    It carries the :class:`Auth0Error` to answer. The middleware around the
-    application catches it and sends the same RFC 6750 response it sends for its own
-    rejections, so no exception handler needs registering. Applications whose other
-    middleware swallows exceptions can register
-    :func:`asgi_auth0.fastapi.rejection_handler` for it instead.
+    It carries the :class:`Auth0Error` to answer. The middleware registers
+    :func:`asgi_auth0.fastapi.rejection_handler` for it on the applications it can
+    reach, and catches it itself from the rest: either way the answer is the RFC 6750
+    response it sends for its own rejections, so no exception handler needs
+    registering. Applications it cannot reach, whose other middleware swallows
+    exceptions, can register the handler by hand.
 
     On a WebSocket the flags say how far the handshake went, when the raiser knows.
     Without them the middleware sees for itself whether the application took the
@@ -757,6 +758,29 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
         built = _built_exception_middleware(found)
         if built is not None:
             built.add_exception_handler(AuthenticationRejected, rejection_handler)
+    # Added with app.add_middleware, we run inside the app's own stack, and its
+    # ExceptionMiddleware is below us, after the middleware added before us. A
+    # rejection answered there is an ordinary 401/403 response to that middleware; left
+    # to us, it passes through it as an exception, and a catch-all error middleware
+    # makes it a 500, a metrics one counts a 5xx, an error tracker reports it.
+    exception_middleware = _exception_middleware_below(app)
+    if exception_middleware is not None:
+        handlers = getattr(exception_middleware, "_exception_handlers", None)
+        if not (isinstance(handlers, dict) and AuthenticationRejected in handlers):
+            exception_middleware.add_exception_handler(AuthenticationRejected, rejection_handler)
+
+
+def _exception_middleware_below(app: ASGIApp) -> ExceptionMiddleware | None:
+    """The first ExceptionMiddleware down the ``.app`` chain from ``app``, before any
+    Starlette app (whose own is handled with its handlers), or ``None``."""
+    node: Any = app
+    for _ in range(64):  # a bound: a cycle of .app attributes must not hang startup
+        if node is None or isinstance(node, Starlette):
+            return None
+        if isinstance(node, ExceptionMiddleware):
+            return node
+        node = getattr(node, "app", None)
+    return None
 
 
 def _built_exception_middleware(app: Starlette) -> ExceptionMiddleware | None:

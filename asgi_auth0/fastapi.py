@@ -9,12 +9,15 @@ How a dependency rejects a request
 ----------------------------------
 A FastAPI dependency cannot return a response, and raising ``HTTPException`` would be
 rendered by FastAPI's own handler as ``{"detail": ...}``. So the dependencies raise
-:class:`AuthenticationRejected`, which no FastAPI or Starlette handler knows; it
-travels out of the application to the ``Auth0Middleware`` around it, which answers
-with exactly the response it gives for its own rejections (same status, challenge,
-body and response hook). Nothing needs registering. If some middleware between the
-two swallows exceptions, register :func:`rejection_handler` for
-``AuthenticationRejected`` instead; it produces the same answer.
+:class:`AuthenticationRejected`. ``Auth0Middleware`` registers
+:func:`rejection_handler` for it on the application (and on every application
+mounted below it), so the application's own exception handling answers it with
+exactly the response the middleware gives for its own rejections (same status,
+challenge, body and response hook), and middleware in between sees an ordinary
+response. Nothing needs registering. Where the middleware cannot reach the
+application (behind a wrapper it cannot look into), the exception travels out to the
+middleware, which answers it the same way; if something on that way swallows
+exceptions, register :func:`rejection_handler` for ``AuthenticationRejected`` by hand.
 
 OpenAPI
 -------

@@ -27,6 +27,7 @@ from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from asgi_auth0._challenge import Challenge, problem_json_response
@@ -777,7 +778,7 @@ async def test_websocket_outage_is_503_denial_or_1013(issuer: LocalIssuer) -> No
     assert sent == [{"type": "websocket.close", "code": 1013}]
 
 
-def rejecting_ws_app(verifier: TokenVerifier, *, accept: bool) -> Starlette:
+def rejecting_ws_app(verifier: TokenVerifier, *, accept: bool) -> Auth0Middleware:
     """A Starlette WebSocket endpoint that raises AuthenticationRejected itself, as the
     README's Starlette section shows, without the websocket_* flags, after taking
     the connect message (and, with ``accept``, accepting)."""
@@ -789,10 +790,14 @@ def rejecting_ws_app(verifier: TokenVerifier, *, accept: bool) -> Starlette:
             await websocket.receive()  # the connect message, not answered
         raise AuthenticationRejected(InsufficientScopeError(("chat",)))
 
-    # Added as app middleware (not wrapping the app): the rejection reaches the
-    # middleware itself, not a handler registered inside the app.
-    middleware = [Middleware(Auth0Middleware, verifier=verifier)]
-    return Starlette(routes=[WebSocketRoute("/ws", endpoint)], middleware=middleware)
+    # Behind a wrapper the middleware cannot look into, so that the rejection reaches
+    # the middleware itself, not the handler it registers inside the apps it finds.
+    inner = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+
+    async def opaque(scope: Scope, receive: Receive, send: Send) -> None:
+        await inner(scope, receive, send)
+
+    return Auth0Middleware(opaque, verifier=verifier)
 
 
 @pytest.mark.parametrize("accept", [True, False], ids=["after-accept", "after-connect"])

@@ -178,3 +178,65 @@ async def test_a_sub_app_that_served_requests_alone_is_answered_once_mounted(
     assert anonymous.json()["reason"] == "missing_token"
     assert ok.status_code == 200
     assert ok.json() == {"sub": "root"}
+
+
+def catch_all_inside(verifier: TokenVerifier, passed: list[str]) -> FastAPI:
+    """The app a user builds with add_middleware: a catch-all error middleware added
+    before ours runs inside it, between it and the app's own exception handling."""
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def catch_all(request: Request, call_next: Any) -> Response:
+        try:
+            response: Response = await call_next(request)
+        except Exception as exc:  # what such middleware does
+            passed.append(type(exc).__name__)
+            return JSONResponse({"message": "internal error"}, status_code=500)
+        return response
+
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+
+    @app.get("/who")
+    async def who(claims: Annotated[Claims, Depends(require_token)]) -> Any:
+        return {"sub": claims.sub}
+
+    @app.get("/admin")
+    async def admin(claims: Annotated[Claims, Depends(require_scopes("admin"))]) -> Any:
+        return {"sub": claims.sub}
+
+    return app
+
+
+async def test_middleware_inside_ours_sees_a_rejection_as_a_response(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # The rejection is answered by the app's own ExceptionMiddleware, as an
+    # HTTPException would be: what runs between it and us sees a 401/403 response,
+    # not an exception (which a catch-all turned into a 500, with no challenge).
+    passed: list[str] = []
+    async with client(catch_all_inside(verifier, passed)) as c:
+        anonymous = await c.get("/who")
+        short = await c.get("/admin", headers={"Authorization": f"Bearer {issuer.token()}"})
+        token = issuer.token(sub="root", scope="admin")
+        ok = await c.get("/admin", headers={"Authorization": f"Bearer {token}"})
+    assert anonymous.status_code == 401, anonymous.text
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="api"'
+    assert anonymous.json()["reason"] == "missing_token"
+    assert short.status_code == 403, short.text
+    assert short.headers["www-authenticate"].endswith('scope="admin"')
+    assert ok.json() == {"sub": "root"}
+    assert passed == []
+
+
+async def test_the_apps_own_handler_for_rejections_is_kept_with_add_middleware(
+    verifier: TokenVerifier,
+) -> None:
+    async def own(request: Request, exc: Exception) -> Response:
+        return PlainTextResponse("ours", status_code=418)
+
+    passed: list[str] = []
+    app = catch_all_inside(verifier, passed)
+    app.add_exception_handler(AuthenticationRejected, own)
+    async with client(app) as c:
+        r = await c.get("/who")
+    assert (r.status_code, r.text) == (418, "ours")
