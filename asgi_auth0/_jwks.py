@@ -61,7 +61,8 @@ Unknown ``kid``
 Single flight, generations, cancellation
     One fetch at a time: every caller that needs one joins the fetch under way. Each
     fetch has a sequence number and only a newer one may install its result, so an
-    older response can never overwrite a newer key set. :attr:`JWKSCache.generation`
+    older response can never overwrite a newer key set (nor an older failure mark a
+    newer success as failing). :attr:`JWKSCache.generation`
     moves whenever the usable keys change (the verifier drops cached verdicts then).
     Callers wait on an event, each under its own cancel scope, so a caller that goes
     away (its deadline, a client disconnect) stops waiting at once and never cancels
@@ -69,7 +70,9 @@ Single flight, generations, cancellation
     else the first caller starts it in a task of its own (a system task on trio),
     bounded by ``fetch_timeout``, and then waits like everyone else. A runner left
     behind in an event loop that stopped running (closed or dropped with the runner
-    still pending) is forgotten: it vouches for nothing, and a new one may start. A
+    still pending) is forgotten: it vouches for nothing, and a new one may start; so
+    is a fetch of such a loop. A fetch of another thread's running loop is joined by
+    checking on it every few milliseconds (an event cannot be awaited across loops). A
     fetch that ends without an outcome (the cache closed, the runner stopped) answers
     its waiters with 503 and does not count towards the unknown-``kid`` cooldown.
 """
@@ -142,6 +145,8 @@ _USER_AGENT = "asgi_auth0 (JWKS fetcher)"
 # Waiters give up this long after fetch_timeout; the fetch itself is bounded by
 # fetch_timeout, so this only guards against a bug leaving a flight unfinished.
 _WAIT_SLACK = 1.0
+# How often a waiter checks on a fetch running in another thread's event loop.
+_FOREIGN_POLL = 0.005
 # Backoff delays are drawn from [(1 - _JITTER) * d, d] so that many processes that
 # failed together do not retry together.
 _JITTER = 0.25
@@ -232,6 +237,9 @@ class _Flight:
     cooldown_before: float | None = None
     #: The event loop it runs in (see _running_loop): its event is bound to that loop.
     loop: object = None
+    #: Set with ``done``, for waiters in another thread's event loop, which cannot
+    #: wait on ``done`` (see JWKSCache._wait).
+    finished: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,6 +285,14 @@ def _running_loop() -> object:
         return asyncio.get_running_loop()
     except RuntimeError:  # no event loop at all: nothing to bind to
         return None
+
+
+def _running_in_another_thread(loop: object) -> bool:
+    """Whether ``loop`` is an asyncio event loop running now (in another thread, when it
+    is not the caller's): a fetch in it will end, and say so in ``_Flight.finished``."""
+    return (
+        isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running() and not loop.is_closed()
+    )
 
 
 def freshness_lifetime(
@@ -954,19 +970,37 @@ class JWKSCache:
         # The caller that started the fetch waits like any other: its deadline or a
         # client disconnect ends its wait here, and the fetch goes on for the others.
         with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
-            await flight.done.wait()
+            await self._wait(flight)
         return flight
 
-    def _current_flight(self) -> _Flight | None:
-        """The fetch under way, if it runs in this event loop.
+    async def _wait(self, flight: _Flight) -> None:
+        """Until ``flight`` is done (callers bound the wait)."""
+        if flight.loop is _running_loop():
+            await flight.done.wait()
+            return
+        # A fetch in another thread's event loop (see _current_flight): its event
+        # belongs to that loop, so watch the flag it sets, while that loop runs.
+        # (An anyio.Event cannot be set from another loop, hence the polling.)
+        while not flight.finished and _running_in_another_thread(flight.loop):  # noqa: ASYNC110
+            await anyio.sleep(_FOREIGN_POLL)
 
-        One begun in another loop can never be joined from this one (its event belongs
-        to that loop), and may never finish at all: the loop was closed with it
-        pending, or ended before its task first ran. It is forgotten, so this loop
-        fetches for itself instead of waiting for it, or failing, forever.
+    def _current_flight(self) -> _Flight | None:
+        """The fetch under way, if it runs in this event loop or in another thread's
+        asyncio loop that is running.
+
+        One begun in another loop cannot be joined the usual way (its event belongs to
+        that loop); while that loop runs, the fetch will end, and it is waited for by
+        its flag (_wait), so that several threads' loops still share one fetch and the
+        unknown-kid cooldown (a flood of unknown kids from every loop at once would
+        otherwise fetch on each). One in a loop that is not running may never finish
+        at all: the loop was closed with it pending, or stopped, or ended before its
+        task first ran. It is forgotten, so this loop fetches for itself instead of
+        waiting for it, or failing, forever.
         """
         flight = self._inflight
         if flight is not None and flight.loop is not _running_loop():
+            if _running_in_another_thread(flight.loop):
+                return flight
             self._inflight = None
             if self._pending is flight:
                 self._pending = None
@@ -1065,6 +1099,7 @@ class JWKSCache:
             if self._inflight is flight:
                 self._inflight = None
             self._forget_unanswered(flight)
+            flight.finished = True
             flight.done.set()
 
     async def _fetch(self) -> _Fetched:
@@ -1271,6 +1306,22 @@ class JWKSCache:
         )
 
     def _record_failure(self, flight: _Flight, failure: _FetchFailure) -> None:
+        if flight.seq < self._seq:
+            # Given up on while its event loop was not running (see _current_flight),
+            # and a newer fetch began since: that one says how the issuer is doing.
+            # This failure is only its own waiters' (a stopped loop run again); on
+            # the shared state it would undo a newer success and back off for nothing.
+            flight.failure = failure
+            self._failed_fetch_count += 1
+            self._logger.info(
+                "a fetch of the JWKS of %s given up on earlier failed too (%s: %s); "
+                "a newer fetch decides",
+                self._where(),
+                failure.reason,
+                failure.detail,
+                extra={"reason": "superseded_fetch_failed", "iss": self._issuer},
+            )
+            return
         now = self._clock()
         self._failures += 1
         self._failed_fetch_count += 1
@@ -1371,8 +1422,9 @@ class JWKSCache:
                     await self._perform(pending)
                     continue
                 if inflight is not None:
-                    # A fetch a request started inline before the runner began.
-                    await inflight.done.wait()
+                    # A fetch a request started inline before the runner began (or
+                    # one of another thread's loop).
+                    await self._wait(inflight)
                     continue
                 now = self._clock()
                 due = self._background_due()

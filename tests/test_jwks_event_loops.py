@@ -11,6 +11,7 @@ run rotates the key so that it must fetch.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from asgi_auth0 import Auth0Middleware, JWKSCache
+from asgi_auth0 import Auth0Middleware, JWKSCache, KeySetError
 from asgi_auth0.testing import LocalIssuer
 
 Runner = Callable[[Callable[[], Coroutine[Any, Any, str]]], str]
@@ -130,3 +131,79 @@ def test_trio_in_guest_mode_on_an_asyncio_host_is_treated_as_trio(issuer: LocalI
 
     assert asyncio.run(host()) == [issuer.current_kid] * 2
     assert issuer.jwks_requests == 1
+
+
+def test_loops_in_two_threads_share_one_fetch_and_its_cooldown(issuer: LocalIssuer) -> None:
+    # Two threads, each running its own loop (Starlette's TestClient without `with`,
+    # used from several threads, does this). While thread A's fetch for a new kid is
+    # under way, thread B asks for the same kid: it used to give up on A's fetch (an
+    # event of another loop cannot be awaited), hand the unknown-kid cooldown back and
+    # fetch for itself, so that a flood of unknown kids from every loop fetched on
+    # every request. It now waits for A's fetch.
+    cache = JWKSCache(issuer.jwks_uri)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    issuer.hold()
+    found: dict[str, str] = {}
+
+    def in_a_thread(name: str) -> threading.Thread:
+        def run() -> None:
+            found[name] = run_asyncio(lambda: _kid_of(cache, new))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    first = in_a_thread("a")
+    issuer.wait_for_waiting(1)
+    second = in_a_thread("b")
+    with pytest.raises(TimeoutError):  # no second fetch arrives (bounded: 0.5 s)
+        issuer.wait_for_waiting(2, timeout=0.5)
+    issuer.release()
+    first.join(5)
+    second.join(5)
+    assert found == {"a": new, "b": new}
+    assert issuer.jwks_requests == 2  # the first load and the one shared fetch
+
+
+def test_a_fetch_given_up_on_that_fails_later_leaves_a_newer_success_alone(
+    issuer: LocalIssuer,
+) -> None:
+    # Loop A starts a fetch and stops running (a test's loop, kept for the next
+    # test) before the answer arrives; then the connection drops, and the issuer is
+    # down when A retries. Loop B gives up on that fetch and
+    # fetches the keys. When A runs again and reads its 500, the failure is only its
+    # own waiter's: it used to mark the cache as failing and back off, so that the next
+    # new kid got 503 with no fetch at all, the issuer healthy.
+    cache = JWKSCache(issuer.jwks_uri, refresh_cooldown=0)
+    loop_a = asyncio.new_event_loop()
+    try:
+        issuer.hold()
+        waiter = loop_a.create_task(cache.get_key(issuer.current_kid, issuer.alg))
+
+        async def until_the_request_waits() -> None:
+            await issuer.wait_for_waiting_async(1)
+
+        loop_a.run_until_complete(until_the_request_waits())  # A stops, its fetch held
+        issuer.stop()  # drops A's connection unanswered: A reads that when it runs again
+        issuer.heal()
+        issuer.start()
+        assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+        issuer.stop()  # and A's retry finds no server
+        loop_a.run_until_complete(asyncio.wait([waiter], timeout=5))
+        issuer.start()
+        assert isinstance(waiter.exception(), KeySetError)  # A's own waiter: its fetch failed
+        status = cache.status()
+        assert (status.state, status.consecutive_failures, status.last_error) == (
+            "fresh",
+            0,
+            None,
+        )
+        new = issuer.rotate()
+        assert run_asyncio(lambda: _kid_of(cache, new)) == new  # fetched, not 503
+    finally:
+        loop_a.close()
+
+
+async def _kid_of(cache: JWKSCache, kid: str) -> str:
+    return (await cache.get_key(kid, "RS256")).kid or ""
