@@ -252,6 +252,11 @@ def _check_header(segment: bytes, algorithms: frozenset[str], decode: _Decode) -
     # A present kid must be a string: "kid": null is not quietly read as "no kid".
     if "kid" in header and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
         raise MalformedTokenError("kid is not a string of reasonable length")
+    # typ and cty are media types, strings (RFC 7515 §4.1.9, §4.1.10), whether or not
+    # anything here reads them: a header with "typ": 1 is malformed, not untyped.
+    for name in ("typ", "cty"):
+        if name in header and not isinstance(header[name], str):
+            raise MalformedTokenError(f"{name} is not a string")
     # Read-only all the way down: a cached header is shared by every token that has it.
     return _Header(_freeze(header), alg, kid)
 

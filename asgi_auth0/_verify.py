@@ -736,6 +736,9 @@ class TokenVerifier:
         # "no subject", which code keyed on sub must never see from a signed token.
         if "sub" in payload and type(payload["sub"]) is not str:
             raise InvalidClaimError("sub is not a string")
+        # Likewise jti (RFC 7519 §4.1.7: a string), which apps key replay checks on.
+        if "jti" in payload and type(payload["jti"]) is not str:
+            raise InvalidClaimError("jti is not a string")
         if "cnf" in payload and not (bound or self._accept_bound):
             raise SenderConstrainedTokenError(_binding_of(payload["cnf"]))
         return Claims._adopt(payload), valid_until

@@ -257,7 +257,7 @@ async def test_verify_any_string_gives_claims_or_an_invalid_token_error(token: s
 
 _VERIFIER = _verifier()
 _ABSENT = object()
-_RESERVED = frozenset({"iss", "aud", "exp", "nbf", "iat", "sub"})
+_RESERVED = frozenset({"iss", "aud", "exp", "nbf", "iat", "sub", "jti"})
 
 
 def _is_date(value: object) -> bool:
@@ -302,6 +302,8 @@ def expected_refusals(header: dict[str, Any], payload: dict[str, Any]) -> set[ty
             or _containers(part) > MAX_JSON_CONTAINERS
         ):
             return {MalformedTokenError}  # not JSON (NaN, Infinity), too deep or too many
+    if any(name in header and type(header[name]) is not str for name in ("typ", "cty")):
+        return {MalformedTokenError}  # media types are strings (RFC 7515 §4.1.9, §4.1.10)
     iss = payload.get("iss")
     if type(iss) is not str or iss != ISS:
         return {InvalidIssuerError}  # checked before any key lookup or claim
@@ -338,6 +340,8 @@ def expected_refusals(header: dict[str, Any], payload: dict[str, Any]) -> set[ty
     # "no subject" (the verifier's rule since tokens with "sub": null were refused).
     if "sub" in payload and type(payload["sub"]) is not str:
         refusals.add(InvalidClaimError)
+    if "jti" in payload and type(payload["jti"]) is not str:  # RFC 7519 §4.1.7
+        refusals.add(InvalidClaimError)
     return refusals
 
 
@@ -355,6 +359,7 @@ _CLAIM_VALUES: dict[str, st.SearchStrategy[Any]] = {
         | json_values,
     ),
     "sub": st.text(max_size=10) | json_values,
+    "jti": st.text(max_size=10) | json_values,
 }
 _DROP = object()
 
@@ -384,7 +389,8 @@ async def test_genuinely_signed_tokens_match_the_rule_model(data: st.DataObject)
     header.update(
         data.draw(
             st.dictionaries(
-                st.text(max_size=6).filter(lambda k: k not in ("alg", "kid", "crit", "b64")),
+                st.sampled_from(["typ", "cty"])
+                | st.text(max_size=6).filter(lambda k: k not in ("alg", "kid", "crit", "b64")),
                 json_values,
                 max_size=2,
             )

@@ -302,10 +302,22 @@ async def test_strict_typ() -> None:
     v = verifier(strict_typ=True)
     for typ in ("at+jwt", "application/at+jwt", "AT+JWT", "Application/AT+JWT"):
         assert (await v.verify(make(header={"typ": typ}))).sub
-    for typ in ("JWT", "jwt", _DROP, 1):
+    for typ in ("JWT", "jwt", _DROP):
         with pytest.raises(InvalidTypeError):
             await v.verify(make(header={"typ": typ}))
     assert (await verifier().verify(make(header={"typ": "JWT"}))).sub
+
+
+@pytest.mark.parametrize("member", ["typ", "cty"])
+@pytest.mark.parametrize("value", [1, None, ["at+jwt"], True])
+@pytest.mark.parametrize("strict_typ", [False, True])
+async def test_typ_and_cty_must_be_strings_when_present(
+    member: str, value: Any, strict_typ: bool
+) -> None:
+    # Media types (RFC 7515 §4.1.9, §4.1.10): a header with "typ": 1 is malformed,
+    # whether or not strict_typ reads it.
+    with pytest.raises(MalformedTokenError, match=member):
+        await verifier(strict_typ=strict_typ).verify(make(header={member: value}))
 
 
 # -- claims ---------------------------------------------------------------------------
@@ -581,6 +593,15 @@ async def test_sub_must_be_a_string_when_present(sub: Any) -> None:
     with pytest.raises(InvalidClaimError):
         await verifier().verify(make(sub=sub))
     assert (await verifier().verify(make(sub=_DROP))).sub is None
+
+
+@pytest.mark.parametrize("jti", [5, None, ["a"], True])
+async def test_jti_must_be_a_string_when_present(jti: Any) -> None:
+    # RFC 7519 §4.1.7; an app that keys replay checks on jti must never see 5 and "5".
+    with pytest.raises(InvalidClaimError, match="jti"):
+        await verifier().verify(make(jti=jti))
+    assert (await verifier().verify(make(jti="5")))["jti"] == "5"
+    assert "jti" not in await verifier().verify(make())
 
 
 # -- malformed input ------------------------------------------------------------------

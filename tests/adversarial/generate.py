@@ -1589,9 +1589,7 @@ def _typ(b: _Builder) -> None:
         ("trailing-space", "at+jwt ", "InvalidTypeError"),
         ("application-jwt", "application/jwt", "InvalidTypeError"),
         ("id_token", "id_token", "InvalidTypeError"),
-        ("null", None, "InvalidTypeError"),
         ("missing", DROP, "InvalidTypeError"),
-        ("array", ["at+jwt"], "InvalidTypeError"),
     ]:
         b.add(
             f"typ/strict-{label}",
@@ -1601,6 +1599,16 @@ def _typ(b: _Builder) -> None:
             "case-insensitively (RFC 9068 §4); this refuses ID tokens used as access tokens",
             strict_typ=True,
         )
+    for label, typ in [("null", None), ("array", ["at+jwt"]), ("number", 1)]:
+        for strict in (True, False):
+            b.add(
+                f"typ/{'strict' if strict else 'lenient'}-{label}",
+                jws(header("RS256", typ=typ), claims()),
+                "MalformedTokenError",
+                "typ is a media type, a string (RFC 7515 §4.1.9): any other value is a "
+                "malformed header, whether or not strict_typ reads it",
+                strict_typ=strict,
+            )
     b.add(
         "typ/lenient-JWT",
         jws(header("RS256", typ="JWT"), claims()),
