@@ -832,51 +832,83 @@ def app_graph(app: ASGIApp) -> Iterator[Any]:
         stack.append(getattr(node, "app", None))
 
 
-def _middleware_inside(app: ASGIApp, cls: type) -> type | None:
+def _middleware_inside(app: ASGIApp, cls: type) -> tuple[type, bool] | None:
     """The class of the first ``cls`` middleware (a subclass counts) that runs inside
-    this one, or ``None``.
+    this one, and whether it is in an app mounted below (rather than in the app we
+    wrap or run in); or ``None``.
 
     The inner stack is already built when Starlette constructs us, so it can be
     walked: through ``.app`` down to the first Starlette app, whose own
-    ``user_middleware`` all runs inside us when we wrap it directly.
+    ``user_middleware`` all runs inside us when we wrap it directly; then through
+    routers and mounts (:func:`app_graph`) to the apps mounted below, whose
+    ``user_middleware`` runs inside us too (their stacks may not be built yet).
     """
     node: Any = app
     for _ in range(64):  # a bound: a cycle of .app attributes must not hang startup
         if isinstance(node, cls):
-            return type(node)
+            return type(node), False
         if isinstance(node, Starlette):
-            for entry in node.user_middleware:
-                found = getattr(entry, "cls", None)
-                if isinstance(found, type) and issubclass(found, cls):
-                    return found
-            return None
+            found = _declared(node, cls)
+            if found is not None:
+                return found, False
+            break
         node = getattr(node, "app", None)
         if node is None:
-            return None
+            break
+    for node in app_graph(app):
+        if isinstance(node, cls):
+            return type(node), True
+        if isinstance(node, Starlette):
+            found = _declared(node, cls)
+            if found is not None:
+                return found, True
+    return None
+
+
+def _declared(app: Starlette, cls: type) -> type | None:
+    for entry in app.user_middleware:
+        found = getattr(entry, "cls", None)
+        if isinstance(found, type) and issubclass(found, cls):
+            return found
     return None
 
 
 def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
     """Log a warning when ``CORSMiddleware`` runs inside this middleware.
 
-    The mistake is easy (Starlette runs the middleware added *last* first) and shows
-    up only in a browser, as a bare CORS error: our rejections never reach the CORS
-    layer, so they carry no CORS headers, and fail closed every preflight gets 401.
+    The mistake is easy (Starlette runs the middleware added *last* first; a CORS
+    layer on the API app mounted in the protected one) and shows up only in a
+    browser, as a bare CORS error: our rejections never reach the CORS layer, so they
+    carry no CORS headers, and fail closed every preflight gets 401.
     """
-    if _middleware_inside(app, CORSMiddleware) is not None:
-        logger.warning(
-            "CORSMiddleware runs inside Auth0Middleware, so %s. Add CORSMiddleware after "
-            "Auth0Middleware (app.add_middleware runs the last one added first).",
-            "every CORS preflight outside public_paths is answered 401"
-            if require_token
-            else "401/403/400 answers reach browsers without CORS headers",
-            extra={"reason": "cors_inside"},
+    found = _middleware_inside(app, CORSMiddleware)
+    if found is None:
+        return
+    if found[1]:
+        where, fix = (
+            "in an app mounted inside Auth0Middleware",
+            "Add CORSMiddleware to the outer app, after Auth0Middleware",
         )
+    else:
+        where, fix = (
+            "inside Auth0Middleware",
+            "Add CORSMiddleware after Auth0Middleware (app.add_middleware runs the last "
+            "one added first)",
+        )
+    logger.warning(
+        "CORSMiddleware runs %s, so %s. %s.",
+        where,
+        "every CORS preflight outside public_paths is answered 401"
+        if require_token
+        else "its own 401/400 answers (a bad token) reach browsers without CORS headers",
+        fix,
+        extra={"reason": "cors_inside"},
+    )
 
 
 def _warn_if_authentication_inside(app: ASGIApp) -> None:
     """Log a warning when Starlette's ``AuthenticationMiddleware`` runs inside this
-    middleware.
+    middleware (in the app it wraps or one mounted below).
 
     It runs after us and replaces the ``scope["user"]`` and ``scope["auth"]`` we set,
     so Starlette's ``@requires`` checks its backend's answer instead of the token:
@@ -887,11 +919,12 @@ def _warn_if_authentication_inside(app: ASGIApp) -> None:
     found = _middleware_inside(app, AuthenticationMiddleware)
     if found is not None:
         logger.warning(
-            "%s runs inside Auth0Middleware and replaces the request.user and "
+            "%s runs inside Auth0Middleware%s and replaces the request.user and "
             "request.auth it sets, so Starlette's @requires checks that middleware's "
             "backend, not the token (valid tokens get 403). Remove it: Auth0Middleware "
             "sets request.user and request.auth itself.",
-            found.__name__,
+            found[0].__name__,
+            " (in a mounted app)" if found[1] else "",
             extra={"reason": "authentication_inside"},
         )
 

@@ -152,7 +152,7 @@ async def test_cors_inside_the_middleware_breaks_browsers(
 
 # -- the warning for the reversed order --------------------------------------------------
 
-CORS_WARNING = "CORSMiddleware runs inside Auth0Middleware"
+CORS_WARNING = "CORSMiddleware runs"
 
 
 def cors_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -167,7 +167,7 @@ def cors_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ("auth", "consequence"),
     [
         ({"require_token": True}, "every CORS preflight outside public_paths is answered 401"),
-        ({}, "401/403/400 answers reach browsers without CORS headers"),
+        ({}, "its own 401/400 answers (a bad token) reach browsers without CORS headers"),
     ],
 )
 async def test_cors_inside_is_reported_at_startup(
@@ -192,6 +192,25 @@ async def test_cors_inside_a_directly_wrapped_app_is_reported(
     app.add_middleware(CORSMiddleware, allow_origins=[ORIGIN])
     Auth0Middleware(app, config=auth0_config, require_token=True)
     assert len(cors_warnings(caplog)) == 1
+
+
+async def test_cors_on_an_app_mounted_inside_is_reported(
+    auth0_config: Auth0Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    # CORS on the API app, the middleware on the app it is mounted in: the same
+    # mistake (every preflight 401 when fail closed), one level down.
+    caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
+    api = FastAPI()
+    api.add_middleware(CORSMiddleware, allow_origins=[ORIGIN])
+    app = FastAPI()
+    app.mount("/api", api)
+    app.add_middleware(Auth0Middleware, config=auth0_config, require_token=True)
+    async with serving(app):
+        pass
+    [message] = cors_warnings(caplog)
+    assert "in an app mounted inside Auth0Middleware" in message
+    assert "every CORS preflight outside public_paths is answered 401" in message
+    assert "Add CORSMiddleware to the outer app" in message
 
 
 async def test_cors_outside_or_absent_is_not_reported(

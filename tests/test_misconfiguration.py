@@ -283,6 +283,25 @@ def test_an_authentication_middleware_of_a_directly_wrapped_app_is_warned_about(
     assert warning.startswith("_OwnAuthentication runs inside")
 
 
+def test_an_authentication_middleware_of_a_mounted_app_is_warned_about(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    api = FastAPI()
+    api.add_middleware(AuthenticationMiddleware, backend=_Nobody())
+    app = FastAPI()
+    app.mount("/api", api)
+    Auth0Middleware(app, verifier=static_verifier(minting(auth0_rsa_key)))
+    [warning] = [
+        line
+        for line in lines(caplog, logging.WARNING)
+        if "replaces the request.user and request.auth it sets" in line
+    ]
+    assert warning.startswith(
+        "AuthenticationMiddleware runs inside Auth0Middleware (in a mounted app)"
+    )
+
+
 @pytest.mark.anyio
 async def test_an_authentication_middleware_outside_or_none_is_not_warned_about(
     auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
