@@ -155,12 +155,19 @@ class AuthenticationRejected(Exception):
         self.websocket_accepted = websocket_accepted
 
 
+#: Where the middleware keeps a WebSocket's :class:`_ConnectWatch` in the scope, for
+#: :func:`asgi_auth0.fastapi.rejection_handler`.
+CONNECT_WATCH = "asgi_auth0.connect_watch"
+
+
 class _ConnectWatch:
     """A WebSocket's ``receive``, noting whether ``websocket.connect`` was taken.
 
     Only observes: every message passes through unchanged. It lets the middleware
     answer an :class:`AuthenticationRejected` raised after the application took the
-    connect message without saying so.
+    connect message without saying so, and the rejection handler too, whose
+    ``WebSocket`` object may not be the one that took it (Starlette's
+    ``WebSocketEndpoint`` makes its own).
     """
 
     __slots__ = ("_receive", "connected")
@@ -508,6 +515,7 @@ class Auth0Middleware:
         watch = None
         if scope_type == "websocket":
             watch = receive = _ConnectWatch(receive)
+            scope[CONNECT_WATCH] = watch
         try:
             await self.app(scope, receive, send)
         except AuthenticationRejected as rejected:

@@ -78,7 +78,14 @@ from ._errors import (
     MissingTokenError,
 )
 from ._keys import log_safe
-from ._middleware import AuthenticationRejected, app_graph, auth_state, fail_closed_policies
+from ._middleware import (
+    CONNECT_WATCH,
+    AuthenticationRejected,
+    _ConnectWatch,
+    app_graph,
+    auth_state,
+    fail_closed_policies,
+)
 from ._public import PublicPaths
 
 __all__ = [
@@ -612,6 +619,19 @@ async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response:
     if isinstance(conn, WebSocket):
         close_code = 1013 if challenge.status_code >= 500 else 1008
         if conn.application_state is WebSocketState.CONNECTED:
+            await conn.close(code=close_code)
+            return _AlreadyAnswered()
+        watch = conn.scope.get(CONNECT_WATCH)
+        if (
+            conn.client_state is WebSocketState.CONNECTING
+            and isinstance(watch, _ConnectWatch)
+            and watch.connected
+        ):
+            # The application took the connect message through another WebSocket
+            # object than this one (a WebSocketEndpoint makes its own), which may have
+            # accepted too: waiting for the message would hang. A close is right either
+            # way: before accept the server refuses the handshake, after it the client
+            # gets the close code.
             await conn.close(code=close_code)
             return _AlreadyAnswered()
         if conn.client_state is WebSocketState.CONNECTING:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.authentication import requires
 from starlette.background import BackgroundTask
+from starlette.endpoints import WebSocketEndpoint
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -812,6 +813,37 @@ async def test_a_websocket_rejection_raised_after_connect_closes_without_hanging
     sent = await drive(rejecting_ws_app(verifier, accept=accept), scope, [CONNECT], timeout=2)
     expected = [{"type": "websocket.accept", "subprotocol": None, "headers": []}] if accept else []
     assert sent == [*expected, {"type": "websocket.close", "code": 1008}]
+
+
+class _ScopedChat(WebSocketEndpoint):
+    """A class-based endpoint checking a scope per message (it makes its own
+    WebSocket object: the one the exception handler gets has seen nothing)."""
+
+    encoding = "text"
+
+    async def on_receive(self, websocket: WebSocket, data: Any) -> None:
+        if "post:chat" not in websocket.auth.scopes:
+            raise AuthenticationRejected(InsufficientScopeError(("post:chat",)))
+        await websocket.send_text("ok")
+
+
+@pytest.mark.parametrize("denial", [True, False])
+async def test_a_websocket_endpoints_rejection_after_accept_is_a_close(
+    verifier: TokenVerifier, issuer: LocalIssuer, denial: bool
+) -> None:
+    # Answered inside the app (the handler the middleware registers there): it waited
+    # for a websocket.connect the endpoint had taken long before, so the connection
+    # hung, or the next message failed the app.
+    app = Starlette(
+        routes=[WebSocketRoute("/ws", _ScopedChat)],
+        middleware=[Middleware(Auth0Middleware, verifier=verifier)],
+    )
+    token = issuer.token(scope="read:chat")
+    scope = ws_scope([(b"authorization", f"Bearer {token}".encode())], denial=denial)
+    hello = {"type": "websocket.receive", "text": "hi"}
+    sent = await drive(app, scope, [CONNECT, hello], timeout=2)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
+    assert sent[1]["code"] == 1008
 
 
 async def test_a_websocket_rejection_raised_before_connect_still_gets_the_denial(
