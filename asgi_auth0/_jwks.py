@@ -240,6 +240,9 @@ class _Flight:
     #: Set with ``done``, for waiters in another thread's event loop, which cannot
     #: wait on ``done`` (see JWKSCache._wait).
     finished: bool = False
+    #: Per event loop of such waiters: set when the one of them that watches
+    #: ``finished`` for its loop stops watching.
+    relays: dict[object, anyio.Event] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -287,9 +290,10 @@ def _running_loop() -> object:
         return None
 
 
-def _running_in_another_thread(loop: object) -> bool:
-    """Whether ``loop`` is an asyncio event loop running now (in another thread, when it
-    is not the caller's): a fetch in it will end, and say so in ``_Flight.finished``."""
+def _running_elsewhere(loop: object) -> bool:
+    """Whether ``loop``, not the caller's, is an asyncio event loop running now (in
+    another thread, or hosting trio's guest mode in this one): a fetch in it will end,
+    and say so in ``_Flight.finished``."""
     return (
         isinstance(loop, asyncio.AbstractEventLoop) and loop.is_running() and not loop.is_closed()
     )
@@ -957,6 +961,10 @@ class JWKSCache:
     async def _refresh_now(self, trigger: str) -> _Flight:
         """Join the fetch under way or start one; wait for it (never cancelling it)."""
         flight = self._current_flight()
+        if flight is not None and flight.loop is not _running_loop():
+            if await self._joined_elsewhere(flight):
+                return flight
+            flight = None
         if flight is None:
             flight = self._new_flight(trigger)
             runner = self._runner
@@ -975,14 +983,38 @@ class JWKSCache:
 
     async def _wait(self, flight: _Flight) -> None:
         """Until ``flight`` is done (callers bound the wait)."""
-        if flight.loop is _running_loop():
+        loop = _running_loop()
+        if flight.loop is loop:
             await flight.done.wait()
             return
-        # A fetch in another thread's event loop (see _current_flight): its event
-        # belongs to that loop, so watch the flag it sets, while that loop runs.
-        # (An anyio.Event cannot be set from another loop, hence the polling.)
-        while not flight.finished and _running_in_another_thread(flight.loop):  # noqa: ASYNC110
-            await anyio.sleep(_FOREIGN_POLL)
+        # A fetch in another loop that is running (see _current_flight): its event
+        # belongs to that loop and cannot be awaited here, so one waiter per loop
+        # watches the flag it sets, and the others wait on that waiter's event.
+        while not flight.finished and _running_elsewhere(flight.loop):
+            relay = flight.relays.get(loop)
+            if relay is not None:
+                await relay.wait()
+                continue
+            relay = flight.relays[loop] = anyio.Event()
+            try:
+                while not flight.finished and _running_elsewhere(flight.loop):  # noqa: ASYNC110
+                    await anyio.sleep(_FOREIGN_POLL)
+            finally:
+                # Also when this waiter goes away first: the next one takes over.
+                del flight.relays[loop]
+                relay.set()
+
+    async def _joined_elsewhere(self, flight: _Flight) -> bool:
+        """Wait for ``flight``, a fetch of another running loop, within the time it has;
+        whether it ended with an outcome. If not, it is forgotten (as one of a stopped
+        loop is): it was cancelled as its loop ended (its last caller went away), or it
+        has not ended in time (its loop is blocked), and the caller fetches instead."""
+        with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
+            await self._wait(flight)
+        if flight.ok or flight.failure is not None:
+            return True
+        self._forget(flight)
+        return False
 
     def _current_flight(self) -> _Flight | None:
         """The fetch under way, if it runs in this event loop or in another thread's
@@ -999,15 +1031,20 @@ class JWKSCache:
         """
         flight = self._inflight
         if flight is not None and flight.loop is not _running_loop():
-            if _running_in_another_thread(flight.loop):
+            if _running_elsewhere(flight.loop):
                 return flight
-            self._inflight = None
-            if self._pending is flight:
-                self._pending = None
-            self._detached.pop(flight, None)
-            self._forget_unanswered(flight)
+            self._forget(flight)
             return None
         return flight
+
+    def _forget(self, flight: _Flight) -> None:
+        """Stop counting on ``flight``, a fetch of another event loop."""
+        if self._inflight is flight:
+            self._inflight = None
+        if self._pending is flight:
+            self._pending = None
+        self._detached.pop(flight, None)
+        self._forget_unanswered(flight)
 
     def _start_fetch(self, flight: _Flight) -> None:
         """Perform ``flight`` in a task of its own, for every caller waiting on it.
@@ -1423,8 +1460,11 @@ class JWKSCache:
                     continue
                 if inflight is not None:
                     # A fetch a request started inline before the runner began (or
-                    # one of another thread's loop).
-                    await self._wait(inflight)
+                    # one of another running loop's).
+                    if inflight.loop is runner.loop:
+                        await inflight.done.wait()
+                    else:
+                        await self._joined_elsewhere(inflight)
                     continue
                 now = self._clock()
                 due = self._background_due()
@@ -1445,6 +1485,7 @@ class JWKSCache:
                     if self._inflight is pending:
                         self._inflight = None
                     self._forget_unanswered(pending)
+                    pending.finished = True
                     pending.done.set()
 
     def _runner_alive(self) -> bool:

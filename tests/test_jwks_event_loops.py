@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import asgi_auth0._jwks
 from asgi_auth0 import Auth0Middleware, JWKSCache, KeySetError
 from asgi_auth0.testing import LocalIssuer
 
@@ -207,3 +209,127 @@ def test_a_fetch_given_up_on_that_fails_later_leaves_a_newer_success_alone(
 
 async def _kid_of(cache: JWKSCache, kid: str) -> str:
     return (await cache.get_key(kid, "RS256")).kid or ""
+
+
+def _in_a_thread(target: Callable[[], None]) -> threading.Thread:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread
+
+
+def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    """Block (bounded) until ``condition()``: another thread's loop gets there."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_fetch_of_another_loop_that_ends_unanswered_is_fetched_again_here(
+    issuer: LocalIssuer,
+) -> None:
+    # Thread B's loop joins thread A's fetch. A's caller gives up and A's loop ends,
+    # cancelling the fetch: no outcome. B must fetch for itself, not answer 503 with
+    # the issuer healthy.
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    issuer.hold()
+    b_joined = threading.Event()
+    found: dict[str, str] = {}
+
+    async def a_gives_up() -> str:
+        asyncio.get_running_loop().create_task(_kid_of(cache, new))
+        await issuer.wait_for_waiting_async(1)
+        while not b_joined.is_set():
+            await asyncio.sleep(0.005)
+        return "gone"  # asyncio.run cancels the fetch's task as it ends
+
+    def b() -> None:
+        found["b"] = run_asyncio(lambda: _kid_of(cache, new))
+
+    a = _in_a_thread(lambda: found.setdefault("a", run_asyncio(a_gives_up)))
+    issuer.wait_for_waiting(1)
+    second = _in_a_thread(b)
+    _until(lambda: cache._inflight is not None and bool(cache._inflight.relays))
+    b_joined.set()
+    a.join(5)
+    issuer.release()
+    second.join(5)
+    assert found == {"a": "gone", "b": new}
+    assert issuer.jwks_requests == 3  # the first load, A's fetch, B's own
+
+
+def test_one_waiter_per_loop_watches_a_fetch_of_another_loop(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Waiters of a fetch in another thread's loop cannot await its event: one of them
+    # per loop checks its flag, the others wait on that one. A check per waiter (every
+    # 5 ms each) kept a core busy under a flood of unknown kids.
+    checks = 0
+    running_elsewhere = asgi_auth0._jwks._running_elsewhere
+
+    def counted(loop: object) -> bool:
+        nonlocal checks
+        checks += 1
+        return running_elsewhere(loop)
+
+    monkeypatch.setattr(asgi_auth0._jwks, "_running_elsewhere", counted)
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    issuer.hold()
+    found: dict[str, list[str]] = {}
+
+    async def many() -> str:
+        found["b"] = list(await asyncio.gather(*(_kid_of(cache, new) for _ in range(50))))
+        return "done"
+
+    a = _in_a_thread(lambda: found.setdefault("a", [run_asyncio(lambda: _kid_of(cache, new))]))
+    issuer.wait_for_waiting(1)
+    b = _in_a_thread(lambda: found.setdefault("done", [run_asyncio(many)]))
+    _until(lambda: cache._inflight is not None and bool(cache._inflight.relays))
+    checks = 0
+    time.sleep(0.25)  # fifty waiters, each checking every 5 ms, would check ~2,500 times
+    during = checks
+    issuer.release()
+    a.join(5)
+    b.join(5)
+    assert found == {"a": [new], "b": [new] * 50, "done": ["done"]}
+    assert issuer.jwks_requests == 2
+    assert during < 500, during
+
+
+def test_a_fetch_a_stopped_refresher_never_started_releases_another_loops_waiter(
+    issuer: LocalIssuer,
+) -> None:
+    # Loop A hands a fetch to its refresher, which is cancelled before performing it;
+    # a waiter of thread B's loop had joined that fetch. It is told the fetch ended (then
+    # fetches for itself), instead of waiting out its whole bound (fetch_timeout + 1 s).
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    b_joined = threading.Event()
+    found: dict[str, str] = {}
+
+    async def a() -> str:
+        runner = asyncio.ensure_future(cache.run())
+        await asyncio.sleep(0.05)  # the refresher is registered and asleep
+        waiter = asyncio.ensure_future(_kid_of(cache, new))
+        await asyncio.sleep(0)  # the waiter hands the fetch over and waits
+        a_handed_over.set()
+        while not b_joined.is_set():
+            await asyncio.sleep(0.005)
+        runner.cancel()
+        await asyncio.gather(runner, waiter, return_exceptions=True)
+        return "stopped"
+
+    a_handed_over = threading.Event()
+    first = _in_a_thread(lambda: found.setdefault("a", run_asyncio(a)))
+    assert a_handed_over.wait(5)
+    second = _in_a_thread(lambda: found.setdefault("b", run_asyncio(lambda: _kid_of(cache, new))))
+    _until(lambda: cache._inflight is not None and bool(cache._inflight.relays))
+    b_joined.set()
+    first.join(5)
+    second.join(5)  # well inside B's own bound of 11 s
+    assert found == {"a": "stopped", "b": new}
