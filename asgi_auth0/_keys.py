@@ -7,6 +7,7 @@ signatures are dropped at load time, one by one, without failing the whole set.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ _EDWARDS = {
 }
 
 
+@functools.lru_cache(maxsize=256)  # a custom key source's raw key: checked per token
 def edwards_point_problem(crv: str, encoded: bytes) -> str | None:
     """Why ``encoded`` is no usable ``crv`` public key (RFC 8032), or ``None``.
 
@@ -271,27 +273,26 @@ def parse_jwk(jwk: object) -> PublicKey:
     if not isinstance(jwk, Mapping):
         raise KeyRejected("not a JSON object")
     kty = jwk.get("kty")
-    # A member present as null is a member of the wrong type, not an absent one (as for
-    # claims): "use": null is no more "sig" than "use": 5 is.
+    # The issuer's own metadata, not an attacker's: a member written as null reads as
+    # absent, and a key_ops value listed twice is tolerated (RFC 7517 §4.3 forbids it),
+    # since neither widens what the key may do, and refusing the key would refuse every
+    # token of an issuer whose serializer writes them.
     kid = jwk.get("kid")
-    if "kid" in jwk and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
+    if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
         raise KeyRejected("kid is not a string of reasonable length")
     if kty == "oct":
         raise KeyRejected("symmetric (oct) keys are never used")
     if _PRIVATE_MEMBERS & jwk.keys():
         raise KeyRejected("the JWK carries private key material")
-    if "use" in jwk and jwk["use"] != "sig":
+    use = jwk.get("use")
+    if use is not None and use != "sig":
         raise KeyRejected("use is not 'sig'")
-    if "key_ops" in jwk:
-        key_ops = jwk["key_ops"]
-        # A tuple is what a JWKS built in Python code (StaticKeySet) may hold; JSON
-        # gives lists.
-        if not isinstance(key_ops, (list, tuple)) or "verify" not in key_ops:
-            raise KeyRejected("key_ops does not allow 'verify'")
-        if not all(isinstance(op, str) for op in key_ops) or len(set(key_ops)) != len(key_ops):
-            raise KeyRejected("key_ops is not a list of distinct strings (RFC 7517 §4.3)")
+    key_ops = jwk.get("key_ops")
+    # A tuple is what a JWKS built in Python code (StaticKeySet) may hold; JSON gives lists.
+    if key_ops is not None and (not isinstance(key_ops, (list, tuple)) or "verify" not in key_ops):
+        raise KeyRejected("key_ops does not allow 'verify'")
     declared = jwk.get("alg")
-    if "alg" in jwk and not isinstance(declared, str):
+    if declared is not None and not isinstance(declared, str):
         raise KeyRejected("alg is not a string")
 
     coordinate_length = 0
@@ -518,8 +519,10 @@ def wrap_foreign_key(kid: str | None, alg: str, key: object) -> PublicKey:
         for crv, (curve, ec_alg, length) in _EC_CURVES.items():
             if curve.name == key.curve.name:
                 return PublicKey(kid, "EC", crv, frozenset({ec_alg}), key, length)
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return PublicKey(kid, "OKP", "Ed25519", _OKP_ALGS["Ed25519"], key)
-    if isinstance(key, ed448.Ed448PublicKey):
-        return PublicKey(kid, "OKP", "Ed448", _OKP_ALGS["Ed448"], key)
+    if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+        crv = "Ed25519" if isinstance(key, ed25519.Ed25519PublicKey) else "Ed448"
+        problem = edwards_point_problem(crv, key.public_bytes_raw())
+        if problem is not None:
+            raise KeySetError(f"the key source returned an unusable {crv} key: {problem}")
+        return PublicKey(kid, "OKP", crv, _OKP_ALGS[crv], key)
     raise KeySetError(f"the key source returned an unusable key for alg {alg}")

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from asgi_auth0 import (
     Auth0Config,
     InvalidDPoPProofError,
+    InvalidSignatureError,
+    KeySetError,
     StaticKeySet,
     TokenVerifier,
     UnknownKeyError,
@@ -129,10 +131,43 @@ def test_an_ed448_key_of_small_order_is_refused(y: int, x_sign: int) -> None:
         parse_jwk(_okp("Ed448", encoded))
 
 
-def test_an_ed448_key_with_y_not_below_p_is_refused() -> None:
-    # RFC 8032 §5.2.3, the same rule (here: the 57th octet's low bits set).
+@pytest.mark.parametrize("y", [_P448, _P448 + 1, 2**448, 2**455 - 1])
+def test_an_ed448_key_with_y_not_below_p_is_refused(y: int) -> None:
+    # RFC 8032 §5.2.3, the same rule; 2**448 and up set the 57th octet's low bits.
     with pytest.raises(KeyRejected, match="not below p"):
-        parse_jwk(_okp("Ed448", (_P448 + 1).to_bytes(57, "little")))
+        parse_jwk(_okp("Ed448", y.to_bytes(57, "little")))
+
+
+class _RawKeySource:
+    """A custom key source that hands out a raw cryptography key."""
+
+    def __init__(self, key: object) -> None:
+        self.key = key
+
+    async def get_key(self, kid: str | None, alg: str) -> object:
+        return self.key
+
+
+@pytest.mark.anyio
+async def test_a_small_order_key_from_a_custom_key_source_is_refused() -> None:
+    # The check also guards keys that never were a JWK: a key source's raw key. The
+    # key source is broken (503), not the token.
+    identity = bytes.fromhex("01" + "00" * 31)
+    verifier = TokenVerifier(
+        Auth0Config(issuer=ISSUER, audience=AUDIENCE, algorithms=("EdDSA",)),
+        key_set=_RawKeySource(ed25519.Ed25519PublicKey.from_public_bytes(identity)),
+        clock=lambda: float(NOW),
+    )
+    with pytest.raises(KeySetError, match="small order"):
+        await verifier.verify(_forge(identity, 1))
+    good = ed25519.Ed25519PrivateKey.generate()
+    verifier = TokenVerifier(
+        Auth0Config(issuer=ISSUER, audience=AUDIENCE, algorithms=("EdDSA",)),
+        key_set=_RawKeySource(good.public_key()),
+        clock=lambda: float(NOW),
+    )
+    with pytest.raises(InvalidSignatureError):  # a real key: checked, then used
+        await verifier.verify(_forge(identity, 1))
 
 
 def test_real_keys_of_both_curves_pass_the_check() -> None:
