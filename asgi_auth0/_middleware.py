@@ -893,9 +893,12 @@ def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
     if found is None:
         return
     if found[1]:
+        # Harmless when the outer app also runs one outside us, which cannot be seen
+        # from here (the middleware outside us is built after us): say so.
         where, fix = (
             "in an app mounted inside Auth0Middleware",
-            "Add CORSMiddleware to the outer app, after Auth0Middleware",
+            "Unless a CORSMiddleware also runs outside Auth0Middleware, add one to the "
+            "outer app, after Auth0Middleware",
         )
     else:
         where, fix = (
