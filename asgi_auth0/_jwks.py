@@ -175,7 +175,8 @@ class JWKSStatus:
     issuer: str | None
     #: The configured or discovered JWKS URL (``None`` before discovery).
     jwks_uri: str | None
-    #: Usable keys in the current set.
+    #: Usable keys in the current set, and their kids (none once the set is past
+    #: ``max_stale``: it verifies nothing then).
     key_count: int
     kids: tuple[str, ...]
     #: Moves whenever the usable keys change; 0 until a set is loaded.
@@ -1413,7 +1414,11 @@ class JWKSCache:
                     extra={"reason": "on_event_failed", "iss": self._issuer},
                 )
             else:
-                self._logger.debug("the JWKSCache on_event hook raised (on %s)", name)
+                self._logger.debug(
+                    "the JWKSCache on_event hook raised (on %s)",
+                    name,
+                    extra={"reason": "on_event_failed", "iss": self._issuer},
+                )
 
     # -- background refresh -------------------------------------------------------------
 
@@ -1532,8 +1537,10 @@ class JWKSCache:
         """A snapshot for health endpoints; see :class:`JWKSStatus`."""
         now = self._clock()
         index = self._index
+        # Past max_stale the last set verifies nothing: no usable keys, whatever it held.
+        usable = self._usable(now)
         state: State
-        if self._usable(now) is None:
+        if usable is None:
             state = "failing" if self._failures else "empty"
         elif now < self._fresh_until:
             state = "fresh"
@@ -1550,8 +1557,8 @@ class JWKSCache:
             state=state,
             issuer=self._issuer,
             jwks_uri=self._jwks_uri or self._discovered,
-            key_count=0 if index is None else len(index),
-            kids=() if index is None else tuple(sorted(index.kids())),
+            key_count=0 if usable is None else len(usable),
+            kids=() if usable is None else tuple(sorted(usable.kids())),
             generation=self._counted_generation(),
             fetch_count=self._fetch_count,
             failed_fetch_count=self._failed_fetch_count,

@@ -435,7 +435,11 @@ def parse_jwks(
             kid = entry.get("kid") if isinstance(entry, Mapping) else None
             logger.info(
                 "skipping unusable JWK",
-                extra={"kid": log_safe(kid) if kid is not None else None, "why": str(exc)},
+                extra={
+                    "reason": "key_skipped",
+                    "kid": log_safe(kid) if kid is not None else None,
+                    "why": str(exc),
+                },
             )
     return KeyIndex(keys, skipped)
 
@@ -476,7 +480,7 @@ class StaticKeySet:
                 position,
                 shown,
                 why,
-                extra={"kid": shown, "why": str(why)},
+                extra={"reason": "key_skipped", "kid": shown, "why": str(why)},
             )
 
         try:

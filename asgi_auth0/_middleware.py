@@ -659,7 +659,11 @@ class Auth0Middleware:
         try:
             await self.verifier.aclose()
         except Exception:
-            logger.warning("closing the token verifier failed", exc_info=True)
+            logger.warning(
+                "closing the token verifier failed",
+                exc_info=True,
+                extra={"reason": "close_failed"},
+            )
 
 
 class _Refresher:

@@ -230,6 +230,7 @@ def _report_unsatisfiable(declared: list[str]) -> None:
             "scopes=['read:a', 'write:a'], not scopes=['read:a write:a']): every "
             "request to it is refused with 403",
             key,
+            extra={"reason": "impossible_scope"},
         )
 
 
@@ -247,7 +248,8 @@ def _report_no_permissions_claim() -> None:
         "require_permissions refused a token that has no permissions claim at all: "
         "Auth0 adds it only when the API's RBAC settings have 'Enable RBAC' and 'Add "
         "Permissions in the Access Token' on (for the token's scope, use "
-        "require_scopes); every such request is refused with 403"
+        "require_scopes); every such request is refused with 403",
+        extra={"reason": "no_permissions_claim"},
     )
 
 
@@ -278,7 +280,9 @@ def _report_scope_near_miss(requirement: str, missing: Iterable[str], claims: Cl
         if key in _REPORTED or len(_REPORTED) >= _MAX_REPORTED:
             continue
         _REPORTED.add(key)
-        logger.warning("%s; every such request is refused with 403", hint)
+        logger.warning(
+            "%s; every such request is refused with 403", hint, extra={"reason": "scope_near_miss"}
+        )
 
 
 def _scope_near_miss(

@@ -994,14 +994,17 @@ async def test_known_kids_keep_working_for_max_stale_while_the_issuer_fails(
     with caplog.at_level(logging.WARNING, "asgi_auth0.jwks"):
         for _ in range(20):
             assert (await cache.get_key(kid, "ES256")).kid == kid
-            assert cache.status().state == "stale"
+            status = cache.status()
+            assert (status.state, status.key_count, status.kids) == ("stale", 1, (kid,))
             clock.advance(3598 / 20)
     stale_logs = [r for r in caplog.records if "stale" in r.getMessage()]
     assert len(stale_logs) == 1  # once per stale period
     clock.advance(3)  # now past freshness + max_stale
     with pytest.raises(KeySetError):
         await cache.get_key(kid, "ES256")
-    assert cache.status().state == "failing"
+    status = cache.status()
+    # A health check reading key_count must not see the old set's keys as usable.
+    assert (status.state, status.key_count, status.kids) == ("failing", 0, ())
     # No key is usable any more: that is a change of the usable keys, so verdicts
     # cached against generation 1 are dropped (see test_verify's cache tests).
     assert cache.status().generation == 2

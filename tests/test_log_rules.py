@@ -11,7 +11,9 @@ the size the parser itself accepts.
 
 from __future__ import annotations
 
+import ast
 import logging
+from pathlib import Path
 
 import anyio
 import pytest
@@ -24,6 +26,7 @@ from _jwks_support import (  # noqa: F401 (fixtures, used by name)
     make,
 )
 
+import asgi_auth0
 from asgi_auth0 import (
     Auth0Config,
     InvalidIssuerError,
@@ -178,3 +181,41 @@ async def test_early_rejections_read_kid_and_iss_whatever_the_segment_length(
         await verifier.verify(token)
     [line] = [r.getMessage() for r in caplog.records if r.name == "asgi_auth0.verify"]
     assert f"kid='{kid}' alg='ES256' iss='{iss}'" in line
+
+
+_LOG_METHODS = frozenset({"debug", "info", "warning", "error", "exception", "critical", "log"})
+
+
+def _records_without_reason(path: Path) -> list[str]:
+    """The library's logging calls in ``path`` that pass no ``extra`` with a
+    ``reason`` key (as a literal dict, so that it shows in review)."""
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _LOG_METHODS
+            and getattr(node.func.value, "id", getattr(node.func.value, "attr", None))
+            in ("logger", "_logger")
+        ):
+            continue
+        extra = next((k.value for k in node.keywords if k.arg == "extra"), None)
+        keys = (
+            [k.value for k in extra.keys if isinstance(k, ast.Constant)]
+            if isinstance(extra, ast.Dict)
+            else []
+        )
+        if "reason" not in keys:
+            missing.append(f"{path.name}:{node.lineno}")
+    return missing
+
+
+def test_every_record_the_library_writes_has_a_reason() -> None:
+    # JSON log pipelines key on the reason extra (README, Logs); the testing kit's
+    # own lines are for test authors and stay plain.
+    package = Path(asgi_auth0.__file__).parent
+    sources = [p for p in sorted(package.glob("*.py")) if p.name != "testing.py"]
+    missing = [where for path in sources for where in _records_without_reason(path)]
+    assert missing == []
+    # The walk does find logging calls, and ones without a reason: the testing kit's.
+    assert _records_without_reason(package / "testing.py")
