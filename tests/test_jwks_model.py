@@ -810,10 +810,12 @@ class JWKSModelMachine(RuleBasedStateMachine):
         assert status.failed_fetch_count == m.failed_fetches
         assert status.consecutive_failures == m.failures
         assert status.generation == m.generation, (status.generation, m.generation)
-        if m.installed is None:
-            assert status.kids == ()
+        # The usable keys only: none once the set is past max_stale.
+        if m.installed is None or m.usable(self.now) is None:
+            assert (status.kids, status.key_count) == ((), 0)
         else:
             assert status.kids == tuple(sorted(m.installed))
+            assert status.key_count == len(m.installed)
         if m.usable(self.now) is None:
             assert status.state == ("failing" if m.failures else "empty")
         else:
