@@ -844,7 +844,9 @@ def app_graph(app: ASGIApp) -> Iterator[Any]:
         stack.append(getattr(node, "app", None))
 
 
-def _middleware_inside(app: ASGIApp, cls: type) -> tuple[type, bool] | None:
+def _middleware_inside(
+    app: ASGIApp, cls: type, *, mounted: bool = True
+) -> tuple[type, bool] | None:
     """The class of the first ``cls`` middleware (a subclass counts) that runs inside
     this one, and whether it is in an app mounted below (rather than in the app we
     wrap or run in); or ``None``.
@@ -867,6 +869,8 @@ def _middleware_inside(app: ASGIApp, cls: type) -> tuple[type, bool] | None:
         node = getattr(node, "app", None)
         if node is None:
             break
+    if not mounted:
+        return None
     for node in app_graph(app):
         if isinstance(node, cls):
             return type(node), True
@@ -923,7 +927,8 @@ def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
 
 def _warn_if_authentication_inside(app: ASGIApp) -> None:
     """Log a warning when Starlette's ``AuthenticationMiddleware`` runs inside this
-    middleware (in the app it wraps or one mounted below).
+    middleware, in the app it wraps or runs in. (Not in an app mounted below: one
+    with a login of its own, an admin site, say, may mean it.)
 
     It runs after us and replaces the ``scope["user"]`` and ``scope["auth"]`` we set,
     so Starlette's ``@requires`` checks its backend's answer instead of the token:
@@ -931,15 +936,14 @@ def _warn_if_authentication_inside(app: ASGIApp) -> None:
     before asgi_auth0, typically). Our own dependencies read the claims and still work,
     which makes the cause harder to see.
     """
-    found = _middleware_inside(app, AuthenticationMiddleware)
+    found = _middleware_inside(app, AuthenticationMiddleware, mounted=False)
     if found is not None:
         logger.warning(
-            "%s runs inside Auth0Middleware%s and replaces the request.user and "
+            "%s runs inside Auth0Middleware and replaces the request.user and "
             "request.auth it sets, so Starlette's @requires checks that middleware's "
             "backend, not the token (valid tokens get 403). Remove it: Auth0Middleware "
             "sets request.user and request.auth itself.",
             found[0].__name__,
-            " (in a mounted app)" if found[1] else "",
             extra={"reason": "authentication_inside"},
         )
 
