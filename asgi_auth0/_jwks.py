@@ -960,26 +960,34 @@ class JWKSCache:
             raise error from flight.failure
 
     async def _refresh_now(self, trigger: str) -> _Flight:
-        """Join the fetch under way or start one; wait for it (never cancelling it)."""
+        """Join the fetch under way or start one; wait for it (never cancelling it).
+
+        One bound for the whole wait, whatever it waits on: no request waits longer
+        than fetch_timeout (and a little slack), even when the fetch it first joined,
+        another loop's, ends without an outcome and it then needs one of its own.
+        """
         flight = self._current_flight()
-        if flight is not None and flight.loop is not _running_loop():
-            if await self._joined_elsewhere(flight):
-                return flight
-            flight = None
-        if flight is None:
-            flight = self._new_flight(trigger)
-            runner = self._runner
-            if runner is not None and runner.loop is flight.loop:
-                self._pending = flight
-                runner.wake.set()
-            else:
-                # No refresher, or one of another event loop, which cannot be woken
-                # from here and may never run again: fetch for ourselves.
-                self._start_fetch(flight)
-        # The caller that started the fetch waits like any other: its deadline or a
+        # The caller that starts the fetch waits like any other: its deadline or a
         # client disconnect ends its wait here, and the fetch goes on for the others.
         with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
-            await self._wait(flight)
+            while flight is not None and flight.loop is not _running_loop():
+                if await self._joined_elsewhere(flight):
+                    return flight
+                # Forgotten: another waiter of this loop may have started ours already.
+                flight = self._current_flight()
+            if flight is None:
+                flight = self._new_flight(trigger)
+                runner = self._runner
+                if runner is not None and runner.loop is flight.loop:
+                    self._pending = flight
+                    runner.wake.set()
+                else:
+                    # No refresher, or one of another event loop, which cannot be
+                    # woken from here and may never run again: fetch for ourselves.
+                    self._start_fetch(flight)
+            await flight.done.wait()
+        if flight is None:  # pragma: no cover - the scope cannot end before an await
+            raise RuntimeError("no fetch to wait for")
         return flight
 
     async def _wait(self, flight: _Flight) -> None:
@@ -1006,16 +1014,17 @@ class JWKSCache:
                 relay.set()
 
     async def _joined_elsewhere(self, flight: _Flight) -> bool:
-        """Wait for ``flight``, a fetch of another running loop, within the time it has;
-        whether it ended with an outcome. If not, it is forgotten (as one of a stopped
-        loop is): it was cancelled as its loop ended (its last caller went away), or it
-        has not ended in time (its loop is blocked), and the caller fetches instead."""
-        with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
+        """Wait for ``flight``, a fetch of another running loop (callers bound the
+        wait); whether it ended with an outcome. If not, it is forgotten (as one of a
+        stopped loop is): it was cancelled as its loop ended (its last caller went
+        away), or it did not end within the caller's bound (its loop is blocked), and
+        the next fetch is this loop's own."""
+        try:
             await self._wait(flight)
-        if flight.ok or flight.failure is not None:
-            return True
-        self._forget(flight)
-        return False
+        finally:
+            if not (flight.ok or flight.failure is not None):
+                self._forget(flight)
+        return flight.ok or flight.failure is not None
 
     def _current_flight(self) -> _Flight | None:
         """The fetch under way, if it runs in this event loop or in another thread's
@@ -1275,8 +1284,8 @@ class JWKSCache:
 
     def _install(self, flight: _Flight, fetched: _Fetched) -> None:
         if flight.seq <= self._installed_seq:
-            # Only one fetch runs at a time, so this cannot happen today; it keeps an
-            # older response from ever replacing a newer key set if that changes.
+            # A fetch of another loop, given up on (see _current_flight), ending after
+            # a newer one: its older response must not replace the newer key set.
             flight.ok = True
             return
         now = self._clock()
@@ -1469,7 +1478,8 @@ class JWKSCache:
                     if inflight.loop is runner.loop:
                         await inflight.done.wait()
                     else:
-                        await self._joined_elsewhere(inflight)
+                        with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
+                            await self._joined_elsewhere(inflight)
                     continue
                 now = self._clock()
                 due = self._background_due()
