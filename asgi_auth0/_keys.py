@@ -273,8 +273,9 @@ def parse_jwk(jwk: object) -> PublicKey:
     if not isinstance(jwk, Mapping):
         raise KeyRejected("not a JSON object")
     kty = jwk.get("kty")
-    # The issuer's own metadata, not an attacker's: a member written as null reads as
-    # absent, and a key_ops value listed twice is tolerated (RFC 7517 §4.3 forbids it),
+    # The issuer's own metadata, not an attacker's: kid, use, key_ops or alg written as
+    # null reads as absent, and a key_ops value listed twice is tolerated (RFC 7517
+    # §4.3 forbids it),
     # since neither widens what the key may do, and refusing the key would refuse every
     # token of an issuer whose serializer writes them.
     kid = jwk.get("kid")

@@ -919,7 +919,8 @@ def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
         where,
         "every CORS preflight outside public_paths is answered 401"
         if require_token
-        else "its own 401/400 answers (a bad token) reach browsers without CORS headers",
+        else "its own answers (401/400 for a bad token, 503 in an outage) reach browsers "
+        "without CORS headers",
         fix,
         extra={"reason": "cors_inside"},
     )

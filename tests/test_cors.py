@@ -167,7 +167,11 @@ def cors_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ("auth", "consequence"),
     [
         ({"require_token": True}, "every CORS preflight outside public_paths is answered 401"),
-        ({}, "its own 401/400 answers (a bad token) reach browsers without CORS headers"),
+        (
+            {},
+            "its own answers (401/400 for a bad token, 503 in an outage) reach browsers "
+            "without CORS headers",
+        ),
     ],
 )
 async def test_cors_inside_is_reported_at_startup(
