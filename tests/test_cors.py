@@ -198,16 +198,21 @@ async def test_cors_inside_a_directly_wrapped_app_is_reported(
     assert len(cors_warnings(caplog)) == 1
 
 
+@pytest.mark.parametrize("how", ["add_middleware", "wrapped"])
 async def test_cors_on_an_app_mounted_inside_is_reported(
-    auth0_config: Auth0Config, caplog: pytest.LogCaptureFixture
+    auth0_config: Auth0Config, caplog: pytest.LogCaptureFixture, how: str
 ) -> None:
     # CORS on the API app, the middleware on the app it is mounted in: the same
-    # mistake (every preflight 401 when fail closed), one level down.
+    # mistake (every preflight 401 when fail closed), one level down; the API app
+    # added CORS itself, or was mounted wrapped in it.
     caplog.set_level(logging.WARNING, logger="asgi_auth0.middleware")
     api = FastAPI()
-    api.add_middleware(CORSMiddleware, allow_origins=[ORIGIN])
     app = FastAPI()
-    app.mount("/api", api)
+    if how == "add_middleware":
+        api.add_middleware(CORSMiddleware, allow_origins=[ORIGIN])
+        app.mount("/api", api)
+    else:
+        app.mount("/api", CORSMiddleware(api, allow_origins=[ORIGIN]))
     app.add_middleware(Auth0Middleware, config=auth0_config, require_token=True)
     async with serving(app):
         pass

@@ -284,14 +284,27 @@ class SwallowErrors:
             await PlainTextResponse("swallowed", status_code=500)(scope, receive, send)
 
 
+class PassThrough:
+    """A pure ASGI middleware that only passes everything on."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 @pytest.mark.anyio
 async def test_rejection_handler_for_apps_that_swallow_exceptions(
     verifier: TokenVerifier, issuer: LocalIssuer
 ) -> None:
     # Added with add_middleware, the middleware registers the handler on the app
-    # itself: SwallowErrors, inside it, never sees the rejection.
+    # itself: SwallowErrors, inside it (below two more layers), never sees the
+    # rejection.
     app = build_app(None)
     app.add_middleware(SwallowErrors)
+    app.add_middleware(PassThrough)
+    app.add_middleware(PassThrough)
     app.add_middleware(Auth0Middleware, verifier=verifier)
     async with client(app) as c:
         assert (await c.get("/me")).status_code == 401

@@ -304,36 +304,276 @@ def test_one_waiter_per_loop_watches_a_fetch_of_another_loop(
     assert during < 500, during
 
 
-def test_a_fetch_a_stopped_refresher_never_started_releases_another_loops_waiter(
-    issuer: LocalIssuer,
+def test_when_the_watcher_goes_away_another_waiter_takes_over(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Loop A hands a fetch to its refresher, which is cancelled before performing it;
-    # a waiter of thread B's loop had joined that fetch. It is told the fetch ended (then
-    # fetches for itself), instead of waiting out its whole bound (fetch_timeout + 1 s).
+    # The waiter watching for its loop is cancelled: the next one takes over the
+    # watch (one, not all 49 at once), and all of them get the key.
+    checks = 0
+    running_elsewhere = asgi_auth0._jwks._running_elsewhere
+
+    def counted(loop: object) -> bool:
+        nonlocal checks
+        checks += 1
+        return running_elsewhere(loop)
+
+    monkeypatch.setattr(asgi_auth0._jwks, "_running_elsewhere", counted)
     cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
     assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
     new = issuer.rotate()
-    b_joined = threading.Event()
-    found: dict[str, str] = {}
+    issuer.hold()
+    cancelled = threading.Event()
+    found: dict[str, Any] = {}
+
+    async def many() -> str:
+        tasks = [asyncio.ensure_future(_kid_of(cache, new)) for _ in range(50)]
+        while not (cache._inflight is not None and cache._inflight.relays):
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)
+        tasks[0].cancel()  # the first to wait is the watcher
+        cancelled.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        found["b"] = [r for r in results if isinstance(r, str)]
+        return "done"
+
+    a = _in_a_thread(lambda: found.setdefault("a", run_asyncio(lambda: _kid_of(cache, new))))
+    issuer.wait_for_waiting(1)
+    b = _in_a_thread(lambda: found.setdefault("done", run_asyncio(many)))
+    assert cancelled.wait(5)
+    time.sleep(0.02)
+    checks = 0
+    time.sleep(0.25)  # one watcher checks about 50 times; 49 would check ~2,500 times
+    during = checks
+    issuer.release()
+    a.join(5)
+    b.join(5)
+    assert found["b"] == [new] * 49
+    assert during < 500, during
+
+
+def test_a_fetch_a_stopped_refresher_never_started_releases_another_loops_waiter(
+    issuer: LocalIssuer,
+) -> None:
+    # Loop A hands a fetch to its refresher and is blocked (so the refresher cannot
+    # take it) until a waiter of thread B's loop has joined; then the refresher is
+    # cancelled, the fetch never started. B is told the fetch ended (and fetches for
+    # itself) instead of waiting out its whole bound, fetch_timeout + 1 s = 11 s.
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    b_joined, b_done, handed = threading.Event(), threading.Event(), threading.Event()
+    found: dict[str, Any] = {}
 
     async def a() -> str:
         runner = asyncio.ensure_future(cache.run())
         await asyncio.sleep(0.05)  # the refresher is registered and asleep
         waiter = asyncio.ensure_future(_kid_of(cache, new))
         await asyncio.sleep(0)  # the waiter hands the fetch over and waits
-        a_handed_over.set()
-        while not b_joined.is_set():
-            await asyncio.sleep(0.005)
+        handed.set()
+        assert b_joined.wait(5)  # blocks loop A: its refresher cannot take the hand-over
         runner.cancel()
         await asyncio.gather(runner, waiter, return_exceptions=True)
+        while not b_done.is_set():
+            await asyncio.sleep(0.005)
         return "stopped"
 
-    a_handed_over = threading.Event()
+    def b() -> None:
+        started = time.monotonic()
+        found["b"] = run_asyncio(lambda: _kid_of(cache, new))
+        found["b_waited"] = time.monotonic() - started
+        b_done.set()
+
     first = _in_a_thread(lambda: found.setdefault("a", run_asyncio(a)))
-    assert a_handed_over.wait(5)
-    second = _in_a_thread(lambda: found.setdefault("b", run_asyncio(lambda: _kid_of(cache, new))))
+    assert handed.wait(5)
+    second = _in_a_thread(b)
     _until(lambda: cache._inflight is not None and bool(cache._inflight.relays))
     b_joined.set()
+    second.join(15)
     first.join(5)
-    second.join(5)  # well inside B's own bound of 11 s
-    assert found == {"a": "stopped", "b": new}
+    assert (found["a"], found["b"]) == ("stopped", new)
+    assert found["b_waited"] < 6, found  # far from the 11 s bound it would wait out
+
+
+def test_a_foreign_fetch_that_ends_releases_its_waiters_while_its_loop_runs(
+    issuer: LocalIssuer,
+) -> None:
+    # The flag is set as the fetch ends, not when its loop ends: B's waiter is answered
+    # while A's loop goes on running, well inside its own 11 s bound.
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    issuer.hold()
+    b_done = threading.Event()
+    found: dict[str, Any] = {}
+
+    async def a() -> str:
+        kid = await _kid_of(cache, new)
+        while not b_done.is_set():
+            await asyncio.sleep(0.005)
+        return kid
+
+    def b() -> None:
+        found["b"] = run_asyncio(lambda: _kid_of(cache, new))
+        found["b_at"] = time.monotonic()
+        b_done.set()
+
+    first = _in_a_thread(lambda: found.setdefault("a", run_asyncio(a)))
+    issuer.wait_for_waiting(1)
+    second = _in_a_thread(b)
+    _until(lambda: cache._inflight is not None and bool(cache._inflight.relays))
+    released = time.monotonic()
+    issuer.release()
+    second.join(15)
+    first.join(5)
+    assert (found["a"], found["b"]) == (new, new)
+    assert found["b_at"] - released < 6, found
+    assert issuer.jwks_requests == 2
+
+
+def test_a_superseded_failure_tells_its_own_waiter_why_and_is_counted(
+    issuer: LocalIssuer,
+) -> None:
+    # As in the test above of a newer success: the failure of the fetch given up on
+    # leaves the shared state alone, but is still a failed fetch, and its own
+    # waiter's KeySetError still says what failed.
+    cache = JWKSCache(issuer.jwks_uri, refresh_cooldown=0)
+    loop_a = asyncio.new_event_loop()
+    try:
+        issuer.hold()
+        waiter = loop_a.create_task(cache.refresh())
+
+        async def until_the_request_waits() -> None:
+            await issuer.wait_for_waiting_async(1)
+
+        loop_a.run_until_complete(until_the_request_waits())
+        issuer.stop()
+        issuer.heal()
+        issuer.start()
+        assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+        before = cache.status().failed_fetch_count
+        issuer.stop()
+        loop_a.run_until_complete(asyncio.wait([waiter], timeout=5))
+        issuer.start()
+        failure = waiter.exception()
+        assert isinstance(failure, KeySetError)
+        assert failure.__cause__ is not None
+        status = cache.status()
+        assert (status.failed_fetch_count, status.consecutive_failures) == (before + 1, 0)
+    finally:
+        loop_a.close()
+
+
+def test_a_refresher_started_while_another_loops_fetch_runs_survives_it(
+    issuer: LocalIssuer,
+) -> None:
+    # The refresher meets a fetch of another thread's loop: it must not await that
+    # loop's event ("bound to a different event loop"), but wait its own way.
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    issuer.hold()
+    found: dict[str, Any] = {}
+    runner_started, stop_b = threading.Event(), threading.Event()
+
+    async def b() -> str:
+        runner = asyncio.ensure_future(cache.run())
+        await asyncio.sleep(0.1)
+        runner_started.set()
+        while not stop_b.is_set():
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)
+        found["runner_alive"] = not runner.done()
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        return "ok"
+
+    first = _in_a_thread(lambda: found.setdefault("a", run_asyncio(lambda: _kid_of(cache, new))))
+    issuer.wait_for_waiting(1)
+    second = _in_a_thread(lambda: found.setdefault("b", run_asyncio(b)))
+    assert runner_started.wait(5)
+    issuer.release()
+    first.join(5)
+    stop_b.set()
+    second.join(5)
+    assert (found["a"], found["b"], found["runner_alive"]) == (new, "ok", True)
+
+
+def test_a_blocked_loops_fetch_costs_one_bound_and_is_then_given_up_on(
+    issuer: LocalIssuer,
+) -> None:
+    # Loop A runs but is blocked, its fetch held: B's first request waits one bound
+    # (fetch_timeout + 1 s = 3 s, not twice that) and gets 503; A's fetch is given up
+    # on then, so B's next request fetches for itself at once.
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=2.0, refresh_cooldown=0)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    issuer.hold()
+    unblock = threading.Event()
+    found: dict[str, Any] = {}
+
+    async def a() -> str:
+        task = asyncio.get_running_loop().create_task(_kid_of(cache, new))
+        await issuer.wait_for_waiting_async(1)
+        unblock.wait(15)  # loop A is running but blocked: its fetch cannot end
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return "a"
+
+    async def b_twice() -> str:
+        started = time.monotonic()
+        try:
+            found["first"] = await _kid_of(cache, new)
+        except KeySetError:
+            found["first"] = "503"
+        found["first_waited"] = time.monotonic() - started
+        issuer.release()
+        started = time.monotonic()
+        found["second"] = await _kid_of(cache, new)
+        found["second_waited"] = time.monotonic() - started
+        return "b"
+
+    first = _in_a_thread(lambda: found.setdefault("a", run_asyncio(a)))
+    issuer.wait_for_waiting(1)
+    second = _in_a_thread(lambda: found.setdefault("b", run_asyncio(b_twice)))
+    second.join(15)
+    unblock.set()
+    first.join(5)
+    assert (found["first"], found["second"]) == ("503", new), found
+    assert found["first_waited"] < 4.5, found  # one bound of 3 s, not two
+    assert found["second_waited"] < 2.0, found  # its own fetch, not another bound
+
+
+def test_a_refresher_gives_up_on_a_blocked_loops_fetch(issuer: LocalIssuer) -> None:
+    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=0.3)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    new = issuer.rotate()
+    issuer.hold()
+    unblock = threading.Event()
+    found: dict[str, Any] = {}
+
+    async def a() -> str:
+        task = asyncio.get_running_loop().create_task(_kid_of(cache, new))
+        await issuer.wait_for_waiting_async(1)
+        found["flight"] = cache._inflight
+        unblock.wait(15)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return "a"
+
+    async def b() -> str:
+        runner = asyncio.ensure_future(cache.run())
+        await asyncio.sleep(2.0)  # past the refresher's bound of 1.3 s
+        found["still"] = cache._inflight is found["flight"]
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        return "b"
+
+    first = _in_a_thread(lambda: found.setdefault("a", run_asyncio(a)))
+    issuer.wait_for_waiting(1)
+    _until(lambda: "flight" in found)
+    second = _in_a_thread(lambda: found.setdefault("b", run_asyncio(b)))
+    second.join(10)
+    unblock.set()
+    issuer.release()
+    first.join(5)
+    assert (found["b"], found["still"]) == ("b", False)
