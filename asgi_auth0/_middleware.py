@@ -782,7 +782,7 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
             exception_middleware.add_exception_handler(AuthenticationRejected, rejection_handler)
 
 
-def _exception_middleware_below(app: ASGIApp) -> ExceptionMiddleware | None:
+def _exception_middleware_below(app: ASGIApp | None) -> ExceptionMiddleware | None:
     """The first ExceptionMiddleware down the ``.app`` chain from ``app``, before any
     Starlette app (whose own is handled with its handlers), or ``None``."""
     node: Any = app
@@ -797,14 +797,7 @@ def _exception_middleware_below(app: ASGIApp) -> ExceptionMiddleware | None:
 
 def _built_exception_middleware(app: Starlette) -> ExceptionMiddleware | None:
     """The ExceptionMiddleware of ``app``'s middleware stack, if it is built already."""
-    node: Any = app.middleware_stack
-    for _ in range(64):  # a bound: a cycle of .app attributes must not hang startup
-        if node is None or isinstance(node, Starlette):
-            return None
-        if isinstance(node, ExceptionMiddleware):
-            return node
-        node = getattr(node, "app", None)
-    return None
+    return _exception_middleware_below(app.middleware_stack)
 
 
 def _starlette_apps_inside(app: ASGIApp) -> Iterator[Starlette]:
