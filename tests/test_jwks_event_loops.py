@@ -156,8 +156,7 @@ def test_loops_in_two_threads_share_one_fetch_and_its_cooldown(issuer: LocalIssu
     # event of another loop cannot be awaited), hand the unknown-kid cooldown back and
     # fetch for itself, so that a flood of unknown kids from every loop fetched on
     # every request. It now waits for A's fetch.
-    cache = JWKSCache(issuer.jwks_uri)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer)
     new = issuer.rotate()
     issuer.hold()
     found: dict[str, str] = {}
@@ -225,7 +224,28 @@ async def _kid_of(cache: JWKSCache, kid: str) -> str:
     return (await cache.get_key(kid, "RS256")).kid or ""
 
 
-def _in_a_thread(target: Callable[[], None]) -> threading.Thread:
+def _loaded(issuer: LocalIssuer, **settings: Any) -> JWKSCache:
+    """A cache of ``issuer``'s keys, loaded (in a loop of its own, now ended)."""
+    cache = JWKSCache(issuer.jwks_uri, **settings)
+    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    return cache
+
+
+@pytest.fixture
+def watch_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A count of the checks waiters make on fetches of other loops (``[0]``)."""
+    counter = [0]
+    running_elsewhere = asgi_auth0._jwks._running_elsewhere
+
+    def counted(loop: object) -> bool:
+        counter[0] += 1
+        return running_elsewhere(loop)
+
+    monkeypatch.setattr(asgi_auth0._jwks, "_running_elsewhere", counted)
+    return counter
+
+
+def _in_a_thread(target: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread
@@ -245,8 +265,7 @@ def test_a_fetch_of_another_loop_that_ends_unanswered_is_fetched_again_here(
     # Twenty requests in thread B's loop join thread A's fetch. A's caller gives up
     # and A's loop ends, cancelling the fetch: no outcome. B must fetch for itself,
     # not answer 503 with the issuer healthy, and once for all twenty.
-    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer, fetch_timeout=10)
     new = issuer.rotate()
     issuer.hold()
     b_joined = threading.Event()
@@ -279,22 +298,12 @@ def test_a_fetch_of_another_loop_that_ends_unanswered_is_fetched_again_here(
 
 
 def test_one_waiter_per_loop_watches_a_fetch_of_another_loop(
-    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+    issuer: LocalIssuer, watch_checks: list[int]
 ) -> None:
     # Waiters of a fetch in another thread's loop cannot await its event: one of them
     # per loop checks its flag, the others wait on that one. A check per waiter (every
     # 5 ms each) kept a core busy under a flood of unknown kids.
-    checks = 0
-    running_elsewhere = asgi_auth0._jwks._running_elsewhere
-
-    def counted(loop: object) -> bool:
-        nonlocal checks
-        checks += 1
-        return running_elsewhere(loop)
-
-    monkeypatch.setattr(asgi_auth0._jwks, "_running_elsewhere", counted)
-    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer, fetch_timeout=10)
     new = issuer.rotate()
     issuer.hold()
     found: dict[str, list[str]] = {}
@@ -307,9 +316,9 @@ def test_one_waiter_per_loop_watches_a_fetch_of_another_loop(
     issuer.wait_for_waiting(1)
     b = _in_a_thread(lambda: found.setdefault("done", [run_asyncio(many)]))
     _until(lambda: cache._inflight is not None and bool(cache._inflight.relays))
-    checks = 0
+    watch_checks[0] = 0
     time.sleep(0.25)  # fifty waiters, each checking every 5 ms, would check ~2,500 times
-    during = checks
+    during = watch_checks[0]
     issuer.release()
     a.join(5)
     b.join(5)
@@ -319,21 +328,11 @@ def test_one_waiter_per_loop_watches_a_fetch_of_another_loop(
 
 
 def test_when_the_watcher_goes_away_another_waiter_takes_over(
-    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+    issuer: LocalIssuer, watch_checks: list[int]
 ) -> None:
     # The waiter watching for its loop is cancelled: the next one takes over the
     # watch (one, not all 49 at once), and all of them get the key.
-    checks = 0
-    running_elsewhere = asgi_auth0._jwks._running_elsewhere
-
-    def counted(loop: object) -> bool:
-        nonlocal checks
-        checks += 1
-        return running_elsewhere(loop)
-
-    monkeypatch.setattr(asgi_auth0._jwks, "_running_elsewhere", counted)
-    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer, fetch_timeout=10)
     new = issuer.rotate()
     issuer.hold()
     cancelled = threading.Event()
@@ -355,9 +354,9 @@ def test_when_the_watcher_goes_away_another_waiter_takes_over(
     b = _in_a_thread(lambda: found.setdefault("done", run_asyncio(many)))
     assert cancelled.wait(5)
     time.sleep(0.02)
-    checks = 0
+    watch_checks[0] = 0
     time.sleep(0.25)  # one watcher checks about 50 times; 49 would check ~2,500 times
-    during = checks
+    during = watch_checks[0]
     issuer.release()
     a.join(5)
     b.join(5)
@@ -372,8 +371,7 @@ def test_a_fetch_a_stopped_refresher_never_started_releases_another_loops_waiter
     # take it) until a waiter of thread B's loop has joined; then the refresher is
     # cancelled, the fetch never started. B is told the fetch ended (and fetches for
     # itself) instead of waiting out its whole bound, fetch_timeout + 1 s = 11 s.
-    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer, fetch_timeout=10)
     new = issuer.rotate()
     b_joined, b_done, handed = threading.Event(), threading.Event(), threading.Event()
     found: dict[str, Any] = {}
@@ -413,8 +411,7 @@ def test_a_foreign_fetch_that_ends_releases_its_waiters_while_its_loop_runs(
 ) -> None:
     # The flag is set as the fetch ends, not when its loop ends: B's waiter is answered
     # while A's loop goes on running, well inside its own 11 s bound.
-    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer, fetch_timeout=10)
     new = issuer.rotate()
     issuer.hold()
     b_done = threading.Event()
@@ -482,8 +479,7 @@ def test_a_refresher_started_while_another_loops_fetch_runs_survives_it(
 ) -> None:
     # The refresher meets a fetch of another thread's loop: it must not await that
     # loop's event ("bound to a different event loop"), but wait its own way.
-    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=10)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer, fetch_timeout=10)
     new = issuer.rotate()
     issuer.hold()
     found: dict[str, Any] = {}
@@ -518,8 +514,7 @@ def test_a_blocked_loops_fetch_costs_one_bound_and_is_then_given_up_on(
     # Loop A runs but is blocked, its fetch held: B's first request waits one bound
     # (fetch_timeout + 1 s = 3 s, not twice that) and gets 503; A's fetch is given up
     # on then, so B's next request fetches for itself at once.
-    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=2.0, refresh_cooldown=0)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer, fetch_timeout=2.0, refresh_cooldown=0)
     new = issuer.rotate()
     issuer.hold()
     unblock = threading.Event()
@@ -558,8 +553,7 @@ def test_a_blocked_loops_fetch_costs_one_bound_and_is_then_given_up_on(
 
 
 def test_a_refresher_gives_up_on_a_blocked_loops_fetch(issuer: LocalIssuer) -> None:
-    cache = JWKSCache(issuer.jwks_uri, fetch_timeout=0.3)
-    assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+    cache = _loaded(issuer, fetch_timeout=0.3)
     new = issuer.rotate()
     issuer.hold()
     unblock = threading.Event()
