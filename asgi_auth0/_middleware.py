@@ -852,12 +852,10 @@ def _middleware_inside(
     """
     node: Any = app
     for _ in range(64):  # a bound: a cycle of .app attributes must not hang startup
-        if isinstance(node, cls):
-            return type(node), False
+        found = _found_in(node, cls)
+        if found is not None:
+            return found, False
         if isinstance(node, Starlette):
-            found = _declared(node, cls)
-            if found is not None:
-                return found, False
             break
         node = getattr(node, "app", None)
         if node is None:
@@ -865,20 +863,22 @@ def _middleware_inside(
     if not mounted:
         return None
     for node in app_graph(app):
-        if isinstance(node, cls):
-            return type(node), True
-        if isinstance(node, Starlette):
-            found = _declared(node, cls)
-            if found is not None:
-                return found, True
+        found = _found_in(node, cls)
+        if found is not None:
+            return found, True
     return None
 
 
-def _declared(app: Starlette, cls: type) -> type | None:
-    for entry in app.user_middleware:
-        found = getattr(entry, "cls", None)
-        if isinstance(found, type) and issubclass(found, cls):
-            return found
+def _found_in(node: object, cls: type) -> type | None:
+    """``cls`` (or a subclass) as ``node`` itself, or declared in ``node``'s
+    ``user_middleware`` when it is a Starlette app."""
+    if isinstance(node, cls):
+        return type(node)
+    if isinstance(node, Starlette):
+        for entry in node.user_middleware:
+            found = getattr(entry, "cls", None)
+            if isinstance(found, type) and issubclass(found, cls):
+                return found
     return None
 
 
