@@ -181,20 +181,17 @@ def test_loops_in_two_threads_share_one_fetch_and_its_cooldown(issuer: LocalIssu
     assert issuer.jwks_requests == 2  # the first load and the one shared fetch
 
 
-def test_a_fetch_given_up_on_that_fails_later_leaves_a_newer_success_alone(
-    issuer: LocalIssuer,
-) -> None:
-    # Loop A starts a fetch and stops running (a test's loop, kept for the next
-    # test) before the answer arrives; then the connection drops, and the issuer is
-    # down when A retries. Loop B gives up on that fetch and
-    # fetches the keys. When A runs again and reads its 500, the failure is only its
-    # own waiter's: it used to mark the cache as failing and back off, so that the next
-    # new kid got 503 with no fetch at all, the issuer healthy.
-    cache = JWKSCache(issuer.jwks_uri, refresh_cooldown=0)
+def _failing_after_a_newer_success(
+    issuer: LocalIssuer, cache: JWKSCache, start: Callable[[], Coroutine[Any, Any, object]]
+) -> tuple[BaseException | None, int]:
+    """Loop A starts a fetch (by ``start``) and stops running (a test's loop, kept for
+    the next test) before the answer arrives; the connection drops, and the issuer is
+    down when A retries. Meanwhile loop B gives up on that fetch and loads the keys.
+    Returns the error A's own waiter got, and the failed fetches counted before A's."""
     loop_a = asyncio.new_event_loop()
     try:
         issuer.hold()
-        waiter = loop_a.create_task(cache.get_key(issuer.current_kid, issuer.alg))
+        waiter = loop_a.create_task(start())
 
         async def until_the_request_waits() -> None:
             await issuer.wait_for_waiting_async(1)
@@ -204,20 +201,30 @@ def test_a_fetch_given_up_on_that_fails_later_leaves_a_newer_success_alone(
         issuer.heal()
         issuer.start()
         assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
+        before = cache.status().failed_fetch_count
         issuer.stop()  # and A's retry finds no server
         loop_a.run_until_complete(asyncio.wait([waiter], timeout=5))
         issuer.start()
-        assert isinstance(waiter.exception(), KeySetError)  # A's own waiter: its fetch failed
-        status = cache.status()
-        assert (status.state, status.consecutive_failures, status.last_error) == (
-            "fresh",
-            0,
-            None,
-        )
-        new = issuer.rotate()
-        assert run_asyncio(lambda: _kid_of(cache, new)) == new  # fetched, not 503
+        return waiter.exception(), before
     finally:
         loop_a.close()
+
+
+def test_a_fetch_given_up_on_that_fails_later_leaves_a_newer_success_alone(
+    issuer: LocalIssuer,
+) -> None:
+    # When A runs again and its fetch fails, the failure is only its own waiter's: it
+    # used to mark the cache as failing and back off, so that the next new kid got
+    # 503 with no fetch at all, the issuer healthy.
+    cache = JWKSCache(issuer.jwks_uri, refresh_cooldown=0)
+    failure, _ = _failing_after_a_newer_success(
+        issuer, cache, lambda: cache.get_key(issuer.current_kid, issuer.alg)
+    )
+    assert isinstance(failure, KeySetError)  # A's own waiter: its fetch failed
+    status = cache.status()
+    assert (status.state, status.consecutive_failures, status.last_error) == ("fresh", 0, None)
+    new = issuer.rotate()
+    assert run_asyncio(lambda: _kid_of(cache, new)) == new  # fetched, not 503
 
 
 async def _kid_of(cache: JWKSCache, kid: str) -> str:
@@ -448,30 +455,11 @@ def test_a_superseded_failure_tells_its_own_waiter_why_and_is_counted(
     # leaves the shared state alone, but is still a failed fetch, and its own
     # waiter's KeySetError still says what failed.
     cache = JWKSCache(issuer.jwks_uri, refresh_cooldown=0)
-    loop_a = asyncio.new_event_loop()
-    try:
-        issuer.hold()
-        waiter = loop_a.create_task(cache.refresh())
-
-        async def until_the_request_waits() -> None:
-            await issuer.wait_for_waiting_async(1)
-
-        loop_a.run_until_complete(until_the_request_waits())
-        issuer.stop()
-        issuer.heal()
-        issuer.start()
-        assert run_asyncio(lambda: _kid_of(cache, issuer.current_kid)) == issuer.current_kid
-        before = cache.status().failed_fetch_count
-        issuer.stop()
-        loop_a.run_until_complete(asyncio.wait([waiter], timeout=5))
-        issuer.start()
-        failure = waiter.exception()
-        assert isinstance(failure, KeySetError)
-        assert failure.__cause__ is not None
-        status = cache.status()
-        assert (status.failed_fetch_count, status.consecutive_failures) == (before + 1, 0)
-    finally:
-        loop_a.close()
+    failure, before = _failing_after_a_newer_success(issuer, cache, cache.refresh)
+    assert isinstance(failure, KeySetError)
+    assert failure.__cause__ is not None
+    status = cache.status()
+    assert (status.failed_fetch_count, status.consecutive_failures) == (before + 1, 0)
 
 
 def test_a_refresher_started_while_another_loops_fetch_runs_survives_it(
