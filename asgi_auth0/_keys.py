@@ -8,6 +8,7 @@ signatures are dropped at load time, one by one, without failing the whole set.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "256": hashes.SHA256,
     "384": hashes.SHA384,
     "512": hashes.SHA512,
+}
+# RS* alg -> (the DER DigestInfo before the hash, RFC 8017 §9.2 note 1; the hash).
+_DIGEST_INFO: dict[str, tuple[bytes, Callable[[bytes], Any]]] = {
+    "RS256": (bytes.fromhex("3031300d060960864801650304020105000420"), hashlib.sha256),
+    "RS384": (bytes.fromhex("3041300d060960864801650304020205000430"), hashlib.sha384),
+    "RS512": (bytes.fromhex("3051300d060960864801650304020305000440"), hashlib.sha512),
 }
 _RSA_ALGS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 # JWK crv -> (cryptography curve, JWS alg, coordinate length in bytes)
@@ -238,16 +245,14 @@ def _make_check(
     """A function ``(signature, signing_input)`` that raises unless the ``alg`` signature
     verifies, with the padding and hash objects built once instead of per token."""
     if isinstance(key, rsa.RSAPublicKey):
-        rsa_verify = key.verify
-        digest = _HASHES[alg[2:]]()
-        pad: padding.AsymmetricPadding
         if alg[0] == "R":
-            pad = padding.PKCS1v15()
-        else:
-            pad = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+            return _pkcs1_check(key, alg)
+        digest = _HASHES[alg[2:]]()
+        pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+        rsa_verify = key.verify
 
         def rsa_check(signature: bytes, signing_input: bytes) -> None:
-            rsa_verify(signature, signing_input, pad, digest)
+            rsa_verify(signature, signing_input, pss, digest)
 
         return rsa_check
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -266,6 +271,34 @@ def _make_check(
 
         return ec_check
     return key.verify
+
+
+def _pkcs1_check(key: rsa.RSAPublicKey, alg: str) -> Callable[[bytes, bytes], None]:
+    """The RS256/384/512 check: RSASSA-PKCS1-v1_5 verification (RFC 8017 §8.2.2) by
+    encoding and comparing.
+
+    OpenSSL undoes the RSA operation and checks the padding (00 01, at least eight FF,
+    00); the whole rest must then equal the DigestInfo and hash we expect, byte for
+    byte. With the padding all FF and the rest of fixed length, that is the whole
+    encoded block compared, as RFC 8017 §8.2.2 step 4 does, so no DigestInfo parsing
+    (and no Bleichenbacher 2006 forgery) is possible. ``recover_data_from_signature``
+    does not check the signature's length (``verify`` does), so that is done here
+    (§8.2.2 step 1). Why not ``key.verify``: it costs about 2.5 µs more per token, set-up
+    of the digest in OpenSSL (measured with cryptography 50; a 2048-bit RSA verify is
+    about 17-20 µs), and this is the path every cold token takes.
+    """
+    recover = key.recover_data_from_signature
+    pkcs1 = padding.PKCS1v15()
+    prefix, hash_new = _DIGEST_INFO[alg]
+    length = (key.key_size + 7) // 8
+
+    def pkcs1_check(signature: bytes, signing_input: bytes) -> None:
+        if len(signature) != length:
+            raise InvalidSignature
+        if recover(signature, pkcs1, None) != prefix + hash_new(signing_input).digest():
+            raise InvalidSignature
+
+    return pkcs1_check
 
 
 def parse_jwk(jwk: object) -> PublicKey:
