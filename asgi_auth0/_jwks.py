@@ -280,9 +280,12 @@ def _running_loop() -> object:
     imported trio can be running it.)
     """
     trio = sys.modules.get("trio")
-    if trio is not None:
+    # While another thread imports trio, sys.modules holds it half made, without
+    # lowlevel yet; then no trio.run can be running (it needs the import done).
+    current_trio_token = getattr(getattr(trio, "lowlevel", None), "current_trio_token", None)
+    if current_trio_token is not None:
         try:
-            return trio.lowlevel.current_trio_token()
+            return current_trio_token()
         except RuntimeError:
             pass
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import types
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -49,6 +50,25 @@ def test_an_asyncio_program_that_never_imported_trio_fetches_keys(
 
     async def main() -> str:
         assert "trio" not in sys.modules
+        try:
+            return (await cache.get_key(issuer.current_kid, issuer.alg)).kid or ""
+        finally:
+            await cache.aclose()
+
+    assert asyncio.run(main()) == issuer.current_kid
+    assert issuer.jwks_requests == 1
+
+
+def test_a_trio_half_imported_by_another_thread_is_not_asked(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While another thread imports trio (httpcore does, on a first request), the
+    # module is in sys.modules half made, without lowlevel yet. Asking it raised
+    # AttributeError: an app starting then lost its key refresher and startup load.
+    monkeypatch.setitem(sys.modules, "trio", types.ModuleType("trio"))
+    cache = JWKSCache(issuer.jwks_uri)
+
+    async def main() -> str:
         try:
             return (await cache.get_key(issuer.current_kid, issuer.alg)).kid or ""
         finally:
