@@ -32,7 +32,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -57,6 +57,7 @@ __all__ = [
     "DPoPReplayStore",
     "access_token_hash",
     "dpop_credentials",
+    "htu_matches",
     "jwk_thumbprint",
     "normalize_htu",
     "replay_key",
@@ -113,10 +114,11 @@ _MAX_RSA_EXPONENT = 2**32
 _HOST_HEADER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-# The RFC 6455 schemes name the same HTTP request as http/https: the handshake of a
-# ws://host/path connection is GET http://host/path.
-_HTTP_SCHEME_OF = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# What a path may carry unescaped (RFC 3986 pchar and "/"): a decoded path is escaped
+# again as a client would send it.
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+_SLASHES = re.compile(r"/{2,}")
 
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
@@ -225,7 +227,10 @@ def normalize_htu(url: str) -> str | None:
     """``url`` as RFC 9449 §4.3 compares it: no query, no fragment, syntax- and
     scheme-based normalization (RFC 3986 §6.2.2, §6.2.3): scheme and host in lower
     case, the default port dropped, an empty path read as ``/``, escapes normalized,
-    dot segments removed. ``None`` when it is not an absolute http(s) URL."""
+    dot segments removed. ``None`` when it is not an absolute http(s) or ws(s) URL.
+
+    A ``ws``/``wss`` URL keeps its scheme: :func:`htu_matches` decides that a proof
+    naming the ``http(s)`` form fits a WebSocket handshake, not the other way round."""
     if type(url) is not str or not url.isascii() or len(url) > MAX_PROOF_SIZE:
         return None
     if _NOT_URI_CHAR.search(url):
@@ -236,9 +241,14 @@ def normalize_htu(url: str) -> str | None:
         port = parts.port
     except ValueError:
         return None
-    scheme = _HTTP_SCHEME_OF.get(parts.scheme.lower())
+    scheme = parts.scheme.lower()
     host = parts.hostname
-    if scheme is None or not host or parts.username is not None or parts.password is not None:
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not host
+        or parts.username is not None
+        or parts.password is not None
+    ):
         return None
     # Escapes in the host too (RFC 3986 §6.2.2.2): "%74estserver" is "testserver".
     # Lower case again after: a decoded letter may be upper case, and hosts are not.
@@ -250,6 +260,36 @@ def normalize_htu(url: str) -> str | None:
     return f"{scheme}://{authority}{path}"
 
 
+def htu_matches(htu: str, url: str) -> bool:
+    """Whether a proof's normalized ``htu`` names the request's normalized ``url``.
+
+    A WebSocket handshake is an HTTP GET of the ``http(s)`` form of its URL (RFC 6455
+    §4.1), so a proof may name either form for it; a proof naming a ``ws(s)`` URL
+    never fits a plain HTTP request.
+    """
+    if htu == url:
+        return True
+    # "ws://" -> "http://", "wss://" -> "https://".
+    return url.startswith("ws") and htu == "http" + url[2:]
+
+
+def _root_end(raw: str, root: str) -> int | None:
+    """Where ``root`` ends in the escaped path ``raw``, which decodes to a path that
+    begins with ``root``; ``None`` when ``raw`` does not begin with it."""
+    want = root.encode("utf-8", "surrogateescape")
+    got = bytearray()
+    i = 0
+    while len(got) < len(want) and i < len(raw):
+        escape = raw[i + 1 : i + 3] if raw[i] == "%" else ""
+        if len(escape) == 2 and all(c in "0123456789abcdefABCDEF" for c in escape):
+            got.append(int(escape, 16))
+            i += 3
+        else:
+            got += raw[i].encode("latin-1")
+            i += 1
+    return i if got == want else None
+
+
 def request_htu(scope: Mapping[str, Any]) -> str | None:
     """The URI of an ASGI ``http`` or ``websocket`` request as a proof must name it
     (normalized as :func:`normalize_htu`), or ``None`` when it cannot be built.
@@ -258,6 +298,10 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
     run the server with its proxy-headers option so that it is ``https``), host from
     the ``Host`` header, path as the client sent it (``raw_path``), under the
     ``root_path`` when the server was told of a prefix that the proxy strips.
+
+    In the ``root_path`` part of the path, runs of ``/`` count as one: they are the
+    server's joins (``--root-path /api/`` makes uvicorn's path ``/api//me`` for the
+    client's ``/api/me``), since a ``Mount`` never matches an empty segment.
     """
     scheme = scope.get("scheme") or ("ws" if scope.get("type") == "websocket" else "http")
     host = None
@@ -276,19 +320,37 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
             return None
         address = str(server[0])
         host = f"[{address}]:{server[1]}" if ":" in address else f"{address}:{server[1]}"
+    full = scope.get("path") or "/"
+    root = scope.get("root_path") or ""
+    if type(full) is not str or type(root) is not str:
+        return None
     raw_path = scope.get("raw_path")
     if isinstance(raw_path, bytes) and raw_path:
         path = raw_path.decode("latin-1").split("?", 1)[0]
     else:
-        path = scope.get("path") or "/"
+        path = quote(full, safe=_PATH_SAFE)
     if "#" in path or _DOT_SEGMENT.search(path):
         # The router takes such a path as sent ("/files/x/../../me" is a file path)
         # while the URI's normalization would read it as another ("/me"): a proof
         # for that one must not open this one. Clients never send them.
         return None
-    root = scope.get("root_path") or ""
-    if root and not (path == root or path.startswith(root.rstrip("/") + "/")):
-        path = root.rstrip("/") + path
+    if root:
+        # The decoded path tells whether the server put the root in front (ASGI
+        # servers now do, and Starlette's Mount keeps the whole path); then the
+        # client's part is what follows it in the path as sent.
+        if full == root or (
+            full.startswith(root) and (root.endswith("/") or full[len(root)] == "/")
+        ):
+            end = _root_end(path, root)
+            if end is None:
+                return None
+            prefix, rest = path[:end], path[end:]
+        else:
+            # An older server: the path leaves out the root, which is decoded text.
+            prefix, rest = quote(root, safe=_PATH_SAFE), path
+        if rest and not rest.startswith("/"):
+            rest = "/" + rest
+        path = _SLASHES.sub("/", prefix).rstrip("/") + rest
     return normalize_htu(f"{scheme}://{host}{path}")
 
 
@@ -486,7 +548,7 @@ class DPoPProofChecker:
             # Idempotent on what request_htu built; a direct caller may pass the URL
             # as sent.
             url = normalize_htu(url)
-        if wanted is None or url is None or wanted != url:
+        if wanted is None or url is None or not htu_matches(wanted, url):
             raise InvalidDPoPProofError(_htu_mismatch(htu, wanted, url))
         iat = claims.get("iat")
         if not _is_numeric_date(iat):

@@ -651,8 +651,9 @@ def test_a_request_whose_uri_could_not_be_built_is_refused(
         ("https://api.example.test/a/%2E%2E/b", "https://api.example.test/b"),
         ("https://api.example.test/a.b/c..d", "https://api.example.test/a.b/c..d"),
         ("https://api.example.test/x?q=1#f", "https://api.example.test/x"),
-        ("wss://api.example.test/ws", "https://api.example.test/ws"),
-        ("ws://api.example.test:80/ws", "http://api.example.test/ws"),
+        ("wss://api.example.test/ws", "wss://api.example.test/ws"),
+        ("ws://api.example.test:80/ws", "ws://api.example.test/ws"),
+        ("WSS://api.example.test:443/ws", "wss://api.example.test/ws"),
         ("https://[::1]:8443/x", "https://[::1]:8443/x"),
         ("https://[::1]:443/x", "https://[::1]/x"),
         ("http://[2001:DB8::1]/x", "http://[2001:db8::1]/x"),
@@ -685,6 +686,32 @@ def test_normalize_htu(url: str, expected: str) -> None:
 )
 def test_normalize_htu_refuses_what_is_not_an_absolute_http_uri(url: Any) -> None:
     assert normalize_htu(url) is None
+
+
+@pytest.mark.parametrize(
+    ("htu", "url", "fits"),
+    [
+        ("https://api.example.test/ws", "https://api.example.test/ws", True),
+        ("wss://api.example.test/ws", "wss://api.example.test/ws", True),
+        ("ws://api.example.test/ws", "ws://api.example.test/ws", True),
+        # A WebSocket handshake is a GET of the http(s) form: either names it.
+        ("https://api.example.test/ws", "wss://api.example.test/ws", True),
+        ("http://api.example.test/ws", "ws://api.example.test/ws", True),
+        # But a ws(s) URL names no plain HTTP request.
+        ("wss://api.example.test/ws", "https://api.example.test/ws", False),
+        ("ws://api.example.test/ws", "http://api.example.test/ws", False),
+        ("http://api.example.test/ws", "wss://api.example.test/ws", False),
+        ("ws://api.example.test/ws", "wss://api.example.test/ws", False),
+    ],
+)
+def test_which_scheme_of_a_proof_fits_which_request(htu: str, url: str, fits: bool) -> None:
+    checker, client = make_checker(), DPoPKey()
+    proof = proof_for(client, htu=htu)
+    if fits:
+        check(checker, client, proof, url=url)
+    else:
+        with pytest.raises(InvalidDPoPProofError, match="htu"):
+            check(checker, client, proof, url=url)
 
 
 @pytest.mark.parametrize("iat", [DROP, None, "1800000000", True, False, [NOW], {"t": NOW}])
@@ -1234,14 +1261,51 @@ def _scope(
         (_scope(path="/x", root_path="/api/"), "http://api.example.test/api/x"),
         (_scope(path="/api", root_path="/api"), "http://api.example.test/api"),
         (_scope(path="/apiary", root_path="/api"), "http://api.example.test/api/apiary"),
-        # WebSocket: the handshake is an HTTP GET of the http(s) URI.
-        (_scope(kind="websocket", scheme="ws"), "http://api.example.test/x"),
-        (_scope(kind="websocket", scheme="wss"), "https://api.example.test/x"),
-        (_scope(kind="websocket", scheme=None), "http://api.example.test/x"),
+        # uvicorn --root-path /api/ joins it to the path as "/api//x" (and raw_path).
+        (
+            _scope(path="/api//x", raw_path=b"/api//x", root_path="/api/"),
+            "http://api.example.test/api/x",
+        ),
+        (
+            _scope(path="/api//v1/x", raw_path=b"/api//v1/x", root_path="/api//v1"),
+            "http://api.example.test/api/v1/x",
+        ),
+        # ... and a client's own double slash stays, after the root.
+        (
+            _scope(path="/api///x", raw_path=b"/api///x", root_path="/api/"),
+            "http://api.example.test/api//x",
+        ),
+        # A Mount's root_path is the decoded prefix; the path as sent may spell it
+        # otherwise (an escaped unreserved character, UTF-8, a path parameter): the
+        # URI has the client's spelling.
+        (
+            _scope(path="/v1/x", raw_path=b"/v%31/x", root_path="/v1"),
+            "http://api.example.test/v1/x",
+        ),
+        (
+            _scope(path="/café/x", raw_path=b"/caf%C3%A9/x", root_path="/café"),
+            "http://api.example.test/caf%C3%A9/x",
+        ),
+        (
+            _scope(path="/t/a b/x", raw_path=b"/t/a%20b/x", root_path="/t/a b"),
+            "http://api.example.test/t/a%20b/x",
+        ),
+        (
+            _scope(path="/t/a/b/x", raw_path=b"/t/a%2Fb/x", root_path="/t/a/b"),
+            "http://api.example.test/t/a%2Fb/x",
+        ),
+        # A raw_path that does not spell the root: no URI to compare with.
+        (_scope(path="/v1/x", raw_path=b"/v2/x", root_path="/v1"), None),
+        # No raw_path: the decoded path, escaped again.
+        (_scope(path="/café/x", root_path="/café"), "http://api.example.test/caf%C3%A9/x"),
+        # WebSocket: the ws(s) URI (htu_matches also takes the http(s) form for it).
+        (_scope(kind="websocket", scheme="ws"), "ws://api.example.test/x"),
+        (_scope(kind="websocket", scheme="wss"), "wss://api.example.test/x"),
+        (_scope(kind="websocket", scheme=None), "ws://api.example.test/x"),
         (_scope(scheme=None), "http://api.example.test/x"),
     ],
 )
-def test_request_htu(scope: dict[str, Any], expected: str) -> None:
+def test_request_htu(scope: dict[str, Any], expected: str | None) -> None:
     assert request_htu(scope) == expected
 
 

@@ -323,6 +323,56 @@ async def test_websocket_handshake_with_dpop(
     }
 
 
+# -- a mounted API, under a root path -------------------------------------------------------
+
+
+def mounted_service(config: Any) -> FastAPI:
+    """An API with its own middleware, mounted at ``/v1`` and ``/café`` of an outer app."""
+    inner = FastAPI()
+
+    @inner.get("/me")
+    async def me(claims: ClaimsDep) -> dict[str, Any]:
+        return {"sub": claims.sub}
+
+    inner.add_middleware(Auth0Middleware, config=config)
+    outer = FastAPI()
+
+    @outer.get("/public")
+    async def public() -> dict[str, str]:
+        return {"hello": "world"}
+
+    outer.mount("/v1", inner)
+    outer.mount("/café", inner)
+    return outer
+
+
+async def test_a_mounted_api_under_a_root_path_takes_the_url_the_client_sent(
+    dpop_issuer: LocalIssuer, stack: Mapping[str, str]
+) -> None:
+    # uvicorn --root-path /api/ (the proxy strips /api): for the client's /api/v1/me its
+    # path is /api//v1/me, and the mount's root path the decoded /api//v1, whatever
+    # escapes the client's path has. The proof names the URL the client called.
+    app = mounted_service(dpop_issuer.config(dpop="allowed"))
+    key = DPoPKey()
+    token = dpop_issuer.token(sub="auth0|mounted", cnf=key.cnf)
+    with serve(app, stack, root_path="/api/") as served:
+        async with client(served) as http:
+            for sent, called in [
+                ("/v1/me", "/api/v1/me"),
+                ("/v%31/me", "/api/v%31/me"),
+                ("/v%31/me", "/api/v1/me"),
+                ("/caf%C3%A9/me", "/api/caf%C3%A9/me"),
+            ]:
+                ok = await http.get(sent, headers=key.headers(token, "GET", served.at(called)))
+                assert ok.status_code == 200, (sent, called, ok.text)
+                assert ok.json() == {"sub": "auth0|mounted"}
+            for wrong in ("/v1/me", "/api/v1/v1/me", "/api//v1/me", "/api/v2/me"):
+                refused = await http.get(
+                    "/v%31/me", headers=key.headers(token, "GET", served.at(wrong))
+                )
+                assert refusal(refused) == (401, "invalid_dpop_proof", "invalid_dpop_proof"), wrong
+
+
 # -- behind a TLS-terminating proxy --------------------------------------------------------
 
 
