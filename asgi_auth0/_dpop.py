@@ -113,6 +113,7 @@ _MAX_RSA_EXPONENT = 2**32
 # Anything else ("/", "?", "#", "@", "\\", spaces) would be read as part of the URL.
 _HOST_HEADER = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
+_STRAY_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 # What a path may carry unescaped (RFC 3986 pchar and "/"): a decoded path is escaped
@@ -236,6 +237,11 @@ def normalize_htu(url: str) -> str | None:
     if _NOT_URI_CHAR.search(url):
         # urlsplit drops tabs and line breaks silently: "/m\te" would read as "/me".
         return None
+    if _STRAY_PERCENT.search(url.split("#", 1)[0].split("?", 1)[0]):
+        # A "%" that starts no escape could join a decoded one: "%2%30" would read as
+        # "%20", where the router takes the literal "%2" then "0". (The query and the
+        # fragment are not compared.)
+        return None
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -276,7 +282,7 @@ def htu_matches(htu: str, url: str) -> bool:
 def _root_end(raw: str, root: str) -> int | None:
     """Where ``root`` ends in the escaped path ``raw``, which decodes to a path that
     begins with ``root``; ``None`` when ``raw`` does not begin with it."""
-    want = root.encode("utf-8", "surrogateescape")
+    want = root.encode("utf-8")
     got = bytearray()
     i = 0
     while len(got) < len(want) and i < len(raw):
@@ -299,9 +305,10 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
     the ``Host`` header, path as the client sent it (``raw_path``), under the
     ``root_path`` when the server was told of a prefix that the proxy strips.
 
-    In the ``root_path`` part of the path, runs of ``/`` count as one: they are the
-    server's joins (``--root-path /api/`` makes uvicorn's path ``/api//me`` for the
-    client's ``/api/me``), since a ``Mount`` never matches an empty segment.
+    In the ``root_path`` part of the path, runs of ``/`` count as one, and so does the
+    ``/`` that ends it with the one after it: they are the server's joins
+    (``--root-path /api/`` makes uvicorn's path ``/api//me`` for the client's
+    ``/api/me``), since a ``Mount`` never matches an empty segment.
     """
     scheme = scope.get("scheme") or ("ws" if scope.get("type") == "websocket" else "http")
     host = None
@@ -324,6 +331,12 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
     root = scope.get("root_path") or ""
     if type(full) is not str or type(root) is not str:
         return None
+    try:
+        # A lone surrogate (a server decoding the path its own way) has no URI form.
+        full.encode("utf-8")
+        root.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
     raw_path = scope.get("raw_path")
     if isinstance(raw_path, bytes) and raw_path:
         path = raw_path.decode("latin-1").split("?", 1)[0]
@@ -335,22 +348,21 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
         # for that one must not open this one. Clients never send them.
         return None
     if root:
-        # The decoded path tells whether the server put the root in front (ASGI
-        # servers now do, and Starlette's Mount keeps the whole path); then the
-        # client's part is what follows it in the path as sent.
-        if full == root or (
-            full.startswith(root) and (root.endswith("/") or full[len(root)] == "/")
-        ):
+        # Whether the path holds the root is decided as Starlette's router decides
+        # it (starlette._utils.get_route_path), so that the URI names what is routed.
+        # ASGI servers now put the root in front, and a Mount keeps the whole path;
+        # then the client's part is what follows the root in the path as sent.
+        if full == root or (full.startswith(root) and full[len(root)] == "/"):
             end = _root_end(path, root)
             if end is None:
                 return None
-            prefix, rest = path[:end], path[end:]
+            prefix, rest = _SLASHES.sub("/", path[:end]), path[end:]
         else:
             # An older server: the path leaves out the root, which is decoded text.
-            prefix, rest = quote(root, safe=_PATH_SAFE), path
-        if rest and not rest.startswith("/"):
-            rest = "/" + rest
-        path = _SLASHES.sub("/", prefix).rstrip("/") + rest
+            prefix, rest = _SLASHES.sub("/", quote(root, safe=_PATH_SAFE)), path
+        if prefix.endswith("/") and rest.startswith("/"):
+            prefix = prefix[:-1]  # the server's join of "/api/" and "/me"
+        path = prefix + rest
     return normalize_htu(f"{scheme}://{host}{path}")
 
 

@@ -651,6 +651,7 @@ def test_a_request_whose_uri_could_not_be_built_is_refused(
         ("https://api.example.test/a/%2E%2E/b", "https://api.example.test/b"),
         ("https://api.example.test/a.b/c..d", "https://api.example.test/a.b/c..d"),
         ("https://api.example.test/x?q=1#f", "https://api.example.test/x"),
+        ("https://api.example.test/x?q=100%#5%", "https://api.example.test/x"),
         ("wss://api.example.test/ws", "wss://api.example.test/ws"),
         ("ws://api.example.test:80/ws", "ws://api.example.test/ws"),
         ("WSS://api.example.test:443/ws", "wss://api.example.test/ws"),
@@ -679,6 +680,11 @@ def test_normalize_htu(url: str, expected: str) -> None:
         "https://api.example.test:99999/x",
         "https://api.example.test:port/x",
         "https://api.example.test/é",
+        # A "%" that starts no escape: "%2%30" must not become "%20" ("my doc").
+        "https://api.example.test/files/my%2%30doc",
+        "https://api.example.test/a%",
+        "https://api.example.test/a%zz",
+        "https://api%.example.test/a",
         "https://" + "a" * MAX_PROOF_SIZE + ".test/",
         5,
         None,
@@ -1257,7 +1263,9 @@ def _scope(
         # root_path: a prefix the proxy stripped, unless the path already holds it.
         (_scope(path="/x", raw_path=b"/x", root_path="/api"), "http://api.example.test/api/x"),
         (_scope(path="/api/x", root_path="/api"), "http://api.example.test/api/x"),
-        (_scope(path="/api/x", root_path="/api/"), "http://api.example.test/api/x"),
+        # As Starlette routes it: "/api/" holds "/api//x" (below) but not "/api/x" (h11
+        # passes a target without its leading "/", "x"), which it routes whole.
+        (_scope(path="/api/x", root_path="/api/"), "http://api.example.test/api/api/x"),
         (_scope(path="/x", root_path="/api/"), "http://api.example.test/api/x"),
         (_scope(path="/api", root_path="/api"), "http://api.example.test/api"),
         (_scope(path="/apiary", root_path="/api"), "http://api.example.test/api/apiary"),
@@ -1270,6 +1278,12 @@ def _scope(
             _scope(path="/api//v1/x", raw_path=b"/api//v1/x", root_path="/api//v1"),
             "http://api.example.test/api/v1/x",
         ),
+        (
+            _scope(path="/api/me", raw_path=b"/api/me", root_path="/api/"),
+            "http://api.example.test/api/api/me",
+        ),
+        (_scope(path="/x", root_path="/"), "http://api.example.test/x"),
+        (_scope(path="//x", raw_path=b"//x", root_path="/"), "http://api.example.test/x"),
         # ... and a client's own double slash stays, after the root.
         (
             _scope(path="/api///x", raw_path=b"/api///x", root_path="/api/"),
@@ -1294,6 +1308,12 @@ def _scope(
             _scope(path="/t/a/b/x", raw_path=b"/t/a%2Fb/x", root_path="/t/a/b"),
             "http://api.example.test/t/a%2Fb/x",
         ),
+        # The "/" that ends the root sent escaped: the client's URI, as sent (the mount
+        # routes it to /files/etc, which "/v1/%2Ffiles/etc" does not name).
+        (
+            _scope(path="/v1/files/etc", raw_path=b"/v1%2Ffiles/etc", root_path="/v1"),
+            "http://api.example.test/v1%2Ffiles/etc",
+        ),
         # A raw_path that does not spell the root: no URI to compare with.
         (_scope(path="/v1/x", raw_path=b"/v2/x", root_path="/v1"), None),
         # No raw_path: the decoded path, escaped again.
@@ -1317,6 +1337,12 @@ def test_request_htu(scope: dict[str, Any], expected: str | None) -> None:
         _scope(scheme="ftp"),
         _scope(host="api.example.test:99999"),
         _scope(path="/café", raw_path="/café".encode()),  # not ASCII as sent
+        # A lone surrogate has no UTF-8 form, so no URI form (not a 500).
+        _scope(path="/\udce9"),
+        _scope(path="/x", raw_path=b"/x", root_path="/\ud800"),
+        _scope(path="/\ud800/x", root_path="/\ud800"),
+        # A "%" that starts no escape (the router takes it literally).
+        _scope(path="/files/my%2%30doc", raw_path=b"/files/my%2%30doc"),
     ],
 )
 def test_request_htu_is_none_when_it_cannot_be_built(scope: dict[str, Any]) -> None:
