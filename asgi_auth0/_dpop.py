@@ -347,6 +347,16 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
         # while the URI's normalization would read it as another ("/me"): a proof
         # for that one must not open this one. Clients never send them.
         return None
+    # The request target the client sent, after the root the server put in front
+    # (Starlette's Mount keeps that one as app_root_path), must begin with "/" (RFC
+    # 9112 §3.2.1). h11 passes "me" or "%2Fme" as they are, and joined to a root
+    # they read as another target's path: "/api/" + "%2Fme" as "/api/" + "/%2Fme".
+    server_root = scope.get("app_root_path", root)
+    if type(server_root) is not str:
+        return None
+    target = path[len(server_root) :] if server_root and path.startswith(server_root) else path
+    if not target.startswith("/"):
+        return None
     if root:
         # Whether the path holds the root is decided as Starlette's router decides
         # it (starlette._utils.get_route_path), so that the URI names what is routed.

@@ -379,6 +379,37 @@ async def test_a_mounted_api_under_a_root_path_takes_the_url_the_client_sent(
                 assert refusal(refused) == (401, "invalid_dpop_proof", "invalid_dpop_proof"), wrong
 
 
+async def test_a_target_without_its_leading_slash_gets_no_other_targets_proof(
+    dpop_issuer: LocalIssuer, stack: Mapping[str, str]
+) -> None:
+    # h11 passes a request target such as "%2Fme" as it is (httptools answers 400), and
+    # uvicorn joins it to --root-path /api/: "/api/%2Fme", the path of the target
+    # "/%2Fme" too, though Starlette routes the two apart. A proof for that URL, or
+    # for any, must not open it.
+    app = build_app(dpop_issuer.config(dpop="allowed"))
+    key = DPoPKey()
+    token = dpop_issuer.token(cnf=key.cnf)
+    with serve(app, stack, root_path="/api/") as served:
+        for target, proof_url in [("%2Fme", "/api/%2Fme"), ("me", "/api/me"), ("me", "/me")]:
+            headers = key.headers(token, "GET", served.at(proof_url))
+            request = f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n"
+            request += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+            request += "Connection: close\r\n\r\n"
+            with anyio.fail_after(10):
+                async with await anyio.connect_tcp("127.0.0.1", served.port) as stream:
+                    await stream.send(request.encode("ascii"))
+                    answer = b""
+                    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                        while True:
+                            answer += await stream.receive()
+            status = answer.split(b" ", 2)[1]
+            if stack["http"] == "httptools":
+                assert status == b"400", (target, answer[:200])
+            else:
+                assert status == b"401", (target, proof_url, answer[:300])
+                assert b'"reason":"invalid_dpop_proof"' in answer
+
+
 # -- behind a TLS-terminating proxy --------------------------------------------------------
 
 
