@@ -707,11 +707,18 @@ def _htu_mismatch(htu: str, wanted: str | None, url: str | None) -> str:
     if url is None:
         return "this request's URI could not be built to compare the DPoP proof's htu with"
     if wanted is None:
-        return f"the DPoP proof's htu {_shown(htu, 60)} is not an absolute http(s) URI"
+        return (
+            f"the DPoP proof's htu {_shown(htu, 60)} is not an absolute http(s) or ws(s) "
+            "URI (each % starting an escape)"
+        )
     if wanted.split(":", 1)[1] == url.split(":", 1)[1]:
+        hint = (
+            "a ws(s) URI names a WebSocket handshake only"
+            if wanted.startswith("ws") and not url.startswith("ws")
+            else "behind a TLS proxy: uvicorn --proxy-headers"
+        )
         return (
             f"the DPoP proof's htu {_shown(wanted, 40)} is not this request's URI "
-            f"{_shown(url, 40)}: only the scheme differs (behind a TLS proxy: uvicorn "
-            "--proxy-headers)"
+            f"{_shown(url, 40)}: only the scheme differs ({hint})"
         )
     return f"the DPoP proof's htu {_shown(wanted, 60)} is not this request's URI {_shown(url, 60)}"

@@ -283,9 +283,9 @@ def _pkcs1_check(key: rsa.RSAPublicKey, alg: str) -> Callable[[bytes, bytes], No
     encoded block compared, as RFC 8017 §8.2.2 step 4 does, so no DigestInfo parsing
     (and no Bleichenbacher 2006 forgery) is possible. ``recover_data_from_signature``
     does not check the signature's length (``verify`` does), so that is done here
-    (§8.2.2 step 1). Why not ``key.verify``: it costs about 2.5 µs more per token, set-up
+    (§8.2.2 step 1). Why not ``key.verify``: it costs 1-2.5 µs more per token, set-up
     of the digest in OpenSSL (measured with cryptography 50; a 2048-bit RSA verify is
-    about 17-20 µs), and this is the path every cold token takes.
+    about 17-22 µs), and this is the path every cold token takes.
     """
     recover = key.recover_data_from_signature
     pkcs1 = padding.PKCS1v15()

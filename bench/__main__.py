@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             f"every check and the claims object is {cold.ratio - bare.ratio:+.2f}x "
             f"({cold.us - bare.us:+.1f} µs) from it.",
             "",
-            f"The floor's check made as our verifier makes it for RS256 (recover the "
-            f"encoded block, compare it whole) costs {recover.ratio:.2f}x the floor; "
+            f"The floor's check made as our verifier makes it for RS256 (recover what "
+            f"follows the padding, compare it whole) costs {recover.ratio:.2f}x the floor; "
             f"against that, our cold path costs {cold.us / recover.us:.2f}x.",
         ]
         del by

@@ -109,8 +109,8 @@ def run(*, batch: int = 1500, rounds: int = 15, warm_calls: int = 20_000) -> lis
 
     def floor_recover() -> float:
         # The same RSA operation and padding check as the floor, by the route our
-        # verifier takes for RS256: recover the encoded block, compare it whole with the
-        # expected DigestInfo and hash (and the signature's length, as ours does).
+        # verifier takes for RS256: recover what follows the padding, compare it whole
+        # with the expected DigestInfo and hash (and the signature's length, as ours does).
         inputs = [split[t] for t in current]
         sha = hashlib.sha256
         t0 = _clock()
