@@ -203,6 +203,9 @@ def _check_auth0_issuer(name: str, url: str, domain: str | None) -> None:
         )
 
 
+# What Auth0 client ids look like (an application's, in the dashboard's Settings).
+_AUTH0_CLIENT_ID = re.compile(r"[A-Za-z0-9]{32}")
+
 # "client_id" is for Cognito only in practice: elsewhere a token carries an aud naming
 # its API, and matching the client instead would accept tokens minted for other APIs.
 _AUDIENCE_CLAIMS = ("aud", "client_id")
@@ -318,6 +321,21 @@ def _check_audiences(name: str, value: object) -> tuple[str, ...]:
             raise ConfigError(
                 f"{name} {aud!r} is wrapped in quotes, which no token's aud has: "
                 "write it without them"
+            )
+        # Several audiences written as one string: with spaces, as a JSON list (the
+        # settings-library habit, which from_env's comma split cuts into '["https://a"'
+        # and '"https://b"]'), or comma-joined URLs. No aud is any of those, so every
+        # token would fail with invalid_audience and nothing would say why.
+        if any(c.isspace() for c in aud) or aud[:1] == "[" or aud[-1:] == "]":
+            raise ConfigError(
+                f"{name} {aud!r} holds whitespace or a bracket, which no token's aud has: "
+                "give several audiences as a list, audience=['https://a', 'https://b'] "
+                "(AUTH0_AUDIENCE: comma-separated, no brackets or quotes)"
+            )
+        if "," in aud and sum("://" in part for part in aud.split(",")) >= 2:
+            raise ConfigError(
+                f"{name} {aud!r} is several URLs joined by commas: give them as a list, "
+                "audience=['https://a', 'https://b']"
             )
         parts = urlsplit(aud)
         if parts.scheme.lower() in ("https", "http") and parts.path == "/userinfo":
@@ -591,6 +609,22 @@ class Auth0Config:
                 "aud of ID tokens, so they would pass as access tokens; set audience to "
                 "your API's identifier (Auth0 dashboard: Applications > APIs)"
             )
+        if self.audience_claim == "aud" and (
+            self.domain is not None or _is_auth0_host(urlsplit(issuer).netloc, None)
+        ):
+            for aud in audiences:
+                # Without client_id= the same slip goes unseen: a SPA that got no API
+                # access token sends its ID token, and the audience is set to the
+                # client id to make it pass. Auth0 client ids are 32 letters and digits;
+                # API identifiers are URLs or names, in practice never of that shape.
+                if _AUTH0_CLIENT_ID.fullmatch(aud):
+                    raise ConfigError(
+                        f"audience {aud!r} has the shape of an Auth0 client id (32 letters "
+                        "and digits): a client id is the aud of ID tokens, so they would "
+                        "pass as access tokens; set audience to your API's identifier "
+                        "(Auth0 dashboard: Applications > APIs), and have the client ask "
+                        "for audience=<that identifier>"
+                    )
 
     @property
     def discovery_url(self) -> str:

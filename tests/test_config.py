@@ -526,6 +526,49 @@ def test_the_client_id_as_audience_is_refused() -> None:
     assert Auth0Config(domain=PROD, audience=AUD, client_id="abcDEF123").client_id == "abcDEF123"
 
 
+@pytest.mark.parametrize("domain", [PROD, "login.example.com"])
+def test_an_audience_shaped_like_an_auth0_client_id_is_refused(domain: str) -> None:
+    # Without client_id= the slip above goes unseen: a SPA that got no API access
+    # token sends its ID token, and the audience is set to the client id to let it in.
+    client_id = "Xq3vL8mN2pR5sT7uW9yZ1aB4cD6eF8gH"
+    with pytest.raises(ConfigError, match="shape of an Auth0 client id"):
+        Auth0Config(domain=domain, audience=client_id)
+    with pytest.raises(ConfigError, match="shape of an Auth0 client id"):
+        Auth0Config(issuer="https://tenant.eu.auth0.com/", audience=(AUD, client_id))
+    # One letter short, or with a dash, is not that shape; nor is any audience of
+    # another provider (Entra ID: one app registration may be API and client).
+    assert Auth0Config(domain=domain, audience=client_id[:-1]).audience == client_id[:-1]
+    assert Auth0Config(domain=domain, audience=client_id[:-1] + "-").audiences
+    entra = "https://login.microsoftonline.com/4b3c2d1e-0000-4000-8000-000000000000/v2.0"
+    assert Auth0Config(issuer=entra, audience=client_id).audience == client_id
+
+
+@pytest.mark.parametrize(
+    ("audience", "needle"),
+    [
+        ("https://a.example https://b.example", "whitespace or a bracket"),
+        ("https://a.example\thttps://b.example", "whitespace or a bracket"),
+        ('["https://a.example","https://b.example"]', "whitespace or a bracket"),
+        ('["https://a.example"', "whitespace or a bracket"),
+        ('"https://b.example"]', "whitespace or a bracket"),
+        ("https://a.example,https://b.example", "joined by commas"),
+    ],
+)
+def test_several_audiences_in_one_string_are_refused(audience: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        Auth0Config(domain=PROD, audience=audience)
+
+
+def test_several_audiences_in_one_environment_value_are_refused() -> None:
+    # A JSON list in AUTH0_AUDIENCE: the comma split leaves a bracket on each part.
+    with pytest.raises(ConfigError, match="AUTH0_AUDIENCE"):
+        Auth0Config.from_env(
+            {"AUTH0_DOMAIN": PROD, "AUTH0_AUDIENCE": '["https://a.example","https://b.example"]'}
+        )
+    # A comma in a single name is allowed (a scope-like identifier, not two URLs).
+    assert Auth0Config(domain=PROD, audience="urn:api,v2").audience == "urn:api,v2"
+
+
 def test_the_hs256_refusal_says_how_to_fix_an_auth0_api() -> None:
     with pytest.raises(ConfigError, match=r"switch its JSON Web Token Signing Algorithm to RS256"):
         Auth0Config(domain=PROD, audience=AUD, algorithms=("HS256",))
