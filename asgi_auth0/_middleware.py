@@ -380,7 +380,8 @@ class Auth0Middleware:
             # Listing public paths means "the rest is closed": say so instead of
             # serving every path anonymously.
             raise ConfigError("public_paths only applies with require_token=True")
-        from .fastapi import uncalled_factories  # noqa: PLC0415 (fastapi imports this module)
+        # fastapi imports this module.
+        from .fastapi import scopes_written_as_strings, uncalled_factories  # noqa: PLC0415
 
         misused = uncalled_factories(app)
         if misused:
@@ -389,6 +390,13 @@ class Auth0Middleware:
                 "calling it returns, so FastAPI reads its parameters as query parameters "
                 "and answers every request 422. Call it with the names: "
                 'Depends(require_scopes("read:messages"))'
+            )
+        as_strings = scopes_written_as_strings(app)
+        if as_strings:
+            raise ConfigError(
+                f"{'; '.join(as_strings)}: Security(..., scopes=) was given a string, which "
+                "FastAPI reads as one scope per character, so every request gets 403. "
+                "Give a list: Security(require_token, scopes=['read:messages'])"
             )
         # Validate everything else first: a verifier built here owns network clients.
         if config is not None and verifier is None:

@@ -559,6 +559,42 @@ def uncalled_factories(app: ASGIApp) -> list[str]:
     is built (:class:`ConfigError`), before any request.
     """
     found: list[str] = []
+    for where, dep in _route_dependencies(app):
+        call = getattr(dep, "call", None)
+        # By identity: a dependency may be any callable, hashable or not.
+        if call is require_scopes or call is require_permissions:
+            entry = f"{where}: Depends({call.__name__})"
+            if entry not in found:
+                found.append(entry)
+    return found
+
+
+def scopes_written_as_strings(app: ASGIApp) -> list[str]:
+    """The routes in ``app`` (mounted apps included) with a ``Security(...,
+    scopes="read:a")`` written with a string, each as ``"GET /path: 'read:a'"``.
+
+    FastAPI takes the string as the sequence it is, one scope per character, so the
+    route requires "r", "e", "a", "d", ":" and "a" (and documents them): every request
+    gets 403. Each character a scope of its own is taken as that slip when there are
+    two or more; a real scope of one letter would be rare, and two of them in one
+    declaration rarer still. :class:`Auth0Middleware` refuses such an app when it is
+    built (:class:`ConfigError`).
+    """
+    found: list[str] = []
+    for where, dep in _route_dependencies(app):
+        if getattr(dep, "call", None) is _declaration:
+            continue  # require_scopes' own declaration, from a real list of names
+        own = getattr(dep, "own_oauth_scopes", None) or ()
+        if len(own) >= 2 and all(type(s) is str and len(s) == 1 for s in own):
+            entry = f"{where}: {''.join(own)!r}"
+            if entry not in found:
+                found.append(entry)
+    return found
+
+
+def _route_dependencies(app: ASGIApp) -> Iterator[tuple[str, Any]]:
+    """Every route's dependant and sub-dependant in ``app`` and the apps mounted in it,
+    each with ``"METHODS /path"`` of its route."""
     lists_seen: set[int] = set()  # an app and its router hold the same list
     # Newer FastAPI keeps included routers nested (see _api_routes).
     iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
@@ -569,23 +605,20 @@ def uncalled_factories(app: ASGIApp) -> list[str]:
         lists_seen.add(id(routes))
         for route in routes if iter_contexts is None else iter_contexts(routes):
             dependant = getattr(route, "dependant", None)
-            stack: list[Any] = [dependant] if dependant is not None else []
+            if dependant is None:
+                continue
+            methods = ",".join(sorted(getattr(route, "methods", None) or ())) or "WS"
+            path = getattr(route, "path_format", None) or getattr(route, "path", "?")
+            where = f"{methods} {path}"
+            stack: list[Any] = [dependant]
             seen: set[int] = set()
             while stack and len(seen) < 4096:  # a bound: a strange graph must not hang
                 dep = stack.pop()
                 if id(dep) in seen:
                     continue
                 seen.add(id(dep))
-                call = getattr(dep, "call", None)
-                # By identity: a dependency may be any callable, hashable or not.
-                if call is require_scopes or call is require_permissions:
-                    methods = ",".join(sorted(getattr(route, "methods", None) or ())) or "WS"
-                    path = getattr(route, "path_format", None) or getattr(route, "path", "?")
-                    where = f"{methods} {path}: Depends({call.__name__})"
-                    if where not in found:
-                        found.append(where)
+                yield where, dep
                 stack.extend(getattr(dep, "dependencies", None) or ())
-    return found
 
 
 def _scopes_of(claims: Claims) -> frozenset[str]:

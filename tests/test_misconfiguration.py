@@ -376,6 +376,43 @@ def test_a_factory_used_uncalled_is_refused_with_the_routes_named(
     assert any("Auth0Middleware is misconfigured" in line for line in lines(caplog, logging.ERROR))
 
 
+def test_scopes_written_as_a_string_are_refused_with_the_routes_named(
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    # FastAPI takes Security(..., scopes="read:messages") as one scope per character:
+    # every request got 403 with scope="r e a d : m s g", logged at INFO only (each
+    # character is a valid scope token). A tuple missing its comma is the same slip.
+    app = FastAPI()
+
+    @app.get("/string")
+    async def string(
+        claims: Annotated[Claims, Security(require_token, scopes="read:messages")],  # type: ignore[arg-type]
+    ) -> dict[str, Any]:
+        return {}
+
+    @app.get("/tuple", dependencies=[Security(require_token, scopes=("write:a"))])  # type: ignore[arg-type]
+    async def tuple_() -> dict[str, Any]:
+        return {}
+
+    @app.get("/fine", dependencies=[Security(require_token, scopes=["read:messages", "a"])])
+    async def fine() -> dict[str, Any]:
+        return {}
+
+    with pytest.raises(ConfigError) as refused:
+        Auth0Middleware(app, verifier=static_verifier(minting(auth0_rsa_key)))
+    named, _, rest = str(refused.value).partition(": Security(..., scopes=) was given a string")
+    assert sorted(named.split("; ")) == ["GET /string: 'read:messages'", "GET /tuple: 'write:a'"]
+    assert "Give a list: Security(require_token, scopes=['read:messages'])" in rest
+    # A one-letter scope alone is taken as meant.
+    alone = FastAPI()
+
+    @alone.get("/x", dependencies=[Security(require_token, scopes=["a"])])
+    async def x() -> dict[str, Any]:
+        return {}
+
+    Auth0Middleware(alone, verifier=static_verifier(minting(auth0_rsa_key)))
+
+
 @pytest.mark.anyio
 async def test_an_app_with_a_factory_used_uncalled_serves_no_request(
     auth0_rsa_key: PrivateKey,
