@@ -155,7 +155,19 @@ def _issuer_from_domain(domain: object) -> str:
             f"domain must be a bare host name such as 'tenant.eu.auth0.com', got {domain!r}; "
             "pass a full URL as issuer= instead"
         )
-    return f"https://{domain.lower()}/"
+    host = domain.lower()
+    if host.endswith(_OKTA_HOSTS):
+        # domain= derives Auth0's issuer and JWKS URL, neither of which an Okta org has.
+        raise ConfigError(
+            f"domain {domain!r} is an Okta org, and domain= is for Auth0 tenants: give "
+            "issuer= alone, the authorization server's issuer exactly (such as "
+            f"'https://{host}/oauth2/default')"
+        )
+    return f"https://{host}/"
+
+
+# Okta's org hosts: not Auth0 tenants, whatever name the variable had (AUTH0_DOMAIN).
+_OKTA_HOSTS = (".okta.com", ".oktapreview.com", ".okta-emea.com", ".okta-gov.com")
 
 
 def _is_auth0_host(netloc: str, domain: str | None) -> bool:
@@ -195,6 +207,14 @@ def _check_auth0_issuer(name: str, url: str, domain: str | None) -> None:
     if not _is_auth0_host(host, domain):
         return
     meant = f"https://{host}/"
+    if url != meant and not host.endswith(".auth0.com") and urlsplit(url).path not in ("", "/"):
+        # Only domain= made this host an Auth0 one, and the issuer has a path: Okta's
+        # /oauth2/default or Keycloak's /realms/x beside a domain= kept from Auth0.
+        raise ConfigError(
+            f"{name} {url!r} has a path, which no Auth0 issuer has, beside domain="
+            f"{domain!r}: domain= is for an Auth0 tenant (or its custom domain); for "
+            "another provider give issuer= alone, without domain="
+        )
     if url != meant:
         raise ConfigError(
             f"{name} {url!r} is not how Auth0 writes its issuer: its tokens carry iss "

@@ -569,6 +569,28 @@ def test_several_audiences_in_one_environment_value_are_refused() -> None:
     assert Auth0Config(domain=PROD, audience="urn:api,v2").audience == "urn:api,v2"
 
 
+def test_domain_is_for_auth0_and_says_so_beside_another_providers_issuer() -> None:
+    # Moving from Auth0 to Okta or Keycloak with AUTH0_DOMAIN kept: the advice was
+    # "write https://host/", which fails every token with invalid_issuer there.
+    with pytest.raises(ConfigError, match="is an Okta org, and domain= is for Auth0"):
+        Auth0Config(domain="acme.okta.com", audience="api://default")
+    with pytest.raises(ConfigError, match="is an Okta org"):
+        Auth0Config(
+            domain="acme.okta.com", issuer="https://acme.okta.com/oauth2/default", audience="x"
+        )
+    with pytest.raises(ConfigError, match="AUTH0_DOMAIN"):
+        Auth0Config.from_env({"AUTH0_DOMAIN": "acme.okta.com", "AUTH0_AUDIENCE": "api://default"})
+    realm = "https://sso.example.com/realms/acme"
+    with pytest.raises(ConfigError, match="for another provider give issuer= alone"):
+        Auth0Config(domain="sso.example.com", issuer=realm, audience="orders-api")
+    # Alone, those issuers are fine; so is an Auth0 custom domain given as domain=.
+    assert Auth0Config(issuer="https://acme.okta.com/oauth2/default", audience="x").issuer
+    assert Auth0Config(issuer=realm, audience="orders-api").issuer == realm
+    assert Auth0Config(domain="login.example.com", audience=AUD).issuer == (
+        "https://login.example.com/"
+    )
+
+
 def test_the_hs256_refusal_says_how_to_fix_an_auth0_api() -> None:
     with pytest.raises(ConfigError, match=r"switch its JSON Web Token Signing Algorithm to RS256"):
         Auth0Config(domain=PROD, audience=AUD, algorithms=("HS256",))
