@@ -100,11 +100,12 @@ class PublicPaths:
 
         The near misses are the ones that read as a bug in the log: an entry that
         differs only by a trailing slash, a subtree entry whose own root is asked for,
-        and an entry written with the ``root_path`` in front (entries are matched
-        without it). Called only when refusing a request: a few set lookups. The
-        hint names only ``path`` and the ``root_path`` (the path the log line shows
-        already) give or take a slash, escaped; longer than ``room`` characters, it
-        names neither.
+        an entry written with the ``root_path`` in front (entries are matched
+        without it), and an exact entry above the path (meant as a subtree). Called
+        only when refusing a request: a few set lookups and a walk over the exact
+        entries. The hint names only ``path`` and the ``root_path`` (the path the log
+        line shows already) give or take a slash, escaped, and configured entries;
+        longer than ``room`` characters, it names none of them.
         """
         specific, short = self._near_miss(path, root_path)
         if specific is None or len(specific) <= room:
@@ -142,6 +143,15 @@ class PublicPaths:
                         f"{root_path!r}, but entries are matched without it: list {inner!r}",
                         short,
                     )
+        # An exact entry meant as a subtree (a StaticFiles mount, a mounted app).
+        for entry in self._exact:
+            base = entry.rstrip("/")
+            if base and path.startswith(base + "/") and base + "/" not in self._prefixes:
+                return (
+                    f"public_paths lists {entry!r}, that path alone: list {base + '/*'!r} "
+                    "for the paths below it",
+                    "a public path is listed alone, not as a subtree",
+                )
         return None, ""
 
     def __repr__(self) -> str:

@@ -741,6 +741,13 @@ _NEAR_MISSES = [
         "matched without it: list '/static/*'",
         id="root-path-in-front-of-a-subtree",
     ),
+    pytest.param(
+        ["/static"],
+        "",
+        "/static/app.js",
+        "public_paths lists '/static', that path alone: list '/static/*' for the paths below it",
+        id="listed-alone-meant-as-a-subtree",
+    ),
 ]
 
 
@@ -785,7 +792,8 @@ async def test_each_public_path_near_miss_ends_the_rejection_line(
     [
         (["/health"], "", "/healthz"),  # not a near miss: a path of its own
         (["/Health"], "", "/health"),
-        (["/api/health"], "", "/api/health/x"),
+        (["/api/health"], "", "/api/x/health"),
+        (["/api/health"], "", "/api/healthz/x"),
         (["/v2/health"], "/api", "/api/health"),
     ],
 )
