@@ -403,6 +403,13 @@ class Auth0Middleware:
             verifier = TokenVerifier(config)
         elif config is not None or verifier is None:
             raise ConfigError("Auth0Middleware needs exactly one of config= or verifier=")
+        elif isinstance(verifier, Auth0Config):
+            # It failed later, with AttributeError: 'Auth0Config' object has no
+            # attribute 'config'.
+            raise ConfigError(
+                "verifier= was given an Auth0Config: pass it as config=, or pass "
+                "verifier=TokenVerifier(config)"
+            )
         self.app = app
         _answer_rejections_inside(app)
         _warn_if_cors_inside(app, require_token)

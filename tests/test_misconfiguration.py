@@ -964,3 +964,12 @@ async def test_the_rejection_line_names_the_cause(
     line = rejection_line(caplog)
     assert reason in line
     assert line.endswith(cause)
+
+
+def test_a_config_given_as_the_verifier_is_refused_with_what_to_do(
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    # It failed later with AttributeError: 'Auth0Config' object has no attribute 'config'.
+    config = minting(auth0_rsa_key).config()
+    with pytest.raises(ConfigError, match="verifier= was given an Auth0Config: pass it as config="):
+        Auth0Middleware(FastAPI(), verifier=config)  # type: ignore[arg-type]
