@@ -532,6 +532,15 @@ class Auth0Config:
                 "client id(s)"
             )
         audiences = _check_audiences("audience", self.audience)
+        pools = {urlsplit(i).path.strip("/") for i in self.issuers if _is_cognito(i)}
+        if self.audience_claim == "client_id" and pools & set(audiences):
+            # The pool id is in the issuer URL; client_id names an app client of it.
+            raise ConfigError(
+                f"audience {sorted(pools & set(audiences))[0]!r} is the user pool's id: "
+                "Cognito's access tokens name the app client in client_id, so set "
+                "audience to the app client id(s) (Cognito console: App integration > "
+                "App clients)"
+            )
         _check_not_the_issuers_api(
             audiences,
             {(urlsplit(i).hostname or "").lower() for i in self.issuers} | {self.domain or ""},

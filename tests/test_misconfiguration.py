@@ -973,3 +973,12 @@ def test_a_config_given_as_the_verifier_is_refused_with_what_to_do(
     config = minting(auth0_rsa_key).config()
     with pytest.raises(ConfigError, match="verifier= was given an Auth0Config: pass it as config="):
         Auth0Middleware(FastAPI(), verifier=config)  # type: ignore[arg-type]
+
+
+def test_a_cognito_user_pool_id_as_the_audience_is_refused() -> None:
+    # The pool id is in the issuer URL; every token names an app client instead, so
+    # each would be refused with "client_id does not name an accepted app client".
+    with pytest.raises(ConfigError, match="is the user pool's id"):
+        Auth0Config(issuer=COGNITO, audience="eu-west-1_AbCdEf123", audience_claim="client_id")
+    config = Auth0Config(issuer=COGNITO, audience=COGNITO_CLIENT, audience_claim="client_id")
+    assert config.audiences == (COGNITO_CLIENT,)
