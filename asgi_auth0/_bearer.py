@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ._errors import InvalidRequestError, MalformedQueryTokenError, MultipleTokensError
+from ._keys import log_safe
 
 __all__ = [
     "bearer_token",
@@ -123,13 +124,22 @@ def bearer_token(
     return parse_authorization(found, check_token68=check_token68)
 
 
-def missing_token_hint(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """Why a request that found no bearer token still sent an ``Authorization``
-    header, for the rejection log (never the header itself); ``None`` if it sent none.
+# A query parameter whose value starts like a compact JWS (a base64url JSON header).
+_JWT_IN_QUERY = re.compile(rb"(?:^|&)([^=&]{1,32})=eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.")
+
+
+def missing_token_hint(
+    headers: Iterable[tuple[bytes, bytes]], query: bytes = b"", *, websocket: bool = False
+) -> str | None:
+    """Why a request that found no bearer token still sent something like one, for the
+    rejection log (never the token itself); ``None`` if it sent nothing of the kind.
 
     A token pasted without ``Bearer `` is the usual slip of a hand-written client or
-    test, and reads as anonymous (RFC 6750: another scheme is not ours); the 401 alone
-    does not say so. Called on the rejection path only.
+    test, and reads as anonymous (RFC 6750: another scheme is not ours); so is a token
+    in the query string (``query``, the request's), which browsers put there for a
+    WebSocket (they cannot set its headers), and which is read only on a WebSocket
+    handshake with ``websocket_query_param`` naming it. The 401 alone says neither.
+    Called on the rejection path only.
     """
     for name, value in headers:
         if len(name) == 13 and name.lower() == _AUTHORIZATION:
@@ -140,7 +150,20 @@ def missing_token_hint(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
                     "send 'Authorization: Bearer <token>'"
                 )
             return "the Authorization header uses a scheme other than Bearer"
-    return None
+    found = _JWT_IN_QUERY.search(query) if b"eyJ" in query else None
+    if found is None:
+        return None
+    # The parameter's name only, escaped and cut short: it is the client's text.
+    param = log_safe(found.group(1).decode("latin-1"))
+    if websocket:
+        return (
+            f"the query parameter {param} holds a token: it is read only with "
+            f"websocket_query_param={param}"
+        )
+    return (
+        f"the query parameter {param} holds a token: send it in 'Authorization: Bearer "
+        "<token>' (query tokens: WebSocket handshakes only)"
+    )
 
 
 def query_token(query_string: bytes, param: str) -> str | None:

@@ -176,7 +176,14 @@ def _claims_or_reject(conn: HTTPConnection) -> Claims:
 
 
 def _missing_token(conn: HTTPConnection) -> MissingTokenError:
-    return MissingTokenError(missing_token_hint(conn.scope.get("headers") or ()))
+    scope = conn.scope
+    return MissingTokenError(
+        missing_token_hint(
+            scope.get("headers") or (),
+            scope.get("query_string") or b"",
+            websocket=scope.get("type") == "websocket",
+        )
+    )
 
 
 def _check_declared(

@@ -10,7 +10,13 @@ from _asgi import ws_scope
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from asgi_auth0._bearer import bearer_token, parse_authorization, query_token, token_from_scope
+from asgi_auth0._bearer import (
+    bearer_token,
+    missing_token_hint,
+    parse_authorization,
+    query_token,
+    token_from_scope,
+)
 from asgi_auth0._errors import InvalidRequestError, MalformedQueryTokenError, MultipleTokensError
 
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"
@@ -268,3 +274,18 @@ def test_any_query_bytes_give_a_token_none_or_invalid_request(value: bytes) -> N
         return
     assert names.count("access_token") == 1, value
     assert B64TOKEN.fullmatch(token), token
+
+
+def test_a_token_in_the_query_of_a_websocket_handshake_is_named_by_its_parameter() -> None:
+    jwt_like = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+    hint = missing_token_hint((), b"room=1&token=" + jwt_like, websocket=True)
+    assert hint == "the query parameter 'token' holds a token: it is read only with " + (
+        "websocket_query_param='token'"
+    )
+    # The client's name escaped, never the value; nothing without a JWT-like value.
+    odd = missing_token_hint((), b"a\nb=" + jwt_like, websocket=True)
+    assert odd is not None
+    assert "'a\\nb'" in odd
+    assert "eyJ" not in odd
+    assert missing_token_hint((), b"token=abc.def.ghi", websocket=True) is None
+    assert missing_token_hint((), b"", websocket=True) is None

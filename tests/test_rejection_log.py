@@ -254,6 +254,41 @@ async def test_a_token_sent_without_bearer_says_so_in_the_line(
     assert "dXNlcjpwYXNzd29yZA" not in basic
 
 
+@pytest.mark.parametrize("fail_closed", [False, True])
+async def test_a_token_in_the_query_says_so_in_the_line(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    fail_closed: bool,
+) -> None:
+    # Browsers cannot set a WebSocket's headers, so clients put the token in the
+    # query; without websocket_query_param naming it (and never on plain HTTP) the
+    # request is anonymous. The line names the parameter, never its value.
+    app = FastAPI()
+
+    @app.get("/me")
+    async def me(claims: Annotated[Claims, Depends(require_scopes("read"))]) -> Any:
+        return {}
+
+    if fail_closed:
+        app.add_middleware(Auth0Middleware, verifier=verifier, require_token=True)
+    else:
+        app.add_middleware(Auth0Middleware, verifier=verifier)
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0.middleware")
+    token = issuer.token()
+    async with client(app) as c:
+        sent = await c.get("/me", params={"page": "2", "token": token})
+        plain = await c.get("/me", params={"page": "2", "q": "eyJ"})
+    assert sent.status_code == plain.status_code == 401
+    in_query, no_token = rejections(caplog, logging.DEBUG)
+    assert in_query.endswith(
+        "the query parameter 'token' holds a token: send it in 'Authorization: Bearer "
+        "<token>' (query tokens: WebSocket handshakes only)"
+    )
+    assert token.split(".")[1] not in in_query
+    assert "query parameter" not in no_token
+
+
 async def test_a_long_detail_is_cut_short(
     issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
