@@ -211,16 +211,9 @@ async def test_the_line_ends_with_the_detail_escaped_when_it_is_not_plain(
 BARE = "the Authorization header holds a bare token, with no scheme"
 
 
-@pytest.mark.parametrize("fail_closed", [False, True])
-async def test_a_token_sent_without_bearer_says_so_in_the_line(
-    verifier: TokenVerifier,
-    issuer: LocalIssuer,
-    caplog: pytest.LogCaptureFixture,
-    fail_closed: bool,
-) -> None:
-    # Another scheme reads as anonymous (RFC 6750), so the answer is a bare 401
-    # missing_token: right, and baffling when the client pasted the token without
-    # "Bearer ". The line says which it was, never what the header held.
+def scoped_me_app(verifier: TokenVerifier, *, fail_closed: bool) -> FastAPI:
+    """``GET /me`` needing the scope ``read``, behind the middleware (fail closed or
+    not)."""
     app = FastAPI()
 
     @app.get("/me")
@@ -231,6 +224,20 @@ async def test_a_token_sent_without_bearer_says_so_in_the_line(
         app.add_middleware(Auth0Middleware, verifier=verifier, require_token=True)
     else:
         app.add_middleware(Auth0Middleware, verifier=verifier)
+    return app
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+async def test_a_token_sent_without_bearer_says_so_in_the_line(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    fail_closed: bool,
+) -> None:
+    # Another scheme reads as anonymous (RFC 6750), so the answer is a bare 401
+    # missing_token: right, and baffling when the client pasted the token without
+    # "Bearer ". The line says which it was, never what the header held.
+    app = scoped_me_app(verifier, fail_closed=fail_closed)
     caplog.set_level(logging.DEBUG, logger="asgi_auth0.middleware")
     token = issuer.token()
     async with client(app) as c:
@@ -264,16 +271,7 @@ async def test_a_token_in_the_query_says_so_in_the_line(
     # Browsers cannot set a WebSocket's headers, so clients put the token in the
     # query; without websocket_query_param naming it (and never on plain HTTP) the
     # request is anonymous. The line names the parameter, never its value.
-    app = FastAPI()
-
-    @app.get("/me")
-    async def me(claims: Annotated[Claims, Depends(require_scopes("read"))]) -> Any:
-        return {}
-
-    if fail_closed:
-        app.add_middleware(Auth0Middleware, verifier=verifier, require_token=True)
-    else:
-        app.add_middleware(Auth0Middleware, verifier=verifier)
+    app = scoped_me_app(verifier, fail_closed=fail_closed)
     caplog.set_level(logging.DEBUG, logger="asgi_auth0.middleware")
     token = issuer.token()
     async with client(app) as c:
