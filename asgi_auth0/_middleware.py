@@ -380,6 +380,14 @@ class Auth0Middleware:
             # Listing public paths means "the rest is closed": say so instead of
             # serving every path anonymously.
             raise ConfigError("public_paths only applies with require_token=True")
+        if "/*" in public.entries:
+            # Every path below "/" is public: fail closed would close nothing, while
+            # the OpenAPI document and the reader of the code believe the opposite.
+            raise ConfigError(
+                "public_paths '/*' makes every path public, so require_token=True "
+                "protects nothing: list the public paths one by one, or leave "
+                "require_token out and protect routes with Depends(require_token)"
+            )
         # fastapi imports this module.
         from .fastapi import scopes_written_as_strings, uncalled_factories  # noqa: PLC0415
 
@@ -414,6 +422,7 @@ class Auth0Middleware:
         _answer_rejections_inside(app)
         _warn_if_cors_inside(app, require_token)
         _warn_if_authentication_inside(app)
+        _warn_if_twice(app)
         if require_token and isinstance(app, Starlette):
             # Wrapping the app itself: remember the policy for configure_openapi(app),
             # which otherwise finds it among app.user_middleware.
@@ -954,6 +963,22 @@ def _warn_if_authentication_inside(app: ASGIApp) -> None:
             "sets request.user and request.auth itself.",
             found[0].__name__,
             extra={"reason": "authentication_inside"},
+        )
+
+
+def _warn_if_twice(app: ASGIApp) -> None:
+    """Log a warning when another ``Auth0Middleware`` runs inside this one, in the app
+    it wraps or runs in (``add_middleware`` twice, or both ``add_middleware`` and a
+    wrapper). It works, but verifies every token twice, and two middlewares built
+    from a config each keep a key cache of their own. (One on an app mounted below,
+    for another API, is left alone.)"""
+    found = _middleware_inside(app, Auth0Middleware, mounted=False)
+    if found is not None:
+        logger.warning(
+            "Auth0Middleware runs twice on this app (a second one inside it): each "
+            "request is verified twice, and each copy built with config= fetches the "
+            "JWKS for itself; add it once",
+            extra={"reason": "middleware_twice"},
         )
 
 

@@ -982,3 +982,36 @@ def test_a_cognito_user_pool_id_as_the_audience_is_refused() -> None:
         Auth0Config(issuer=COGNITO, audience="eu-west-1_AbCdEf123", audience_claim="client_id")
     config = Auth0Config(issuer=COGNITO, audience=COGNITO_CLIENT, audience_claim="client_id")
     assert config.audiences == (COGNITO_CLIENT,)
+
+
+def test_every_path_public_under_fail_closed_is_refused(auth0_rsa_key: PrivateKey) -> None:
+    # require_token=True with public_paths=['/*'] closes nothing, while the code and
+    # the OpenAPI document read as if the app failed closed.
+    verifier = static_verifier(minting(auth0_rsa_key))
+    with pytest.raises(ConfigError, match="makes every path public"):
+        Auth0Middleware(FastAPI(), verifier=verifier, require_token=True, public_paths=["/*"])
+    narrower = ["/health", "/static/*"]
+    Auth0Middleware(FastAPI(), verifier=verifier, require_token=True, public_paths=narrower)
+
+
+def test_the_middleware_twice_on_one_app_is_warned_about(
+    auth0_rsa_key: PrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="asgi_auth0")
+    verifier = static_verifier(minting(auth0_rsa_key))
+
+    def twice_warnings() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "reason", None) == "middleware_twice"]
+
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    Auth0Middleware(app, verifier=verifier)  # and wrapped as well
+    assert len(twice_warnings()) == 1
+    # One on an app mounted below, for another API, is left alone.
+    caplog.clear()
+    inner = FastAPI()
+    inner.add_middleware(Auth0Middleware, verifier=verifier)
+    outer = FastAPI()
+    outer.mount("/v2", inner)
+    Auth0Middleware(outer, verifier=verifier)
+    assert twice_warnings() == []
