@@ -46,6 +46,7 @@ from ._errors import (
 )
 from ._jose import JWSParser
 from ._keys import KeyRejected, PublicKey, log_safe, parse_jwk
+from ._public import holds_root
 
 logger = logging.getLogger("asgi_auth0.dpop")
 
@@ -359,10 +360,10 @@ def request_htu(scope: Mapping[str, Any]) -> str | None:
         return None
     if root:
         # Whether the path holds the root is decided as Starlette's router decides
-        # it (starlette._utils.get_route_path), so that the URI names what is routed.
-        # ASGI servers now put the root in front, and a Mount keeps the whole path;
-        # then the client's part is what follows the root in the path as sent.
-        if full == root or (full.startswith(root) and full[len(root)] == "/"):
+        # it, so that the URI names what is routed. ASGI servers now put the root in
+        # front, and a Mount keeps the whole path; then the client's part is what
+        # follows the root in the path as sent.
+        if holds_root(full, root):
             end = _root_end(path, root)
             if end is None:
                 return None

@@ -21,17 +21,19 @@ __all__ = ["PublicPaths", "route_path"]
 _NEVER_IN_A_PATH = frozenset("?#%")
 
 
+def holds_root(path: str, root: str) -> bool:
+    """Whether ``path`` carries the ``root_path`` ``root`` in front, as Starlette's
+    router decides it (``starlette._utils.get_route_path``): the whole path, or the
+    root followed by ``/``."""
+    return bool(root) and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/")
+
+
 def route_path(scope: Any) -> str:
     """The part of ``scope["path"]`` that routing sees: without the ``root_path``
-    prefix when the path carries it (the rule Starlette's router applies)."""
+    prefix when the path carries it (:func:`holds_root`)."""
     path: str = scope["path"]
     root = scope.get("root_path")
-    if root and path.startswith(root):
-        if len(path) == len(root):
-            return ""
-        if path[len(root)] == "/":
-            return path[len(root) :]
-    return path
+    return path[len(root) :] if root and holds_root(path, root) else path
 
 
 class PublicPaths:
