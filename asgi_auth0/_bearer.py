@@ -128,20 +128,19 @@ def bearer_token(
 _JWT_IN_QUERY = re.compile(rb"(?:^|&)([^=&]{1,32})=eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.")
 
 
-def missing_token_hint(
-    headers: Iterable[tuple[bytes, bytes]], query: bytes = b"", *, websocket: bool = False
-) -> str | None:
-    """Why a request that found no bearer token still sent something like one, for the
-    rejection log (never the token itself); ``None`` if it sent nothing of the kind.
+def missing_token_hint(scope: Mapping[str, Any]) -> str | None:
+    """Why a request (its ASGI ``scope``) that found no bearer token still sent
+    something like one, for the rejection log (never the token itself); ``None`` if it
+    sent nothing of the kind.
 
     A token pasted without ``Bearer `` is the usual slip of a hand-written client or
     test, and reads as anonymous (RFC 6750: another scheme is not ours); so is a token
-    in the query string (``query``, the request's), which browsers put there for a
-    WebSocket (they cannot set its headers), and which is read only on a WebSocket
-    handshake with ``websocket_query_param`` naming it. The 401 alone says neither.
-    Called on the rejection path only.
+    in the query string, which browsers put there for a WebSocket (they cannot set its
+    headers), and which is read only on a WebSocket handshake with
+    ``websocket_query_param`` naming it. The 401 alone says neither. Called on the
+    rejection path only.
     """
-    for name, value in headers:
+    for name, value in scope.get("headers") or ():
         if len(name) == 13 and name.lower() == _AUTHORIZATION:
             credentials = value.strip(_OWS)
             if b" " not in credentials and credentials.count(b".") in (2, 4):
@@ -150,12 +149,13 @@ def missing_token_hint(
                     "send 'Authorization: Bearer <token>'"
                 )
             return "the Authorization header uses a scheme other than Bearer"
+    query = scope.get("query_string") or b""
     found = _JWT_IN_QUERY.search(query) if b"eyJ" in query else None
     if found is None:
         return None
     # The parameter's name only, escaped and cut short: it is the client's text.
     param = log_safe(found.group(1).decode("latin-1"))
-    if websocket:
+    if scope.get("type") == "websocket":
         return (
             f"the query parameter {param} holds a token: it is read only with "
             f"websocket_query_param={param}"

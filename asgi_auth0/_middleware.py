@@ -1065,11 +1065,7 @@ def _refusal_detail(scope: Scope, public: PublicPaths) -> str:
     nearly is one (``"/health/"`` listed for ``/health``, or an entry written with the
     ``root_path`` in front). Neither echoes the header; both fit the log's room."""
     detail = "a token is required outside the public paths"
-    hint = missing_token_hint(
-        scope.get("headers") or (),
-        scope.get("query_string") or b"",
-        websocket=scope.get("type") == "websocket",
-    )
+    hint = missing_token_hint(scope)
     if hint:
         detail += f"; {hint}"
     root = scope.get("root_path")

@@ -176,14 +176,7 @@ def _claims_or_reject(conn: HTTPConnection) -> Claims:
 
 
 def _missing_token(conn: HTTPConnection) -> MissingTokenError:
-    scope = conn.scope
-    return MissingTokenError(
-        missing_token_hint(
-            scope.get("headers") or (),
-            scope.get("query_string") or b"",
-            websocket=scope.get("type") == "websocket",
-        )
-    )
+    return MissingTokenError(missing_token_hint(conn.scope))
 
 
 def _check_declared(

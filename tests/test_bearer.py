@@ -278,14 +278,14 @@ def test_any_query_bytes_give_a_token_none_or_invalid_request(value: bytes) -> N
 
 def test_a_token_in_the_query_of_a_websocket_handshake_is_named_by_its_parameter() -> None:
     jwt_like = b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
-    hint = missing_token_hint((), b"room=1&token=" + jwt_like, websocket=True)
+    hint = missing_token_hint(ws_scope([], query=b"room=1&token=" + jwt_like))
     assert hint == "the query parameter 'token' holds a token: it is read only with " + (
         "websocket_query_param='token'"
     )
     # The client's name escaped, never the value; nothing without a JWT-like value.
-    odd = missing_token_hint((), b"a\nb=" + jwt_like, websocket=True)
+    odd = missing_token_hint(ws_scope([], query=b"a\nb=" + jwt_like))
     assert odd is not None
     assert "'a\\nb'" in odd
     assert "eyJ" not in odd
-    assert missing_token_hint((), b"token=abc.def.ghi", websocket=True) is None
-    assert missing_token_hint((), b"", websocket=True) is None
+    assert missing_token_hint(ws_scope([], query=b"token=abc.def.ghi")) is None
+    assert missing_token_hint(ws_scope([], query=b"")) is None

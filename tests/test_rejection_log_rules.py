@@ -128,4 +128,5 @@ def test_a_structured_field_is_kept_as_is_up_to_80_characters() -> None:
 def test_missing_token_hint_names_only_a_token_shaped_authorization_header(
     headers: list[tuple[bytes, bytes]], hint: str | None
 ) -> None:
-    assert missing_token_hint([(b"host", b"example.test"), *headers]) == hint
+    scope = {"type": "http", "headers": [(b"host", b"example.test"), *headers]}
+    assert missing_token_hint(scope) == hint
