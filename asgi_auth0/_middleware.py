@@ -36,6 +36,7 @@ from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import HTTPConnection
 from starlette.routing import Mount
@@ -61,6 +62,7 @@ from ._errors import (
     MissingTokenError,
     MultipleTokensError,
 )
+from ._keys import log_safe
 from ._public import PublicPaths, route_path
 from ._verify import TokenVerifier
 
@@ -545,6 +547,9 @@ class Auth0Middleware:
         except AuthenticationRejected as rejected:
             # Raised by our own dependencies (before the endpoint ran), or by the
             # application's own code; any other exception propagates untouched.
+            if scope_type == "http" and _answered_below(rejected):
+                self._mounted_late(scope)
+                raise
             connect_received = rejected.websocket_connect_received
             accepted = rejected.websocket_accepted
             if watch is not None and watch.connected and not connect_received:
@@ -561,6 +566,37 @@ class Auth0Middleware:
                 send,
                 connect_received=connect_received,
                 accepted=accepted,
+            )
+        except RuntimeError as exc:
+            # Starlette's ExceptionMiddleware (ours registered in it) met a rejection
+            # after a response had started: an app mounted inside had answered it with
+            # 500 (see _answered_below).
+            if isinstance(exc.__cause__, AuthenticationRejected):
+                self._mounted_late(scope)
+            raise
+
+    def _mounted_late(self, scope: Scope) -> None:
+        """A rejection came up after a response had begun, so it went unanswered by
+        us: most likely a 500 from an app lacking our handler, one mounted after the
+        middleware registered it (at startup). Register it there now, so that the
+        app's next rejections get their RFC 6750 answer, and say what happened."""
+        path = log_safe(scope.get("path"))
+        if _answer_rejections_inside(self.app):
+            logger.error(
+                "a rejection on %s became a 500: it was raised in an app mounted after "
+                "Auth0Middleware started, which had no handler for it; the handler is "
+                "registered now, so the next ones get 401/403. Mount sub-applications "
+                "before the app serves its first request",
+                path,
+                extra={"reason": "mounted_late"},
+            )
+        else:
+            logger.error(
+                "a rejection on %s came after a response had begun (a 500 from an error "
+                "middleware inside Auth0Middleware, or the endpoint's own), so it could "
+                "not be answered",
+                path,
+                extra={"reason": "rejected_after_response"},
             )
 
     async def _reject(
@@ -770,7 +806,7 @@ _LIFESPAN_END = frozenset(
 )
 
 
-def _answer_rejections_inside(app: ASGIApp) -> None:
+def _answer_rejections_inside(app: ASGIApp) -> int:
     """Register our handler on every Starlette/FastAPI app the middleware wraps.
 
     A Starlette app's own ServerErrorMiddleware would meet a dependency's
@@ -784,12 +820,17 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
     A mounted app that already served requests on its own (a test of the sub-app
     alone, then the whole app) has its stack built: the handler also goes into that
     stack's ExceptionMiddleware, which reads its handlers on every exception.
+
+    Returns how many apps had no handler for rejections and got ours: again later,
+    nonzero means an app was mounted since (see ``Auth0Middleware._mounted_late``).
     """
     from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
 
+    added = 0
     for found in _starlette_apps_inside(app):
         if AuthenticationRejected in found.exception_handlers:
             continue  # the application answers rejections its own way
+        added += 1
         found.add_exception_handler(AuthenticationRejected, rejection_handler)
         built = _built_exception_middleware(found)
         if built is not None:
@@ -804,6 +845,22 @@ def _answer_rejections_inside(app: ASGIApp) -> None:
         handlers = getattr(exception_middleware, "_exception_handlers", None)
         if not (isinstance(handlers, dict) and AuthenticationRejected in handlers):
             exception_middleware.add_exception_handler(AuthenticationRejected, rejection_handler)
+    return added
+
+
+def _answered_below(rejected: AuthenticationRejected) -> bool:
+    """Whether ``rejected`` passed through a Starlette ServerErrorMiddleware on its way
+    up: one of an app mounted inside, which has answered 500 (or found a response
+    begun) and re-raised it, so no answer of ours can follow. Looked for in the
+    traceback, on this rare path only."""
+    tb = rejected.__traceback__
+    for _ in range(256):  # a bound, as for every walk here
+        if tb is None:
+            return False
+        if isinstance(tb.tb_frame.f_locals.get("self"), ServerErrorMiddleware):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _exception_middleware_below(app: ASGIApp | None) -> ExceptionMiddleware | None:

@@ -9,6 +9,7 @@ handler on every app it finds mounted below it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import fastapi.routing
@@ -18,8 +19,8 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route, Router
 
 from asgi_auth0._claims import Claims
 from asgi_auth0._errors import InsufficientScopeError, MissingTokenError
@@ -240,3 +241,72 @@ async def test_the_apps_own_handler_for_rejections_is_kept_with_add_middleware(
     async with client(app) as c:
         r = await c.get("/who")
     assert (r.status_code, r.text) == (418, "ours")
+
+
+@pytest.mark.parametrize("outer", ["add_middleware", "wrapped", "router"])
+async def test_a_sub_app_mounted_after_startup_is_named_in_the_log_then_answered(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    outer: str,
+) -> None:
+    # Mounted after the middleware looked for apps to register its handler on, the
+    # sub-app's own ServerErrorMiddleware answers its first rejection with 500 before
+    # anything else can. That 500 names its cause in the log, and the handler is
+    # registered then, so the next rejection gets its RFC 6750 answer. The rejection
+    # reaches the middleware as Starlette's RuntimeError when the outer app has our
+    # handler (the first two), and as itself through a bare router (the third).
+    async def ping(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    app: Starlette | Router = FastAPI()
+    if outer == "router":
+        app = Router()
+    app.add_route("/ping", ping)
+    served: Any = app
+    if outer == "add_middleware":
+        assert isinstance(app, Starlette)
+        app.add_middleware(Auth0Middleware, verifier=verifier)
+    else:
+        served = Auth0Middleware(app, verifier=verifier)
+    async with client(served) as c:
+        assert (await c.get("/ping")).status_code == 200  # the app has started
+        app.mount("/late", fastapi_sub())
+        caplog.clear()
+        first = await c.get("/late/who")
+        named = [r for r in caplog.records if getattr(r, "reason", None) == "mounted_late"]
+        second = await c.get("/late/who")
+        token = issuer.token(sub="root", scope="admin")
+        ok = await c.get("/late/admin", headers={"Authorization": f"Bearer {token}"})
+    assert first.status_code == 500
+    assert len(named) == 1, [r.getMessage() for r in caplog.records]
+    assert named[0].levelname == "ERROR"
+    message = named[0].getMessage()
+    assert "/late/who" in message
+    assert "mounted after" in message
+    assert second.status_code == 401, second.text
+    assert second.json()["reason"] == "missing_token"
+    assert ok.status_code == 200
+
+
+async def test_a_rejection_after_the_response_began_is_logged_as_such(
+    verifier: TokenVerifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An endpoint that raises a rejection once its response is under way: nothing can
+    # answer it any more, and the log says so rather than blaming a late mount.
+    async def body() -> AsyncIterator[bytes]:
+        yield b"partial"
+        raise AuthenticationRejected(MissingTokenError())
+
+    async def streams(request: Request) -> Response:
+        return StreamingResponse(body())
+
+    app = FastAPI()
+    app.add_route("/stream", streams)
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    async with client(app) as c:
+        r = await c.get("/stream")
+    assert r.status_code == 200  # the response had begun
+    reasons = [getattr(rec, "reason", None) for rec in caplog.records]
+    assert "rejected_after_response" in reasons
+    assert "mounted_late" not in reasons
