@@ -632,7 +632,9 @@ class TokenVerifier:
                         f"carry the application id alone)"
                     )
         for claim in ("azp", "client_id"):
-            if payload.get(claim) in self._audiences:
+            # A string only: the claim is the token's, any JSON (a list is unhashable).
+            value = payload.get(claim)
+            if type(value) is str and value in self._audiences:
                 return (
                     f" (the configured audience is this token's {claim}, the id of the "
                     f"application that asked for it, not your API's identifier)"

@@ -63,6 +63,7 @@ from asgi_auth0 import (
     MissingClaimError,
     MultipleTokensError,
     PublicKey,
+    SenderConstrainedTokenError,
     StaticKeySet,
     TokenVerifier,
     require_scopes,
@@ -257,7 +258,10 @@ async def test_verify_any_string_gives_claims_or_an_invalid_token_error(token: s
 
 _VERIFIER = _verifier()
 _ABSENT = object()
-_RESERVED = frozenset({"iss", "aud", "exp", "nbf", "iat", "sub", "jti"})
+_RESERVED = frozenset(
+    {"iss", "aud", "exp", "nbf", "iat", "sub", "jti", "azp", "client_id", "token_use"}
+    | {"nonce", "at_hash", "scope", "scp", "permissions", "cnf"}
+)
 
 
 def _is_date(value: object) -> bool:
@@ -342,6 +346,8 @@ def expected_refusals(header: dict[str, Any], payload: dict[str, Any]) -> set[ty
         refusals.add(InvalidClaimError)
     if "jti" in payload and type(payload["jti"]) is not str:  # RFC 7519 §4.1.7
         refusals.add(InvalidClaimError)
+    if "cnf" in payload:  # a sender-constrained token, and this verifier takes Bearer only
+        refusals.add(SenderConstrainedTokenError)
     return refusals
 
 
@@ -360,6 +366,18 @@ _CLAIM_VALUES: dict[str, st.SearchStrategy[Any]] = {
     ),
     "sub": st.text(max_size=10) | json_values,
     "jti": st.text(max_size=10) | json_values,
+    # Read by a rule (cnf), by Claims (scope, scp, permissions) or by the rejection
+    # hints (the rest): a signed token may hold any JSON there, and a wrong aud or
+    # iss beside it sends it through the hints. Arrays and objects were a TypeError
+    # there once (an unhashable azp looked up in a set), so a 500.
+    **dict.fromkeys(
+        ("azp", "client_id", "token_use", "nonce", "at_hash", "scope", "scp", "permissions"),
+        st.sampled_from([AUD, "read:a write:b", ["read:a"], "access", "id"])
+        | st.text(max_size=10)
+        | json_values,
+    ),
+    "cnf": st.sampled_from([{"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}, None])
+    | json_values,
 }
 _DROP = object()
 
@@ -372,7 +390,7 @@ async def test_genuinely_signed_tokens_match_the_rule_model(data: st.DataObject)
     # the issuer's own key signs arbitrary claims, and the verdict must match the model.
     payload = generate.claims()
     for name in data.draw(
-        st.lists(st.sampled_from(sorted(_CLAIM_VALUES)), unique=True, max_size=3)
+        st.lists(st.sampled_from(sorted(_CLAIM_VALUES)), unique=True, max_size=4)
     ):
         value = data.draw(st.just(_DROP) | _CLAIM_VALUES[name])
         if value is _DROP:
@@ -413,6 +431,45 @@ async def test_genuinely_signed_tokens_match_the_rule_model(data: st.DataObject)
     else:
         assert not expected, f"accepted a token the rules refuse with {expected}"
         assert outcome.to_dict() == payload
+        # What the middleware and the dependencies read: sets of strings, whatever
+        # JSON the claims hold.
+        for names in (outcome.scopes, outcome.permissions):
+            assert all(type(name) is str for name in names)
+
+
+_HINTED = ("azp", "client_id", "token_use", "nonce", "at_hash", "scope", "scp", "permissions")
+
+
+@pytest.mark.anyio
+@fuzz(150)
+@given(
+    aud=st.sampled_from(["x", ["x", "y"], AUD + "/", AUD.upper(), None, _DROP]),
+    others=st.fixed_dictionaries({}, optional=dict.fromkeys(_HINTED, json_values)),
+)
+async def test_a_refused_audience_is_explained_whatever_the_other_claims_hold(
+    aud: Any, others: dict[str, Any]
+) -> None:
+    # A wrong or missing aud sends a signed token through the rejection hints, which
+    # read the claims around it: whatever JSON those hold, the answer is the refusal
+    # (an array as azp was once a TypeError there, so a 500).
+    payload = generate.claims()
+    payload.update(others)
+    if aud is _DROP:
+        del payload["aud"]
+    else:
+        payload["aud"] = aud
+    token = generate.jws({"alg": "EdDSA"}, json.dumps(payload).encode(), signer="ed25519")
+    refused: type[Exception] = (
+        MissingClaimError if aud is None or aud is _DROP else InvalidAudienceError
+    )
+    if (
+        _non_finite(payload)
+        or _depth(payload) > MAX_JSON_DEPTH
+        or _containers(payload) > MAX_JSON_CONTAINERS
+    ):
+        refused = MalformedTokenError  # not JSON (NaN, Infinity), too deep or too many
+    with pytest.raises(refused):
+        await _VERIFIER.verify(token)
 
 
 # -- the Authorization header parser -----------------------------------------------------

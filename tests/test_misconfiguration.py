@@ -481,6 +481,28 @@ async def test_an_audience_that_is_the_tokens_azp_is_named(auth0_rsa_key: Privat
 
 @pytest.mark.anyio
 @pytest.mark.parametrize(
+    "claims",
+    [
+        {"azp": ["web-frontend", "x"]},
+        {"client_id": {"id": "svc"}},
+        {"azp": {"nested": ["a"]}, "client_id": ["b"]},
+    ],
+)
+async def test_an_azp_or_client_id_of_any_json_type_is_a_401_not_a_crash(
+    auth0_rsa_key: PrivateKey, claims: dict[str, Any]
+) -> None:
+    # The hint looks the token's azp and client_id up among the configured audiences:
+    # an issuer-signed token (a mapper's output) may hold an array or an object
+    # there, which must not turn a wrong audience into a TypeError, so a 500.
+    issuer = minting(auth0_rsa_key, audience="billing-api")
+    verifier = static_verifier(issuer, audience=API)
+    with pytest.raises(InvalidTokenError) as caught:
+        await verifier.verify(issuer.token(**claims))
+    assert caught.value.reason == "invalid_audience"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
     "marker", [{"nonce": "n-0S6_WzA2Mj"}, {"at_hash": "77QmUPtjPfzWtF2AnpK9RQ"}]
 )
 async def test_an_id_token_sent_as_an_access_token_is_named(
