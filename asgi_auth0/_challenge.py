@@ -268,6 +268,10 @@ def _request_line(scope: Mapping[str, Any]) -> str:
     return f"{method} {path}"
 
 
+#: The longest error detail a rejection line shows: the longest hint is about 350.
+_DETAIL_MAX = 600
+
+
 def _facts(
     token_facts: tuple[object, object, object] | None, detail: object
 ) -> tuple[str, dict[str, object]]:
@@ -281,8 +285,10 @@ def _facts(
         fields = {"kid": log_field(kid), "alg": log_field(alg), "iss": log_field(iss)}
         text = f" kid={log_safe(kid)} alg={log_safe(alg)} iss={log_safe(iss)}"
     if detail:
-        if isinstance(detail, str) and detail.isprintable() and len(detail) <= 200:
-            shown = detail
+        if isinstance(detail, str) and detail.isprintable():
+            # Our own words, with the hint that says what to change: kept whole up to
+            # a bound (a key source of the application's may raise any text).
+            shown = detail if len(detail) <= _DETAIL_MAX else detail[: _DETAIL_MAX - 3] + "..."
         else:
             shown = log_safe(detail)
         fields["detail"] = shown

@@ -703,7 +703,7 @@ def _jwk_identity(jwk: Mapping[str, Any]) -> tuple[tuple[str, str], ...] | None:
 
 
 def _htu_mismatch(htu: str, wanted: str | None, url: str | None) -> str:
-    # Kept under the 200 characters the rejection log shows as they are (longer
+    # Kept well under the 600 characters the rejection log shows as they are (longer
     # details are cut there): the hint must survive.
     if url is None:
         return "this request's URI could not be built to compare the DPoP proof's htu with"

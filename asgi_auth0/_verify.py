@@ -606,7 +606,9 @@ class TokenVerifier:
                     return (
                         f" (an Entra ID v1 token of the configured tenant: set "
                         f"accessTokenAcceptedVersion to 2 in the API's app registration, or "
-                        f"add '{_ENTRA_V1}{tenant}/' to additional_issuers)"
+                        f"add '{_ENTRA_V1}{tenant}/' to additional_issuers and the API's "
+                        f"Application ID URI (api://<app id> by default), which v1 tokens "
+                        f"carry as aud, to audience)"
                     )
         return ""
 
