@@ -295,6 +295,22 @@ def _check_issuer_is_one_tenant(name: str, url: str) -> None:
         )
 
 
+def _check_cognito_resources(audiences: tuple[str, ...]) -> None:
+    # A Cognito pool writes aud into its ID tokens (the app client id) and into access
+    # tokens bound to a resource (resource indicators, RFC 8707: an absolute URI) only;
+    # the verifier takes from a Cognito issuer only tokens with token_use "access", so
+    # any other audience would refuse every token.
+    for aud in audiences:
+        if not urlsplit(aud).scheme:
+            raise ConfigError(
+                f"audience {aud!r} is not a URI: a Cognito user pool's access tokens "
+                "carry no aud (they name the app client in client_id), so set "
+                "audience_claim='client_id' and audience to the app client id(s); "
+                "audience_claim='aud' is for access tokens bound to a resource (the "
+                "resource parameter), with audience the resource's URI"
+            )
+
+
 def _is_cognito(url: str) -> bool:
     host = (urlsplit(url).hostname or "").lower()
     return host.startswith("cognito-idp.") and host.endswith(".amazonaws.com")
@@ -524,14 +540,9 @@ class Auth0Config:
             )
         if self.audience_claim == "client_id":
             _check_client_id_mode(self)
-        elif any(_is_cognito(i) for i in self.issuers):
-            raise ConfigError(
-                "a Cognito user pool's access tokens carry no aud (they name the app "
-                "client in client_id), so with audience_claim='aud' only its ID tokens "
-                "would pass: set audience_claim='client_id' and audience to the app "
-                "client id(s)"
-            )
         audiences = _check_audiences("audience", self.audience)
+        if self.audience_claim == "aud" and any(_is_cognito(i) for i in self.issuers):
+            _check_cognito_resources(audiences)
         pools = {urlsplit(i).path.strip("/") for i in self.issuers if _is_cognito(i)}
         if self.audience_claim == "client_id" and pools & set(audiences):
             # The pool id is in the issuer URL; client_id names an app client of it.

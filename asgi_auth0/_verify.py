@@ -19,6 +19,7 @@ import anyio
 
 from ._claims import Claims
 from ._config import Auth0Config, _seconds
+from ._config import _is_cognito as is_cognito
 from ._dpop import STORE_CLOCK_MARGIN, DPoPProofChecker, DPoPReplayStore, replay_key
 from ._errors import (
     AlgorithmNotAllowedError,
@@ -315,6 +316,13 @@ class TokenVerifier:
         self._issuers = frozenset(config.issuers)
         self._audiences = frozenset(config.audiences)
         self._client_id_audience = config.audience_claim == "client_id"
+        # Cognito issuers matched on aud: their ID tokens carry one too (the app client
+        # id), so only tokens saying token_use "access" pass (resource-bound ones).
+        self._access_only_issuers = (
+            frozenset(i for i in config.issuers if is_cognito(i))
+            if not self._client_id_audience
+            else frozenset()
+        )
         self._leeway = float(config.leeway)
         self._required = tuple(c for c in config.required_claims if c not in ("exp", "iss", "aud"))
         self._max_age = config.max_token_age
@@ -718,6 +726,14 @@ class TokenVerifier:
             raise MissingClaimError("aud is required")
         else:
             raise InvalidAudienceError("aud is neither a string nor a non-empty array")
+        if (
+            self._access_only_issuers
+            and payload["iss"] in self._access_only_issuers
+            and payload.get("token_use") != "access"
+        ):
+            raise InvalidClaimError(
+                "token_use is not 'access' (a Cognito ID token names the app client in aud)"
+            )
 
         # The rest in the contract's order (DESIGN.md): typ, required claims, then
         # max_token_age. It decides which reason a token failing several checks gets.
@@ -753,6 +769,13 @@ class TokenVerifier:
         # keeps ID tokens out and tokens of issuers that do name their API. A present
         # null is a wrong type, not an absent claim, here as everywhere.
         if "aud" in payload:
+            if payload.get("token_use") == "access":
+                raise InvalidAudienceError(
+                    "the token has an aud, and audience_claim='client_id' accepts only "
+                    "tokens without one; this access token is bound to a resource (the "
+                    "resource parameter): accept it with audience_claim='aud' and "
+                    "audience set to that resource's URI"
+                )
             raise InvalidAudienceError(
                 "the token has an aud, and audience_claim='client_id' accepts only "
                 "tokens without one (Cognito access tokens); an ID token has one"

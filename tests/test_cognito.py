@@ -272,3 +272,83 @@ def test_required_claims_as_one_string_is_one_claim_name_in_client_id_mode() -> 
     assert Auth0Config(**options, required_claims="audit").required_claims == ("audit",)
     with pytest.raises(ConfigError, match="required_claims names aud"):
         Auth0Config(**options, required_claims="aud")
+
+
+# -- access tokens bound to a resource (the resource parameter, RFC 8707) ---------------
+
+COGNITO = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_Example"
+API = "https://api.example.com"
+
+
+def resource_pool(key: PrivateKey) -> LocalIssuer:
+    """A minting-only issuer with Cognito's own issuer URL (keys go in a StaticKeySet)."""
+    return LocalIssuer(issuer=COGNITO, private_key=key, kid="k1", audience=API)
+
+
+def resource_bound(issuer: LocalIssuer, **over: Any) -> str:
+    """An access token Cognito issues for resource=API: aud is the resource."""
+    claims: dict[str, Any] = {"client_id": CLIENT, "token_use": "access", "scope": "openid"}
+    claims.update(over)
+    return issuer.token("alice-sub", **claims)
+
+
+async def test_a_resource_bound_access_token_is_accepted_on_aud(auth0_rsa_key: PrivateKey) -> None:
+    # Cognito (Essentials and Plus tiers) writes the resource a client asked for into
+    # the access token's aud: matched on aud, audience is that resource's URI.
+    issuer = resource_pool(auth0_rsa_key)
+    config = Auth0Config(issuer=COGNITO, audience=API, jwks_uri=COGNITO + "/.well-known/jwks.json")
+    verifier = TokenVerifier(config, key_set=StaticKeySet(issuer.jwks))
+    claims = await verifier.verify(resource_bound(issuer))
+    assert (claims.sub, claims["aud"]) == ("alice-sub", API)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"token_use": "id"}, {"token_use": None}, {"token_use": ["access"]}],
+    ids=["id-token", "no-token-use", "token-use-array"],
+)
+async def test_on_aud_a_cognito_token_must_say_token_use_access(
+    auth0_rsa_key: PrivateKey, over: dict[str, Any]
+) -> None:
+    # A Cognito ID token carries an aud too (the app client id); one whose aud named
+    # the API must still not pass for an access token.
+    issuer = resource_pool(auth0_rsa_key)
+    config = Auth0Config(issuer=COGNITO, audience=API, jwks_uri=COGNITO + "/.well-known/jwks.json")
+    verifier = TokenVerifier(config, key_set=StaticKeySet(issuer.jwks))
+    with pytest.raises(InvalidClaimError) as caught:
+        await verifier.verify(resource_bound(issuer, **over))
+    assert "token_use" in (caught.value.detail or "")
+
+
+async def test_other_issuers_tokens_need_no_token_use_on_aud(auth0_rsa_key: PrivateKey) -> None:
+    # The rule is a Cognito pool's, not every issuer's.
+    other = LocalIssuer(issuer="https://idp.example.com/", private_key=auth0_rsa_key, kid="k1")
+    verifier = TokenVerifier(other.config(), key_set=StaticKeySet(other.jwks))
+    assert (await verifier.verify(other.token("bob"))).sub == "bob"
+
+
+@pytest.mark.parametrize("audience", [CLIENT, "us-east-1_Example", "solar-system-data"])
+def test_on_aud_a_cognito_audience_must_be_a_resource_uri(audience: str) -> None:
+    # Only ID tokens (aud: the app client id) and resource-bound access tokens (aud:
+    # an absolute URI) carry an aud; anything else would refuse every access token.
+    with pytest.raises(ConfigError, match="audience_claim='client_id'"):
+        Auth0Config(issuer=COGNITO, audience=audience)
+
+
+async def test_client_id_mode_names_the_setting_for_a_resource_bound_token(
+    auth0_rsa_key: PrivateKey,
+) -> None:
+    issuer = resource_pool(auth0_rsa_key)
+    config = Auth0Config(
+        issuer=COGNITO,
+        audience=CLIENT,
+        audience_claim="client_id",
+        jwks_uri=COGNITO + "/.well-known/jwks.json",
+    )
+    verifier = TokenVerifier(config, key_set=StaticKeySet(issuer.jwks))
+    with pytest.raises(InvalidAudienceError) as bound:
+        await verifier.verify(resource_bound(issuer))
+    assert "audience_claim='aud'" in (bound.value.detail or "")
+    with pytest.raises(InvalidAudienceError) as id_token:
+        await verifier.verify(resource_bound(issuer, aud=CLIENT, token_use="id"))
+    assert "ID token" in (id_token.value.detail or "")
