@@ -985,8 +985,9 @@ def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
     else:
         where, fix = (
             "inside Auth0Middleware",
-            "Add CORSMiddleware after Auth0Middleware (app.add_middleware runs the last "
-            "one added first)",
+            "Put it outside: app.add_middleware(CORSMiddleware, ...) after "
+            "Auth0Middleware (the last one added runs first), or list it before "
+            "Auth0Middleware in Starlette(middleware=[...]) (the first listed runs first)",
         )
     logger.warning(
         "CORSMiddleware runs %s, so %s. %s.",

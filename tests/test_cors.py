@@ -185,7 +185,10 @@ async def test_cors_inside_is_reported_at_startup(
         pass
     [message] = cors_warnings(caplog)
     assert consequence in message
-    assert "Add CORSMiddleware after Auth0Middleware" in message
+    # Both ways of adding middleware, whose orders are opposite: add_middleware runs
+    # the last added first, Starlette(middleware=[...]) the first listed.
+    assert "app.add_middleware(CORSMiddleware, ...) after Auth0Middleware" in message
+    assert "list it before Auth0Middleware in Starlette(middleware=[...])" in message
 
 
 async def test_cors_inside_a_directly_wrapped_app_is_reported(
