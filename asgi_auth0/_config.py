@@ -295,25 +295,47 @@ def _check_issuer_is_one_tenant(name: str, url: str) -> None:
         )
 
 
-def _check_cognito_resources(audiences: tuple[str, ...]) -> None:
+def _check_cognito_resources(audiences: tuple[str, ...], issuers: tuple[str, ...]) -> None:
     # A Cognito pool writes aud into its ID tokens (the app client id) and into access
-    # tokens bound to a resource (resource indicators, RFC 8707: an absolute URI) only;
-    # the verifier takes from a Cognito issuer only tokens with token_use "access", so
-    # any other audience would refuse every token.
+    # tokens bound to a resource (resource indicators, RFC 8707: the resource's URL)
+    # only; the verifier takes from a Cognito issuer only tokens with token_use
+    # "access", so any other audience would refuse every token.
     for aud in audiences:
-        if not urlsplit(aud).scheme:
-            raise ConfigError(
-                f"audience {aud!r} is not a URI: a Cognito user pool's access tokens "
-                "carry no aud (they name the app client in client_id), so set "
-                "audience_claim='client_id' and audience to the app client id(s); "
+        parts = urlsplit(aud)
+        if parts.scheme and parts.netloc:
+            continue
+        if all(_is_cognito(i) for i in issuers):
+            advice = (
+                "set audience_claim='client_id' and audience to the app client id(s); "
                 "audience_claim='aud' is for access tokens bound to a resource (the "
-                "resource parameter), with audience the resource's URI"
+                "resource parameter), with audience the resource's URL"
             )
+        else:
+            # Another issuer's API may be named otherwise (Entra's app id), but the
+            # audiences apply to every issuer's tokens.
+            advice = (
+                "with a Cognito issuer among the issuers, every audience must be a "
+                "resource's URL, as the audiences apply to every issuer's tokens"
+            )
+        raise ConfigError(
+            f"audience {aud!r} is not a URL: a Cognito user pool's access tokens carry "
+            f"no aud (they name the app client in client_id), except those bound to a "
+            f"resource; {advice}"
+        )
+
+
+# A Cognito user pool's issuer host: the original form (cognito-idp.{region}) and the
+# one AWS now recommends (issuer-cognito-idp.{region}, the same keys served from
+# several regions), on amazonaws.com or, in the China regions, amazonaws.com.cn.
+_COGNITO_HOST = re.compile(
+    r"(?:issuer-)?cognito-idp(?:-fips)?\.[a-z0-9-]+\.amazonaws\.com(?:\.cn)?"
+)
 
 
 def _is_cognito(url: str) -> bool:
-    host = (urlsplit(url).hostname or "").lower()
-    return host.startswith("cognito-idp.") and host.endswith(".amazonaws.com")
+    # Its rules keep a pool's ID tokens out: a host missed here would let them in.
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return _COGNITO_HOST.fullmatch(host) is not None
 
 
 def _check_not_the_issuers_api(audiences: tuple[str, ...], hosts: set[str]) -> None:
@@ -542,7 +564,7 @@ class Auth0Config:
             _check_client_id_mode(self)
         audiences = _check_audiences("audience", self.audience)
         if self.audience_claim == "aud" and any(_is_cognito(i) for i in self.issuers):
-            _check_cognito_resources(audiences)
+            _check_cognito_resources(audiences, self.issuers)
         pools = {urlsplit(i).path.strip("/") for i in self.issuers if _is_cognito(i)}
         if self.audience_claim == "client_id" and pools & set(audiences):
             # The pool id is in the issuer URL; client_id names an app client of it.

@@ -327,12 +327,54 @@ async def test_other_issuers_tokens_need_no_token_use_on_aud(auth0_rsa_key: Priv
     assert (await verifier.verify(other.token("bob"))).sub == "bob"
 
 
-@pytest.mark.parametrize("audience", [CLIENT, "us-east-1_Example", "solar-system-data"])
-def test_on_aud_a_cognito_audience_must_be_a_resource_uri(audience: str) -> None:
+# Every form of a pool's issuer: the original, the one AWS recommends now (the same
+# keys served from several regions), a China region's, and spellings of the host.
+COGNITO_ISSUERS = [
+    COGNITO,
+    "https://issuer-cognito-idp.us-east-1.amazonaws.com/us-east-1_Example",
+    "https://cognito-idp.cn-north-1.amazonaws.com.cn/cn-north-1_Example",
+    "https://COGNITO-IDP.us-east-1.amazonaws.com./us-east-1_Example",
+]
+
+
+@pytest.mark.parametrize("issuer_url", COGNITO_ISSUERS)
+@pytest.mark.parametrize(
+    "audience", [CLIENT, "us-east-1_Example", "solar-system-data", "localhost:8000"]
+)
+def test_on_aud_a_cognito_audience_must_be_a_resource_url(issuer_url: str, audience: str) -> None:
     # Only ID tokens (aud: the app client id) and resource-bound access tokens (aud:
-    # an absolute URI) carry an aud; anything else would refuse every access token.
+    # the resource's URL) carry an aud; anything else would refuse every access token.
     with pytest.raises(ConfigError, match="audience_claim='client_id'"):
-        Auth0Config(issuer=COGNITO, audience=audience)
+        Auth0Config(issuer=issuer_url, audience=audience)
+
+
+@pytest.mark.parametrize("issuer_url", COGNITO_ISSUERS)
+async def test_no_form_of_cognito_issuer_lets_an_id_token_in_on_aud(
+    auth0_rsa_key: PrivateKey, issuer_url: str
+) -> None:
+    # The token_use rule holds for whichever host form the pool issues from: an issuer
+    # not recognised as Cognito would take its ID tokens as access tokens.
+    issuer = LocalIssuer(issuer=issuer_url, private_key=auth0_rsa_key, kid="k1", audience=API)
+    config = Auth0Config(issuer=issuer_url, audience=API, jwks_uri=API + "/jwks.json")
+    verifier = TokenVerifier(config, key_set=StaticKeySet(issuer.jwks))
+    assert (await verifier.verify(resource_bound(issuer))).sub == "alice-sub"
+    with pytest.raises(InvalidClaimError):
+        await verifier.verify(resource_bound(issuer, token_use="id"))
+
+
+def test_beside_other_issuers_the_advice_is_not_client_id_mode() -> None:
+    # The audiences apply to every issuer: switching to client_id would break the
+    # other issuer's tokens, so the message does not send the user there.
+    entra = "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555/v2.0"
+    with pytest.raises(ConfigError) as caught:
+        Auth0Config(
+            issuer=COGNITO,
+            additional_issuers=[entra],
+            audience=[API, "6e74172b-be56-4843-9ff4-e66a39bb12e3"],
+            jwks_uri=COGNITO + "/.well-known/jwks.json",
+        )
+    assert "every issuer's tokens" in str(caught.value)
+    assert "audience_claim='client_id'" not in str(caught.value)
 
 
 async def test_client_id_mode_names_the_setting_for_a_resource_bound_token(
