@@ -25,6 +25,7 @@ import functools
 import inspect
 import logging
 import re
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
@@ -36,7 +37,6 @@ from starlette.applications import Starlette
 from starlette.authentication import AuthCredentials, BaseUser, UnauthenticatedUser
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import HTTPConnection
 from starlette.routing import Mount
@@ -49,7 +49,7 @@ from ._bearer import (
     not_token68_error,
     token_from_scope,
 )
-from ._challenge import Responder, ResponseHook, uses_dpop_scheme
+from ._challenge import REJECTION_LOG_WINDOW, Responder, ResponseHook, uses_dpop_scheme
 from ._claims import Claims
 from ._config import Auth0Config
 from ._dpop import dpop_credentials, request_htu
@@ -443,6 +443,8 @@ class Auth0Middleware:
         # The state dict of the lifespan under way: a request handed this very dict
         # gets a copy (see _store).
         self._lifespan_state: object = None
+        # When a rejection answered 500 inside was last logged (_answered_by_a_500).
+        self._late_logged_at: float | None = None
         dpop_mode = self.config.dpop
         #: Whether the DPoP scheme is taken (``config.dpop`` is not ``"disabled"``).
         self._dpop_on = dpop_mode != "disabled"
@@ -547,8 +549,7 @@ class Auth0Middleware:
         except AuthenticationRejected as rejected:
             # Raised by our own dependencies (before the endpoint ran), or by the
             # application's own code; any other exception propagates untouched.
-            if scope_type == "http" and _answered_below(rejected):
-                self._mounted_late(scope)
+            if scope_type == "http" and self._answered_by_a_500(rejected, scope):
                 raise
             connect_received = rejected.websocket_connect_received
             accepted = rejected.websocket_accepted
@@ -569,35 +570,44 @@ class Auth0Middleware:
             )
         except RuntimeError as exc:
             # Starlette's ExceptionMiddleware (ours registered in it) met a rejection
-            # after a response had started: an app mounted inside had answered it with
-            # 500 (see _answered_below).
+            # after a response had started: perhaps an app inside answered it with 500.
             if isinstance(exc.__cause__, AuthenticationRejected):
-                self._mounted_late(scope)
+                self._answered_by_a_500(exc.__cause__, scope)
             raise
 
-    def _mounted_late(self, scope: Scope) -> None:
-        """A rejection came up after a response had begun, so it went unanswered by
-        us: most likely a 500 from an app lacking our handler, one mounted after the
-        middleware registered it (at startup). Register it there now, so that the
-        app's next rejections get their RFC 6750 answer, and say what happened."""
-        path = log_safe(scope.get("path"))
-        if _answer_rejections_inside(self.app):
-            logger.error(
-                "a rejection on %s became a 500: it was raised in an app mounted after "
-                "Auth0Middleware started, which had no handler for it; the handler is "
-                "registered now, so the next ones get 401/403. Mount sub-applications "
-                "before the app serves its first request",
-                path,
-                extra={"reason": "mounted_late"},
-            )
+    def _answered_by_a_500(self, rejected: AuthenticationRejected, scope: Scope) -> bool:
+        """Whether ``rejected`` came up through a Starlette app with no handler for it,
+        whose own ServerErrorMiddleware has then answered 500 (and re-raised it), so
+        that no answer of ours can follow. Such an app was mounted after the middleware
+        registered its handler (at startup), or sits behind a wrapper the startup walk
+        cannot look into: register the handler on it now, found in the traceback, so
+        that its next rejections get their RFC 6750 answer, and say what happened (at
+        most once a minute: a client must not decide how much the application logs).
+        """
+        apps = _apps_without_handler(rejected)
+        if not apps:
+            return False
+        for app in apps:
+            _register_handler(app)
+        now = time.monotonic()
+        last = self._late_logged_at
+        level = logging.ERROR
+        if last is not None and now - last < REJECTION_LOG_WINDOW:
+            level = logging.DEBUG
         else:
-            logger.error(
-                "a rejection on %s came after a response had begun (a 500 from an error "
-                "middleware inside Auth0Middleware, or the endpoint's own), so it could "
-                "not be answered",
-                path,
-                extra={"reason": "rejected_after_response"},
-            )
+            self._late_logged_at = now
+        logger.log(
+            level,
+            "a rejection on %s became a 500: it was raised in an app with no handler for "
+            "it (mounted after Auth0Middleware started, or behind a wrapper it cannot "
+            "look into); the handler is registered on that app now, so its next ones "
+            "get 401/403. Mount sub-applications before the app serves its first "
+            "request, or register the handler: "
+            "sub_app.add_exception_handler(AuthenticationRejected, rejection_handler)",
+            log_safe(scope.get("path")),
+            extra={"reason": "mounted_late"},
+        )
+        return True
 
     async def _reject(
         self,
@@ -806,7 +816,7 @@ _LIFESPAN_END = frozenset(
 )
 
 
-def _answer_rejections_inside(app: ASGIApp) -> int:
+def _answer_rejections_inside(app: ASGIApp) -> None:
     """Register our handler on every Starlette/FastAPI app the middleware wraps.
 
     A Starlette app's own ServerErrorMiddleware would meet a dependency's
@@ -821,20 +831,16 @@ def _answer_rejections_inside(app: ASGIApp) -> int:
     alone, then the whole app) has its stack built: the handler also goes into that
     stack's ExceptionMiddleware, which reads its handlers on every exception.
 
-    Returns how many apps had no handler for rejections and got ours: again later,
-    nonzero means an app was mounted since (see ``Auth0Middleware._mounted_late``).
+    An app this walk misses (mounted later, or behind a wrapper it cannot look into)
+    gets the handler when its first rejection comes up as a 500 (see
+    ``Auth0Middleware._answered_by_a_500``).
     """
     from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
 
-    added = 0
     for found in _starlette_apps_inside(app):
         if AuthenticationRejected in found.exception_handlers:
             continue  # the application answers rejections its own way
-        added += 1
-        found.add_exception_handler(AuthenticationRejected, rejection_handler)
-        built = _built_exception_middleware(found)
-        if built is not None:
-            built.add_exception_handler(AuthenticationRejected, rejection_handler)
+        _register_handler(found)
     # Added with app.add_middleware, we run inside the app's own stack, and its
     # ExceptionMiddleware is below us, after the middleware added before us. A
     # rejection answered there is an ordinary 401/403 response to that middleware; left
@@ -845,22 +851,38 @@ def _answer_rejections_inside(app: ASGIApp) -> int:
         handlers = getattr(exception_middleware, "_exception_handlers", None)
         if not (isinstance(handlers, dict) and AuthenticationRejected in handlers):
             exception_middleware.add_exception_handler(AuthenticationRejected, rejection_handler)
-    return added
 
 
-def _answered_below(rejected: AuthenticationRejected) -> bool:
-    """Whether ``rejected`` passed through a Starlette ServerErrorMiddleware on its way
-    up: one of an app mounted inside, which has answered 500 (or found a response
-    begun) and re-raised it, so no answer of ours can follow. Looked for in the
-    traceback, on this rare path only."""
+def _register_handler(app: Starlette) -> None:
+    """Our handler for rejections on ``app``, and in its middleware stack if built."""
+    from .fastapi import rejection_handler  # noqa: PLC0415 (fastapi imports this module)
+
+    app.add_exception_handler(AuthenticationRejected, rejection_handler)
+    built = _built_exception_middleware(app)
+    if built is not None:
+        built.add_exception_handler(AuthenticationRejected, rejection_handler)
+
+
+def _apps_without_handler(rejected: AuthenticationRejected) -> list[Starlette]:
+    """The Starlette apps ``rejected`` passed through on its way up that have no
+    handler for it. Looked for in its traceback (the frames of ``Starlette.__call__``),
+    on this rare path only. (An instance raised again keeps the frames of its earlier
+    passes; an app found there has had our handler since, so it is not found again.)
+    """
+    found: list[Starlette] = []
     tb = rejected.__traceback__
     for _ in range(256):  # a bound, as for every walk here
         if tb is None:
-            return False
-        if isinstance(tb.tb_frame.f_locals.get("self"), ServerErrorMiddleware):
-            return True
+            break
+        owner = tb.tb_frame.f_locals.get("self")
+        if (
+            isinstance(owner, Starlette)
+            and AuthenticationRejected not in owner.exception_handlers
+            and all(owner is not app for app in found)
+        ):
+            found.append(owner)
         tb = tb.tb_next
-    return False
+    return found
 
 
 def _exception_middleware_below(app: ASGIApp | None) -> ExceptionMiddleware | None:

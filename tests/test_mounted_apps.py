@@ -9,6 +9,7 @@ handler on every app it finds mounted below it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -289,11 +290,12 @@ async def test_a_sub_app_mounted_after_startup_is_named_in_the_log_then_answered
     assert ok.status_code == 200
 
 
-async def test_a_rejection_after_the_response_began_is_logged_as_such(
+async def test_a_rejection_after_the_response_began_blames_no_mount(
     verifier: TokenVerifier, caplog: pytest.LogCaptureFixture
 ) -> None:
     # An endpoint that raises a rejection once its response is under way: nothing can
-    # answer it any more, and the log says so rather than blaming a late mount.
+    # answer it any more (Starlette says so in its own RuntimeError), and no app lacks
+    # the handler, so no line blames a late mount.
     async def body() -> AsyncIterator[bytes]:
         yield b"partial"
         raise AuthenticationRejected(MissingTokenError())
@@ -307,6 +309,79 @@ async def test_a_rejection_after_the_response_began_is_logged_as_such(
     async with client(app) as c:
         r = await c.get("/stream")
     assert r.status_code == 200  # the response had begun
-    reasons = [getattr(rec, "reason", None) for rec in caplog.records]
-    assert "rejected_after_response" in reasons
-    assert "mounted_late" not in reasons
+    assert "mounted_late" not in [getattr(rec, "reason", None) for rec in caplog.records]
+
+
+class Opaque:
+    """A wrapper of the application's own that the startup walk cannot look into."""
+
+    def __init__(self, app: Any) -> None:
+        self._inner = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self._inner(scope, receive, send)
+
+
+async def test_an_app_behind_an_opaque_wrapper_gets_the_handler_at_its_first_500(
+    verifier: TokenVerifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Mounted before startup but unseen by the walk, and beside a late app the walk
+    # would find: the app whose rejection became the 500 is the one that gets the
+    # handler (found in the traceback), and only the first rejection is a 500.
+    hidden, late = fastapi_sub(), fastapi_sub()
+    app = FastAPI()
+    app.mount("/hidden", Opaque(hidden))
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    async with client(app) as c:
+        assert (await c.get("/nowhere")).status_code == 404  # the app has started
+        app.mount("/late", late)
+        first = await c.get("/hidden/who")
+        second = await c.get("/hidden/who")
+    assert first.status_code == 500
+    assert second.status_code == 401, second.text
+    assert AuthenticationRejected in hidden.exception_handlers
+    assert AuthenticationRejected not in late.exception_handlers  # not blamed, not touched
+    [line] = [r for r in caplog.records if getattr(r, "reason", None) == "mounted_late"]
+    assert "/hidden/who" in line.getMessage()
+    assert "behind a wrapper" in line.getMessage()
+
+
+async def test_the_late_mount_line_is_logged_once_a_minute(
+    verifier: TokenVerifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each late app heals at its first 500, but a client can reach many of them in a
+    # row: past the first line in a minute, the rest go to DEBUG.
+    caplog.set_level(logging.DEBUG, logger="asgi_auth0.middleware")
+    app = FastAPI()
+    app.add_middleware(Auth0Middleware, verifier=verifier)
+    async with client(app) as c:
+        assert (await c.get("/nowhere")).status_code == 404
+        for n in range(3):
+            app.mount(f"/late{n}", fastapi_sub())
+        answers = [(await c.get(f"/late{n}/who")).status_code for n in range(3)]
+    assert answers == [500, 500, 500]  # three apps, each its own first rejection
+    levels = [r.levelname for r in caplog.records if getattr(r, "reason", None) == "mounted_late"]
+    assert levels == ["ERROR", "DEBUG", "DEBUG"]
+
+
+async def test_a_rejection_raised_again_on_a_bare_router_is_answered(
+    verifier: TokenVerifier, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One rejection instance raised on every request (a module-level constant) keeps
+    # the frames of its earlier passes in its traceback, the late app's 500 among them:
+    # they must not make a later request on a route of a bare router look answered.
+    rejected = AuthenticationRejected(MissingTokenError())
+
+    async def raises(request: Request) -> Response:
+        raise rejected
+
+    late = Starlette(routes=[Route("/who", raises)])
+    router = Router(routes=[Route("/direct", raises)])
+    served = Auth0Middleware(router, verifier=verifier)
+    async with client(served) as c:
+        router.mount("/late", late)
+        assert (await c.get("/late/who")).status_code == 500
+        direct = await c.get("/direct")
+        again = await c.get("/late/who")
+    assert direct.status_code == 401, direct.text
+    assert again.status_code == 401, again.text
