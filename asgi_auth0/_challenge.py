@@ -260,8 +260,11 @@ REJECTION_LOG_WINDOW = 60.0
 
 
 def _request_line(scope: Mapping[str, Any]) -> str:
-    # The path is the client's text: repr-escaped and truncated, like a kid.
+    # The method and path are the client's text: escaped and cut short, like a kid
+    # (a server may pass a method of hundreds of token characters).
     method = scope.get("method") or str(scope.get("type", "")).upper()
+    if not (isinstance(method, str) and len(method) <= 16 and method.isprintable()):
+        method = log_safe(method)[:24] + "..."
     path = repr(scope.get("path", ""))
     if len(path) > 120:
         path = path[:117] + "..."
@@ -351,8 +354,10 @@ class Responder:
         WebSocket token); the rest are counted, and the next logged line says how many.
         Each one is logged at DEBUG. ``token_facts`` (the token's ``kid``, ``alg`` and
         ``iss``) are shown escaped, then the error's ``detail``, the why behind the
-        reason ("exp has passed", "refresh cooldown"; our own words, escaped anyway, as
-        a custom key source may raise its own). Never the token, the header or the claims.
+        reason ("exp has passed", "refresh cooldown"; our own words, with any value
+        from the request or the token in them escaped and cut short): shown as is when
+        printable, up to 600 characters, else escaped (a custom key source may raise
+        its own text). Never the token, the header or the claims.
         """
         status, reason = challenge.status_code, challenge.reason
         key = (status, reason)

@@ -561,7 +561,8 @@ class DPoPProofChecker:
         htm = claims.get("htm")
         if htm != method:
             raise InvalidDPoPProofError(
-                f"the DPoP proof's htm {_shown(htm)} is not this request's method {method}"
+                f"the DPoP proof's htm {_shown(htm)} is not this request's method "
+                f"{_shown(method, 24)}"
             )
         htu = claims.get("htu")
         if type(htu) is not str:

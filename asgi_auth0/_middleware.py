@@ -1002,7 +1002,8 @@ def _warn_if_cors_inside(app: ASGIApp, require_token: bool) -> None:
         where, fix = (
             "in an app mounted inside Auth0Middleware",
             "Unless a CORSMiddleware also runs outside Auth0Middleware, add one to the "
-            "outer app, after Auth0Middleware",
+            "outer app, outside it: app.add_middleware(CORSMiddleware, ...) after "
+            "Auth0Middleware, or listed before it in Starlette(middleware=[...])",
         )
     else:
         where, fix = (
@@ -1133,8 +1134,9 @@ def _own_policies(app: Starlette) -> list[PublicPaths]:
     return policies
 
 
-# The rejection log shows a detail up to this long as it is (a longer one escaped and
-# cut short, see Responder.log_rejection): hints are fitted into it.
+# The room the near-miss hint of a fail-closed refusal is fitted into (the rejection
+# log shows details up to 600 characters whole, see _challenge._facts): short enough
+# to read at a glance.
 _DETAIL_ROOM = 200
 
 

@@ -226,6 +226,8 @@ async def test_cors_on_an_app_mounted_inside_is_reported(
         "Unless a CORSMiddleware also runs outside Auth0Middleware, add one to the outer app"
         in message
     )
+    # Both ways of adding middleware, whose orders are opposite.
+    assert "listed before it in Starlette(middleware=[...])" in message
 
 
 async def test_cors_outside_or_absent_is_not_reported(

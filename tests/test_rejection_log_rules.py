@@ -134,3 +134,27 @@ def test_missing_token_hint_names_only_a_token_shaped_authorization_header(
 ) -> None:
     scope = {"type": "http", "headers": [(b"host", b"example.test"), *headers]}
     assert missing_token_hint(scope) == hint
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("method", "shown"),
+    [
+        ("M-SEARCH", "M-SEARCH"),  # a method with a dash, as it is
+        ("X" * 410, "'" + "X" * 23 + "..."),  # h11 passes methods this long
+    ],
+)
+async def test_the_request_method_is_cut_short_in_the_line(
+    verifier: TokenVerifier,
+    issuer: LocalIssuer,
+    caplog: pytest.LogCaptureFixture,
+    method: str,
+    shown: str,
+) -> None:
+    # The method is the client's text, like the path: a long one must not fill the
+    # operator's line.
+    caplog.set_level(logging.INFO, logger="asgi_auth0.middleware")
+    async with client(middleware(verifier, Clock())) as c:
+        await c.request(method, "/p", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
+    [record] = lines(caplog)
+    assert f" {shown} '/p'" in record.getMessage()
