@@ -42,8 +42,11 @@ Failures and backoff
     ``fetch_timeout``. A connection error gets one immediate retry inside the same
     deadline. After a failure the next fetch waits an exponential backoff with jitter
     (``backoff_min`` 5 s doubling to ``backoff_max`` 5 min), or the issuer's
-    ``Retry-After`` when longer (capped at ``backoff_max``). Failures are logged and
-    reported to hooks; they never escape as foreign exceptions.
+    ``Retry-After`` when longer (capped at ``backoff_max``). While no usable set is
+    left (none loaded yet, or past ``max_stale``), every token gets 503, so the wait
+    is at most ``refresh_cooldown`` (at least ``backoff_min``) past that moment: the
+    issuer's return ends the 503s within it. Failures are logged and reported to
+    hooks; they never escape as foreign exceptions.
 
 Unknown ``kid``
     A ``kid`` not in the set triggers one awaited refresh, at most once per
@@ -65,10 +68,13 @@ Single flight, generations, cancellation
     newer success as failing). :attr:`JWKSCache.generation`
     moves whenever the usable keys change (the verifier drops cached verdicts then).
     Callers wait on an event, each under its own cancel scope, so a caller that goes
-    away (its deadline, a client disconnect) stops waiting at once and never cancels
-    the fetch. The runner performs it when there is one in the caller's event loop;
-    else the first caller starts it in a task of its own (a system task on trio),
-    bounded by ``fetch_timeout``, and then waits like everyone else. A runner left
+    away (its deadline, its task cancelled) stops waiting at once and never cancels
+    the fetch. (A client that disconnects does not cancel its request under uvicorn,
+    which only reports the disconnect to a reader of ``receive``: that request waits
+    out ``fetch_timeout`` at most.) The runner performs it when there is one in the
+    caller's event loop; else the first caller starts it in a task of its own (a
+    system task on trio), bounded by ``fetch_timeout``, and then waits like everyone
+    else. A runner left
     behind in an event loop that stopped running (closed or dropped with the runner
     still pending) is forgotten: it vouches for nothing, and a new one may start; so
     is a fetch of such a loop. A fetch of another thread's running loop is joined by
@@ -970,8 +976,8 @@ class JWKSCache:
         another loop's, ends without an outcome and it then needs one of its own.
         """
         flight = self._current_flight()
-        # The caller that starts the fetch waits like any other: its deadline or a
-        # client disconnect ends its wait here, and the fetch goes on for the others.
+        # The caller that starts the fetch waits like any other: its deadline or its
+        # cancellation ends its wait here, and the fetch goes on for the others.
         with anyio.move_on_after(self._fetch_timeout + _WAIT_SLACK):
             while flight is not None and flight.loop is not _running_loop():
                 if await self._joined_elsewhere(flight):
@@ -1376,7 +1382,9 @@ class JWKSCache:
         self._failures += 1
         self._failed_fetch_count += 1
         self._last_error = failure.reason
-        delay = self._backoff(self._failures, failure.retry_after)
+        delay = self._outage_delay(now, self._backoff(self._failures, failure.retry_after))
+        if failure.retry_after is not None:  # the issuer asked for a pause: honour it
+            delay = max(delay, min(failure.retry_after, self._backoff_max))
         self._next_attempt_at = now + delay
         flight.failure = failure
         self._logger.warning(
@@ -1396,6 +1404,21 @@ class JWKSCache:
             trigger=flight.trigger,
             started=flight.started,
         )
+
+    def _outage_delay(self, now: float, delay: float) -> float:
+        """``delay`` (the backoff), but no later than the interval past the moment no
+        usable key set is left (before the first fetch succeeds, or past max_stale).
+
+        Then every token of the issuer gets 503, and a backoff grown to its cap would
+        keep them failing for up to five minutes after the issuer is back: from then
+        on, a fetch at least every refresh cooldown (and backoff_min), the pace an
+        unknown kid may already set.
+        """
+        stale_until = self._stale_until if self._index is not None else now
+        if now + delay <= stale_until:
+            return delay  # the last good set serves until then
+        interval = max(self._backoff_min, self._cooldown)
+        return min(delay, max(stale_until, now + interval) - now)
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:
         base = min(self._backoff_max, self._backoff_min * 2.0 ** min(failures - 1, 40))

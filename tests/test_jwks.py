@@ -913,9 +913,31 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(
 async def test_failed_fetches_back_off_exponentially_up_to_five_minutes(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:
+    # While the last good set serves (stale, within max_stale), failed refreshes back
+    # off up to five minutes: tokens of known keys are unaffected meanwhile.
+    cache = make(ttl=600, max_stale=86400)
+    kid = issuer.current_kid
+    await cache.refresh()
+    issuer.fail_with(500)
+    clock.advance(601)
+    waits = []
+    for _ in range(8):
+        await cache.get_key(kid, "ES256")  # stale: served, and refreshed inline (fails)
+        waits.append(cache.status().next_refresh_in)
+        clock.advance(waits[-1])
+    assert waits == [5, 10, 20, 40, 80, 160, 300, 300]
+    assert issuer.jwks_requests == 1 + 8
+
+
+async def test_with_no_usable_keys_failed_fetches_back_off_only_to_the_cooldown(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # With no usable key set every token of the issuer gets 503, so a backoff grown to
+    # five minutes would keep them failing that long after the issuer is back: here
+    # fetches come at least every refresh cooldown (30 s by default).
     issuer.fail_with(500)
     cache = make()
-    expected = [5, 10, 20, 40, 80, 160, 300, 300]
+    expected = [5, 10, 20, 30, 30, 30, 30, 30]
     with pytest.raises(KeySetError):
         await cache.get_key("k", "ES256")
     for requests, delay in enumerate(expected, start=1):
@@ -931,6 +953,34 @@ async def test_failed_fetches_back_off_exponentially_up_to_five_minutes(
         with pytest.raises(KeySetError):
             await cache.get_key("k", "ES256")  # due again: one more fetch
     assert cache.status().consecutive_failures == len(expected) + 1
+
+
+async def test_past_max_stale_the_issuer_is_asked_again_within_the_cooldown(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # An outage outlasts max_stale: the attempt that the backoff would have put past
+    # the expiry comes at the expiry, then one every cooldown, so the issuer's return
+    # ends the 503s within 30 s, not the five minutes the backoff had grown to.
+    cache = make(ttl=600, max_stale=900)
+    kid = issuer.current_kid
+    await cache.refresh()
+    issuer.fail_with(500)
+    clock.advance(601)
+    waits = []
+    for _ in range(8):
+        await cache.get_key(kid, "ES256")  # stale, served; the inline refresh fails
+        waits.append(cache.status().next_refresh_in)
+        clock.advance(waits[-1])
+    # 601 + 5 + ... + 300 = 1216 s: backing off 300 s more would pass 1500 s, the
+    # end of max_stale; the attempt comes then instead.
+    assert waits == [5, 10, 20, 40, 80, 160, 300, 284]
+    with pytest.raises(KeySetError) as expired:
+        await cache.get_key(kid, "ES256")  # no usable set: fetched (fails)
+    assert expired.value.retry_after == 30
+    issuer.heal()
+    clock.advance(30)
+    assert (await cache.get_key(kid, "ES256")).kid == kid
+    assert cache.status().state == "fresh"
 
 
 async def test_backoff_is_jittered_downwards(
