@@ -9,6 +9,7 @@ handler on every app it finds mounted below it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -296,8 +297,11 @@ async def test_a_rejection_after_the_response_began_blames_no_mount(
     # An endpoint that raises a rejection once its response is under way: nothing can
     # answer it any more (Starlette says so in its own RuntimeError), and no app lacks
     # the handler, so no line blames a late mount.
+    raised: list[bool] = []
+
     async def body() -> AsyncIterator[bytes]:
         yield b"partial"
+        raised.append(True)
         raise AuthenticationRejected(MissingTokenError())
 
     async def streams(request: Request) -> Response:
@@ -307,8 +311,12 @@ async def test_a_rejection_after_the_response_began_blames_no_mount(
     app.add_route("/stream", streams)
     app.add_middleware(Auth0Middleware, verifier=verifier)
     async with client(app) as c:
-        r = await c.get("/stream")
-    assert r.status_code == 200  # the response had begun
+        # Older httpx hands the application's exception on once the response began,
+        # whatever raise_app_exceptions says: Starlette's RuntimeError, as the server
+        # would log it.
+        with contextlib.suppress(RuntimeError):
+            await c.get("/stream")
+    assert raised == [True]
     assert "mounted_late" not in [getattr(rec, "reason", None) for rec in caplog.records]
 
 
