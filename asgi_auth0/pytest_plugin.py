@@ -124,6 +124,8 @@ def auth0_token(auth0_issuer: LocalIssuer) -> TokenFactory:
 
 
 @pytest.fixture
-def dpop_key() -> DPoPKey:
-    """A DPoP client key: bind tokens with ``cnf=dpop_key.cnf``, sign with ``headers()``."""
-    return DPoPKey()
+def dpop_key(auth0_issuer: LocalIssuer) -> DPoPKey:
+    """A DPoP client key: bind tokens with ``cnf=dpop_key.cnf``, sign with ``headers()``.
+    Its proofs take their ``iat`` from the issuer's clock, as its tokens do."""
+    # A lambda, not the bound clock: a test may set auth0_issuer.clock later.
+    return DPoPKey(clock=lambda: auth0_issuer.clock())  # noqa: PLW0108

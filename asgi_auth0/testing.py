@@ -440,9 +440,19 @@ class DPoPKey:
 
     Every proof gets a fresh ``jti``; keyword arguments of :meth:`proof` override or
     (given as ``None``) remove any claim or header member, to mint broken proofs.
+    A proof's ``iat`` comes from ``clock`` (``time.time`` by default): give the clock
+    your verifier and issuer use when a test sets the time (the pytest plugin's
+    ``dpop_key`` takes its issuer's), as patching ``time.time`` reaches neither of
+    those, which keep the function they were given.
     """
 
-    def __init__(self, kind: str = "P-256", *, alg: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str = "P-256",
+        *,
+        alg: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         if kind not in _ALGS_BY_KIND:
             raise ValueError(f"unknown key kind {kind!r}; choose from {', '.join(_ALGS_BY_KIND)}")
         chosen = alg or DEFAULT_ALG[kind]
@@ -461,6 +471,8 @@ class DPoPKey:
         self.jwk: dict[str, Any] = jwk
         #: The RFC 7638 SHA-256 thumbprint of :attr:`jwk`: a bound token's ``cnf.jkt``.
         self.jkt: str = jwk_thumbprint(jwk)
+        #: Where a proof's ``iat`` comes from (seconds since the epoch).
+        self.clock: Callable[[], float] = clock
 
     @property
     def cnf(self) -> dict[str, str]:
@@ -495,7 +507,7 @@ class DPoPKey:
             "jti": secrets.token_urlsafe(16),
             "htm": method,
             "htu": url,
-            "iat": math.floor(time.time()) if iat is _NOW else iat,
+            "iat": math.floor(self.clock()) if iat is _NOW else iat,
         }
         if access_token is not None:
             payload["ath"] = access_token_hash(access_token)

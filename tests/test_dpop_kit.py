@@ -486,3 +486,25 @@ async def test_the_plugin_fixture_is_a_fresh_client_key(
     finally:
         await verifier.aclose()
     assert claims["cnf"]["jkt"] == dpop_key.jkt
+
+
+@pytest.mark.anyio
+async def test_a_proofs_iat_comes_from_the_clock_given(issuer: LocalIssuer) -> None:
+    # A test that sets the time gives the key the clock it gives the verifier and the
+    # issuer: patching time.time reaches neither of those.
+    clock = FixedClock()
+    clock.now = 1_800_000_000.9
+    issuer.clock = clock
+    key = DPoPKey(clock=clock)
+    assert decode(key.proof("GET", URL))[1]["iat"] == 1_800_000_000
+    token = issuer.token(cnf=key.cnf)
+    proof = key.proof("GET", URL, access_token=token)
+    claims = await verifier_for(issuer, clock).verify_dpop(token, proof, method="GET", url=URL)
+    assert claims["cnf"] == key.cnf
+
+
+def test_the_plugins_key_takes_its_issuers_clock(
+    auth0_issuer: LocalIssuer, dpop_key: DPoPKey
+) -> None:
+    auth0_issuer.clock = lambda: 1_700_000_000.5  # set after the fixture was made
+    assert decode(dpop_key.proof("GET", URL))[1]["iat"] == 1_700_000_000
