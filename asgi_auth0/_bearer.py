@@ -148,6 +148,12 @@ def missing_token_hint(scope: Mapping[str, Any]) -> str | None:
                     "the Authorization header holds a bare token, with no scheme: "
                     "send 'Authorization: Bearer <token>'"
                 )
+            if credentials[:5].lower() == b"dpop ":
+                # With DPoP on, such a request is verified or refused before this.
+                return (
+                    "the Authorization header uses the DPoP scheme, which is taken only "
+                    "with dpop='allowed' or 'required' in the config"
+                )
             return "the Authorization header uses a scheme other than Bearer"
     query = scope.get("query_string") or b""
     found = _JWT_IN_QUERY.search(query) if b"eyJ" in query else None

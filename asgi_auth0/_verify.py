@@ -607,6 +607,12 @@ class TokenVerifier:
                 return (
                     f" (it differs from the configured issuer {configured!r} only in letter case)"
                 )
+            if "://" in iss and iss.split("://", 1)[1] == configured.split("://", 1)[1]:
+                # domain= always means https: a local issuer over http is given as issuer=.
+                return (
+                    f" (it differs from the configured issuer {configured!r} only by its "
+                    f"scheme; domain= always builds an https issuer)"
+                )
         if iss.startswith(_ENTRA_V1):
             tenant = iss[len(_ENTRA_V1) :].strip("/")
             for configured in self._issuers:
@@ -658,7 +664,12 @@ class TokenVerifier:
                 "whose aud is the app; send the access token, requested with "
                 "audience=<API identifier>)"
             )
-        return ""
+        # No near miss: say what was expected (configured values only; the token's aud
+        # stays out of the line, as its other claims do).
+        expected = sorted(self._audiences)
+        shown = ", ".join(repr(a) for a in expected[:3])
+        more = f" and {len(expected) - 3} more" if len(expected) > 3 else ""
+        return f" (this API's audience: {shown}{more})"
 
     def _check_claims(self, parsed: ParsedToken, *, bound: bool = False) -> tuple[Claims, float]:
         payload = parsed.payload

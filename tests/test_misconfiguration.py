@@ -519,7 +519,7 @@ async def test_an_id_token_sent_as_an_access_token_is_named(
     # Another API's access token (neither claim) gets no such guess.
     with pytest.raises(InvalidTokenError) as other:
         await verifier.verify(issuer.token(aud="https://other-api.example.com"))
-    assert other.value.detail == "aud does not name this API"
+    assert other.value.detail == f"aud does not name this API (this API's audience: {API!r})"
 
 
 @pytest.mark.anyio

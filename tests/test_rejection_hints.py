@@ -60,6 +60,12 @@ async def test_a_time_refusal_says_by_how_much(
     [
         (ISS.rstrip("/"), ISS, f"differs from the configured issuer {ISS!r} only by a trailing"),
         (ISS.upper(), ISS, f"differs from the configured issuer {ISS!r} only in letter case"),
+        # AUTH0_DOMAIN=127.0.0.1:8080 for a local issuer that serves http.
+        (
+            ISS.replace("https://", "http://"),
+            ISS,
+            f"differs from the configured issuer {ISS!r} only by its scheme",
+        ),
     ],
 )
 async def test_an_issuer_near_miss_names_the_configured_issuer(
@@ -78,17 +84,33 @@ async def test_any_other_issuer_gets_no_hint(minter: LocalIssuer, token_iss: str
     assert await detail_of(minter, minter.token(iss=token_iss)) == "iss is not a configured issuer"
 
 
+EXPECTED = f"aud does not name this API (this API's audience: {API!r})"
+
+
 @pytest.mark.parametrize("aud", ["https://evil.example/<b>", ["https://other.example", 7]])
-async def test_any_other_audience_gets_no_hint(minter: LocalIssuer, aud: Any) -> None:
+async def test_any_other_audience_gets_only_the_configured_one(
+    minter: LocalIssuer, aud: Any
+) -> None:
+    # Nothing the token says comes back, but what the API expected does: a token for
+    # another API (or a test minting for the wrong one) is told apart at a glance.
     detail = await detail_of(minter, minter.token(aud=aud))
-    assert detail in ("aud does not name this API", "aud array holds a non-string")
+    assert detail in (EXPECTED, "aud array holds a non-string")
+    assert "evil" not in detail
+    assert "other" not in detail
+
+
+async def test_several_configured_audiences_are_named_up_to_three(minter: LocalIssuer) -> None:
+    many = ["https://a.example", "https://b.example", "https://c.example", "https://d.example"]
+    detail = await detail_of(minter, minter.token(aud="x"), audience=many)
+    assert detail.endswith(
+        "(this API's audience: 'https://a.example', 'https://b.example', "
+        "'https://c.example' and 1 more)"
+    )
 
 
 async def test_only_the_first_sixteen_audiences_are_compared(minter: LocalIssuer) -> None:
     # A token may list thousands; the near-miss search looks at a bounded few.
     near = API + "/"
     crowd = [f"https://other{n}.example" for n in range(16)]
-    assert await detail_of(minter, minter.token(aud=[*crowd, near])) == (
-        "aud does not name this API"
-    )
+    assert await detail_of(minter, minter.token(aud=[*crowd, near])) == EXPECTED
     assert "only by a trailing slash" in await detail_of(minter, minter.token(aud=[near, *crowd]))

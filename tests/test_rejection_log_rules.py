@@ -27,6 +27,10 @@ BARE = (
     "the Authorization header holds a bare token, with no scheme: "
     "send 'Authorization: Bearer <token>'"
 )
+DPOP_OFF = (
+    "the Authorization header uses the DPoP scheme, which is taken only with "
+    "dpop='allowed' or 'required' in the config"
+)
 
 
 def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -127,6 +131,9 @@ def test_a_structured_field_is_kept_as_is_up_to_80_characters() -> None:
         ([(b"authorization", b"a.b.c.d")], OTHER),  # neither shape
         ([(b"authorization", b"opaque")], OTHER),  # one word, no dots
         ([(b"authorization", b"Token a.b.c")], OTHER),  # a JWT behind another scheme
+        # The DPoP scheme reaches the hint only with DPoP off in the config.
+        ([(b"authorization", b"DPoP a.b.c"), (b"dpop", b"x.y.z")], DPOP_OFF),
+        ([(b"authorization", b"dpop a.b.c")], DPOP_OFF),
     ],
 )
 def test_missing_token_hint_names_only_a_token_shaped_authorization_header(
