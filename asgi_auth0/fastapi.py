@@ -459,7 +459,7 @@ def _checked_names(what: str, given: tuple[object, ...]) -> tuple[str, ...]:
 # wherever it is written, so app.dependency_overrides[require_scopes("a")] reaches a
 # route that wrote it inline, and FastAPI resolves it once per request. The keys come
 # from the application's code, so this stays as small as the code.
-_MADE: dict[tuple[str, tuple[str, ...], bool], Callable[..., Awaitable[Claims]]] = {}
+_MADE: dict[tuple[str, frozenset[str], bool], Callable[..., Awaitable[Claims]]] = {}
 # What each of those requires: kind ("scope" or "permission"), names, any_of.
 _REQUIRES: dict[object, tuple[str, tuple[str, ...], bool]] = {}
 
@@ -472,10 +472,12 @@ def _requirement(
     kind: str,
 ) -> Callable[..., Awaitable[Claims]]:
     any_of = bool(any_of)
-    made = _MADE.get((what, names, any_of))
+    required = frozenset(names)
+    # Whatever the order of the names: one requirement, so one object, and a test's
+    # override written in another order than the route's still reaches it.
+    made = _MADE.get((what, required, any_of))
     if made is not None:
         return made
-    required = frozenset(names)
     # An all-of scope requirement and the scopes declared on it are one requirement
     # (OpenAPI shows them as one list), so a shortfall of either names both.
     joined = names if kind == "scope" and not any_of else ()
@@ -516,9 +518,11 @@ def _requirement(
         return claims
 
     mode = "any_of" if any_of else "all_of"
-    dependency.__name__ = dependency.__qualname__ = f"{what}_{mode}"
+    dependency.__name__ = f"{what}_{mode}"
+    # Its repr (in a debugger, or a dict of overrides) says what it requires.
+    dependency.__qualname__ = label
     dependency.__doc__ = f"Claims whose {kind}s include {mode.replace('_', ' ')} {list(names)}."
-    _MADE[(what, names, any_of)] = dependency
+    _MADE[(what, required, any_of)] = dependency
     # configure_openapi publishes any_of names as alternatives (see _Requirements), and
     # a 403 names every scope the route requires (_route_scopes).
     _REQUIRES[dependency] = (kind, names, any_of)
@@ -532,8 +536,9 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[..., Awaitabl
     401; a valid token without them: 403 ``insufficient_scope`` with ``scope="..."``.
     The scopes also appear in the operation's OpenAPI security requirement.
 
-    The same arguments give the same dependency object, so a test can override it
-    where the route wrote it inline: ``app.dependency_overrides[require_scopes("a")]``.
+    The same arguments (in any order) give the same dependency object, so a test can
+    override it where the route wrote it inline:
+    ``app.dependency_overrides[require_scopes("a")]``.
     """
     names = _checked_names("require_scopes", scopes)
     return _requirement("require_scopes", names, any_of, _scopes_of, "scope")

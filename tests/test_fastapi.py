@@ -699,7 +699,13 @@ def test_the_same_requirement_is_the_same_dependency() -> None:
     assert require_scopes("a", "b", any_of=True) is require_scopes("a", "b", any_of=True)
     assert require_scopes("a") is not require_scopes("a", any_of=True)
     assert require_scopes("a") is not require_permissions("a")
-    assert require_scopes("a", "b") is not require_scopes("b", "a")  # the challenge's order
+    # One requirement whatever the order of its names (a set of scopes), so that a
+    # test's override written in another order than the route's still reaches it.
+    assert require_scopes("a", "b") is require_scopes("b", "a")
+    assert require_permissions("x", "y", any_of=True) is require_permissions("y", "x", any_of=True)
+    # Its repr says what it requires.
+    assert "require_scopes('read:c')" in repr(require_scopes("read:c"))
+    assert "any_of=True" in repr(require_permissions("p", any_of=True))
 
 
 @pytest.mark.anyio
@@ -716,7 +722,8 @@ async def test_dependency_overrides_reach_requirements_written_inline(
     app = build_app(verifier)
     for dependency in (
         require_token,
-        require_scopes("read:messages", "read:users"),
+        # build_app writes ("read:messages", "read:users"): the order does not matter.
+        require_scopes("read:users", "read:messages"),
         require_permissions("delete:messages"),
     ):
         app.dependency_overrides[dependency] = faked
