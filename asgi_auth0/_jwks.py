@@ -44,8 +44,9 @@ Failures and backoff
     (``backoff_min`` 5 s doubling to ``backoff_max`` 5 min), or the issuer's
     ``Retry-After`` when longer (capped at ``backoff_max``). While no usable set is
     left (none loaded yet, or past ``max_stale``), every token gets 503, so the wait
-    is at most ``refresh_cooldown`` (at least ``backoff_min``) past that moment: the
-    issuer's return ends the 503s within it. Failures are logged and reported to
+    is at most ``refresh_cooldown`` (at least ``backoff_min``; jittered) past that
+    moment, or the issuer's ``Retry-After`` when longer: the issuer's return ends the
+    503s within it. Failures are logged and reported to
     hooks; they never escape as foreign exceptions.
 
 Unknown ``kid``
@@ -1417,7 +1418,10 @@ class JWKSCache:
         stale_until = self._stale_until if self._index is not None else now
         if now + delay <= stale_until:
             return delay  # the last good set serves until then
-        interval = max(self._backoff_min, self._cooldown)
+        # Jittered as the backoff is, so that workers failing together stay apart.
+        interval = max(self._backoff_min, self._cooldown) * (
+            1.0 - _JITTER * min(max(self._jitter(), 0.0), 1.0)
+        )
         return min(delay, max(stale_until, now + interval) - now)
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:

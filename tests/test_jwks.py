@@ -983,6 +983,21 @@ async def test_past_max_stale_the_issuer_is_asked_again_within_the_cooldown(
     assert cache.status().state == "fresh"
 
 
+async def test_the_cooldown_cap_is_jittered_as_the_backoff_is(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # Workers that fail together must stay apart once their retries reach the cap.
+    issuer.fail_with(500)
+    cache = make(jitter=lambda: 0.999)
+    waits = []
+    for _ in range(6):
+        with pytest.raises(KeySetError):
+            await cache.get_key("k", "ES256")
+        waits.append(cache.status().next_refresh_in)
+        clock.advance(waits[-1])
+    assert 22.4 < waits[-1] < 22.6  # 30 s * (1 - 0.25 * 0.999)
+
+
 async def test_backoff_is_jittered_downwards(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:
