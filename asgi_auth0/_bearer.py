@@ -143,16 +143,16 @@ def missing_token_hint(scope: Mapping[str, Any]) -> str | None:
     for name, value in scope.get("headers") or ():
         if len(name) == 13 and name.lower() == _AUTHORIZATION:
             credentials = value.strip(_OWS)
-            if b" " not in credentials and credentials.count(b".") in (2, 4):
-                return (
-                    "the Authorization header holds a bare token, with no scheme: "
-                    "send 'Authorization: Bearer <token>'"
-                )
-            if credentials[:5].lower() == b"dpop ":
+            if credentials[:4].lower() == b"dpop" and credentials[4:5] in (b" ", b"\t"):
                 # With DPoP on, such a request is verified or refused before this.
                 return (
                     "the Authorization header uses the DPoP scheme, which is taken only "
                     "with dpop='allowed' or 'required' in the config"
+                )
+            if b" " not in credentials and credentials.count(b".") in (2, 4):
+                return (
+                    "the Authorization header holds a bare token, with no scheme: "
+                    "send 'Authorization: Bearer <token>'"
                 )
             return "the Authorization header uses a scheme other than Bearer"
     query = scope.get("query_string") or b""

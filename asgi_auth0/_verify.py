@@ -314,6 +314,7 @@ class TokenVerifier:
         # the first allowed RSA algorithm, in the order of config.algorithms.
         self._rsa_alg = next((a for a in config.algorithms if a in _RSA_ALGS), None)
         self._issuers = frozenset(config.issuers)
+        self._from_domain = config.domain is not None  # for a rejection hint only
         self._audiences = frozenset(config.audiences)
         self._client_id_audience = config.audience_claim == "client_id"
         # Cognito issuers matched on aud: their ID tokens carry one too (the app client
@@ -609,9 +610,14 @@ class TokenVerifier:
                 )
             if "://" in iss and iss.split("://", 1)[1] == configured.split("://", 1)[1]:
                 # domain= always means https: a local issuer over http is given as issuer=.
+                why = (
+                    "; domain= always builds an https issuer: give an http one as issuer="
+                    if self._from_domain and iss.startswith("http://")
+                    else ""
+                )
                 return (
                     f" (it differs from the configured issuer {configured!r} only by its "
-                    f"scheme; domain= always builds an https issuer)"
+                    f"scheme{why})"
                 )
         if iss.startswith(_ENTRA_V1):
             tenant = iss[len(_ENTRA_V1) :].strip("/")

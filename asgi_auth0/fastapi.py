@@ -474,14 +474,17 @@ def _requirement(
     any_of = bool(any_of)
     required = frozenset(names)
     # Whatever the order of the names: one requirement, so one object, and a test's
-    # override written in another order than the route's still reaches it.
+    # override written in another order than the route's still reaches it. Its names
+    # are then listed sorted (OpenAPI, the challenge's scope=, the log), the same
+    # whichever order some code in the process happened to write first.
     made = _MADE.get((what, required, any_of))
     if made is not None:
         return made
+    names = tuple(sorted(required))
     # An all-of scope requirement and the scopes declared on it are one requirement
     # (OpenAPI shows them as one list), so a shortfall of either names both.
     joined = names if kind == "scope" and not any_of else ()
-    # How the log names this dependency, as the code wrote it.
+    # How the log names this dependency.
     label = f"{what}({', '.join(map(repr, names))}{', any_of=True' if any_of else ''})"
 
     async def dependency(

@@ -455,6 +455,8 @@ class DPoPKey:
     ) -> None:
         if kind not in _ALGS_BY_KIND:
             raise ValueError(f"unknown key kind {kind!r}; choose from {', '.join(_ALGS_BY_KIND)}")
+        if not callable(clock):
+            raise TypeError(f"clock must be a function returning the time, not {clock!r}")
         chosen = alg or DEFAULT_ALG[kind]
         if chosen not in _ALGS_BY_KIND[kind]:
             # Caught here, not at the first proof(): the mistake is in this line.

@@ -508,3 +508,10 @@ def test_the_plugins_key_takes_its_issuers_clock(
 ) -> None:
     auth0_issuer.clock = lambda: 1_700_000_000.5  # set after the fixture was made
     assert decode(dpop_key.proof("GET", URL))[1]["iat"] == 1_700_000_000
+
+
+@pytest.mark.parametrize("clock", [None, 1_700_000_000])
+def test_a_clock_that_is_not_a_function_is_refused_at_once(clock: Any) -> None:
+    # As kind and alg are: the mistake is in the line that builds the key.
+    with pytest.raises(TypeError, match="clock must be a function"):
+        DPoPKey(clock=clock)

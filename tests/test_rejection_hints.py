@@ -64,7 +64,7 @@ async def test_a_time_refusal_says_by_how_much(
         (
             ISS.replace("https://", "http://"),
             ISS,
-            f"differs from the configured issuer {ISS!r} only by its scheme",
+            f"differs from the configured issuer {ISS!r} only by its scheme)",
         ),
     ],
 )
@@ -114,3 +114,18 @@ async def test_only_the_first_sixteen_audiences_are_compared(minter: LocalIssuer
     crowd = [f"https://other{n}.example" for n in range(16)]
     assert await detail_of(minter, minter.token(aud=[*crowd, near])) == EXPECTED
     assert "only by a trailing slash" in await detail_of(minter, minter.token(aud=[near, *crowd]))
+
+
+async def test_the_scheme_hint_blames_domain_only_when_domain_built_the_issuer(
+    minter: LocalIssuer,
+) -> None:
+    # domain= makes https://{domain}/: an http token beside it is the local-issuer slip.
+    domain = "tenant.example.test"
+    detail = await detail_of(
+        minter, minter.token(iss=f"http://{domain}/"), issuer=None, domain=domain
+    )
+    assert "domain= always builds an https issuer" in detail
+    # Given as issuer=, or the other way round (an https token, an http issuer), the
+    # two differ by their scheme, and domain= has nothing to do with it.
+    plain = await detail_of(minter, minter.token(iss=f"http://{domain}/"), issuer=ISS)
+    assert plain.endswith("only by its scheme)")

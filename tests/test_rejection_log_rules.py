@@ -134,6 +134,7 @@ def test_a_structured_field_is_kept_as_is_up_to_80_characters() -> None:
         # The DPoP scheme reaches the hint only with DPoP off in the config.
         ([(b"authorization", b"DPoP a.b.c"), (b"dpop", b"x.y.z")], DPOP_OFF),
         ([(b"authorization", b"dpop a.b.c")], DPOP_OFF),
+        ([(b"authorization", b"DPoP\ta.b.c")], DPOP_OFF),  # a tab, not a bare token
     ],
 )
 def test_missing_token_hint_names_only_a_token_shaped_authorization_header(
