@@ -910,21 +910,31 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_fetch(
 # -- backoff -----------------------------------------------------------------------------------
 
 
+async def waits_while_stale(
+    cache: JWKSCache, issuer: LocalIssuer, clock: Clock, *, rounds: int
+) -> list[float]:
+    """Load the set, fail the issuer, let the set go stale (ttl 600 s), then ``rounds``
+    times: serve the current key from the stale set (the inline refresh fails) and
+    wait until the next attempt. The waits, in order."""
+    kid = issuer.current_kid
+    await cache.refresh()
+    issuer.fail_with(500)
+    clock.advance(601)
+    waits = []
+    for _ in range(rounds):
+        await cache.get_key(kid, "ES256")
+        waits.append(cache.status().next_refresh_in)
+        clock.advance(waits[-1])
+    return waits
+
+
 async def test_failed_fetches_back_off_exponentially_up_to_five_minutes(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:
     # While the last good set serves (stale, within max_stale), failed refreshes back
     # off up to five minutes: tokens of known keys are unaffected meanwhile.
     cache = make(ttl=600, max_stale=86400)
-    kid = issuer.current_kid
-    await cache.refresh()
-    issuer.fail_with(500)
-    clock.advance(601)
-    waits = []
-    for _ in range(8):
-        await cache.get_key(kid, "ES256")  # stale: served, and refreshed inline (fails)
-        waits.append(cache.status().next_refresh_in)
-        clock.advance(waits[-1])
+    waits = await waits_while_stale(cache, issuer, clock, rounds=8)
     assert waits == [5, 10, 20, 40, 80, 160, 300, 300]
     assert issuer.jwks_requests == 1 + 8
 
@@ -963,14 +973,7 @@ async def test_past_max_stale_the_issuer_is_asked_again_within_the_cooldown(
     # ends the 503s within 30 s, not the five minutes the backoff had grown to.
     cache = make(ttl=600, max_stale=900)
     kid = issuer.current_kid
-    await cache.refresh()
-    issuer.fail_with(500)
-    clock.advance(601)
-    waits = []
-    for _ in range(8):
-        await cache.get_key(kid, "ES256")  # stale, served; the inline refresh fails
-        waits.append(cache.status().next_refresh_in)
-        clock.advance(waits[-1])
+    waits = await waits_while_stale(cache, issuer, clock, rounds=8)
     # 601 + 5 + ... + 300 = 1216 s: backing off 300 s more would pass 1500 s, the
     # end of max_stale; the attempt comes then instead.
     assert waits == [5, 10, 20, 40, 80, 160, 300, 284]
