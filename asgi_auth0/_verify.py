@@ -142,21 +142,24 @@ CACHE_CHARS_PER_ENTRY = 2048
 
 
 #: The verified-token cache takes a token at its second verification (verify()): the
-#: first only sets the token's slot in a filter of one byte per slot. A shared slot
-#: lets a token in at its first verification, so the filter is emptied once an eighth
-#: of its slots are set: at most one new token in eight (one in sixteen on average) is
-#: let in early. A token's second verification counts if fewer than that many other
-#: new tokens came between its two: the filter has 16 slots per cache entry, so that
-#: window is twice the cache's size (a cache taking every token at once would have
-#: evicted it by then). At least 64 KiB (the default cache: 65,536 slots, a window of
-#: 8,192 tokens); at most 4 MiB (caches of 262,144 entries and more).
+#: first only sets the token's bit in a filter (hash-addressed, one bit per slot). A
+#: shared bit lets a token in at its first verification, so the filter is emptied once
+#: one bit in 64 is set: at most one new token in 64 (one in 128 on average) is let in
+#: early. (A byte per slot, as before, let in one in eight: with a filter as full as
+#: that, a flood of tokens used once put a few hundred of them in the cache, each
+#: pushing out a token that clients reuse.) A token's second verification counts if
+#: fewer than that many other new tokens came between its two: the filter has 16 bytes
+#: (128 bits) per cache entry, so that window is twice the cache's size (a cache taking
+#: every token at once would have evicted it by then). At least 64 KiB (the default
+#: cache: 524,288 bits, a window of 8,192 tokens); at most 4 MiB (caches of 262,144
+#: entries and more).
 _SEEN_MIN_SLOTS = 1 << 16
 _SEEN_MAX_SLOTS = 1 << 22
 _SEEN_SLOTS_PER_ENTRY = 16
 
 
 def _seen_slots(cache_size: int) -> int:
-    """The filter's size for a cache of ``cache_size`` entries (0: no filter)."""
+    """The filter's size in bytes for a cache of ``cache_size`` entries (0: none)."""
     if not cache_size:
         return 0
     wanted = max(_SEEN_MIN_SLOTS, cache_size * _SEEN_SLOTS_PER_ENTRY)
@@ -348,10 +351,11 @@ class TokenVerifier:
         # old one are dropped at once, not left to age out of the LRU order.
         self._generations: dict[int, tuple[object, int]] = {}
         # Tokens verified once and not cached yet (see verify() and _seen_slots()).
-        slots = _seen_slots(self._cache_size)
-        self._seen = bytearray(slots)
-        self._seen_mask = slots - 1
-        self._seen_reset = slots // 8
+        size = _seen_slots(self._cache_size)
+        self._seen = bytearray(size)
+        self._seen_mask = size - 1
+        # Emptied once this many bits are set: one in 64.
+        self._seen_reset = size // 8
         self._seen_count = 0
 
     @property
@@ -409,16 +413,18 @@ class TokenVerifier:
         if self._cache_size and type(token) is str:
             # Only an exact str is looked up (a subclass may hash or compare its own
             # way), so only an exact str is kept. And only from its second verification
-            # on: a token seen once is marked in a small filter (one byte per hash
+            # on: a token seen once is marked in a small filter (one bit per hash
             # slot), so tokens used once (a client that fetches a token per call, a
             # flood of distinct ones) neither pay the insert and eviction (a tenth of a
             # cold verification) nor push out the tokens clients do reuse.
             seen = self._seen
-            slot = hash(token) & self._seen_mask
-            if seen[slot]:
+            h = hash(token)  # its low 3 bits pick the bit, the next ones the byte
+            slot = (h >> 3) & self._seen_mask
+            bit = 1 << (h & 7)
+            if seen[slot] & bit:
                 self._remember(token, claims, valid_until)
             else:
-                seen[slot] = 1
+                seen[slot] |= bit
                 self._seen_count += 1
                 if self._seen_count >= self._seen_reset:
                     self._forget_seen()
