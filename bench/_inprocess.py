@@ -55,6 +55,7 @@ BARE_MINIMUM = "reference: split, base64 x2, json.loads, RSA verify; no checks"
 COLD = "asgi_auth0 cold (a token never seen, cache full)"
 COLD_INSERT = "asgi_auth0 cold, second sighting (cache insert + evict)"
 COLD_PLAIN = "asgi_auth0 cold, without the speedups extra"
+PYJWT_DECODE = "PyJWT jwt.decode, preloaded key"
 
 
 @dataclass
@@ -224,7 +225,7 @@ def run(*, batch: int = 1500, rounds: int = 15, warm_calls: int = 20_000) -> lis
             (COLD_PLAIN, in_loop(ours_cold_plain)),
             ("asgi_auth0 cold, token cache off", in_loop(ours_nocache)),
             ("asgi_auth0 warm (repeated token, cache hit)", in_loop(ours_warm)),
-            ("PyJWT jwt.decode, preloaded key", pyjwt_decode),
+            (PYJWT_DECODE, pyjwt_decode),
             ("PyJWT PyJWKClient + jwt.decode", pyjwk_client),
         ]
         # Warm-up: imports, the PyJWKClient fetch, and our verifiers' caches filled (a
