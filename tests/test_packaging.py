@@ -205,6 +205,33 @@ def test_each_optional_import_is_declared_by_its_extra(pyproject: dict[str, Any]
     assert not any(r.startswith("asgi_auth0") for r in extras["dev-stdlib"])
 
 
+def test_the_testing_extra_brings_what_the_plugin_and_the_readme_samples_need(
+    pyproject: dict[str, Any],
+) -> None:
+    extras = pyproject["project"]["optional-dependencies"]
+    named = {_normalise(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in extras["testing"]}
+    assert named == {"pytest", "asgi-lifespan"}
+    # The plugin is the one module that imports pytest, and the suite (dev-stdlib) runs
+    # with both, so what the extra promises is what the suite tests.
+    users = [
+        path.name
+        for path in sorted((REPO / PACKAGE).rglob("*.py"))
+        if re.search(r"^\s*(import|from) pytest\b", path.read_text(), re.M)
+    ]
+    assert users == ["pytest_plugin.py"]
+    stdlib = {_normalise(re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0]) for r in extras["dev-stdlib"]}
+    assert named <= stdlib
+    assert "asgi_auth0[testing]'" in (REPO / "README.md").read_text()
+
+
+def test_the_version_is_the_same_in_the_metadata_and_the_package(
+    pyproject: dict[str, Any],
+) -> None:
+    import asgi_auth0
+
+    assert pyproject["project"]["version"] == asgi_auth0.__version__
+
+
 def test_import_problems_finds_an_undeclared_import(tmp_path: Path) -> None:
     (tmp_path / "pytest_plugin.py").write_text("import pytest\n")
     (tmp_path / "lazy.py").write_text("def f():\n    import trio\n    import pytest\n")
