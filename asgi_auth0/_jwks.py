@@ -58,9 +58,11 @@ Unknown ``kid``
     :class:`KeySetError` if the last fetch failed (the ``kid`` might be a rotated key
     we cannot see). A ``kid`` still absent after a fetch that began once it had arrived
     enters a bounded LRU negative cache (``negative_cache_size``, ``negative_ttl``;
-    cleared when the key set changes) and is refused thereafter without any fetch, so
-    repeating a garbage ``kid`` costs nothing and a flood of random ones costs one
-    fetch per cooldown. A ``kid`` over 256 characters is refused without any fetch.
+    cleared when the key set changes) and is refused without any fetch until
+    ``negative_ttl`` (by default the cooldown) has passed; then it triggers a refresh
+    again, as any unknown ``kid`` does. So repeating a garbage ``kid``, or a flood of
+    random ones, costs one fetch per cooldown. A ``kid`` over 256 characters is
+    refused without any fetch.
 
 Single flight, generations, cancellation
     One fetch at a time: every caller that needs one joins the fetch under way. Each
@@ -543,7 +545,8 @@ class JWKSCache:
         min_ttl, max_ttl: Bounds for ``Cache-Control`` freshness (5 min, 24 h).
         refresh_ahead: Fraction of freshness after which the runner refreshes (0.8).
         backoff_min, backoff_max: Exponential backoff bounds after failed fetches.
-        negative_cache_size, negative_ttl: The LRU of ``kid`` values known to be absent.
+        negative_cache_size, negative_ttl: The LRU of ``kid`` values known to be absent,
+            and how long one is remembered (default: ``refresh_cooldown``).
         on_event: Optional :data:`EventHook` for metrics.
         logger: Where to log (default ``asgi_auth0.jwks``).
         jitter: Returns a float in ``[0, 1)`` for backoff jitter (tests fix it).
@@ -569,7 +572,7 @@ class JWKSCache:
         backoff_min: float = 5,
         backoff_max: float = 300,
         negative_cache_size: int = 1024,
-        negative_ttl: float = 300,
+        negative_ttl: float | None = None,
         on_event: EventHook | None = None,
         logger: logging.Logger | None = None,
         jitter: Callable[[], float] = random.random,
@@ -588,7 +591,15 @@ class JWKSCache:
         self._max_ttl = _seconds("max_ttl", max_ttl, minimum=self._min_ttl)
         self._backoff_min = _seconds("backoff_min", backoff_min, minimum=0, positive=True)
         self._backoff_max = _seconds("backoff_max", backoff_max, minimum=self._backoff_min)
-        self._negative_ttl = _seconds("negative_ttl", negative_ttl, minimum=0)
+        # By default a kid found absent is looked for again once the cooldown has
+        # passed, as for any unknown kid: an issuer whose JWKS showed a new key a few
+        # seconds after its first token (a CDN in front of it) is then served within
+        # a cooldown, where a longer memory kept that key's tokens at 401 for it.
+        self._negative_ttl = (
+            self._cooldown
+            if negative_ttl is None
+            else _seconds("negative_ttl", negative_ttl, minimum=0)
+        )
         if isinstance(refresh_ahead, bool) or not isinstance(refresh_ahead, (int, float)):
             raise ConfigError("refresh_ahead must be a fraction between 0 and 1")
         if not 0 < refresh_ahead <= 1:

@@ -719,6 +719,30 @@ async def test_a_kid_found_absent_is_not_fetched_for_again(
     assert issuer.jwks_requests == 3
 
 
+async def test_a_kid_found_absent_is_looked_for_again_after_the_cooldown(
+    issuer: LocalIssuer, make: Factory, clock: Clock
+) -> None:
+    # An unknown kid triggers a refresh at most once per cooldown, and then again:
+    # the same kid too (by default it is remembered as absent for the cooldown). A key
+    # whose first token came before the JWKS showed it (a CDN in front of the issuer)
+    # is found by the first refresh after the cooldown, not minutes later.
+    cache = make(refresh_cooldown=30)
+    await cache.refresh()
+    clock.advance(31)
+    kid = "published-late"
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key(kid, "ES256")  # refreshes: not there yet
+    assert issuer.jwks_requests == 2
+    issuer.rotate(kid=kid)
+    clock.advance(29)
+    with pytest.raises(UnknownKeyError):
+        await cache.get_key(kid, "ES256")  # within the cooldown: no fetch
+    assert issuer.jwks_requests == 2
+    clock.advance(2)
+    assert (await cache.get_key(kid, "ES256")).kid == kid
+    assert issuer.jwks_requests == 3
+
+
 async def test_a_kid_refused_within_the_cooldown_is_not_remembered_as_absent(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:
@@ -756,7 +780,7 @@ async def test_a_key_rotated_in_just_after_a_scheduled_refresh_is_found_by_its_f
 async def test_the_negative_cache_is_a_bounded_lru(
     issuer: LocalIssuer, make: Factory, clock: Clock
 ) -> None:
-    cache = make(refresh_cooldown=0, negative_cache_size=2)
+    cache = make(refresh_cooldown=0, negative_cache_size=2, negative_ttl=300)
     await cache.refresh()
     for kid in ("a", "b", "a", "c"):  # "a" is used again, so "b" is the one evicted
         with pytest.raises(UnknownKeyError):
@@ -1618,7 +1642,7 @@ async def test_a_kid_that_joined_an_earlier_fetch_is_not_remembered_as_absent(
 ) -> None:
     # The fetch under way may predate the key's publication, so its answer says nothing
     # definite about a kid that arrived later; the kid that started it is remembered.
-    cache = make(refresh_cooldown=0)
+    cache = make(refresh_cooldown=0, negative_ttl=300)
     await cache.refresh()
 
     async def unknown(kid: str) -> None:
