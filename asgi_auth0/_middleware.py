@@ -227,8 +227,12 @@ def _store(
     state[_CLAIMS_KEY] = claims
     state[_RESPONDER_KEY] = responder
     if claims is None:
-        scope["auth"] = AuthCredentials()
-        scope["user"] = UnauthenticatedUser()
+        # No bearer token: what an authentication middleware outside this one decided
+        # (a session login for an app's pages, say) stands; only a scope without it
+        # gets the anonymous user, so that request.user and @requires work.
+        if "user" not in scope or "auth" not in scope:
+            scope["auth"] = AuthCredentials()
+            scope["user"] = UnauthenticatedUser()
     else:
         scope["auth"] = _TokenCredentials(claims)
         scope["user"] = Auth0User(claims)

@@ -21,10 +21,16 @@ from _asgi import drive, http_scope, ws_scope
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
-from starlette.authentication import requires
+from starlette.authentication import (
+    AuthCredentials,
+    AuthenticationBackend,
+    SimpleUser,
+    requires,
+)
 from starlette.background import BackgroundTask
 from starlette.endpoints import WebSocketEndpoint
 from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -226,6 +232,45 @@ async def test_state_written_into_an_existing_state_dict_keeps_other_entries(
     claims, _ = auth_state(scope)
     assert claims is not None
     assert claims.sub == "user-1"
+
+
+async def test_a_user_set_outside_stands_for_a_request_without_a_token(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # Starlette's AuthenticationMiddleware outside ours, logging users in by session
+    # cookie for an app's pages: a request with no bearer token keeps that user (it
+    # was replaced by the anonymous one, and the app's logged-in users silently
+    # lost their login); a token's identity still wins, and a bad token is refused.
+    class CookieLogin(AuthenticationBackend):
+        async def authenticate(
+            self, conn: HTTPConnection
+        ) -> tuple[AuthCredentials, SimpleUser] | None:
+            if conn.cookies.get("session") != "s1":
+                return None
+            return AuthCredentials(["authenticated", "pages"]), SimpleUser("cookie-user")
+
+    app = Starlette(
+        routes=[Route("/", whoami)],
+        middleware=[
+            Middleware(AuthenticationMiddleware, backend=CookieLogin()),
+            Middleware(Auth0Middleware, verifier=verifier),
+        ],
+    )
+    async with client(app) as c:
+        cookie = {"Cookie": "session=s1"}
+        session = (await c.get("/", headers=cookie)).json()
+        anonymous = (await c.get("/")).json()
+        token = (await c.get("/", headers=bearer(issuer.token(sub="alice")))).json()
+        both = await c.get("/", headers={**cookie, **bearer(issuer.token())})
+        bad = await c.get("/", headers={**cookie, **bearer("x.y.z")})
+    assert session["sub"] is None  # no token: no claims
+    assert session["display_name"] == "cookie-user"
+    assert session["scopes"] == ["authenticated", "pages"]
+    assert anonymous["authenticated"] is False
+    assert token["display_name"] == "alice"
+    assert both.json()["sub"] == "user-1"  # the token's identity, not the cookie's
+    assert "pages" not in both.json()["scopes"]
+    assert bad.status_code == 401
 
 
 # -- rejections --------------------------------------------------------------------------
