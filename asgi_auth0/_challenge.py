@@ -308,6 +308,7 @@ class Responder:
 
     __slots__ = (
         "_logged_at",
+        "_status_fixed",
         "_suppressed",
         "clock",
         "dpop_algs",
@@ -337,6 +338,8 @@ class Responder:
         # since. The keys are a fixed, small set: the error classes' reasons.
         self._logged_at: dict[tuple[int, str], float] = {}
         self._suppressed: dict[tuple[int, str], int] = {}
+        # Whether a hook's success status was already reported (once per process).
+        self._status_fixed = False
 
     def log_rejection(
         self,
@@ -418,7 +421,10 @@ class Responder:
 
         A hook that raises or returns something else than a ``Response`` is a bug in
         the application; it is logged, and the default answer goes out instead, so a
-        rejected request still gets its RFC 6750 status and challenge, never a 500.
+        rejected request still gets its RFC 6750 status and challenge, never a 500. A
+        hook's response with a success status (below 300) is sent with the
+        challenge's status instead (and logged once): a rejection must never read as
+        a success. Redirects and other error statuses are the hook's to choose.
         """
         try:
             response = self.hook(conn, challenge)
@@ -441,6 +447,24 @@ class Responder:
                     if callable(close):
                         close()  # an unawaited coroutine would warn at garbage collection
                 response = json_response(conn, challenge)
+            elif response.status_code < 300:
+                # A rejection answered 200 (a hook that builds JSONResponse(body) and
+                # forgets status_code=challenge.status_code) reads as success to
+                # anything that trusts status codes: a gateway's auth_request, a
+                # client's refresh-on-401. Redirects and other errors are the hook's
+                # choice; a success never is.
+                if not self._status_fixed:
+                    self._status_fixed = True
+                    logger.error(
+                        "the on_error response hook answered a %s rejection with status "
+                        "%s; sending %s instead (build the response with "
+                        "status_code=challenge.status_code)",
+                        challenge.status_code,
+                        response.status_code,
+                        challenge.status_code,
+                        extra={"reason": "response_hook_status"},
+                    )
+                response.status_code = challenge.status_code
         for name, value in challenge.headers.items():
             response.headers[name] = value
         return response

@@ -97,3 +97,42 @@ def test_a_configuration_error_is_logged_before_it_is_raised(
     assert record.levelno == logging.ERROR
     assert "Auth0Middleware is misconfigured" in record.getMessage()
     assert "public_paths only applies with require_token=True" in record.getMessage()
+
+
+def forgets_the_status(conn: HTTPConnection, challenge: Challenge) -> Response:
+    return JSONResponse({"message": challenge.error_description})  # status_code left at 200
+
+
+def redirects(conn: HTTPConnection, challenge: Challenge) -> Response:
+    return Response(status_code=303, headers={"Location": "/login"})
+
+
+@pytest.mark.anyio
+async def test_a_hook_answering_a_rejection_with_success_gets_the_challenges_status(
+    verifier: TokenVerifier, issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A 200 for a rejection reads as success to whatever trusts status codes (a
+    # gateway's auth_request, a client's refresh-on-401): the challenge's status goes
+    # out instead, with the hook's body, and the mistake is logged once.
+    caplog.set_level(logging.ERROR, logger="asgi_auth0")
+    transport = httpx.ASGITransport(app=app_with(verifier, forgets_the_status))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        expired = await c.get("/", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
+        missing_scope_free = await c.get("/", headers={"Authorization": "Bearer a b"})
+    assert expired.status_code == 401
+    assert 'error="invalid_token"' in expired.headers["www-authenticate"]
+    assert "message" in expired.json()  # the hook's body
+    assert missing_scope_free.status_code == 400
+    logged = [r for r in caplog.records if getattr(r, "reason", None) == "response_hook_status"]
+    assert len(logged) == 1
+    assert "status_code=challenge.status_code" in logged[0].getMessage()
+
+
+@pytest.mark.anyio
+async def test_a_hook_may_redirect(verifier: TokenVerifier, issuer: LocalIssuer) -> None:
+    transport = httpx.ASGITransport(app=app_with(verifier, redirects))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
+    assert r.status_code == 303
+    assert r.headers["location"] == "/login"
+    assert 'error="invalid_token"' in r.headers["www-authenticate"]
