@@ -30,6 +30,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, ParamSpec
+from urllib.parse import unquote_plus
 
 import anyio
 import anyio.abc
@@ -207,6 +208,54 @@ class _TokenCredentials(AuthCredentials):
         return ["authenticated", *sorted(self._claims.scopes)]
 
 
+#: The loggers uvicorn writes request URLs to, query string included: each WebSocket
+#: handshake's line goes to uvicorn.error (at INFO, whatever --no-access-log says),
+#: each HTTP request's to uvicorn.access.
+_URL_LOGGERS = ("uvicorn.error", "uvicorn.access")
+
+
+class _QueryTokenRedactor(logging.Filter):
+    """Replaces the value of the ``websocket_query_param`` parameter with
+    ``[redacted]`` in the URLs a server logs, so that the tokens that option lets
+    browsers put in a WebSocket URL do not end up in the server's log."""
+
+    def __init__(self, param: str) -> None:
+        super().__init__()
+        self.param = param
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(type(a) is str and "?" in a for a in args):
+            record.args = tuple(self._redact(a) if type(a) is str else a for a in args)
+        if isinstance(record.msg, str) and "?" in record.msg:
+            record.msg = self._redact(record.msg)
+        return True
+
+    def _redact(self, text: str) -> str:
+        head, mark, query = text.partition("?")
+        if not mark:
+            return text
+        parts = query.split("&")
+        found = False
+        for i, part in enumerate(parts):
+            name, equals, _ = part.partition("=")
+            # Decoded as the middleware decodes it: a name spelled with %-escapes
+            # carries the token just the same.
+            if equals and unquote_plus(name, encoding="latin-1") == self.param:
+                parts[i] = f"{name}=[redacted]"
+                found = True
+        return f"{head}?{'&'.join(parts)}" if found else text
+
+
+def _redact_query_tokens_in_server_logs(param: str) -> None:
+    for name in _URL_LOGGERS:
+        server_logger = logging.getLogger(name)
+        if not any(
+            isinstance(f, _QueryTokenRedactor) and f.param == param for f in server_logger.filters
+        ):
+            server_logger.addFilter(_QueryTokenRedactor(param))
+
+
 def _store(
     scope: Scope, claims: Claims | None, responder: Responder, lifespan_state: object
 ) -> None:
@@ -288,7 +337,10 @@ class Auth0Middleware:
 
     - ``websocket_query_param``: name of a query parameter (e.g. ``"access_token"``)
       that may carry the token on WebSocket handshakes, for browsers, which cannot set
-      headers there. Off by default: URLs end up in access logs.
+      headers there. Off by default: URLs end up in server logs. When it is set, a
+      filter on uvicorn's loggers (``uvicorn.error``, where uvicorn writes each
+      handshake's URL, and ``uvicorn.access``) replaces the parameter's value with
+      ``[redacted]``; other servers and proxies need their own.
     - ``on_error``: a response hook ``(conn, challenge) -> Response`` that replaces the
       JSON body format (see :func:`problem_json_response`); the FastAPI dependencies
       use it too. The challenge headers are always kept.
@@ -440,6 +492,8 @@ class Auth0Middleware:
         #: The verifier's configuration.
         self.config: Auth0Config = verifier.config
         self._query_param = websocket_query_param
+        if websocket_query_param is not None:
+            _redact_query_tokens_in_server_logs(websocket_query_param)
         self._warm = bool(warm_keys_on_startup)
         self._background = self._owns_verifier if background_refresh is None else background_refresh
         # The refresher of the lifespan under way, if any (see _app_lifetime).

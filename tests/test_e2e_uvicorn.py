@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import importlib.util
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -521,10 +522,19 @@ async def test_websocket_without_the_denial_extension_gets_a_plain_403(
     assert "WWW-Authenticate" not in result.response.headers
 
 
-async def test_websocket_query_token_opt_in(server: Server, anyio_backend: str) -> None:
+async def test_websocket_query_token_opt_in(
+    server: Server, anyio_backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="uvicorn.error")
     token = server.issuer.token(sub="auth0|browser")
     result = await ws_exchange(anyio_backend, f"{server.ws_url}/ws?access_token={token}")
     assert result == {"sub": "auth0|browser"}
+    # uvicorn logs each handshake's URL to uvicorn.error at INFO (access log or not):
+    # the token in it is redacted, by the filter the option put on that logger.
+    handshakes = [r.getMessage() for r in caplog.records if '"WebSocket /ws?' in r.getMessage()]
+    assert handshakes
+    assert all("access_token=[redacted]" in line for line in handshakes)
+    assert token not in caplog.text
     both = await ws_exchange(
         anyio_backend, f"{server.ws_url}/ws?access_token={token}", bearer(token)
     )

@@ -1006,3 +1006,35 @@ def test_any_authorization_input_is_answered_200_400_or_401(
     assert sent[0]["status"] in (200, 400, 401)
     for _, value in sent[0]["headers"]:
         assert all(0x20 <= b <= 0x7E for b in value)
+
+
+def test_the_query_token_is_redacted_in_the_urls_uvicorn_logs(verifier: TokenVerifier) -> None:
+    # Built twice (two apps in one process), one filter per logger; each line as
+    # uvicorn writes it: the URL, query string included, as one argument.
+    for _ in range(2):
+        Auth0Middleware(Response("x"), verifier=verifier, websocket_query_param="access_token")
+    for name in ("uvicorn.error", "uvicorn.access"):
+        filters = logging.getLogger(name).filters
+        assert [getattr(f, "param", None) for f in filters].count("access_token") == 1
+    [redactor] = [
+        f
+        for f in logging.getLogger("uvicorn.error").filters
+        if getattr(f, "param", None) == "access_token"
+    ]
+
+    def logged(*args: object) -> str:
+        record = logging.LogRecord(
+            "uvicorn.error", logging.INFO, "", 0, '%s - "WebSocket %s"', args, None
+        )
+        assert redactor.filter(record)
+        return record.getMessage()
+
+    assert logged("1.2.3.4:5", "/ws?room=a&access_token=eyJ.x.y&b=1") == (
+        '1.2.3.4:5 - "WebSocket /ws?room=a&access_token=[redacted]&b=1"'
+    )
+    # Spelled with %-escapes, the name is still the parameter the middleware reads.
+    assert logged("c", "/ws?access%5Ftoken=eyJ.x.y") == (
+        'c - "WebSocket /ws?access%5Ftoken=[redacted]"'
+    )
+    assert logged("c", "/ws?my_access_token=keep") == 'c - "WebSocket /ws?my_access_token=keep"'
+    assert logged("c", "/ws") == 'c - "WebSocket /ws"'
