@@ -55,12 +55,30 @@ _DEFAULT_PORT = 8000
 def config_from_env(environ: Mapping[str, str]) -> Auth0Config | None:
     """The tenant's config from ``AUTH0_*`` variables, or ``None`` for dev mode.
 
-    Raises :class:`ConfigError` (naming the variable) when some are set but the set
-    is incomplete or invalid.
+    Dev mode only when no variable naming AUTH0 is there at all. Raises
+    :class:`ConfigError` (naming the variables) when some are set but the set is
+    incomplete or invalid, when one is there but empty (what a compose file's
+    ``${AUTH0_DOMAIN}`` gives when the host lacks it), and when only names this app
+    does not read are set (``AUTH0_DOMIAN``, ``APP_AUTH0_DOMAIN``): each must stop the
+    app, not start an issuer of its own that refuses every real token.
     """
-    if not any(environ.get(name, "").strip() for name in AUTH0_VARIABLES):
+    if any(environ.get(name, "").strip() for name in AUTH0_VARIABLES):
+        return Auth0Config.from_env(environ)
+    present = sorted(name for name in environ if "AUTH0" in name.upper())
+    if not present:
         return None
-    return Auth0Config.from_env(environ)
+    empty = [name for name in present if name in AUTH0_VARIABLES]
+    unread = [name for name in present if name not in AUTH0_VARIABLES]
+    found: list[str] = []
+    if empty:
+        found.append(f"{', '.join(empty)} set but empty")
+    if unread:
+        found.append(f"{', '.join(unread)} set but not read here")
+    raise ConfigError(
+        f"{'; '.join(found)}. For an Auth0 tenant set AUTH0_DOMAIN (or "
+        "AUTH0_ISSUER_BASE_URL) and AUTH0_AUDIENCE; for the offline dev mode, unset "
+        "every variable naming AUTH0"
+    )
 
 
 def listen_address(environ: Mapping[str, str]) -> tuple[str, int]:

@@ -385,7 +385,27 @@ def test_websocket_closes_when_its_token_expires(ws_url: str, auth0_token: Token
 
 def test_no_auth0_variables_means_dev_mode() -> None:
     assert config_from_env({}) is None
-    assert config_from_env({"AUTH0_DOMAIN": "  ", "PATH": "/bin", "AUTH0_SECRETS": "x"}) is None
+    assert config_from_env({"PATH": "/bin", "HOST": "127.0.0.1"}) is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "said"),
+    [
+        # What a compose file's ${AUTH0_DOMAIN} gives when the host lacks it.
+        ({"AUTH0_DOMAIN": "", "AUTH0_AUDIENCE": " "}, "AUTH0_AUDIENCE, AUTH0_DOMAIN set but empty"),
+        ({"AUTH0_DOMIAN": "tenant.eu.auth0.com"}, "AUTH0_DOMIAN set but not read here"),
+        ({"APP_AUTH0_DOMAIN": "t.auth0.com", "AUTH0_ISSUER": "x"}, "not read here"),
+    ],
+)
+def test_auth0_variables_that_give_no_tenant_stop_the_app(
+    environ: dict[str, str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Falling back to the dev issuer would print tokens into the log and refuse every
+    # real one, under a banner that says no variable was set.
+    with pytest.raises(ConfigError, match=said):
+        config_from_env(environ)
+    assert main({**environ, "PORT": "1"}) == 2
+    assert said in capsys.readouterr().err
 
 
 def test_auth0_variables_build_the_tenant_config() -> None:
