@@ -58,8 +58,18 @@ MESSAGES_SCOPE = "read:messages"
 ADMIN_PERMISSION = "read:admin"
 #: The paths anyone may call without a token: the public route, the health check, and
 #: what Swagger UI needs before anyone has logged in (its page, assets, OAuth2 redirect
-#: page and the OpenAPI document). Everything else needs a valid token.
-PUBLIC_PATHS = ("/", "/api/public", "/health", DOCS_URL, DOCS_URL + "/*", "/openapi.json")
+#: page and the OpenAPI document). Everything else needs a valid token. Each is named
+#: as narrowly as it can be: "/docs/*" would also open any route added under /docs
+#: later, unnoticed.
+PUBLIC_PATHS = (
+    "/",
+    "/api/public",
+    "/health",
+    DOCS_URL,
+    DOCS_URL + "/assets/*",
+    DOCS_URL + "/oauth2-redirect",
+    "/openapi.json",
+)
 # RFC 6455 close code for "the message violates the server's policy": used when the
 # token that opened a WebSocket expires.
 _WS_POLICY_VIOLATION = 1008

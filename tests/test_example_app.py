@@ -274,8 +274,16 @@ async def test_only_the_listed_paths_are_open(client: httpx.AsyncClient) -> None
         if not path.endswith("/*"):
             response = await client.get(path, follow_redirects=False)
             assert response.status_code in (200, 307), path
-    # Near misses of a public path are not public.
-    for path in ("/api/public/", "/Health", "/healthy", "/docs-private", "/nothing-here"):
+    # Near misses of a public path are not public, nor what lies under /docs besides
+    # Swagger UI's own assets and redirect page.
+    for path in (
+        "/api/public/",
+        "/Health",
+        "/healthy",
+        "/docs-private",
+        "/docs/internal",
+        "/nothing-here",
+    ):
         response = await client.get(path)
         assert response.status_code == 401, path
         assert response.json()["reason"] == "missing_token", path
