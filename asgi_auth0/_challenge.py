@@ -347,14 +347,17 @@ class Responder:
         challenge: Challenge,
         token_facts: tuple[object, object, object] | None = None,
         detail: str | None = None,
+        *,
+        misconfiguration: bool = False,
     ) -> None:
         """Log a rejected request: once per status and reason per minute, then a count.
 
         Anyone can send bad tokens, and during an issuer outage every request may get
         503: a line per request would let a client decide how much the application
         logs. The first rejection of a kind in a window is logged (INFO, or WARNING
-        for 5xx) with method and path (never the query string, which may hold a
-        WebSocket token); the rest are counted, and the next logged line says how many.
+        for 5xx and for a refusal that points at the configuration) with method and
+        path (never the query string, which may hold a WebSocket token); the rest are
+        counted, and the next logged line says how many.
         Each one is logged at DEBUG. ``token_facts`` (the token's ``kid``, ``alg`` and
         ``iss``) are shown escaped, then the error's ``detail``, the why behind the
         reason ("exp has passed", "refresh cooldown"; our own words, with any value
@@ -381,7 +384,7 @@ class Responder:
             return
         self._logged_at[key] = now
         more = self._suppressed.pop(key, 0)
-        level = logging.WARNING if status >= 500 else logging.INFO
+        level = logging.WARNING if status >= 500 or misconfiguration else logging.INFO
         if logger.isEnabledFor(level):
             facts, fields = _facts(token_facts, detail)
             since = ""

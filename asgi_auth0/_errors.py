@@ -95,6 +95,11 @@ class Auth0Error(Exception):
     token_facts: tuple[object, object, object] | None = None
     #: Why, in our own words, for server logs only (class-level default as above).
     detail: str | None = None
+    #: Set on a refusal that points at this server's configuration rather than at the
+    #: client: a token the issuer signed whose ``aud`` differs from the configured
+    #: audience only by a slash, letter case or a prefix. Its rejection line is a
+    #: WARNING, so that it shows where INFO lines are not collected.
+    misconfiguration: bool = False
 
     def __init__(self, detail: str | None = None) -> None:
         # ``detail`` is for server logs only (e.g. which claim failed); it is built

@@ -678,7 +678,9 @@ class Auth0Middleware:
         accepted: bool = False,
     ) -> None:
         challenge = self._responder.challenge(exc, scope)
-        self._responder.log_rejection(scope, challenge, exc.token_facts, exc.detail)
+        self._responder.log_rejection(
+            scope, challenge, exc.token_facts, exc.detail, misconfiguration=exc.misconfiguration
+        )
         if scope["type"] == "websocket":
             if accepted:
                 await send({"type": "websocket.close", "code": _close_code(exc)})

@@ -638,7 +638,17 @@ class TokenVerifier:
                     )
         return ""
 
-    def _audience_hint(self, values: list[Any], payload: dict[str, Any]) -> str:
+    def _audience_error(self, values: list[Any], payload: dict[str, Any]) -> InvalidAudienceError:
+        hint, near_miss = self._audience_hint(values, payload)
+        error = InvalidAudienceError("aud does not name this API" + hint)
+        # Checked after the signature: the issuer wrote this aud, so a near miss says
+        # that the configuration (or the client's audience parameter) is off.
+        error.misconfiguration = near_miss
+        return error
+
+    def _audience_hint(self, values: list[Any], payload: dict[str, Any]) -> tuple[str, bool]:
+        """The hint for a wrong ``aud``, and whether it is a near miss of the
+        configured audience (which points at the configuration)."""
         for value in values[:16]:
             if type(value) is not str:
                 continue
@@ -647,18 +657,18 @@ class TokenVerifier:
                     return (
                         f" (the token's aud differs from the configured audience "
                         f"{configured!r} only by a trailing slash)"
-                    )
+                    ), True
                 if value.lower() == configured.lower():
                     return (
                         f" (the token's aud differs from the configured audience "
                         f"{configured!r} only in letter case)"
-                    )
+                    ), True
                 if "api://" + value == configured or value == "api://" + configured:
                     return (
                         f" (the token's aud differs from the configured audience "
                         f"{configured!r} only by the api:// prefix: Entra ID v2 tokens "
                         f"carry the application id alone)"
-                    )
+                    ), True
         for claim in ("azp", "client_id"):
             # A string only: the claim is the token's, any JSON (a list is unhashable).
             value = payload.get(claim)
@@ -666,7 +676,7 @@ class TokenVerifier:
                 return (
                     f" (the configured audience is this token's {claim}, the id of the "
                     f"application that asked for it, not your API's identifier)"
-                )
+                ), True
         if "nonce" in payload or "at_hash" in payload:
             # The usual client slip: a SPA sends the ID token its login returned (aud:
             # the application's client id) where the access token belongs. Only ID
@@ -675,13 +685,13 @@ class TokenVerifier:
                 " (it has nonce or at_hash: it looks like an OpenID Connect ID token, "
                 "whose aud is the app; send the access token, requested with "
                 "audience=<API identifier>)"
-            )
+            ), False
         # No near miss: say what was expected (configured values only; the token's aud
         # stays out of the line, as its other claims do).
         expected = sorted(self._audiences)
         shown = ", ".join(repr(a) for a in expected[:3])
         more = f" and {len(expected) - 3} more" if len(expected) > 3 else ""
-        return f" (this API's audience: {shown}{more})"
+        return f" (this API's audience: {shown}{more})", False
 
     def _check_claims(self, parsed: ParsedToken, *, bound: bool = False) -> tuple[Claims, float]:
         payload = parsed.payload
@@ -724,17 +734,13 @@ class TokenVerifier:
             self._check_client_id(payload)
         elif type(aud) is str:
             if aud not in self._audiences:
-                raise InvalidAudienceError(
-                    "aud does not name this API" + self._audience_hint([aud], payload)
-                )
+                raise self._audience_error([aud], payload)
         elif type(aud) is list and aud:
             for item in aud:
                 if type(item) is not str:
                     raise InvalidAudienceError("aud array holds a non-string")
             if self._audiences.isdisjoint(aud):
-                raise InvalidAudienceError(
-                    "aud does not name this API" + self._audience_hint(aud, payload)
-                )
+                raise self._audience_error(aud, payload)
         elif aud is None:
             if payload.get("token_use") == "access" and "client_id" in payload:
                 raise MissingClaimError(

@@ -660,7 +660,14 @@ async def rejection_handler(conn: HTTPConnection, exc: Exception) -> Response:
         raise exc
     _, responder = auth_state(conn.scope)
     challenge = responder.challenge(exc.error, conn.scope)
-    responder.log_rejection(conn.scope, challenge, exc.error.token_facts, exc.error.detail)
+    error = exc.error
+    responder.log_rejection(
+        conn.scope,
+        challenge,
+        error.token_facts,
+        error.detail,
+        misconfiguration=error.misconfiguration,
+    )
     if isinstance(conn, WebSocket):
         close_code = 1013 if challenge.status_code >= 500 else 1008
         if conn.application_state is WebSocketState.CONNECTED:

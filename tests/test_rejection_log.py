@@ -19,12 +19,16 @@ from fastapi import Depends, FastAPI
 from asgi_auth0._challenge import REJECTION_LOG_WINDOW
 from asgi_auth0._claims import Claims
 from asgi_auth0._errors import KeySetError
+from asgi_auth0._keys import StaticKeySet
 from asgi_auth0._middleware import Auth0Middleware
 from asgi_auth0._verify import TokenVerifier
 from asgi_auth0.fastapi import require_scopes
 from asgi_auth0.testing import LocalIssuer
 
 pytestmark = pytest.mark.anyio
+
+# The audience the conftest's issuer mints for and configures.
+AUD = "https://api.example.test"
 
 
 def rejections(caplog: pytest.LogCaptureFixture, level: int = logging.INFO) -> list[str]:
@@ -332,3 +336,29 @@ async def test_a_field_that_is_not_plain_is_escaped(
     [record] = [r for r in caplog.records if r.name == "asgi_auth0.middleware"]
     assert record.kid == repr("line\nbreak")
     assert "\n" not in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("aud", "level"),
+    [
+        (f"{AUD}/", logging.WARNING),  # only a trailing slash apart: the configuration
+        (AUD.upper(), logging.WARNING),  # only letter case apart
+        ("https://another-api.example", logging.INFO),  # a token for another API
+    ],
+)
+async def test_an_audience_near_miss_is_a_warning(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture, aud: str, level: int
+) -> None:
+    # The aud is checked after the signature: a near miss of the configured audience
+    # in a token the issuer signed points at this server's configuration (or the
+    # client's audience parameter), and every token will be refused the same way. At
+    # INFO it showed nowhere under a server that collects only warnings (uvicorn sets
+    # up its own loggers only); a token for another API stays at INFO.
+    caplog.set_level(logging.INFO, logger="asgi_auth0.middleware")
+    verifier = TokenVerifier(issuer.config(), key_set=StaticKeySet(issuer.jwks))
+    async with client(middleware(verifier, Clock())) as c:
+        r = await c.get("/", headers={"Authorization": f"Bearer {issuer.token(aud=aud)}"})
+    assert r.status_code == 401
+    [record] = [r for r in caplog.records if r.name == "asgi_auth0.middleware"]
+    assert record.levelno == level
+    assert "reason=invalid_audience" in record.getMessage()
