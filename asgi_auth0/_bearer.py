@@ -11,7 +11,8 @@ The rules:
   there is no bearer token and the request is anonymous;
 - more than one ``Authorization`` header, or a token both in the header and in the
   query: :class:`MultipleTokensError` (400 ``invalid_request``);
-- scheme ``Bearer`` (any case) not followed by exactly one ``token68`` credential:
+- scheme ``Bearer`` (any case) not followed by exactly one ``token68`` credential,
+  or followed by a byte no scheme name holds (``Bearer,<token>``):
   :class:`InvalidRequestError` (400 ``invalid_request``).
 """
 
@@ -48,6 +49,9 @@ _BEARER = b"bearer"
 # RFC 9110 §11.3 allows between scheme and credentials.
 _OWS = b" \t"
 _NOT_TOKEN68 = "Bearer credentials are not a single token68"
+# What a scheme name is made of (RFC 9110 §5.6.2 tchar): a byte after "bearer" that is
+# one of these makes a longer scheme name; any other byte cannot be part of one.
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 def parse_authorization(value: bytes, *, check_token68: bool = True) -> str | None:
@@ -73,8 +77,13 @@ def parse_authorization(value: bytes, *, check_token68: bool = True) -> str | No
     elif not separator or separator == b"\t":
         # RFC 6750 §2.1 asks for 1*SP; a bare "Bearer" or a tab is a malformed request.
         raise InvalidRequestError("Bearer scheme without a well-formed token")
-    else:
+    elif separator[0] in _TCHAR:
         return None  # a longer scheme name such as "Bearer-ish"
+    else:
+        # "Bearer,<token>", "Bearer:<token>": no scheme name can hold that byte, so
+        # this is the Bearer scheme, malformed (a client's slip), not another scheme
+        # to let through as anonymous.
+        raise InvalidRequestError("Bearer scheme without a well-formed token")
     if not check_token68:
         if not credentials:
             raise InvalidRequestError(_NOT_TOKEN68)

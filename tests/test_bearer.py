@@ -68,6 +68,12 @@ def test_several_spaces_after_the_scheme_and_surrounding_whitespace_are_allowed(
         b"Bearer \xe9abc",
         b"Bearer abc\x00",
         b"Bearer token=abc",
+        # No scheme name holds these bytes: the Bearer scheme, malformed, not another.
+        b"Bearer,abc",
+        b"bearer:abc",
+        b"Bearer=abc",
+        b'Bearer"abc"',
+        b"Bearer\xa0abc",
     ],
 )
 def test_a_malformed_bearer_value_is_invalid_request(value: bytes) -> None:

@@ -475,6 +475,7 @@ async def test_a_refused_audience_is_explained_whatever_the_other_claims_hold(
 # -- the Authorization header parser -----------------------------------------------------
 
 _BEARER_VALUE = re.compile(rb"[Bb][Ee][Aa][Rr][Ee][Rr] +([A-Za-z0-9\-._~+/]+=*)")
+_SCHEME_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
 
 header_names = st.sampled_from(
     [b"authorization", b"Authorization", b"AUTHORIZATION", b"authorisation", b"x-authorization"]
@@ -494,7 +495,10 @@ header_values = st.one_of(
 def _model_header(value: bytes) -> str | type[Exception] | None:
     """RFC 6750 §2.1 as a regular expression: the token, None, or InvalidRequestError."""
     value = value.strip(b" \t")
-    scheme = re.split(rb"[ \t]", value, maxsplit=1)[0]
+    # The scheme name is the leading run of tchar (RFC 9110 §5.6.2): "Bearer-ish" is
+    # another scheme, "Bearer,x" a malformed Bearer value.
+    found = _SCHEME_NAME.match(value)
+    scheme = found.group(0) if found else b""
     if scheme.lower() != b"bearer":
         return None
     match = _BEARER_VALUE.fullmatch(value)
