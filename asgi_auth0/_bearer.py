@@ -27,6 +27,7 @@ from ._errors import InvalidRequestError, MalformedQueryTokenError, MultipleToke
 from ._keys import log_safe
 
 __all__ = [
+    "SCHEME_CHARS",
     "bearer_token",
     "is_token68",
     "missing_token_hint",
@@ -49,9 +50,12 @@ _BEARER = b"bearer"
 # RFC 9110 §11.3 allows between scheme and credentials.
 _OWS = b" \t"
 _NOT_TOKEN68 = "Bearer credentials are not a single token68"
-# What a scheme name is made of (RFC 9110 §5.6.2 tchar): a byte after "bearer" that is
-# one of these makes a longer scheme name; any other byte cannot be part of one.
-_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+#: What a scheme name is made of (RFC 9110 §5.6.2 tchar): a byte after "bearer" (or
+#: "dpop") that is one of these makes a longer scheme name; no other byte can be part
+#: of one.
+SCHEME_CHARS = frozenset(
+    b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
 
 
 def parse_authorization(value: bytes, *, check_token68: bool = True) -> str | None:
@@ -77,7 +81,7 @@ def parse_authorization(value: bytes, *, check_token68: bool = True) -> str | No
     elif not separator or separator == b"\t":
         # RFC 6750 §2.1 asks for 1*SP; a bare "Bearer" or a tab is a malformed request.
         raise InvalidRequestError("Bearer scheme without a well-formed token")
-    elif separator[0] in _TCHAR:
+    elif separator[0] in SCHEME_CHARS:
         return None  # a longer scheme name such as "Bearer-ish"
     else:
         # "Bearer,<token>", "Bearer:<token>": no scheme name can hold that byte, so

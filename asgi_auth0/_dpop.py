@@ -36,6 +36,7 @@ from urllib.parse import quote, urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from ._bearer import SCHEME_CHARS
 from ._errors import (
     Auth0Error,
     DPoPBindingError,
@@ -388,8 +389,11 @@ def _dpop_scheme_token(value: bytes) -> str | None:
         credentials = value[5:].lstrip(b" ")
     elif not separator or separator == b"\t":
         raise InvalidRequestError("DPoP scheme without a well-formed token")
-    else:
+    elif separator[0] in SCHEME_CHARS:
         return None  # a longer scheme name
+    else:
+        # "DPoP,<token>": no scheme name holds that byte (see _bearer.parse_authorization).
+        raise InvalidRequestError("DPoP scheme without a well-formed token")
     if not _TOKEN68.fullmatch(credentials):
         raise InvalidRequestError("DPoP credentials are not a single token68")
     return credentials.decode("ascii")

@@ -1169,7 +1169,17 @@ def test_dpop_credentials_header_names_are_case_insensitive() -> None:
 
 @pytest.mark.parametrize(
     "authorization",
-    ["DPoP", "DPoP ", "DPoP\ttok", "DPoP tok extra", "DPoP t@k", "DPoP =abc", "DPoP é"],
+    [
+        "DPoP",
+        "DPoP ",
+        "DPoP\ttok",
+        "DPoP tok extra",
+        "DPoP t@k",
+        "DPoP =abc",
+        "DPoP é",
+        "DPoP,tok",  # no scheme name holds ",": DPoP, malformed
+        "dpop:tok",
+    ],
 )
 def test_malformed_dpop_credentials_are_a_400(authorization: str) -> None:
     headers = _headers(("authorization", authorization), ("dpop", "p.r.f"))
