@@ -276,10 +276,14 @@ def _store(
     state[_CLAIMS_KEY] = claims
     state[_RESPONDER_KEY] = responder
     if claims is None:
-        # No bearer token: what an authentication middleware outside this one decided
-        # (a session login for an app's pages, say) stands; only a scope without it
-        # gets the anonymous user, so that request.user and @requires work.
-        if "user" not in scope or "auth" not in scope:
+        # No bearer token: what another authentication middleware outside this one
+        # decided (a session login for an app's pages, say) stands; a scope without
+        # it gets the anonymous user, so that request.user and @requires work. Never
+        # an outer Auth0Middleware's user: that token was for another API (the outer
+        # one may read a DPoP or query-string token this one does not), and must not
+        # pass here.
+        user = scope.get("user")
+        if user is None or isinstance(user, Auth0User) or "auth" not in scope:
             scope["auth"] = AuthCredentials()
             scope["user"] = UnauthenticatedUser()
     else:

@@ -33,7 +33,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
@@ -47,7 +47,7 @@ from asgi_auth0._middleware import (
     auth_state,
 )
 from asgi_auth0._verify import TokenVerifier
-from asgi_auth0.testing import LocalIssuer
+from asgi_auth0.testing import DPoPKey, LocalIssuer
 
 pytestmark = pytest.mark.anyio
 
@@ -271,6 +271,52 @@ async def test_a_user_set_outside_stands_for_a_request_without_a_token(
     assert both.json()["sub"] == "user-1"  # the token's identity, not the cookie's
     assert "pages" not in both.json()["scopes"]
     assert bad.status_code == 401
+
+
+async def test_an_outer_auth0_middlewares_user_never_stands_for_an_inner_api(
+    issuer: LocalIssuer,
+) -> None:
+    # API A outside, API B mounted inside with its own middleware. A reads DPoP and
+    # query-string tokens, B neither: a token for A sent that way is no token to B,
+    # and A's user must not pass B's @requires (it did when an outer user was kept
+    # whatever its kind).
+    @requires("admin")
+    async def b_admin(request: Request) -> JSONResponse:
+        return JSONResponse({"user": request.user.display_name})
+
+    @requires("admin")
+    async def b_ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+
+    def verifier_for(audience: str, **options: Any) -> TokenVerifier:
+        config = issuer.config(audience=audience, **options)
+        return TokenVerifier(config, key_set=StaticKeySet(issuer.jwks))
+
+    b_app = Starlette(
+        routes=[Route("/admin", b_admin), WebSocketRoute("/ws", b_ws)],
+        middleware=[Middleware(Auth0Middleware, verifier=verifier_for("https://b.example"))],
+    )
+    app = Starlette(
+        routes=[Mount("/b", app=b_app)],
+        middleware=[
+            Middleware(
+                Auth0Middleware,
+                verifier=verifier_for("https://a.example", dpop="allowed"),
+                websocket_query_param="access_token",
+            )
+        ],
+    )
+    key = DPoPKey()
+    token = issuer.token(sub="alice", scope="admin", aud="https://a.example", cnf=key.cnf)
+    async with client(app) as c:
+        r = await c.get("/b/admin", headers=key.headers(token, "GET", "http://test/b/admin"))
+    assert r.status_code == 403
+    plain = issuer.token(sub="alice", scope="admin", aud="https://a.example")
+    scope = ws_scope(path="/b/ws", query=f"access_token={plain}".encode())
+    sent = await drive(app, scope, [{"type": "websocket.connect"}])
+    # @requires refuses the handshake (Starlette closes it before any accept).
+    assert "websocket.accept" not in [m["type"] for m in sent]
 
 
 # -- rejections --------------------------------------------------------------------------
