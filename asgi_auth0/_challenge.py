@@ -15,6 +15,7 @@ backslash or a control character (CR/LF) to a header.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import re
@@ -334,10 +335,11 @@ class Responder:
         self.hook: ResponseHook = hook if hook is not None else json_response
         #: The clock of the rejection log's window (tests replace it).
         self.clock = clock
-        # Per (status, reason): when it was last logged, and how many went unlogged
-        # since. The keys are a fixed, small set: the error classes' reasons.
-        self._logged_at: dict[tuple[int, str], float] = {}
-        self._suppressed: dict[tuple[int, str], int] = {}
+        # Per (status, reason, whether it points at the configuration): when it was
+        # last logged, and how many went unlogged since. The keys are a fixed, small
+        # set: the error classes' reasons.
+        self._logged_at: dict[tuple[int, str, bool], float] = {}
+        self._suppressed: dict[tuple[int, str, bool], int] = {}
         # Whether a hook's success status was already reported (once per process).
         self._status_fixed = False
 
@@ -366,7 +368,10 @@ class Responder:
         its own text). Never the token, the header or the claims.
         """
         status, reason = challenge.status_code, challenge.reason
-        key = (status, reason)
+        # A refusal that points at the configuration has a window of its own: in a
+        # shared one, any user sending an ID token (same status and reason, INFO)
+        # at each window's start would keep the WARNING from ever being written.
+        key = (status, reason, misconfiguration)
         now = self.clock()
         last = self._logged_at.get(key)
         if last is not None and now - last < REJECTION_LOG_WINDOW:
@@ -467,7 +472,12 @@ class Responder:
                         challenge.status_code,
                         extra={"reason": "response_hook_status"},
                     )
-                response.status_code = challenge.status_code
+                with contextlib.suppress(Exception):
+                    response.status_code = challenge.status_code
+                if response.status_code != challenge.status_code:
+                    # A Response class that will not take the status (a read-only or
+                    # ignored attribute): the default answer, never a 500 or a 200.
+                    response = json_response(conn, challenge)
         for name, value in challenge.headers.items():
             response.headers[name] = value
         return response

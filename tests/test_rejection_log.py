@@ -362,3 +362,20 @@ async def test_an_audience_near_miss_is_a_warning(
     [record] = [r for r in caplog.records if r.name == "asgi_auth0.middleware"]
     assert record.levelno == level
     assert "reason=invalid_audience" in record.getMessage()
+
+
+async def test_an_id_token_cannot_keep_an_audience_near_miss_at_info(
+    issuer: LocalIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Any user of the tenant has an ID token (issuer-signed, refused as invalid_audience
+    # at INFO). Sent first in each window, in a window shared with the near misses it
+    # kept their WARNING from ever being written: they have a window of their own.
+    caplog.set_level(logging.INFO, logger="asgi_auth0.middleware")
+    verifier = TokenVerifier(issuer.config(), key_set=StaticKeySet(issuer.jwks))
+    id_token = issuer.token(aud="the-client-id", nonce="n")
+    near_miss = issuer.token(aud=f"{AUD}/")
+    async with client(middleware(verifier, Clock())) as c:
+        for token in (id_token, near_miss, near_miss):
+            await c.get("/", headers={"Authorization": f"Bearer {token}"})
+    levels = [r.levelno for r in caplog.records if r.name == "asgi_auth0.middleware"]
+    assert levels == [logging.INFO, logging.WARNING]

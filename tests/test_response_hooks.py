@@ -136,3 +136,40 @@ async def test_a_hook_may_redirect(verifier: TokenVerifier, issuer: LocalIssuer)
     assert r.status_code == 303
     assert r.headers["location"] == "/login"
     assert 'error="invalid_token"' in r.headers["www-authenticate"]
+
+
+class _FixedStatus(JSONResponse):
+    """A Response whose status cannot be changed once it is built: a later assignment
+    raises (``strict``) or is ignored."""
+
+    strict = True
+
+    @property  # type: ignore[override]
+    def status_code(self) -> int:
+        return self._status
+
+    @status_code.setter
+    def status_code(self, value: int) -> None:
+        if "_status" not in self.__dict__:
+            self._status = value
+        elif self.strict:
+            raise AttributeError("read-only")
+
+
+class _IgnoredStatus(_FixedStatus):
+    strict = False
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", [_FixedStatus, _IgnoredStatus], ids=["raises", "ignores"])
+async def test_a_hook_response_that_keeps_its_success_status_gets_the_default_answer(
+    verifier: TokenVerifier, issuer: LocalIssuer, kind: type[JSONResponse]
+) -> None:
+    def hook(conn: HTTPConnection, challenge: Challenge) -> Response:
+        return kind({"message": "no"})
+
+    transport = httpx.ASGITransport(app=app_with(verifier, hook))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
+    assert r.status_code == 401  # not a 500, not a 200
+    assert r.json()["reason"] == "token_expired"
