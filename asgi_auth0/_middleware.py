@@ -214,6 +214,11 @@ class _TokenCredentials(AuthCredentials):
 _URL_LOGGERS = ("uvicorn.error", "uvicorn.access")
 
 
+# One query parameter in a logged line: after "?", "&" (or ";"), up to the next
+# separator, space or quote (a line may go on after the URL, or hold several).
+_LOGGED_QUERY_PARAM = re.compile(r"(?<=[?&;])([^=&;#\s\"'<>]+)=([^&;#\s\"'<>]*)")
+
+
 class _QueryTokenRedactor(logging.Filter):
     """Replaces the value of the ``websocket_query_param`` parameter with
     ``[redacted]`` in the URLs a server logs, so that the tokens that option lets
@@ -225,26 +230,27 @@ class _QueryTokenRedactor(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and any(type(a) is str and "?" in a for a in args):
-            record.args = tuple(self._redact(a) if type(a) is str else a for a in args)
+        if isinstance(args, tuple):
+            if any(isinstance(a, str) and "?" in a for a in args):
+                record.args = tuple(self._redact(a) if isinstance(a, str) else a for a in args)
+        elif isinstance(args, dict):
+            record.args = {k: self._redact(v) if isinstance(v, str) else v for k, v in args.items()}
         if isinstance(record.msg, str) and "?" in record.msg:
             record.msg = self._redact(record.msg)
         return True
 
     def _redact(self, text: str) -> str:
-        head, mark, query = text.partition("?")
-        if not mark:
+        if "?" not in text:
             return text
-        parts = query.split("&")
-        found = False
-        for i, part in enumerate(parts):
-            name, equals, _ = part.partition("=")
-            # Decoded as the middleware decodes it: a name spelled with %-escapes
+
+        def value_of_ours(found: re.Match[str]) -> str:
+            # The name decoded as the middleware decodes it: spelled with %-escapes it
             # carries the token just the same.
-            if equals and unquote_plus(name, encoding="latin-1") == self.param:
-                parts[i] = f"{name}=[redacted]"
-                found = True
-        return f"{head}?{'&'.join(parts)}" if found else text
+            if unquote_plus(found.group(1), encoding="latin-1") == self.param:
+                return f"{found.group(1)}=[redacted]"
+            return found.group(0)
+
+        return _LOGGED_QUERY_PARAM.sub(value_of_ours, text)
 
 
 def _redact_query_tokens_in_server_logs(param: str) -> None:

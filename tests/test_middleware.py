@@ -1084,3 +1084,30 @@ def test_the_query_token_is_redacted_in_the_urls_uvicorn_logs(verifier: TokenVer
     )
     assert logged("c", "/ws?my_access_token=keep") == 'c - "WebSocket /ws?my_access_token=keep"'
     assert logged("c", "/ws") == 'c - "WebSocket /ws"'
+
+
+def test_the_query_token_redactor_takes_every_shape_of_log_record() -> None:
+    from asgi_auth0._middleware import _QueryTokenRedactor
+
+    redactor = _QueryTokenRedactor("access_token")
+
+    def through(msg: str, args: Any) -> str:
+        record = logging.LogRecord("uvicorn.error", logging.INFO, "", 0, msg, args, None)
+        assert redactor.filter(record)
+        return record.getMessage()
+
+    # Already formatted: what follows the URL stays.
+    assert through('GET "/ws?access_token=eyJ.x.y" 403', None) == (
+        'GET "/ws?access_token=[redacted]" 403'
+    )
+    # Two URLs in one line, a dict of arguments, a str subclass.
+    assert through("%s then %s", ("/a?access_token=t1", "/b?x=1&access_token=t2")) == (
+        "/a?access_token=[redacted] then /b?x=1&access_token=[redacted]"
+    )
+    # logger.info("%(url)s", {...}): the record's args become the dict itself.
+    assert through("%(url)s", ({"url": "/ws?access_token=t"},)) == "/ws?access_token=[redacted]"
+
+    class Url(str):
+        pass
+
+    assert through("%s", (Url("/ws?access_token=t"),)) == "/ws?access_token=[redacted]"
