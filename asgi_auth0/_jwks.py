@@ -546,7 +546,9 @@ class JWKSCache:
         refresh_ahead: Fraction of freshness after which the runner refreshes (0.8).
         backoff_min, backoff_max: Exponential backoff bounds after failed fetches.
         negative_cache_size, negative_ttl: The LRU of ``kid`` values known to be absent,
-            and how long one is remembered (default: ``refresh_cooldown``).
+            and how long one is remembered (default: ``refresh_cooldown``; so with a
+            cooldown of 0, as tests set it, none is: every unknown ``kid``, repeated or
+            not, is fetched for).
         on_event: Optional :data:`EventHook` for metrics.
         logger: Where to log (default ``asgi_auth0.jwks``).
         jitter: Returns a float in ``[0, 1)`` for backoff jitter (tests fix it).
