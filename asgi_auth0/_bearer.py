@@ -156,7 +156,9 @@ def missing_token_hint(scope: Mapping[str, Any]) -> str | None:
     for name, value in scope.get("headers") or ():
         if len(name) == 13 and name.lower() == _AUTHORIZATION:
             credentials = value.strip(_OWS)
-            if credentials[:4].lower() == b"dpop" and credentials[4:5] in (b" ", b"\t"):
+            if credentials[:4].lower() == b"dpop" and (
+                len(credentials) == 4 or credentials[4] not in SCHEME_CHARS
+            ):
                 # With DPoP on, such a request is verified or refused before this.
                 return (
                     "the Authorization header uses the DPoP scheme, which is taken only "

@@ -28,6 +28,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
+from ._bearer import SCHEME_CHARS
 from ._errors import (
     Auth0Error,
     BearerError,
@@ -218,14 +219,26 @@ def challenge_for(
     )
 
 
+def _status_of(response: Response) -> int | None:
+    """A hook response's status, or ``None`` when it has no readable integer one."""
+    try:
+        status = response.status_code
+    except Exception:
+        return None
+    return status if type(status) is int else None
+
+
 def uses_dpop_scheme(scope: Mapping[str, Any]) -> bool:
     """Whether the request's ``Authorization`` header uses the ``DPoP`` scheme."""
     for name, value in scope.get("headers") or ():
         if name.lower() == b"authorization":
-            # "DPoP" then a space, a tab or nothing: a malformed DPoP value (400) is
-            # still a DPoP request, and its error goes on the DPoP challenge.
+            # "DPoP" then anything but a scheme-name byte ("DPoP-x" is another
+            # scheme): a malformed DPoP value (400) is still a DPoP request, and its
+            # error goes on the DPoP challenge.
             credentials = bytes(value).strip(b" \t")
-            return credentials[:4].lower() == b"dpop" and credentials[4:5] in (b"", b" ", b"\t")
+            return credentials[:4].lower() == b"dpop" and (
+                len(credentials) == 4 or credentials[4] not in SCHEME_CHARS
+            )
     return False
 
 
@@ -455,7 +468,7 @@ class Responder:
                     if callable(close):
                         close()  # an unawaited coroutine would warn at garbage collection
                 response = json_response(conn, challenge)
-            elif response.status_code < 300:
+            elif (status := _status_of(response)) is None or status < 300:
                 # A rejection answered 200 (a hook that builds JSONResponse(body) and
                 # forgets status_code=challenge.status_code) reads as success to
                 # anything that trusts status codes: a gateway's auth_request, a
@@ -468,13 +481,13 @@ class Responder:
                         "%s; sending %s instead (build the response with "
                         "status_code=challenge.status_code)",
                         challenge.status_code,
-                        response.status_code,
+                        status,
                         challenge.status_code,
                         extra={"reason": "response_hook_status"},
                     )
                 with contextlib.suppress(Exception):
                     response.status_code = challenge.status_code
-                if response.status_code != challenge.status_code:
+                if _status_of(response) != challenge.status_code:
                     # A Response class that will not take the status (a read-only or
                     # ignored attribute): the default answer, never a 500 or a 200.
                     response = json_response(conn, challenge)

@@ -27,7 +27,7 @@ import logging
 import re
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, ParamSpec
 from urllib.parse import unquote_plus
@@ -229,15 +229,33 @@ class _QueryTokenRedactor(logging.Filter):
         self.param = param
 
     def filter(self, record: logging.LogRecord) -> bool:
+        # Argument by argument, types aside (a URL object is logged by its str), and
+        # the arguments stay a tuple: uvicorn's access formatter unpacks them.
         args = record.args
         if isinstance(args, tuple):
-            if any(isinstance(a, str) and "?" in a for a in args):
-                record.args = tuple(self._redact(a) if isinstance(a, str) else a for a in args)
-        elif isinstance(args, dict):
-            record.args = {k: self._redact(v) if isinstance(v, str) else v for k, v in args.items()}
-        if isinstance(record.msg, str) and "?" in record.msg:
+            record.args = tuple(self._redacted(a) for a in args)
+        elif isinstance(args, Mapping):
+            record.args = {k: self._redacted(v) for k, v in args.items()}
+        elif not args and isinstance(record.msg, str):
+            # Only a message without arguments: in a format string, taking a value
+            # out could leave a placeholder without its argument.
             record.msg = self._redact(record.msg)
         return True
+
+    def _redacted(self, value: object) -> object:
+        if isinstance(value, (bytes, bytearray)):
+            text = bytes(value).decode("latin-1")
+        elif isinstance(value, str):
+            text = value
+        elif isinstance(value, (int, float, type(None))):
+            return value
+        else:
+            try:
+                text = str(value)
+            except Exception:
+                return value
+        redacted = self._redact(text)
+        return value if redacted == text else redacted
 
     def _redact(self, text: str) -> str:
         if "?" not in text:
@@ -267,6 +285,12 @@ def _store(
 ) -> None:
     """Write the authentication result into the scope: the one place that does."""
     state = scope.get("state")
+    # Whether an Auth0Middleware outside this one verified a token for this request
+    # (one for another API, read in a form this one may not read: DPoP, a query
+    # parameter). Any user in the scope now may be made from that token.
+    outer_token = (
+        type(state) is dict and _RESPONDER_KEY in state and state.get(_CLAIMS_KEY) is not None
+    )
     if state is None:
         state = scope["state"] = {}
     elif state is lifespan_state or _RESPONDER_KEY in state:
@@ -285,11 +309,16 @@ def _store(
         # No bearer token: what another authentication middleware outside this one
         # decided (a session login for an app's pages, say) stands; a scope without
         # it gets the anonymous user, so that request.user and @requires work. Never
-        # an outer Auth0Middleware's user: that token was for another API (the outer
-        # one may read a DPoP or query-string token this one does not), and must not
-        # pass here.
+        # a user from an outer Auth0Middleware's token, its own or one a middleware
+        # between made from it: that token was for another API and must not pass here.
         user = scope.get("user")
-        if user is None or isinstance(user, Auth0User) or "auth" not in scope:
+        if (
+            outer_token
+            or user is None
+            or isinstance(user, Auth0User)
+            or not isinstance(scope.get("auth"), AuthCredentials)
+            or isinstance(scope["auth"], _TokenCredentials)
+        ):
             scope["auth"] = AuthCredentials()
             scope["user"] = UnauthenticatedUser()
     else:

@@ -1996,7 +1996,7 @@ def test_forgetting_live_proofs_is_logged_once_a_minute(
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("value", ["DPoP", "DPoP\ttoken", "dpop  "])
+@pytest.mark.parametrize("value", ["DPoP", "DPoP\ttoken", "dpop  ", "DPoP,token", "dpop:token"])
 async def test_a_malformed_dpop_authorization_is_answered_on_the_dpop_challenge(
     value: str,
 ) -> None:

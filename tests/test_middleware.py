@@ -273,13 +273,28 @@ async def test_a_user_set_outside_stands_for_a_request_without_a_token(
     assert bad.status_code == 401
 
 
+class _RewrapUser:
+    """A middleware that swaps the user for one of its own, made from the old."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        user = scope.get("user")
+        if user is not None and user.is_authenticated:
+            scope["user"] = SimpleUser(user.display_name)
+            scope["auth"] = AuthCredentials(list(scope["auth"].scopes))
+        await self.app(scope, receive, send)
+
+
+@pytest.mark.parametrize("between", [None, _RewrapUser], ids=["nothing", "a-user-remade"])
 async def test_an_outer_auth0_middlewares_user_never_stands_for_an_inner_api(
-    issuer: LocalIssuer,
+    issuer: LocalIssuer, between: Any
 ) -> None:
     # API A outside, API B mounted inside with its own middleware. A reads DPoP and
     # query-string tokens, B neither: a token for A sent that way is no token to B,
-    # and A's user must not pass B's @requires (it did when an outer user was kept
-    # whatever its kind).
+    # and A's user must not pass B's @requires, as it is or remade by a middleware in
+    # between (either did when an outer user was kept whatever its origin).
     @requires("admin")
     async def b_admin(request: Request) -> JSONResponse:
         return JSONResponse({"user": request.user.display_name})
@@ -295,7 +310,10 @@ async def test_an_outer_auth0_middlewares_user_never_stands_for_an_inner_api(
 
     b_app = Starlette(
         routes=[Route("/admin", b_admin), WebSocketRoute("/ws", b_ws)],
-        middleware=[Middleware(Auth0Middleware, verifier=verifier_for("https://b.example"))],
+        middleware=[
+            *([Middleware(between)] if between else []),
+            Middleware(Auth0Middleware, verifier=verifier_for("https://b.example")),
+        ],
     )
     app = Starlette(
         routes=[Mount("/b", app=b_app)],
@@ -1111,3 +1129,14 @@ def test_the_query_token_redactor_takes_every_shape_of_log_record() -> None:
         pass
 
     assert through("%s", (Url("/ws?access_token=t"),)) == "/ws?access_token=[redacted]"
+
+    class StarletteLikeUrl:
+        def __str__(self) -> str:
+            return "http://h/ws?access_token=t"
+
+    assert through("%s", (StarletteLikeUrl(),)) == "http://h/ws?access_token=[redacted]"
+    assert through("%s", (b"/ws?access_token=t",)) == "/ws?access_token=[redacted]"
+    # A format string naming the parameter keeps its placeholder (its value is an
+    # argument, not a URL: nothing here to redact, and nothing broken).
+    assert through("token in /ws?access_token=%s", ("t",)) == "token in /ws?access_token=t"
+    assert through("%s %d", ("/ws?access_token=t", 403)) == "/ws?access_token=[redacted] 403"

@@ -173,3 +173,19 @@ async def test_a_hook_response_that_keeps_its_success_status_gets_the_default_an
         r = await c.get("/", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
     assert r.status_code == 401  # not a 500, not a 200
     assert r.json()["reason"] == "token_expired"
+
+
+@pytest.mark.anyio
+async def test_a_hook_response_without_an_integer_status_gets_the_challenges(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    def hook(conn: HTTPConnection, challenge: Challenge) -> Response:
+        response = JSONResponse({"message": "no"})
+        setattr(response, "status_code", "200")  # noqa: B010 (not an int: a hook's bug)
+        return response
+
+    transport = httpx.ASGITransport(app=app_with(verifier, hook))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in r.headers["www-authenticate"]
