@@ -485,7 +485,18 @@ header_values = st.one_of(
     st.builds(lambda t: b"Bearer " + t.encode(), any_token),
     st.builds(
         lambda scheme, sep, tok: scheme + sep + tok,
-        st.sampled_from([b"Bearer", b"bearer", b"BEARER", b"Basic", b"Bearer,", b"Token"]),
+        st.sampled_from(
+            [
+                b"Bearer",
+                b"bearer",
+                b"BEARER",
+                b"Basic",
+                b"Bearer,",
+                b"Bearer:",
+                b"Bearer\xe9",
+                b"Token",
+            ]
+        ),
         st.sampled_from([b" ", b"  ", b"\t", b"", b" \t"]),
         st.text(alphabet=B64URL_ALPHABET + ".=~+/ ,", max_size=40).map(str.encode),
     ),
