@@ -225,7 +225,10 @@ def _status_of(response: Response) -> int | None:
         status = response.status_code
     except Exception:
         return None
-    return status if type(status) is int else None
+    # An int, HTTPStatus (an IntEnum) included; not a bool.
+    if isinstance(status, int) and not isinstance(status, bool):
+        return int(status)
+    return None
 
 
 def uses_dpop_scheme(scope: Mapping[str, Any]) -> bool:

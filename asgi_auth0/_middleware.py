@@ -229,18 +229,31 @@ class _QueryTokenRedactor(logging.Filter):
         self.param = param
 
     def filter(self, record: logging.LogRecord) -> bool:
-        # Argument by argument, types aside (a URL object is logged by its str), and
-        # the arguments stay a tuple: uvicorn's access formatter unpacks them.
+        # A filter that raised would pass the exception to the code that logs.
+        with contextlib.suppress(Exception):
+            self._scrub(record)
+        return True
+
+    def _scrub(self, record: logging.LogRecord) -> None:
+        # Argument by argument, judged by its text (a URL object is logged by its
+        # str); the arguments are rebuilt only when something was taken out, and stay
+        # a tuple (uvicorn's access formatter unpacks them).
         args = record.args
         if isinstance(args, tuple):
-            record.args = tuple(self._redacted(a) for a in args)
+            redacted = tuple(self._redacted(a) for a in args)
+            if any(new is not old for new, old in zip(redacted, args, strict=True)):
+                record.args = redacted
         elif isinstance(args, Mapping):
-            record.args = {k: self._redacted(v) for k, v in args.items()}
-        elif not args and isinstance(record.msg, str):
-            # Only a message without arguments: in a format string, taking a value
-            # out could leave a placeholder without its argument.
-            record.msg = self._redact(record.msg)
-        return True
+            values = {k: self._redacted(v) for k, v in args.items()}
+            if any(values[k] is not v for k, v in args.items()):
+                record.args = values
+        msg = record.msg
+        text = msg if isinstance(msg, str) else str(msg)
+        # In a format string a "%" may start a placeholder: a value holding one is
+        # left alone, so that no placeholder loses its argument.
+        scrubbed = self._redact(text, keep_percent=bool(args))
+        if scrubbed != text:
+            record.msg = scrubbed
 
     def _redacted(self, value: object) -> object:
         if isinstance(value, (bytes, bytearray)):
@@ -257,13 +270,15 @@ class _QueryTokenRedactor(logging.Filter):
         redacted = self._redact(text)
         return value if redacted == text else redacted
 
-    def _redact(self, text: str) -> str:
+    def _redact(self, text: str, *, keep_percent: bool = False) -> str:
         if "?" not in text:
             return text
 
         def value_of_ours(found: re.Match[str]) -> str:
             # The name decoded as the middleware decodes it: spelled with %-escapes it
             # carries the token just the same.
+            if keep_percent and "%" in found.group(2):
+                return found.group(0)
             if unquote_plus(found.group(1), encoding="latin-1") == self.param:
                 return f"{found.group(1)}=[redacted]"
             return found.group(0)
@@ -287,22 +302,30 @@ def _store(
     state = scope.get("state")
     # Whether an Auth0Middleware outside this one verified a token for this request
     # (one for another API, read in a form this one may not read: DPoP, a query
-    # parameter). Any user in the scope now may be made from that token.
+    # parameter). Any user in the scope now may be made from that token. (The state
+    # holds this request's result only: no Auth0Middleware writes into a dict that
+    # other requests may share, see below.)
     outer_token = (
-        type(state) is dict and _RESPONDER_KEY in state and state.get(_CLAIMS_KEY) is not None
+        isinstance(state, Mapping)
+        and _RESPONDER_KEY in state
+        and state.get(_CLAIMS_KEY) is not None
     )
     if state is None:
         state = scope["state"] = {}
-    elif state is lifespan_state or _RESPONDER_KEY in state:
+    elif lifespan_state is None or state is lifespan_state or _RESPONDER_KEY in state:
         # The ASGI spec gives each request a shallow copy of the lifespan state, and
         # uvicorn does; but a server or test harness that hands every request the
-        # same dict (asgi-lifespan's LifespanManager does) would let concurrent
-        # requests read each other's claims. This request gets a copy of its own.
-        # (Our key already there means the dict went through a middleware before:
-        # another request's, or an outer Auth0Middleware's, whose view stays its own.)
-        # Otherwise write in place, so an outer middleware that reads request.state
-        # after the call sees the claims.
-        state = scope["state"] = dict(scope["state"])
+        # same dict (asgi-lifespan's LifespanManager does) would let other requests
+        # read this one's claims: concurrent ones, and later ones to routes this
+        # middleware does not cover (its claims left in the shared dict would
+        # authenticate them). This request gets a copy of its own whenever the dict
+        # may be shared: it is the lifespan's, or this middleware never saw the
+        # lifespan and cannot tell (mounted in another app, or no lifespan at all),
+        # or our key is already there (another request's, or an outer
+        # Auth0Middleware's, whose view stays its own). Otherwise (a per-request
+        # copy, as uvicorn makes) write in place, so that an outer middleware that
+        # reads request.state after the call sees the claims.
+        state = scope["state"] = dict(state)
     state[_CLAIMS_KEY] = claims
     state[_RESPONDER_KEY] = responder
     if claims is None:

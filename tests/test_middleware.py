@@ -28,6 +28,7 @@ from starlette.authentication import (
     requires,
 )
 from starlette.background import BackgroundTask
+from starlette.datastructures import Headers
 from starlette.endpoints import WebSocketEndpoint
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -1140,3 +1141,22 @@ def test_the_query_token_redactor_takes_every_shape_of_log_record() -> None:
     # argument, not a URL: nothing here to redact, and nothing broken).
     assert through("token in /ws?access_token=%s", ("t",)) == "token in /ws?access_token=t"
     assert through("%s %d", ("/ws?access_token=t", 403)) == "/ws?access_token=[redacted] 403"
+    # A token written into the format string itself, with other arguments.
+    assert through("proxying wss://h/ws?access_token=eyJ.x.y for %s", ("1.2.3.4",)) == (
+        "proxying wss://h/ws?access_token=[redacted] for 1.2.3.4"
+    )
+    # Nothing to take out: the arguments are left as they are, objects included.
+    headers = Headers({"a": "1"})
+    record = logging.LogRecord("uvicorn.error", logging.INFO, "", 0, "%s", (headers,), None)
+    assert redactor.filter(record)
+    assert record.args is headers  # (logging unwraps a lone mapping argument)
+    # A message that is an object, not a str.
+    assert through(StarletteLikeUrl(), None) == "http://h/ws?access_token=[redacted]"  # type: ignore[arg-type]
+
+    class Hostile(dict[str, str]):
+        def items(self) -> Any:
+            raise RuntimeError("no")
+
+    record = logging.LogRecord("uvicorn.error", logging.INFO, "", 0, "x", (), None)
+    record.args = Hostile(a="b")
+    assert redactor.filter(record)  # never raises into the code that logs

@@ -17,14 +17,17 @@ import pytest
 from _asgi import http_scope
 from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI
-from starlette.requests import Request
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from asgi_auth0._claims import Claims
 from asgi_auth0._middleware import Auth0Middleware
 from asgi_auth0._verify import TokenVerifier
-from asgi_auth0.fastapi import require_scopes
+from asgi_auth0.fastapi import require_scopes, require_token
 from asgi_auth0.testing import LocalIssuer
 
 pytestmark = pytest.mark.anyio
@@ -198,14 +201,22 @@ async def test_requests_handed_the_lifespan_state_itself_never_write_into_it(
 async def test_a_per_request_state_is_written_in_place(
     verifier: TokenVerifier, issuer: LocalIssuer
 ) -> None:
-    # With a server that copies (uvicorn), the dict the request brings is its own: the
-    # claims go into it, so middleware outside ours that holds request.state sees them
-    # after the call (a logging middleware reading the subject, say).
-    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    # With a server that copies the lifespan state per request (uvicorn), the dict
+    # the request brings is its own: the claims go into it, so middleware outside
+    # ours that holds request.state sees them after the call (a logging middleware
+    # reading the subject, say). The middleware knows the dict is a copy because it
+    # saw the lifespan, and this is not the lifespan's dict.
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
         await JSONResponse({})(scope, receive, send)
 
-    mw = Auth0Middleware(endpoint, verifier=verifier)
-    per_request: dict[str, Any] = {"db": "pool"}
+    mw = Auth0Middleware(app, verifier=verifier)
+    lifespan_state: dict[str, Any] = {"db": "pool"}
+    per_request = dict(lifespan_state)
     scope = http_scope([(b"authorization", f"Bearer {issuer.token(sub='alice')}".encode())])
     scope["state"] = per_request
     outer_view = Request(scope).state  # taken before the call, as BaseHTTPMiddleware does
@@ -216,7 +227,67 @@ async def test_a_per_request_state_is_written_in_place(
     async def send(message: Message) -> None:
         return None
 
-    await mw(scope, receive, send)
+    steps = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    started, stop = anyio.Event(), anyio.Event()
+
+    async def lifespan_receive() -> Message:
+        if len(steps) == 1:
+            await stop.wait()
+        return steps.pop(0)
+
+    async def lifespan_send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    lifespan_scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": lifespan_state}
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(mw, lifespan_scope, lifespan_receive, lifespan_send)
+            await started.wait()
+            await mw(scope, receive, send)
+            stop.set()
     assert scope["state"] is per_request
     assert outer_view.claims.sub == "alice"
     assert outer_view.db == "pool"
+    assert "claims" not in lifespan_state
+
+
+async def test_a_middleware_on_a_mounted_app_never_leaves_claims_in_a_shared_state(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # Auth0Middleware on a mounted app never sees the lifespan, so it cannot tell a
+    # per-request state from one every request shares (LifespanManager's). Its first
+    # request wrote its claims into the shared dict: a later request with no token,
+    # to a route of the outer app (no middleware), was then authenticated as that
+    # first request's user by require_token, and a session user's request through
+    # the mounted app lost its login to those stale claims. It copies now.
+    class CookieLogin(AuthenticationBackend):
+        async def authenticate(
+            self, conn: HTTPConnection
+        ) -> tuple[AuthCredentials, SimpleUser] | None:
+            if conn.cookies.get("session") != "bob":
+                return None
+            return AuthCredentials(["authenticated"]), SimpleUser("bob")
+
+    inner = FastAPI()
+    inner.add_middleware(Auth0Middleware, verifier=verifier)
+
+    @inner.get("/who")
+    async def who(request: Request) -> Any:
+        return {"user": request.user.display_name or None}
+
+    outer = FastAPI(routes=[Mount("/b", app=inner)])
+    outer.add_middleware(AuthenticationMiddleware, backend=CookieLogin())
+
+    @outer.get("/outer")
+    async def outer_route(claims: Annotated[Claims, Depends(require_token)]) -> Any:
+        return {"sub": claims.sub}
+
+    async with LifespanManager(outer) as started:
+        transport = httpx.ASGITransport(app=started.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            alice = {"Authorization": f"Bearer {issuer.token(sub='alice')}"}
+            assert (await c.get("/b/who", headers=alice)).json() == {"user": "alice"}
+            assert (await c.get("/outer")).status_code == 500  # no middleware there
+            bob = await c.get("/b/who", headers={"Cookie": "session=bob"})
+            assert bob.json() == {"user": "bob"}

@@ -8,6 +8,7 @@ coroutine where a Response is due) is refused when the middleware is built.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from asgi_auth0._challenge import Challenge
@@ -189,3 +190,18 @@ async def test_a_hook_response_without_an_integer_status_gets_the_challenges(
         r = await c.get("/", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
     assert r.status_code == 401
     assert 'error="invalid_token"' in r.headers["www-authenticate"]
+
+
+@pytest.mark.anyio
+async def test_a_hook_may_redirect_with_an_http_status_member(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # HTTPStatus.FOUND is an int (an IntEnum): a redirect, the hook's to choose.
+    def hook(conn: HTTPConnection, challenge: Challenge) -> Response:
+        return RedirectResponse("/login", status_code=HTTPStatus.FOUND)
+
+    transport = httpx.ASGITransport(app=app_with(verifier, hook))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        r = await c.get("/", headers={"Authorization": f"Bearer {issuer.expired_token()}"})
+    assert r.status_code == 302
+    assert r.headers["location"] == "/login"
