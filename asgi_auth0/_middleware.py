@@ -81,6 +81,10 @@ logger = logging.getLogger("asgi_auth0.middleware")
 # the public contract; the responder lets dependencies answer like the middleware.
 _CLAIMS_KEY = "claims"
 _RESPONDER_KEY = "asgi_auth0"
+# The key in the scope itself where the result is kept for the dependencies: a scope
+# is this request's alone, whereas a server or harness may hand every request the
+# same state dict (see _store).
+_SCOPE_KEY = "asgi_auth0"
 _DENIAL_EXTENSION = "websocket.http.response"
 # RFC 6455 close codes, used only where the server lacks the denial extension (ASGI
 # servers then answer the handshake with a plain 403).
@@ -302,14 +306,11 @@ def _store(
     state = scope.get("state")
     # Whether an Auth0Middleware outside this one verified a token for this request
     # (one for another API, read in a form this one may not read: DPoP, a query
-    # parameter). Any user in the scope now may be made from that token. (The state
-    # holds this request's result only: no Auth0Middleware writes into a dict that
-    # other requests may share, see below.)
-    outer_token = (
-        isinstance(state, Mapping)
-        and _RESPONDER_KEY in state
-        and state.get(_CLAIMS_KEY) is not None
-    )
+    # parameter). Any user in the scope now may be made from that token. Read from
+    # the scope, which is this request's alone.
+    outer = scope.get(_SCOPE_KEY)
+    outer_token = type(outer) is tuple and outer[0] is not None
+    scope[_SCOPE_KEY] = (claims, responder)
     if state is None:
         state = scope["state"] = {}
     elif lifespan_state is None or state is lifespan_state or _RESPONDER_KEY in state:
@@ -324,7 +325,9 @@ def _store(
         # or our key is already there (another request's, or an outer
         # Auth0Middleware's, whose view stays its own). Otherwise (a per-request
         # copy, as uvicorn makes) write in place, so that an outer middleware that
-        # reads request.state after the call sees the claims.
+        # took request.state before the call sees the claims after it. (Even so a
+        # harness sharing one dict in a way this cannot see, nested lifespans, say,
+        # may leave claims there: the dependencies read the scope, never the state.)
         state = scope["state"] = dict(state)
     state[_CLAIMS_KEY] = claims
     state[_RESPONDER_KEY] = responder
@@ -354,14 +357,15 @@ def auth_state(scope: Scope) -> tuple[Claims | None, Responder]:
 
     Raises :class:`MiddlewareNotInstalledError` when the middleware did not run.
     """
-    state = scope.get("state")
-    responder = state.get(_RESPONDER_KEY) if isinstance(state, dict) else None
-    if not isinstance(responder, Responder):
+    # From the scope, not the state: a state dict may be shared by requests (see
+    # _store), and a value some code wrote into request.state is no verification.
+    found = scope.get(_SCOPE_KEY)
+    if type(found) is not tuple or not isinstance(found[1], Responder):
         raise MiddlewareNotInstalledError(
             "Auth0Middleware is not installed: asgi_auth0 dependencies read the claims it "
             "stores. Add it with app.add_middleware(Auth0Middleware, config=...)."
         )
-    claims = state.get(_CLAIMS_KEY) if isinstance(state, dict) else None
+    claims, responder = found
     return (claims if isinstance(claims, Claims) else None), responder
 
 
@@ -784,8 +788,13 @@ class Auth0Middleware:
                 await self._on_shutdown()
             await send(message)
 
-        async with self._app_lifetime():
-            await self.app(scope, observed_receive, observed_send)
+        try:
+            async with self._app_lifetime():
+                await self.app(scope, observed_receive, observed_send)
+        finally:
+            # Its requests are over: a later one is judged as if no lifespan ran.
+            if self._lifespan_state is scope.get("state"):
+                self._lifespan_state = None
 
     @contextlib.asynccontextmanager
     async def _app_lifetime(self) -> AsyncIterator[None]:

@@ -9,6 +9,8 @@ whichever request wrote last. Concurrency is arranged with events, never sleeps.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
@@ -291,3 +293,38 @@ async def test_a_middleware_on_a_mounted_app_never_leaves_claims_in_a_shared_sta
             assert (await c.get("/outer")).status_code == 500  # no middleware there
             bob = await c.get("/b/who", headers={"Cookie": "session=bob"})
             assert bob.json() == {"user": "bob"}
+
+
+async def test_claims_left_in_a_shared_state_authenticate_nobody(
+    verifier: TokenVerifier, issuer: LocalIssuer
+) -> None:
+    # The mounted app gets a lifespan of its own (the outer one runs it: Starlette
+    # does not pass lifespans to mounts), so the middleware cannot tell that requests
+    # bring the outer lifespan's shared dict (LifespanManager's) and writes into it.
+    # The claims left there must not authenticate a later request that never went
+    # through the middleware: the dependencies read the result from the request's
+    # own scope.
+    inner = FastAPI()
+    inner.add_middleware(Auth0Middleware, verifier=verifier)
+
+    @inner.get("/me")
+    async def me(claims: Annotated[Claims, Depends(require_token)]) -> Any:
+        return {"sub": claims.sub}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with LifespanManager(inner):
+            yield
+
+    outer = FastAPI(lifespan=lifespan, routes=[Mount("/b", app=inner)])
+
+    @outer.get("/outer")
+    async def outer_route(claims: Annotated[Claims, Depends(require_token)]) -> Any:
+        return {"sub": claims.sub}
+
+    async with LifespanManager(outer) as started:
+        transport = httpx.ASGITransport(app=started.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            alice = {"Authorization": f"Bearer {issuer.token(sub='alice')}"}
+            assert (await c.get("/b/me", headers=alice)).json() == {"sub": "alice"}
+            assert (await c.get("/outer")).status_code == 500  # no middleware there
