@@ -308,8 +308,14 @@ def _store(
     # (one for another API, read in a form this one may not read: DPoP, a query
     # parameter). Any user in the scope now may be made from that token. Read from
     # the scope, which is this request's alone.
+    # (The state too, as a second sign: a middleware between may have rebuilt the
+    # scope without our key. Stale claims there can only make the user anonymous.)
     outer = scope.get(_SCOPE_KEY)
-    outer_token = type(outer) is tuple and outer[0] is not None
+    outer_token = (type(outer) is tuple and outer[0] is not None) or (
+        isinstance(state, Mapping)
+        and _RESPONDER_KEY in state
+        and state.get(_CLAIMS_KEY) is not None
+    )
     scope[_SCOPE_KEY] = (claims, responder)
     if state is None:
         state = scope["state"] = {}

@@ -288,7 +288,25 @@ class _RewrapUser:
         await self.app(scope, receive, send)
 
 
-@pytest.mark.parametrize("between", [None, _RewrapUser], ids=["nothing", "a-user-remade"])
+class _RewrapAndRebuild(_RewrapUser):
+    """The same, then a scope rebuilt from the keys it knows (ours not among them)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        known = ("type", "asgi", "http_version", "method", "scheme", "path", "raw_path")
+        known += ("root_path", "query_string", "headers", "client", "server", "extensions")
+        known += ("subprotocols", "state", "user", "auth", "app", "router")
+
+        async def rebuilt(scope: Scope, receive: Receive, send: Send) -> None:
+            await self.app({k: v for k, v in scope.items() if k in known}, receive, send)
+
+        await _RewrapUser(rebuilt)(scope, receive, send)
+
+
+@pytest.mark.parametrize(
+    "between",
+    [None, _RewrapUser, _RewrapAndRebuild],
+    ids=["nothing", "a-user-remade", "remade-and-scope-rebuilt"],
+)
 async def test_an_outer_auth0_middlewares_user_never_stands_for_an_inner_api(
     issuer: LocalIssuer, between: Any
 ) -> None:
