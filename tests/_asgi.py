@@ -1,13 +1,17 @@
 """A bare ASGI driver, for what an HTTP client cannot show (exact messages, WebSocket
 denial responses, apps run without a server), and the one place that builds the
-``http`` and ``websocket`` scopes the tests hand to it."""
+``http`` and ``websocket`` scopes the tests hand to it; with a lifespan runner and a
+session login for Starlette's AuthenticationMiddleware."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
+from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
+from starlette.requests import HTTPConnection
 
 Message = dict[str, Any]
 
@@ -118,3 +122,58 @@ def ws_scope(
         scope["extensions"] = {"websocket.http.response": {}}
     scope.update(extra)
     return scope
+
+
+def with_lifespan(app: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """``app`` for requests, and a lifespan that starts and stops at once."""
+
+    async def wrapped(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+@asynccontextmanager
+async def lifespan_running(
+    app: Callable[..., Awaitable[None]], state: dict[str, Any]
+) -> AsyncIterator[None]:
+    """Runs ``app``'s lifespan with ``state``: started for the body, then shut down."""
+    steps: list[Message] = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    started, stop = anyio.Event(), anyio.Event()
+
+    async def receive() -> Message:
+        if len(steps) == 1:
+            await stop.wait()
+        return steps.pop(0)
+
+    async def send(message: Message) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app, scope, receive, send)
+            await started.wait()
+            try:
+                yield
+            finally:
+                stop.set()
+
+
+class CookieLogin(AuthenticationBackend):
+    """A session login for Starlette's AuthenticationMiddleware: the cookie
+    ``session=<session>`` logs ``user`` in with ``scopes``; anything else, nobody."""
+
+    def __init__(self, session: str, user: str, scopes: Sequence[str] = ("authenticated",)):
+        self.session, self.user, self.scopes = session, user, list(scopes)
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        if conn.cookies.get("session") != self.session:
+            return None
+        return AuthCredentials(self.scopes), SimpleUser(self.user)

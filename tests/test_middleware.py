@@ -17,13 +17,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _asgi import drive, http_scope, ws_scope
+from _asgi import CookieLogin, drive, http_scope, ws_scope
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
-    AuthenticationBackend,
     SimpleUser,
     requires,
 )
@@ -242,18 +241,13 @@ async def test_a_user_set_outside_stands_for_a_request_without_a_token(
     # cookie for an app's pages: a request with no bearer token keeps that user (it
     # was replaced by the anonymous one, and the app's logged-in users silently
     # lost their login); a token's identity still wins, and a bad token is refused.
-    class CookieLogin(AuthenticationBackend):
-        async def authenticate(
-            self, conn: HTTPConnection
-        ) -> tuple[AuthCredentials, SimpleUser] | None:
-            if conn.cookies.get("session") != "s1":
-                return None
-            return AuthCredentials(["authenticated", "pages"]), SimpleUser("cookie-user")
-
     app = Starlette(
         routes=[Route("/", whoami)],
         middleware=[
-            Middleware(AuthenticationMiddleware, backend=CookieLogin()),
+            Middleware(
+                AuthenticationMiddleware,
+                backend=CookieLogin("s1", "cookie-user", ["authenticated", "pages"]),
+            ),
             Middleware(Auth0Middleware, verifier=verifier),
         ],
     )

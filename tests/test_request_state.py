@@ -16,12 +16,11 @@ from typing import Annotated, Any
 import anyio
 import httpx
 import pytest
-from _asgi import http_scope
+from _asgi import CookieLogin, http_scope, lifespan_running, with_lifespan
 from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI
-from starlette.authentication import AuthCredentials, AuthenticationBackend, SimpleUser
 from starlette.middleware.authentication import AuthenticationMiddleware
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -156,46 +155,13 @@ async def test_requests_handed_the_lifespan_state_itself_never_write_into_it(
     # first one on, and the lifespan state never holds anybody's claims.
     seen: dict[str, Any] = {}
     gate = Gate()
-    inner = state_reader(seen, gate)
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        await inner(scope, receive, send)
-
-    mw = Auth0Middleware(app, verifier=verifier)
+    mw = Auth0Middleware(with_lifespan(state_reader(seen, gate)), verifier=verifier)
     lifespan_state: dict[str, Any] = {"db": "pool"}
-    started = anyio.Event()
-    stop = anyio.Event()
-
-    async def lifespan() -> None:
-        sent = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-
-        async def receive() -> Message:
-            if len(sent) == 1:
-                await stop.wait()
-            return sent.pop(0)
-
-        async def send(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete":
-                started.set()
-
-        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": lifespan_state}
-        await mw(scope, receive, send)
-
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(lifespan)
-            await started.wait()
-            tg.start_soon(run_shared, mw, lifespan_state, issuer)
-            while gate.waiting < 3:
-                await anyio.wait_all_tasks_blocked()
-            gate.open.set()
+    async with lifespan_running(mw, lifespan_state), anyio.create_task_group() as tg:
+        tg.start_soon(run_shared, mw, lifespan_state, issuer)
+        while gate.waiting < 3:
             await anyio.wait_all_tasks_blocked()
-            stop.set()
+        gate.open.set()
     assert seen == {"alice": "alice", "bob": "bob", "anonymous": None}
     assert lifespan_state == {"db": "pool"}
 
@@ -208,15 +174,10 @@ async def test_a_per_request_state_is_written_in_place(
     # ours that holds request.state sees them after the call (a logging middleware
     # reading the subject, say). The middleware knows the dict is a copy because it
     # saw the lifespan, and this is not the lifespan's dict.
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         await JSONResponse({})(scope, receive, send)
 
-    mw = Auth0Middleware(app, verifier=verifier)
+    mw = Auth0Middleware(with_lifespan(endpoint), verifier=verifier)
     lifespan_state: dict[str, Any] = {"db": "pool"}
     per_request = dict(lifespan_state)
     scope = http_scope([(b"authorization", f"Bearer {issuer.token(sub='alice')}".encode())])
@@ -229,25 +190,8 @@ async def test_a_per_request_state_is_written_in_place(
     async def send(message: Message) -> None:
         return None
 
-    steps = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
-    started, stop = anyio.Event(), anyio.Event()
-
-    async def lifespan_receive() -> Message:
-        if len(steps) == 1:
-            await stop.wait()
-        return steps.pop(0)
-
-    async def lifespan_send(message: Message) -> None:
-        if message["type"] == "lifespan.startup.complete":
-            started.set()
-
-    lifespan_scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": lifespan_state}
-    with anyio.fail_after(10):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(mw, lifespan_scope, lifespan_receive, lifespan_send)
-            await started.wait()
-            await mw(scope, receive, send)
-            stop.set()
+    async with lifespan_running(mw, lifespan_state):
+        await mw(scope, receive, send)
     assert scope["state"] is per_request
     assert outer_view.claims.sub == "alice"
     assert outer_view.db == "pool"
@@ -263,14 +207,6 @@ async def test_a_middleware_on_a_mounted_app_never_leaves_claims_in_a_shared_sta
     # to a route of the outer app (no middleware), was then authenticated as that
     # first request's user by require_token, and a session user's request through
     # the mounted app lost its login to those stale claims. It copies now.
-    class CookieLogin(AuthenticationBackend):
-        async def authenticate(
-            self, conn: HTTPConnection
-        ) -> tuple[AuthCredentials, SimpleUser] | None:
-            if conn.cookies.get("session") != "bob":
-                return None
-            return AuthCredentials(["authenticated"]), SimpleUser("bob")
-
     inner = FastAPI()
     inner.add_middleware(Auth0Middleware, verifier=verifier)
 
@@ -279,7 +215,7 @@ async def test_a_middleware_on_a_mounted_app_never_leaves_claims_in_a_shared_sta
         return {"user": request.user.display_name or None}
 
     outer = FastAPI(routes=[Mount("/b", app=inner)])
-    outer.add_middleware(AuthenticationMiddleware, backend=CookieLogin())
+    outer.add_middleware(AuthenticationMiddleware, backend=CookieLogin("bob", "bob"))
 
     @outer.get("/outer")
     async def outer_route(claims: Annotated[Claims, Depends(require_token)]) -> Any:
