@@ -309,17 +309,24 @@ def _store(
     # parameter). Any user in the scope now may be made from that token. Read from
     # the scope, which is this request's alone.
     # (The state too, as a second sign: a middleware between may have rebuilt the
-    # scope without our key. Stale claims there can only make the user anonymous.)
+    # scope without our key. Only another middleware's entry counts there: this
+    # one's own, in a dict shared by requests, is another request's.)
     outer = scope.get(_SCOPE_KEY)
-    outer_token = (type(outer) is tuple and outer[0] is not None) or (
+    outer_token = (type(outer) is tuple and len(outer) == 2 and outer[0] is not None) or (
         isinstance(state, Mapping)
-        and _RESPONDER_KEY in state
+        and state.get(_RESPONDER_KEY, responder) is not responder
         and state.get(_CLAIMS_KEY) is not None
     )
     scope[_SCOPE_KEY] = (claims, responder)
-    if state is None:
+    if state is None or not isinstance(state, Mapping):
+        # None, or not a mapping at all (a server's bug): a dict of this request's.
         state = scope["state"] = {}
-    elif lifespan_state is None or state is lifespan_state or _RESPONDER_KEY in state:
+    elif (
+        lifespan_state is None
+        or state is lifespan_state
+        or _RESPONDER_KEY in state
+        or not isinstance(state, dict)
+    ):
         # The ASGI spec gives each request a shallow copy of the lifespan state, and
         # uvicorn does; but a server or test harness that hands every request the
         # same dict (asgi-lifespan's LifespanManager does) would let other requests
@@ -334,6 +341,7 @@ def _store(
         # took request.state before the call sees the claims after it. (Even so a
         # harness sharing one dict in a way this cannot see, nested lifespans, say,
         # may leave claims there: the dependencies read the scope, never the state.)
+        # A mapping that is not a dict may not take our keys: a dict copy does.
         state = scope["state"] = dict(state)
     state[_CLAIMS_KEY] = claims
     state[_RESPONDER_KEY] = responder

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import anyio
 import httpx
 import pytest
-from _asgi import CookieLogin, http_scope, lifespan_running, with_lifespan
+from _asgi import CookieLogin, drive, http_scope, lifespan_running, with_lifespan
 from asgi_lifespan import LifespanManager
 from fastapi import Depends, FastAPI
 from starlette.middleware.authentication import AuthenticationMiddleware
@@ -247,12 +247,17 @@ async def test_claims_left_in_a_shared_state_authenticate_nobody(
     async def me(claims: Annotated[Claims, Depends(require_token)]) -> Any:
         return {"sub": claims.sub}
 
+    @inner.get("/who")
+    async def who(request: Request) -> Any:
+        return {"user": request.user.display_name or None}
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with LifespanManager(inner):
             yield
 
     outer = FastAPI(lifespan=lifespan, routes=[Mount("/b", app=inner)])
+    outer.add_middleware(AuthenticationMiddleware, backend=CookieLogin("bob", "bob"))
 
     @outer.get("/outer")
     async def outer_route(claims: Annotated[Claims, Depends(require_token)]) -> Any:
@@ -264,3 +269,31 @@ async def test_claims_left_in_a_shared_state_authenticate_nobody(
             alice = {"Authorization": f"Bearer {issuer.token(sub='alice')}"}
             assert (await c.get("/b/me", headers=alice)).json() == {"sub": "alice"}
             assert (await c.get("/outer")).status_code == 500  # no middleware there
+            # Nor do they pass for an outer middleware's: a session user stays.
+            bob = await c.get("/b/who", headers={"Cookie": "session=bob"})
+            assert bob.json() == {"user": "bob"}
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [{"asgi_auth0": ()}, {"state": object()}, {"state": ["x"]}],
+    ids=["empty-tuple-in-our-key", "state-not-a-mapping", "state-a-list"],
+)
+async def test_odd_scope_contents_never_make_a_500(
+    verifier: TokenVerifier, issuer: LocalIssuer, odd: dict[str, Any]
+) -> None:
+    # What a broken server or middleware may leave in the scope: the request is
+    # still served, with this request's own state.
+    seen: dict[str, Any] = {}
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        seen["claims"] = Request(scope).state.claims
+        await JSONResponse({})(scope, receive, send)
+
+    mw = Auth0Middleware(endpoint, verifier=verifier)
+    for token in (None, issuer.token(sub="alice")):
+        headers = [] if token is None else [(b"authorization", f"Bearer {token}".encode())]
+        scope = {**http_scope(headers), **odd}
+        sent = await drive(mw, scope, [{"type": "http.request", "body": b""}])
+        assert sent[0]["status"] == 200
+        assert (seen["claims"] is None) if token is None else (seen["claims"].sub == "alice")
