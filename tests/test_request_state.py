@@ -198,48 +198,20 @@ async def test_a_per_request_state_is_written_in_place(
     assert "claims" not in lifespan_state
 
 
-async def test_a_middleware_on_a_mounted_app_never_leaves_claims_in_a_shared_state(
-    verifier: TokenVerifier, issuer: LocalIssuer
+@pytest.mark.parametrize("inner_lifespan", [False, True], ids=["no-lifespan", "own-lifespan"])
+async def test_claims_in_a_shared_state_authenticate_nobody_else(
+    verifier: TokenVerifier, issuer: LocalIssuer, inner_lifespan: bool
 ) -> None:
-    # Auth0Middleware on a mounted app never sees the lifespan, so it cannot tell a
-    # per-request state from one every request shares (LifespanManager's). Its first
-    # request wrote its claims into the shared dict: a later request with no token,
-    # to a route of the outer app (no middleware), was then authenticated as that
-    # first request's user by require_token, and a session user's request through
-    # the mounted app lost its login to those stale claims. It copies now.
-    inner = FastAPI()
-    inner.add_middleware(Auth0Middleware, verifier=verifier)
-
-    @inner.get("/who")
-    async def who(request: Request) -> Any:
-        return {"user": request.user.display_name or None}
-
-    outer = FastAPI(routes=[Mount("/b", app=inner)])
-    outer.add_middleware(AuthenticationMiddleware, backend=CookieLogin("bob", "bob"))
-
-    @outer.get("/outer")
-    async def outer_route(claims: Annotated[Claims, Depends(require_token)]) -> Any:
-        return {"sub": claims.sub}
-
-    async with LifespanManager(outer) as started:
-        transport = httpx.ASGITransport(app=started.app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            alice = {"Authorization": f"Bearer {issuer.token(sub='alice')}"}
-            assert (await c.get("/b/who", headers=alice)).json() == {"user": "alice"}
-            assert (await c.get("/outer")).status_code == 500  # no middleware there
-            bob = await c.get("/b/who", headers={"Cookie": "session=bob"})
-            assert bob.json() == {"user": "bob"}
-
-
-async def test_claims_left_in_a_shared_state_authenticate_nobody(
-    verifier: TokenVerifier, issuer: LocalIssuer
-) -> None:
-    # The mounted app gets a lifespan of its own (the outer one runs it: Starlette
-    # does not pass lifespans to mounts), so the middleware cannot tell that requests
-    # bring the outer lifespan's shared dict (LifespanManager's) and writes into it.
-    # The claims left there must not authenticate a later request that never went
-    # through the middleware: the dependencies read the result from the request's
-    # own scope.
+    # Auth0Middleware on a mounted app, under LifespanManager (one state dict for
+    # every request). Without a lifespan of its own the middleware cannot tell that
+    # the dict is shared: its first request wrote its claims there, a later request
+    # with no token to a route of the outer app (no middleware) was authenticated as
+    # that user by require_token, and a session user's request through the mounted
+    # app lost its login to those stale claims; it copies now. With a lifespan of
+    # its own (the outer app runs it: Starlette does not pass lifespans to mounts)
+    # it writes into the outer shared dict, and the claims left there must still
+    # authenticate nobody: the dependencies read the result from the request's
+    # scope, and only another middleware's entry counts as an outer token.
     inner = FastAPI()
     inner.add_middleware(Auth0Middleware, verifier=verifier)
 
@@ -256,7 +228,7 @@ async def test_claims_left_in_a_shared_state_authenticate_nobody(
         async with LifespanManager(inner):
             yield
 
-    outer = FastAPI(lifespan=lifespan, routes=[Mount("/b", app=inner)])
+    outer = FastAPI(lifespan=lifespan if inner_lifespan else None, routes=[Mount("/b", app=inner)])
     outer.add_middleware(AuthenticationMiddleware, backend=CookieLogin("bob", "bob"))
 
     @outer.get("/outer")
@@ -267,9 +239,9 @@ async def test_claims_left_in_a_shared_state_authenticate_nobody(
         transport = httpx.ASGITransport(app=started.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
             alice = {"Authorization": f"Bearer {issuer.token(sub='alice')}"}
+            assert (await c.get("/b/who", headers=alice)).json() == {"user": "alice"}
             assert (await c.get("/b/me", headers=alice)).json() == {"sub": "alice"}
             assert (await c.get("/outer")).status_code == 500  # no middleware there
-            # Nor do they pass for an outer middleware's: a session user stays.
             bob = await c.get("/b/who", headers={"Cookie": "session=bob"})
             assert bob.json() == {"user": "bob"}
 
